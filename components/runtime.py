@@ -1,0 +1,98 @@
+"""Process-wide environment: telemetry off, caches inside the project, torchvision on CPU torch.
+
+* :func:`quiet_environment` sets the opt-outs of ENVIRONMENT.md (only where the user has not set
+  them) and points tool homes (Prefect, HF, torch hub, matplotlib) at ``.salient/`` in the project
+  instead of ``$HOME``.
+* :func:`ensure_torchvision` makes ``import torchvision`` / ``timm`` / ``transformers`` work on a CPU
+  torch when PyPI's CUDA torchvision wheel cannot load its compiled ops, by registering the missing
+  ``torchvision::nms`` / ``qnms`` operator *schemas* (no kernels). It touches nothing when the
+  compiled ops load (a matching CUDA install).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_OPT_OUT = {
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def state_dir() -> Path:
+    """Where tools keep their state: ``$SALIENT_HOME`` or ``.salient/`` in the working directory."""
+    return Path(os.environ.get("SALIENT_HOME") or Path.cwd() / ".salient").absolute()
+
+
+def quiet_environment() -> None:
+    for k, v in _OPT_OUT.items():
+        os.environ.setdefault(k, v)
+    home = state_dir()
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("HF_HOME", str(home / "hf"))
+    os.environ.setdefault("TORCH_HOME", str(home / "torch"))
+    os.environ.setdefault("MPLCONFIGDIR", str(home / "mpl"))
+    os.environ.setdefault("XDG_CACHE_HOME", str(home / "cache"))
+
+
+_patched = False
+
+
+def ensure_torchvision() -> bool:
+    """Import torchvision, registering op schemas first if its compiled ops cannot load.
+
+    Returns True when a patch was applied. Safe to call many times.
+    """
+    global _patched
+    import importlib.util
+    import sys
+
+    if "torchvision" in sys.modules or _patched:
+        return _patched
+    import torch
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None:
+        return False
+    if _compiled_ops_load(spec):
+        return False
+    lib = torch.library.Library("torchvision", "DEF")  # noqa: F841 - kept alive on the module
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    globals()["_tv_lib"] = lib
+    _patched = True
+    log.info("torchvision compiled ops do not load on this torch: registered nms/qnms schemas "
+             "(torchvision.ops kernels and torchvision.io stay unavailable)")
+    return True
+
+
+def _compiled_ops_load(spec) -> bool:
+    """Try loading torchvision's ``_C`` extension the way torchvision does, without importing it."""
+    import glob
+
+    import torch
+
+    folder = Path(spec.origin).parent
+    libs = glob.glob(str(folder / "_C*.so")) + glob.glob(str(folder / "_C*.pyd"))
+    if not libs:
+        return False
+    try:
+        torch.ops.load_library(libs[0])
+    except (OSError, RuntimeError):
+        return False
+    try:
+        torch.ops.torchvision.nms  # noqa: B018 - resolves the registered op
+    except (AttributeError, RuntimeError):
+        return False
+    return True

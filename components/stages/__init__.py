@@ -1,0 +1,52 @@
+"""DVC stages: each module is a pure ``run(params, paths)`` plus a short ``main()``.
+
+``python -m components.stages.<name> [--params params.yaml] [--set key=value ...]``. ``--set``
+exists for quick experiments outside DVC; under ``dvc repro`` edit ``params.yaml`` (or use
+``dvc exp run -S key=value``) so DVC sees the change.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from components.params import Params, ParamsError, load_params
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where stages read and write; the defaults are the ``dvc.yaml`` outputs, relative to the project."""
+    prepared: Path = Path("data/prepared")  # manifest.csv, classes.txt (+ synthetic videos/)
+    encoders: Path = Path("data/encoders")  # light.pt, recognizer.pt, audio.pt
+    features: Path = Path("data/features")  # the feature store
+    reports: Path = Path("reports")
+    work: Path = Path(".salient/work")  # resumable scratch (checkpoints, partial banks); never a DVC output
+
+    def under(self, root: Path) -> "Paths":
+        return replace(self, **{k: Path(root) / v for k, v in self.__dict__.items()})
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=f"python -m components.stages.{name}")
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    args = ap.parse_args(argv)
+    setup_logging()
+    log = logging.getLogger(f"components.stages.{name}")
+    try:
+        params = load_params(args.params, args.set)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    run(params, Paths())
+    log.info("stage %s finished in %.1f s", name, time.perf_counter() - t0)
+    return 0

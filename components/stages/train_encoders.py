@@ -1,0 +1,190 @@
+"""Stage ``train_encoders``: fine-tune the light encoder, train the frame recognizer and the audio encoder.
+
+All three are per-frame (per-window) classifiers trained on single frames with the video's label,
+"without TSN-style training" as in TSQNet / NSNet: every step draws one random frame per video.
+Frames come from a *bank* decoded once per video (``train_encoders.bank_frames`` uniformly spaced
+frames at each consumer's resolution, plus their log-mel windows), built resumably under
+``.salient/work`` with the same streaming writer as the feature store. Training runs through the
+one engine (:mod:`components.engine`) with checkpoints / resume / early stopping on val loss.
+
+Outputs ``data/encoders/{light,recognizer,audio}.pt`` and ``reports/train_encoders.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from components.data.manifest import read_manifest
+from components.engine import FitConfig, atomic_save, fit
+from components.features import consumer_sizes, stream_split
+from components.hashing import fingerprint
+from components.models.encoders import create_encoder
+from components.params import Params
+from components.stages import Paths, stage_main
+from components.store import ArraySpec, FeatureStore, StoreWriter
+
+log = logging.getLogger(__name__)
+ROLES = ("light", "recognizer", "audio")
+
+
+def build_bank(p: Params, paths: Paths, fp: str) -> FeatureStore:
+    """Decode ``bank_frames`` frames per train/val video once; resumable; returns the finished bank."""
+    out = paths.work / "train_encoders" / fp / "bank"
+    if (out / "meta.json").exists():
+        return FeatureStore(out)
+    records, classes = read_manifest(paths.prepared)
+    F_, a = p.train_encoders.bank_frames, p.audio
+    sizes = {"light": p.frames.light_size, "recognizer": p.frames.recognizer_size}
+    specs = {"light": ArraySpec((F_, 3, sizes["light"], sizes["light"]), "uint8"),
+             "recognizer": ArraySpec((F_, 3, sizes["recognizer"], sizes["recognizer"]), "uint8"),
+             "audio": ArraySpec((F_, a.window_frames, a.n_mels), "float16"), "has_audio": ArraySpec((), "bool"),
+             "frame_indices": ArraySpec((F_,), "int64"), "timestamps": ArraySpec((F_,), "float32"),
+             "gt": ArraySpec((F_,), "int16"), "labels": ArraySpec((len(classes),), "uint8"),
+             "valid": ArraySpec((), "bool")}
+
+    def encode(clips):
+        return [{"light": c.frames["light"].numpy(), "recognizer": c.frames["recognizer"].numpy(),
+                 "audio": (c.audio if c.audio is not None else np.zeros(specs["audio"].shape)).astype(np.float16),
+                 "has_audio": np.bool_(c.audio is not None)} for c in clips]
+
+    writer = StoreWriter(out, fp)
+    for split in ("train", "val"):
+        recs = [r for r in records if r.split == split]
+        sw = writer.split(split, [r.video_id for r in recs], specs)
+        errors = stream_split(sw, recs, F_, sizes, a, encode, len(classes), batch=8,
+                              flush_every=p.extract.flush_every, workers=p.extract.decode_workers,
+                              desc=f"bank {split}")
+        sw.close()
+        if errors:
+            log.warning("bank %s: %d videos failed to decode and are skipped", split, len(errors))
+    writer.finalize({"T": F_, "classes": classes})
+    return FeatureStore(out)
+
+
+def soft_targets(labels: np.ndarray) -> torch.Tensor:
+    """Multi-hot [B,C] -> a distribution over the video's labels (single-label: one-hot)."""
+    y = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+    return y / y.sum(1, keepdim=True).clamp(min=1)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip + random translation (reflect-pad s/8, crop) on float [B,3,s,s]."""
+    B, _, s, _ = x.shape
+    flip = torch.rand(B, generator=gen) < 0.5
+    x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
+    pad = max(s // 8, 1)
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    oy, ox = torch.randint(0, 2 * pad + 1, (2, B), generator=gen)
+    return torch.stack([xp[i, :, oy[i]:oy[i] + s, ox[i]:ox[i] + s] for i in range(B)])
+
+
+def make_step(role: str, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+
+    def step(model, batch, train):
+        x, y = batch
+        if role == "audio":
+            x = x.float()
+            if train:  # SpecAugment-style time mask (AVGN masks time and frequency)
+                t0 = int(torch.randint(0, x.shape[1] - x.shape[1] // 8, (1,), generator=gen))
+                x = x.clone()
+                x[:, t0:t0 + x.shape[1] // 8] = x.mean()
+        else:
+            x = x.float().div_(255.0)
+            if train:
+                x = augment(x, gen)
+        _, logits = model(x)
+        loss = -(y * logits.log_softmax(-1)).sum(-1).mean()
+        acc = (logits.argmax(-1) == y.argmax(-1)).float().mean().item()
+        return loss, {"acc": acc, "n": len(y)}
+
+    return step
+
+
+def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed: int, epoch: int | None,
+                repeats: int, val_frames: int = 4):
+    """Train (epoch given): one random bank frame per video, ``repeats`` passes. Val: fixed frames."""
+    key = role
+    arr, labels = bank.array(split, key), bank.array(split, "labels")
+    ok = np.asarray(bank.array(split, "valid"))
+    if role == "audio":
+        ok &= np.asarray(bank.array(split, "has_audio"))
+    vids = np.flatnonzero(ok)
+    F_ = arr.shape[1]
+    if epoch is None:
+        frames = np.linspace(0, F_ - 1, min(val_frames, F_)).round().astype(int)
+        pairs = [(v, f) for v in vids for f in frames]
+    else:
+        rng = np.random.default_rng([seed, epoch])
+        pairs = [(v, int(f)) for _ in range(repeats) for v, f in zip(rng.permutation(vids), rng.integers(0, F_, len(vids)))]
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        x = torch.from_numpy(np.stack([arr[v, f] for v, f in chunk]))
+        yield x, soft_targets(np.stack([labels[v] for v, _ in chunk]))
+
+
+@torch.no_grad()
+def video_accuracy(model, bank: FeatureStore, split: str, role: str) -> float:
+    """Top-1 of the mean softmax over every bank frame of each video (a dense-sampling sanity check)."""
+    arr, labels = bank.array(split, role), bank.array(split, "labels")
+    ok = np.asarray(bank.array(split, "valid"))
+    if role == "audio":
+        ok &= np.asarray(bank.array(split, "has_audio"))
+    hits = []
+    model.eval()
+    for v in np.flatnonzero(ok):
+        x = torch.from_numpy(np.asarray(arr[v])).float()
+        x = x if role == "audio" else x / 255.0
+        probs = model(x)[1].softmax(-1).mean(0)
+        hits.append(bool(labels[v][int(probs.argmax())]))
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def run(p: Params, paths: Paths) -> dict:
+    if p.train_encoders.threads:
+        torch.set_num_threads(p.train_encoders.threads)
+    manifest = paths.prepared / "manifest.csv"
+    _, classes = read_manifest(paths.prepared)
+    C, e = len(classes), p.encoders
+    t = p.train_encoders
+    fp = fingerprint(Path(manifest), p.frames, p.audio, t.bank_frames)
+    bank = build_bank(p, paths, fp)
+    cfgs = {"light": {"arch": e.light_arch, "num_classes": C, "pretrained": e.light_pretrained},
+            "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": e.recognizer_pretrained},
+            "audio": {"num_classes": C, "dim": e.audio_dim}}
+    summary = {}
+    for role in ROLES:
+        t0 = time.perf_counter()
+        model = create_encoder(role, **cfgs[role])
+        rfp = fingerprint(fp, role, cfgs[role], t)
+        cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience,
+                        seed=t.seed, desc=f"train {role}")
+        res = fit(model, make_step(role, t.seed),
+                  lambda ep, r=role: batches_for(bank, "train", r, t.batch_size, t.seed, ep, t.epoch_repeats),
+                  lambda r=role: batches_for(bank, "val", r, t.batch_size, t.seed, None, 1),
+                  cfg, paths.work / "train_encoders" / rfp, rfp)
+        atomic_save({"role": role, "cfg": cfgs[role], "state_dict": model.state_dict(), "classes": classes,
+                     "history": res.history, "fingerprint": rfp}, paths.encoders / f"{role}.pt")
+        best = res.history[res.best_epoch] if res.history else {}
+        summary[role] = {"best_epoch": res.best_epoch, "epochs_run": len(res.history),
+                         "val_loss": best.get("val_loss"), "val_frame_acc": best.get("val_acc"),
+                         "val_video_acc": video_accuracy(model, bank, "val", role),
+                         "seconds": round(time.perf_counter() - t0, 1)}
+        log.info("%s: %s", role, summary[role])
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    (paths.reports / "train_encoders.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("train_encoders", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

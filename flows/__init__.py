@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only (no model logic). See ``flows/pipeline.py``."""

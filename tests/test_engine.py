@@ -1,0 +1,95 @@
+"""The one training engine: learning, resume after an interruption equals an uninterrupted run,
+early stopping, and refusal of another config's checkpoint."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from components.engine import CheckpointMismatch, FitConfig, fit
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return x, y
+
+
+def _step(model, batch, train):
+    x, y = batch
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, y)
+    return loss, {"acc": (logits.argmax(1) == y).float().mean().item(), "n": len(y)}
+
+
+def _batches(epoch):
+    x, y = _data()
+    perm = np.random.default_rng([0, epoch]).permutation(len(x))
+    for i in range(0, len(x), 16):
+        j = torch.from_numpy(perm[i:i + 16])
+        yield x[j], y[j]
+
+
+def _val():
+    yield _data()
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def test_fit_learns(tmp_path):
+    m = _model()
+    res = fit(m, _step, _batches, _val, FitConfig(epochs=30, lr=0.05, patience=100), tmp_path, "fp")
+    assert res.history[-1]["val_acc"] > 0.9
+    assert res.history[0]["train_loss"] > res.history[-1]["train_loss"]
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
+    cfg = FitConfig(epochs=6, lr=0.05, patience=100)
+    ref = _model()
+    fit(ref, _step, _batches, _val, cfg, tmp_path / "ref", "fp")
+
+    class Killed(Exception):
+        pass
+
+    def die_after_2(epoch, row):
+        if epoch == 2:
+            raise Killed
+
+    m = _model()
+    with pytest.raises(Killed):
+        fit(m, _step, _batches, _val, cfg, tmp_path / "run", "fp", on_epoch=die_after_2)
+    m2 = _model()  # a fresh process: new model, same checkpoint dir
+    res = fit(m2, _step, _batches, _val, cfg, tmp_path / "run", "fp")
+    assert res.resumed_from == 2  # epoch 2 was not checkpointed (killed before the save) and is redone
+    assert len(res.history) == 6
+    for a, b in zip(ref.state_dict().values(), m2.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_early_stopping_restores_best(tmp_path):
+    m = _model()
+
+    def bad_val():  # val loss that only gets worse after epoch 0
+        x, y = _data()
+        yield x, 1 - y
+
+    res = fit(m, _step, _batches, bad_val, FitConfig(epochs=50, lr=0.05, patience=3), tmp_path, "fp")
+    assert res.stopped_early and len(res.history) == res.best_epoch + 4
+
+
+def test_other_config_checkpoint_is_refused(tmp_path):
+    fit(_model(), _step, _batches, _val, FitConfig(epochs=1, lr=0.05), tmp_path, "fp-a")
+    with pytest.raises(CheckpointMismatch, match="another configuration"):
+        fit(_model(), _step, _batches, _val, FitConfig(epochs=2, lr=0.05), tmp_path, "fp-b")
+
+
+def test_non_finite_loss_is_an_error(tmp_path):
+    def nan_batches(epoch):
+        x, y = _data()
+        yield x * float("nan"), y
+
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        fit(_model(), _step, nan_batches, None, FitConfig(epochs=1, lr=0.05), tmp_path, "fp")

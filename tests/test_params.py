@@ -1,0 +1,64 @@
+"""The typed params loader: the real params.yaml loads; typos, wrong types and ranges fail by name."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.params import Params, ParamsError, load_params, params_from_dict, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_real_params_file_loads_and_equals_schema_defaults():
+    p = load_params(ROOT / "params.yaml")
+    assert isinstance(p, Params)
+    # params.yaml spells out every default: the file and the schema agree
+    assert to_dict(p) == to_dict(Params())
+
+
+def test_overrides_shrink_the_real_config():
+    p = load_params(ROOT / "params.yaml", ["data.synthetic.num_classes=3", "frames.T=8", "evaluate.budgets=[1,2]"])
+    assert p.data.synthetic.num_classes == 3 and p.frames.T == 8 and p.evaluate.budgets == (1, 2)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"data.synthetic.num_clases": 3}, "data.synthetic.num_clases: unknown key (did you mean data.synthetic.num_classes?)"),
+    ({"frames.T": "16"}, "frames.T: expected an integer"),
+    ({"frames.T": 16.0}, "frames.T: expected an integer"),
+    ({"frames.T": -1}, "frames.T: -1 is outside the allowed range [1, 1024]"),
+    ({"fusion.lambda_v": 1.5}, "fusion.lambda_v: 1.5 is outside the allowed range [0.0, 1.0]"),
+    ({"fusion.lambda_v": -0.1}, "fusion.lambda_v: -0.1 is outside the allowed range"),
+    ({"evaluate.budgets": [1, 17]}, "evaluate.budgets[1]: K=17 must satisfy 1 <= K <= frames.T=16"),
+    ({"evaluate.budgets": [0]}, "evaluate.budgets[0]: K=0 must satisfy"),
+    ({"evaluate.headroom_k": -3}, "evaluate.headroom_k: -3 is outside"),
+    ({"data.dataset": "kinetic"}, "data.dataset: 'kinetic' is not one of"),
+    ({"encoders.light_pretrained": "yes"}, "encoders.light_pretrained: expected true/false"),
+    ({"data.synthetic.split": [0.5, 0.2, 0.2]}, "must be >= 0 and sum to 1"),
+    ({"data.synthetic.split": [0.5, 0.5]}, "data.synthetic.split: expected 3 items"),
+    ({"data.synthetic.min_frames": 400}, "data.synthetic.min_frames: 400 > data.synthetic.max_frames=300"),
+    ({"data.synthetic": 3}, "data.synthetic: expected a mapping"),
+    ({"bogus": 1}, "bogus: unknown key"),
+])
+def test_bad_values_fail_at_load_naming_the_key(override, needle):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    with pytest.raises(ParamsError) as e:
+        params_from_dict(raw, override)
+    assert needle in str(e.value)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("frames:\n  T: 4\nevaluate:\n  budgets: [5]\n")
+    with pytest.raises(ParamsError, match=r"p.yaml: evaluate.budgets\[0\]: K=5"):
+        load_params(f)
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    f.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="top level must be a mapping"):
+        load_params(f)
+
+
+def test_params_are_frozen():
+    p = Params()
+    with pytest.raises(Exception):
+        p.frames.T = 3  # type: ignore[misc]
