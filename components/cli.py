@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,12 @@ def cmd_demo(args) -> int:
     if rc:
         print(f"dvc repro failed (exit {rc})", file=sys.stderr)
         return rc
-    print(f"\nDemo pipeline finished in {time.perf_counter() - t0:.0f} s.")
+    wall = time.perf_counter() - t0
+    Path("reports").mkdir(exist_ok=True)
+    Path("reports/demo_timing.json").write_text(json.dumps(
+        {"command": "salient demo (dvc repro " + " ".join(args.targets or ["<all>"]) + ")", "wall_seconds": round(wall, 1),
+         "cpu_threads": os.cpu_count(), "note": "includes only stages DVC found out of date"}, indent=1) + "\n")
+    print(f"\nDemo pipeline finished in {wall:.0f} s.")
     for f in ("reports/headroom.md", "reports/prepare.json", "reports/train_encoders.json"):
         if Path(f).exists():
             print(f"\n== {f}\n{Path(f).read_text()}")

@@ -64,7 +64,7 @@ class VideoRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(VideoRecord))
-QUARANTINE_COLUMNS = ("path", "video_id", "split", "reason")
+QUARANTINE_COLUMNS = ("path", "video_id", "split", "reason", "detail")
 
 
 def encode_gt(codes: Sequence[int] | np.ndarray) -> str:

@@ -29,11 +29,11 @@ def _probe_one(c: Candidate, min_frames: int, max_frames: int) -> VideoRecord | 
     try:
         info = probe(c.path, min_frames=min_frames, max_frames=max_frames)
     except VideoError as e:
-        return {"path": c.path, "video_id": c.video_id, "split": c.split, "reason": str(e)}
+        return {"path": c.path, "video_id": c.video_id, "split": c.split, "reason": e.reason, "detail": e.detail}
     if c.gt and len(decode_gt(c.gt)) != info.num_frames:
         return {"path": c.path, "video_id": c.video_id, "split": c.split,
-                "reason": f"gt_length_mismatch: ground truth covers {len(decode_gt(c.gt))} frames, "
-                          f"file has {info.num_frames}"}
+                "reason": "gt_length_mismatch",
+                "detail": f"ground truth covers {len(decode_gt(c.gt))} frames, file has {info.num_frames}"}
     return VideoRecord(video_id=c.video_id, path=c.path, labels=tuple(c.labels), split=c.split,
                        num_frames=info.num_frames, fps=info.fps, duration=info.duration, width=info.width,
                        height=info.height, has_audio=info.has_audio, gt=c.gt)
@@ -73,7 +73,7 @@ def run(p: Params, paths: Paths) -> Path:
     if quarantine:
         log.warning("quarantined %d of %d videos (see %s): %s", len(quarantine), len(cands) + len(result.missing),
                     paths.reports / "quarantine.csv",
-                    dict(Counter(q["reason"].split(":")[0] for q in quarantine)))
+                    dict(Counter(q["reason"] for q in quarantine)))
     summary = {"dataset": p.data.dataset, "videos": len(records), "quarantined": len(quarantine),
                "classes": len(result.classes), "splits": dict(per_split),
                "frames_mean": sum(r.num_frames for r in records) / max(len(records), 1),

@@ -112,7 +112,7 @@ def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed
     """Train (epoch given): one random bank frame per video, ``repeats`` passes. Val: fixed frames."""
     key = role
     arr, labels = bank.array(split, key), bank.array(split, "labels")
-    ok = np.asarray(bank.array(split, "valid"))
+    ok = np.array(bank.array(split, "valid"), dtype=bool)
     if role == "audio":
         ok &= np.asarray(bank.array(split, "has_audio"))
     vids = np.flatnonzero(ok)
@@ -133,13 +133,13 @@ def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed
 def video_accuracy(model, bank: FeatureStore, split: str, role: str) -> float:
     """Top-1 of the mean softmax over every bank frame of each video (a dense-sampling sanity check)."""
     arr, labels = bank.array(split, role), bank.array(split, "labels")
-    ok = np.asarray(bank.array(split, "valid"))
+    ok = np.array(bank.array(split, "valid"), dtype=bool)
     if role == "audio":
         ok &= np.asarray(bank.array(split, "has_audio"))
     hits = []
     model.eval()
     for v in np.flatnonzero(ok):
-        x = torch.from_numpy(np.asarray(arr[v])).float()
+        x = torch.from_numpy(np.array(arr[v])).float()
         x = x if role == "audio" else x / 255.0
         probs = model(x)[1].softmax(-1).mean(0)
         hits.append(bool(labels[v][int(probs.argmax())]))

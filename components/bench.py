@@ -1,0 +1,147 @@
+"""Benchmarks (``salient bench extract`` / ``make bench``) -> ``reports/bench_extract.json``.
+
+* sparse vs full decoding of a 300-frame H.264 video (keyframe every 16 frames): T=16 uniform
+  frames through :func:`read_frames` vs decoding every frame, median of repeats, as a ratio;
+* extraction throughput on the demo set (needs ``data/prepared`` and ``data/encoders`` from
+  ``make demo``): decode-only, model-only and end-to-end frames/s;
+* peak RSS of end-to-end extraction of N and 4N videos, each in a fresh process;
+* the demo pipeline's wall time as recorded by ``salient demo`` (``reports/demo_timing.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.params import load_params
+
+
+def _median_time(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def bench_sparse(size: int = 224, frames: int = 300, T: int = 16, gop: int = 16, repeats: int = 5) -> dict:
+    import decord
+
+    from components.data.synthetic import plan_video, render_video
+    from components.data.video import read_frames, uniform_indices
+    from components.params import SyntheticParams
+
+    sp = SyntheticParams(num_classes=4, size=size, min_frames=frames, max_frames=frames, keyframe_interval=gop)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "bench.mp4"
+        render_video(sp, plan_video(sp, 0, 0), path)
+        idx = uniform_indices(frames, T)
+
+        def full():
+            vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+            n = 0
+            for i in range(len(vr)):
+                vr.next()
+                n += 1
+            assert n == frames
+
+        sparse_s = _median_time(lambda: read_frames(path, idx), repeats)
+        full_s = _median_time(full, repeats)
+    return {"video": f"{frames} frames {size}x{size} H.264, keyframe every {gop}", "T": T,
+            "sparse_ms": 1000 * sparse_s, "full_ms": 1000 * full_s, "ratio_sparse_over_full": sparse_s / full_s,
+            "target_ratio": 0.6}
+
+
+def _extract_subset(n: int, params: str) -> dict:
+    """End-to-end extraction of the first n videos into a temp store; run in a fresh process."""
+    code = f"""
+import json, resource, time, tempfile
+from pathlib import Path
+from components.params import load_params
+from components.data.manifest import read_manifest
+from components.features import FrameEncoders, stream_split
+from components.store import StoreWriter
+p = load_params({params!r})
+recs, classes = read_manifest(Path('data/prepared'))
+recs = recs[:{n}]
+enc = FrameEncoders.load(p, Path('data/encoders'))
+with tempfile.TemporaryDirectory() as d:
+    w = StoreWriter(Path(d) / 'f', 'bench')
+    sw = w.split('all', [r.video_id for r in recs], enc.specs(p.frames.T, len(classes), p.audio))
+    t0 = time.perf_counter()
+    stream_split(sw, recs, p.frames.T, enc.sizes, p.audio, enc.encode, len(classes), p.extract.batch_videos,
+                 p.extract.flush_every, p.extract.decode_workers, desc='bench')
+    dt = time.perf_counter() - t0
+print(json.dumps({{'videos': len(recs), 'seconds': dt, 'frames_per_s': len(recs) * p.frames.T / dt,
+                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_extract_throughput(params: str, n: int) -> dict:
+    from components.data.clips import Clip, iter_clips
+    from components.data.manifest import read_manifest
+    from components.data.video import uniform_indices
+    from components.features import FrameEncoders
+
+    p = load_params(params)
+    recs, _ = read_manifest(Path("data/prepared"))
+    recs = recs[:n]
+    T = p.frames.T
+    enc = FrameEncoders.load(p, Path("data/encoders"))
+    idx = [uniform_indices(r.num_frames, T) for r in recs]
+    t0 = time.perf_counter()
+    clips = [c for c in iter_clips(recs, idx, enc.sizes, p.audio, workers=0) if isinstance(c, Clip)]
+    decode_s = time.perf_counter() - t0
+    B = p.extract.batch_videos
+    t0 = time.perf_counter()
+    for i in range(0, len(clips), B):
+        enc.encode(clips[i:i + B])
+    model_s = time.perf_counter() - t0
+    return {"videos": len(clips), "T": T, "sizes": enc.sizes, "decode_frames_per_s": len(clips) * T / decode_s,
+            "model_frames_per_s": len(clips) * T / model_s, "decode_s": decode_s, "model_s": model_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="salient bench")
+    ap.add_argument("what", choices=["extract"])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
+    ap.add_argument("--out", default="reports/bench_extract.json")
+    args = ap.parse_args(argv)
+    res: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                             "torch": torch.__version__}, "params": args.params}
+    res["sparse_decoding"] = bench_sparse()
+    print(json.dumps(res["sparse_decoding"], indent=1))
+    if Path("data/encoders/recognizer.pt").exists():
+        res["throughput"] = bench_extract_throughput(args.params, 2 * args.n)
+        print(json.dumps(res["throughput"], indent=1))
+        small, big = _extract_subset(args.n, args.params), _extract_subset(4 * args.n, args.params)
+        res["end_to_end"] = {"N": small, "4N": big, "rss_growth": big["peak_rss_mb"] / small["peak_rss_mb"] - 1,
+                             "target_rss_growth": 0.10}
+        print(json.dumps(res["end_to_end"], indent=1))
+    else:
+        print("data/encoders missing: run `make demo` first for the extraction numbers", file=sys.stderr)
+    timing = Path("reports/demo_timing.json")
+    if timing.exists():
+        res["demo_pipeline"] = json.loads(timing.read_text())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

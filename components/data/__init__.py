@@ -1,0 +1,1 @@
+"""Datasets: manifest schema, adapters, the synthetic benchmark, decoding."""

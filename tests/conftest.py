@@ -1,0 +1,112 @@
+"""Shared pytest fixtures.
+
+``make_video(path, num_frames=30, size=64, audio=True, gop=8, ...)`` writes a tiny real video with
+PyAV (H.264 yuv420p with B-frames, optional AAC mono 16 kHz 440 Hz sine) whose frame ``i`` shows the
+bits of ``i`` as a 4x4 grid of black / white blocks (bit 0 top-left, row-major); ``frame_index``
+reads the indices back from decoded RGB frames, so tests can check *which* frames were returned.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+GRID = 4  # 4x4 blocks = 16 bits of frame index
+
+
+def index_frame(i: int, size: int) -> np.ndarray:
+    """uint8 [size, size, 3] RGB frame encoding ``i`` as black / white blocks."""
+    block = size // GRID
+    bits = [(i >> b) & 1 for b in range(GRID * GRID)]
+    img = np.zeros((size, size, 3), np.uint8)
+    for b, on in enumerate(bits):
+        if on:
+            r, c = divmod(b, GRID)
+            img[r * block:(r + 1) * block, c * block:(c + 1) * block] = 255
+    return img
+
+
+def decode_frame_index(frames: np.ndarray) -> np.ndarray:
+    """Frame indices [n] encoded by :func:`index_frame` in uint8 [n, H, W, 3] frames."""
+    frames = np.asarray(frames)
+    n, h, w, _ = frames.shape
+    bh, bw = h // GRID, w // GRID
+    out = np.zeros(n, np.int64)
+    for b in range(GRID * GRID):
+        r, c = divmod(b, GRID)
+        # the inner half of each block: away from compression ringing at the edges
+        patch = frames[:, r * bh + bh // 4:(r + 1) * bh - bh // 4, c * bw + bw // 4:(c + 1) * bw - bw // 4]
+        out |= (patch.reshape(n, -1).mean(axis=1) > 127).astype(np.int64) << b
+    return out
+
+
+def write_video(path, num_frames: int = 30, size: int = 64, audio: bool = True, gop: int = 8, *,
+                fps: int = 25, video: bool = True, faststart: bool = False, tone_hz: float = 440.0,
+                sample_rate: int = 16000, open_gop: bool = False) -> Path:
+    """Write the test video (see module docstring).
+
+    ``video=False`` gives an audio-only file, ``faststart=True`` puts the mp4 index first,
+    ``open_gop=True`` makes an open-GOP H.264 stream (keyframes followed by pictures shown before them).
+    """
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opts = {"movflags": "+faststart"} if faststart and path.suffix in (".mp4", ".m4v", ".mov") else {}
+    c = av.open(str(path), "w", options=opts)
+    vs = a = None
+    if video:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width = vs.height = size
+        vs.pix_fmt = "yuv420p"
+        vs.gop_size = gop
+        vs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "2", "crf": "18",
+                      "preset": "veryfast"}
+        if open_gop:
+            vs.options = {**vs.options, "bf": "1", "x264-params": "open-gop=1:bframes=1"}
+    if audio:
+        codec = "pcm_s16le" if path.suffix == ".avi" else "aac"
+        a = c.add_stream(codec, rate=sample_rate, layout="mono")
+    if video:
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, size), format="rgb24")
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+    if audio:
+        n = int(round(sample_rate * num_frames / fps))
+        t = np.arange(n) / sample_rate
+        x = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+        fmt = "s16" if path.suffix == ".avi" else "fltp"
+        pts = 0
+        for s in range(0, n, 1024):
+            chunk = x[s:s + 1024][None]
+            if fmt == "s16":
+                chunk = (chunk * 32767).astype(np.int16)
+            fr = av.AudioFrame.from_ndarray(chunk, format=fmt, layout="mono")
+            fr.sample_rate = sample_rate
+            fr.pts = pts
+            pts += chunk.shape[1]
+            for p in a.encode(fr):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    c.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_video():
+    """Factory ``make_video(path, num_frames=30, size=64, audio=True, gop=8, **kw) -> Path``."""
+    return write_video
+
+
+@pytest.fixture(scope="session")
+def frame_index():
+    """``frame_index(frames uint8 [n,H,W,3]) -> int64 [n]``: the indices encoded by make_video."""
+    return decode_frame_index
