@@ -39,6 +39,9 @@ exactly every ``keyframe_interval`` frames, no scene-cut keyframes) at ``fps`` p
 during distractor frames and low-level noise elsewhere. Files are written to a temp file in the same
 folder (``<id>.mp4.tmp<pid>``) and renamed into place, so an existing ``<id>.mp4`` is always complete.
 
+:func:`generate` renders the missing videos in a process pool (``fork`` when the calling process
+runs a single Python thread, ``spawn`` otherwise) and returns one :class:`Candidate` per video.
+
 Everything is deterministic from ``SyntheticParams.seed``: same params -> identical plans, codes and
 pixels (and, with the same library versions, byte-identical files).
 """
