@@ -84,12 +84,19 @@ def _dvc() -> list[str]:
     return [str(exe)] if exe.exists() else [shutil.which("dvc") or "dvc"]
 
 
+def venv_env() -> dict[str, str]:
+    """This interpreter's bin folder first on PATH, so dvc.yaml's ``python -m ...`` runs in this venv."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
 def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     if not Path(".dvc").exists():
         scm = ["--no-scm"] if subprocess.run(["git", "rev-parse"], capture_output=True).returncode else []
         subprocess.run(_dvc() + ["init", "-q", *scm], check=True)
-    rc = subprocess.run(_dvc() + ["repro", *args.targets]).returncode
+    rc = subprocess.run(_dvc() + ["repro", *args.targets], env=venv_env()).returncode
     if rc:
         print(f"dvc repro failed (exit {rc})", file=sys.stderr)
         return rc

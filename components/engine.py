@@ -10,8 +10,10 @@ checkpoint protocol:
   loses at most the epoch in flight, and calling :func:`fit` again with the same ``fingerprint``
   resumes from the next epoch;
 * a checkpoint whose fingerprint differs (another config) is refused with a clear error;
-* early stopping watches the validation loss (``patience`` epochs), and the best weights are
-  restored into the model before returning.
+* early stopping watches one validation metric (``monitor``, default ``val_loss``; ``mode`` min or
+  max) for ``patience`` epochs, and the best weights are restored into the model before returning.
+  Per-frame classifiers trained on untrimmed videos monitor accuracy: every generic frame carries
+  the video's label, so val loss rises with confidence while accuracy still improves.
 """
 from __future__ import annotations
 
@@ -47,13 +49,19 @@ class FitConfig:
     seed: int = 0
     grad_clip: float = 0.0
     desc: str = "train"
+    monitor: str = "val_loss"  # a key of the epoch row; falls back to train_<x> without val batches
+    mode: str = "min"  # min | max
+
+    def __post_init__(self):
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"FitConfig.mode must be 'min' or 'max', not {self.mode!r}")
 
 
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
-    best_val_loss: float = math.inf
+    best_score: float = math.inf  # the monitored value, sign-flipped for mode=max (lower is better)
     resumed_from: int = 0
     stopped_early: bool = False
 
@@ -124,7 +132,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         best_state, bad_epochs = ck["best_state"], ck["bad_epochs"]
-        result.history, result.best_epoch, result.best_val_loss = ck["history"], ck["best_epoch"], ck["best_val_loss"]
+        result.history, result.best_epoch, result.best_score = ck["history"], ck["best_epoch"], ck["best_score"]
         torch.set_rng_state(ck["torch_rng"])
         start = result.resumed_from = ck["epoch"] + 1
         log.info("%s: resuming from %s at epoch %d", cfg.desc, last, start)
@@ -142,9 +150,12 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         sched.step()
         if val_batches is not None:
             row.update({f"val_{k}": v for k, v in run_epoch(model, step, val_batches(), False, desc="val").items()})
-        val_loss = row.get("val_loss", row["train_loss"])
-        if val_loss < result.best_val_loss - 1e-6:
-            result.best_val_loss, result.best_epoch, bad_epochs = val_loss, epoch, 0
+        key = cfg.monitor if cfg.monitor in row else cfg.monitor.replace("val_", "train_", 1)
+        if key not in row:
+            raise KeyError(f"{cfg.desc}: monitored metric {cfg.monitor!r} not in {sorted(row)}")
+        score = row[key] if cfg.mode == "min" else -row[key]
+        if score < result.best_score - 1e-6:
+            result.best_score, result.best_epoch, bad_epochs = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
@@ -156,12 +167,12 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         atomic_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "best_state": best_state, "bad_epochs": bad_epochs, "history": result.history,
-                     "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                     "best_epoch": result.best_epoch, "best_score": result.best_score,
                      "torch_rng": torch.get_rng_state()}, last)
         if ck_stopped(result, bad_epochs, cfg):
             result.stopped_early = True
-            log.info("%s: early stop at epoch %d (best %d, val loss %.4f)", cfg.desc, epoch,
-                     result.best_epoch, result.best_val_loss)
+            log.info("%s: early stop at epoch %d (best %d, %s %.4f)", cfg.desc, epoch,
+                     result.best_epoch, cfg.monitor, abs(result.best_score))
             break
     model.load_state_dict(best_state)
     return result

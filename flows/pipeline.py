@@ -14,14 +14,15 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 import components  # noqa: F401  (telemetry off, PREFECT_HOME inside the project)
-from components.cli import STAGES
+from components.cli import STAGES, venv_env
 
 
 @task(retries=1, retry_delay_seconds=5)
 def dvc_stage(name: str, project: str) -> str:
     logger = get_run_logger()
     dvc = Path(sys.executable).with_name("dvc")
-    proc = subprocess.run([str(dvc), "repro", "--single-item", name], cwd=project, capture_output=True, text=True)
+    proc = subprocess.run([str(dvc), "repro", "--single-item", name], cwd=project, capture_output=True,
+                          text=True, env=venv_env())
     logger.info("%s\n%s", proc.stdout[-4000:], proc.stderr[-4000:])
     if proc.returncode:
         raise RuntimeError(f"stage {name} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")

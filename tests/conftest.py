@@ -110,3 +110,35 @@ def make_video():
 def frame_index():
     """``frame_index(frames uint8 [n,H,W,3]) -> int64 [n]``: the indices encoded by make_video."""
     return decode_frame_index
+
+
+# ----------------------------------------------------------------------------- tiny pipeline
+ROOT = Path(__file__).resolve().parents[1]
+
+# The real params.yaml, shrunk: the whole prepare -> train_encoders -> extract chain in seconds.
+TINY = [
+    "data.synthetic.num_classes=3", "data.synthetic.videos_per_class=4", "data.synthetic.min_frames=24",
+    "data.synthetic.max_frames=48", "data.synthetic.size=64", "data.workers=1",
+    "frames.T=8", "frames.light_size=32", "frames.object_size=64", "frames.recognizer_size=64",
+    "encoders.recognizer_arch=resnet10t", "encoders.audio_dim=16",
+    "train_encoders.epochs=2", "train_encoders.bank_frames=4", "train_encoders.epoch_repeats=1",
+    "extract.decode_workers=0", "extract.flush_every=2", "evaluate.budgets=[1,2,3]",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    from components.params import load_params
+
+    return load_params(ROOT / "params.yaml", TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, tiny_params):
+    """prepare -> train_encoders -> extract on the tiny synthetic set, once per session."""
+    from components.stages import Paths, extract, prepare, train_encoders
+
+    paths = Paths().under(tmp_path_factory.mktemp("tiny"))
+    for stage in (prepare, train_encoders, extract):
+        stage.run(tiny_params, paths)
+    return paths

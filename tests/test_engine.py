@@ -93,3 +93,13 @@ def test_non_finite_loss_is_an_error(tmp_path):
 
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         fit(_model(), _step, nan_batches, None, FitConfig(epochs=1, lr=0.05), tmp_path, "fp")
+
+
+def test_monitor_max_metric(tmp_path):
+    m = _model()
+    res = fit(m, _step, _batches, _val, FitConfig(epochs=8, lr=0.05, patience=100, monitor="val_acc", mode="max"),
+              tmp_path, "fp")
+    accs = [r["val_acc"] for r in res.history]
+    assert res.best_epoch == int(np.argmax(accs))  # first epoch reaching the max
+    with pytest.raises(ValueError, match="mode"):
+        FitConfig(epochs=1, lr=0.1, mode="up")

@@ -108,7 +108,7 @@ def make_step(role: str, seed: int):
 
 
 def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed: int, epoch: int | None,
-                repeats: int, val_frames: int = 4):
+                repeats: int, val_frames: int = 8):
     """Train (epoch given): one random bank frame per video, ``repeats`` passes. Val: fixed frames."""
     key = role
     arr, labels = bank.array(split, key), bank.array(split, "labels")
@@ -164,7 +164,7 @@ def run(p: Params, paths: Paths) -> dict:
         model = create_encoder(role, **cfgs[role])
         rfp = fingerprint(fp, role, cfgs[role], t)
         cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience,
-                        seed=t.seed, desc=f"train {role}")
+                        seed=t.seed, desc=f"train {role}", monitor="val_acc", mode="max")
         res = fit(model, make_step(role, t.seed),
                   lambda ep, r=role: batches_for(bank, "train", r, t.batch_size, t.seed, ep, t.epoch_repeats),
                   lambda r=role: batches_for(bank, "val", r, t.batch_size, t.seed, None, 1),

@@ -1,0 +1,150 @@
+"""Stages on real files: bad input through `prepare`, the feature store `extract` writes, resume,
+rows that fail to decode, and the `salient validate` command."""
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.data.manifest import read_manifest
+from components.features import FrameEncoders, stream_split
+from components.params import load_params
+from components.stages import Paths, extract, headroom, prepare
+from components.store import FeatureStore
+from tests.conftest import ROOT, TINY, write_video
+
+
+def _bad_inputs(folder: Path) -> dict[str, str]:
+    """name -> expected quarantine reason; good videos are written too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        write_video(folder / f"good{i}.mp4", num_frames=20, audio=i % 2 == 0)
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    (folder / "text.mp4").write_text("this is not a video\n" * 50)
+    full = write_video(folder / "full.mp4", num_frames=40).read_bytes()
+    (folder / "cut.mp4").write_bytes(full[: int(len(full) * 0.4)])
+    (folder / "full.mp4").unlink()
+    write_video(folder / "one.mp4", num_frames=1)
+    write_video(folder / "audio_only.mp4", video=False)
+    return {"zero.mp4": "empty_file", "noise.mp4": "not_a_video", "text.mp4": "not_a_video", "cut.mp4": "truncated",
+            "one.mp4": "too_few_frames", "audio_only.mp4": "no_video_stream", "gone.mp4": "missing"}
+
+
+def test_prepare_quarantines_bad_input_and_keeps_going(tmp_path):
+    vids = tmp_path / "videos"
+    expected = _bad_inputs(vids)
+    names = [f"good{i}.mp4" for i in range(4)] + list(expected)
+    lines = ["path,label,split"] + [f"{n},{'a' if i % 2 else 'b'},{['train', 'val', 'test'][i % 3]}" for i, n in enumerate(names)]
+    (tmp_path / "ann.csv").write_text("\n".join(lines) + "\n")
+    p = load_params(ROOT / "params.yaml", ["data.dataset=csv", f"data.root={vids}", f"data.annotations={tmp_path / 'ann.csv'}",
+                                           "data.workers=1"])
+    paths = Paths().under(tmp_path / "proj")
+    prepare.run(p, paths)
+    recs, classes = read_manifest(paths.prepared)
+    assert sorted(Path(r.path).name for r in recs) == [f"good{i}.mp4" for i in range(4)]
+    assert classes == ["a", "b"]
+    assert [r.has_audio for r in sorted(recs, key=lambda r: r.path)] == [True, False, True, False]
+    import csv
+    rows = list(csv.DictReader(open(paths.reports / "quarantine.csv")))
+    got = {Path(r["path"]).name: r["reason"] for r in rows}
+    assert got == expected
+    assert all(r["detail"] for r in rows)
+    summary = json.loads((paths.reports / "prepare.json").read_text())
+    assert summary["videos"] == 4 and summary["quarantined"] == len(expected)
+
+
+def test_salient_validate_command(tmp_path):
+    expected = _bad_inputs(tmp_path / "v")
+    exe = Path(sys.executable).with_name("salient")
+    out = subprocess.run([str(exe), "validate", str(tmp_path / "v"), str(tmp_path / "v" / "gone.mp4"), "--json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr  # some files are unusable
+    rows = {Path(r["path"]).name: r for r in json.loads(out.stdout)}
+    assert {k: v["reason"] for k, v in rows.items() if not v["ok"]} == expected
+    assert all(rows[f"good{i}.mp4"]["ok"] for i in range(4))
+    table = subprocess.run([str(exe), "validate", str(tmp_path / "v" / "good0.mp4")], capture_output=True, text=True)
+    assert table.returncode == 0 and "1 files, 1 ok, 0 unusable" in table.stdout
+
+
+def test_feature_store_contents(tiny_pipeline, tiny_params):
+    store = FeatureStore(tiny_pipeline.features)
+    recs, classes = read_manifest(tiny_pipeline.prepared)
+    T, C = tiny_params.frames.T, len(classes)
+    assert store.T == T and store.classes == classes
+    test = [r for r in recs if r.split == "test"]
+    assert store.ids("test") == [r.video_id for r in test]
+    shapes = {k: store.array("test", k).shape for k in ("light_feats", "object_scores", "rec_feats", "rec_logits",
+                                                        "audio_emb", "gt", "labels")}
+    N = len(test)
+    assert shapes["rec_logits"] == (N, T, C) and shapes["object_scores"] == (N, T, 1000)
+    assert shapes["light_feats"][:2] == (N, T) and shapes["audio_emb"] == (N, T, 16)
+    obj = np.asarray(store.array("test", "object_scores"))
+    assert np.allclose(obj.sum(-1), 1, atol=1e-4)  # softmax over ImageNet classes
+    fi = np.asarray(store.array("test", "frame_indices"))
+    from components.data.video import uniform_indices
+    for r, row in zip(test, fi):
+        assert row.tolist() == uniform_indices(r.num_frames, T).tolist()
+        assert np.asarray(store.array("test", "gt"))[test.index(r)].tolist() == r.gt_codes()[row].tolist()
+    ha = np.asarray(store.array("test", "has_audio"))
+    assert ha.tolist() == [r.has_audio for r in test]
+    emb = np.asarray(store.array("test", "audio_emb"))
+    assert (emb[~ha] == 0).all()  # no audio -> masked, never invented
+    assert store.load("text_objects").shape == (1000, 384) and store.load("text_classes").shape == (C, 384)
+
+
+def test_extract_resume_equals_uninterrupted_and_failed_video_is_marked(tiny_pipeline, tiny_params, tmp_path):
+    """Kill extraction mid-way (an exception after some checkpoints), rerun: same store as one clean run.
+    A video that stops decoding after `prepare` gets valid=False, zeros, and a failures.csv row."""
+    paths = replace(tiny_pipeline, features=tmp_path / "features")
+    recs, _ = read_manifest(paths.prepared)
+    victim = [r for r in recs if r.split == "val"][0]
+    work = tmp_path / "prepared"
+    shutil.copytree(paths.prepared, work)
+    paths = replace(paths, prepared=work)
+    Path(read_manifest(work)[0][recs.index(victim)].path).write_bytes(b"\0" * 100)  # corrupt after prepare
+
+    calls = {"n": 0}
+    original = FrameEncoders.encode
+
+    def dying(self, clips):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # like a SIGINT in the middle of the train split
+        return original(self, clips)
+
+    FrameEncoders.encode = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            extract.run(tiny_params, paths)
+    finally:
+        FrameEncoders.encode = original
+    partial = paths.features.with_name("features.partial")
+    assert partial.exists() and not (paths.features / "meta.json").exists()
+    done = json.loads((partial / "train" / "progress.json").read_text())["done"]
+    assert 0 < done < 8
+    extract.run(tiny_params, paths)
+    store, ref = FeatureStore(paths.features), FeatureStore(tiny_pipeline.features)
+    assert not partial.exists()
+    for split in ("train", "test"):
+        for k in ("rec_logits", "light_feats", "object_scores", "audio_emb"):
+            assert np.allclose(store.array(split, k), ref.array(split, k), atol=1e-5), (split, k)
+    valid = np.asarray(store.array("val", "valid"))
+    vi = store.ids("val").index(victim.video_id)
+    assert not valid[vi] and valid.sum() == len(valid) - 1
+    assert (np.asarray(store.array("val", "rec_logits"))[vi] == 0).all()
+    assert victim.video_id in (paths.features / "failures.csv").read_text()
+    assert store.meta["failures"] == 1
+
+
+def test_headroom_stage_reports_oracle_vs_uniform(tiny_pipeline, tiny_params, tmp_path):
+    paths = replace(tiny_pipeline, reports=tmp_path)
+    res = headroom.run(tiny_params, paths)
+    assert set(res["by_k"]) == {"1", "2", "3"}
+    # recall@K divides by min(K, #salient): the oracle takes every salient frame it can, so it is exactly 1
+    assert res["by_k"]["3"]["oracle"]["salient_recall"] == 1.0
+    assert (tmp_path / "headroom.md").read_text().startswith("# Headroom")
