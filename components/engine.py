@@ -31,6 +31,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
+CKPT_VERSION = 2  # bump when the checkpoint layout changes; older checkpoints are refused, not misread
 
 # step(model, batch, train) -> (loss tensor, {metric: float}); batch sizes weight the epoch means.
 StepFn = Callable[[nn.Module, Any, bool], tuple[torch.Tensor, dict[str, float]]]
@@ -115,6 +116,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
     """Train ``model`` in place; ``train_batches(epoch)`` must be deterministic given the epoch."""
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.pt"
+    fingerprint = f"{fingerprint}|{cfg!r}|v{CKPT_VERSION}"  # another FitConfig or layout never resumes
     opt = torch.optim.AdamW(list(params) if params is not None else model.parameters(),
                             lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
@@ -124,7 +126,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
     start = 0
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
-        if ck.get("fingerprint") != fingerprint:
+        if not isinstance(ck, dict) or ck.get("fingerprint") != fingerprint:
             raise CheckpointMismatch(
                 f"{last} was written by another configuration (fingerprint {ck.get('fingerprint')!r}, "
                 f"expected {fingerprint!r}); delete it or point ckpt_dir elsewhere")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from components.data.manifest import read_manifest
-from components.engine import FitConfig, atomic_save, fit
+from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
 from components.features import consumer_sizes, stream_split
 from components.hashing import fingerprint
 from components.models.encoders import create_encoder
@@ -162,9 +162,9 @@ def run(p: Params, paths: Paths) -> dict:
     for role in ROLES:
         t0 = time.perf_counter()
         model = create_encoder(role, **cfgs[role])
-        rfp = fingerprint(fp, role, cfgs[role], t)
         cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience,
                         seed=t.seed, desc=f"train {role}", monitor="val_acc", mode="max")
+        rfp = fingerprint(fp, role, cfgs[role], t, repr(cfg), CKPT_VERSION)
         res = fit(model, make_step(role, t.seed),
                   lambda ep, r=role: batches_for(bank, "train", r, t.batch_size, t.seed, ep, t.epoch_repeats),
                   lambda r=role: batches_for(bank, "val", r, t.batch_size, t.seed, None, 1),
