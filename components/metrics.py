@@ -8,8 +8,7 @@ from sklearn.metrics import average_precision_score
 
 def top1(scores: np.ndarray, labels: np.ndarray) -> float:
     """Share of videos whose arg-max class is one of their labels (labels multi-hot [N,C])."""
-    pred = np.asarray(scores).argmax(1)
-    return float(np.asarray(labels)[np.arange(len(pred)), pred].mean())
+    return float(top1_hits(scores, labels).mean())
 
 
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -27,3 +26,19 @@ def salient_recall(idx: np.ndarray, salient: np.ndarray) -> float:
     denom = np.minimum(idx.shape[1], salient.sum(1))
     ok = denom > 0
     return float((hits[ok] / denom[ok]).mean()) if ok.any() else float("nan")
+
+
+def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, alpha: float = 0.05,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile CI of mean(a) - mean(b) for per-video scores of two methods on the same videos,
+    resampling videos with replacement (the pairing is kept)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def top1_hits(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-video 0/1: the arg-max class is one of the video's labels."""
+    pred = np.asarray(scores).argmax(1)
+    return np.asarray(labels)[np.arange(len(pred)), pred].astype(np.float64)

@@ -52,3 +52,13 @@ def test_average_predictions_and_metrics_by_hand():
     sal = np.array([[1, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], bool)
     # video 0: picks {0,2}: 1 hit / min(2,2) = .5; video 1: picks {1,3}: 1 / min(2,1) = 1; video 2 excluded
     assert salient_recall(np.array([[0, 2], [1, 3], [0, 1]]), sal) == pytest.approx(0.75)
+
+
+def test_paired_bootstrap_ci_brackets_the_difference():
+    from components.metrics import paired_bootstrap_ci
+
+    a = np.array([1, 1, 1, 0] * 25, float)
+    b = np.array([1, 0, 0, 0] * 25, float)  # true difference 0.5
+    lo, hi = paired_bootstrap_ci(a, b, n_boot=4000)
+    assert lo < 0.5 < hi and hi - lo < 0.3
+    assert paired_bootstrap_ci(a, a) == (0.0, 0.0)
