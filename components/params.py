@@ -123,6 +123,64 @@ class ExtractParams:
     decode_workers: int = _f(1, lo=0, hi=256, help="decoding processes beside the model (0 = inline)")
 
 
+# ----------------------------------------------------------------------------------- samplers
+@dataclass(frozen=True)
+class PrototypeParams:
+    top_percent: float = _f(30.0, lo=1.0, hi=100.0, help="top-eps% correctly predicted frames per video (TSQNet supp. A)")
+
+
+@dataclass(frozen=True)
+class PseudoLabelParams:
+    guiding: str = _f("prototype", choices=("prototype", "response"),
+                      help="NSNet guiding score g: prototype-based (eq. 1) or recognizer response (supp. Table 1)")
+    distance: str = _f("euclidean", choices=("euclidean", "cosine"), help="phi in NSNet eq. 1 (negative distance)")
+
+
+@dataclass(frozen=True)
+class TSQNetParams:
+    dim: int = _f(256, lo=8, hi=4096, help="d': projected dimension of both modules")
+    alpha: float = _f(0.6, lo=0.0, hi=10.0, help="weight of L_{t->v} (eq. 4)")
+    beta: float = _f(0.6, lo=0.0, hi=10.0, help="weight of L_{v->t} (eq. 4)")
+    top_classes: int = _f(5, lo=1, help="classes aggregated in eq. 5")
+    object_topk: int = _f(10, lo=0, hi=1000, help="object scores kept per frame in TQM (0 = all 1000)")
+    attention: str = _f("class_specific", choices=("class_specific", "class_agnostic"), help="C queries or 1 (Table 7)")
+    classifier: str = _f("class_specific", choices=("class_specific", "class_agnostic"), help="C FCs or 1 (eq. 2)")
+    self_attention: bool = _f(False, help="self-attention over queries before cross-attention (supp. C.3)")
+    layers: int = _f(1, lo=1, hi=12, help="TSQ layers (supp. Table 5)")
+    heads: int = _f(1, lo=1, hi=64, help="attention heads (supp. Table 6)")
+    init: str = _f("prior", choices=("prior", "random"),
+                   help="prior = visual prototypes (VQM) and class-name embeddings (TQM); Table 10")
+    branches: str = _f("both", choices=("both", "vqm", "tqm"), help="VQM-only / TQM-only ablations")
+    dropout: float = _f(0.1, lo=0.0, hi=0.95)
+
+
+@dataclass(frozen=True)
+class NSNetParams:
+    dim: int = _f(256, lo=8, hi=4096, help="FEM width")
+    gamma: float = _f(0.2, lo=0.0, hi=10.0, help="weight of L_ns in L_v (eq. 3)")
+    fem: str = _f("transformer", choices=("transformer", "conv1d", "lstm", "mlp"), help="Table 6c")
+    layers: int = _f(2, lo=1, hi=12)
+    heads: int = _f(8, lo=1, hi=64)
+    dropout: float = _f(0.2, lo=0.0, hi=0.95, help="FEM dropout")
+    vgm_dropout_in: float = _f(0.9, lo=0.0, hi=0.99, help="dropout before the VGM FC")
+    vgm_dropout_attn: float = _f(0.2, lo=0.0, hi=0.95, help="dropout after the VGM attention")
+    fsm_objective: str = _f("ns", choices=("ns", "baseline", "baseline_plus", "regression", "ranking"), help="Table 6d")
+    fusion: str = _f("index_union", choices=("index_union", "index_intersection", "index_join", "score_add",
+                                             "score_mul", "score_max"), help="FSM + VGM fusion strategy")
+    ratio: float = _f(0.6, lo=0.0, hi=1.0, help="fusion ratio (FSM share)")
+
+
+@dataclass(frozen=True)
+class TrainSamplerParams:
+    epochs: int = _f(40, lo=1, hi=10_000)
+    batch_size: int = _f(64, lo=1, hi=65_536)
+    lr: float = _f(1e-3, lo=1e-7, hi=10.0)
+    weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
+    patience: int = _f(10, lo=1, help="early stopping on val loss, in epochs")
+    seeds: tuple[int, ...] = _f((0, 1, 2), help="one trained sampler per seed (mean +- std in reports)")
+    threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
+
+
 # ------------------------------------------------------------------------- selection / eval
 @dataclass(frozen=True)
 class FusionParams:
@@ -133,6 +191,9 @@ class FusionParams:
 class EvaluateParams:
     budgets: tuple[int, ...] = _f((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), help="frame budgets K (1 <= K <= T)")
     headroom_k: int = _f(3, lo=1, help="K of the oracle-vs-uniform headroom table")
+    sampler_budgets: tuple[int, ...] = _f((1, 2, 3, 5, 8), help="K of the sampler table (reports/samplers.md)")
+    samplers: tuple[str, ...] = _f(("uniform", "random", "dense", "maxconf", "maxconf_l", "oracle", "tsqnet", "nsnet"),
+                                   help="samplers in the report (each trained by train_sampler@<name>)")
 
 
 @dataclass(frozen=True)
@@ -150,6 +211,11 @@ class Params:
     encoders: EncoderParams = _f(factory=EncoderParams)
     train_encoders: TrainEncodersParams = _f(factory=TrainEncodersParams)
     extract: ExtractParams = _f(factory=ExtractParams)
+    prototypes: PrototypeParams = _f(factory=PrototypeParams)
+    pseudo_labels: PseudoLabelParams = _f(factory=PseudoLabelParams)
+    tsqnet: TSQNetParams = _f(factory=TSQNetParams)
+    nsnet: NSNetParams = _f(factory=NSNetParams)
+    train_sampler: TrainSamplerParams = _f(factory=TrainSamplerParams)
     fusion: FusionParams = _f(factory=FusionParams)
     evaluate: EvaluateParams = _f(factory=EvaluateParams)
     tracking: TrackingParams = _f(factory=TrackingParams)
@@ -232,6 +298,9 @@ def _validate(p: Params) -> Params:
     for i, k in enumerate(p.evaluate.budgets):
         if not 1 <= k <= T:
             raise ParamsError(f"evaluate.budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
+    for i, k in enumerate(p.evaluate.sampler_budgets):
+        if not 1 <= k <= T:
+            raise ParamsError(f"evaluate.sampler_budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
     if not 1 <= p.evaluate.headroom_k <= T:
         raise ParamsError(f"evaluate.headroom_k: K={p.evaluate.headroom_k} must satisfy 1 <= K <= frames.T={T}")
     s = p.data.synthetic

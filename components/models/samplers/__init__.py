@@ -1,0 +1,76 @@
+"""Saliency samplers: one registry, one interface (timm style).
+
+    from components.models.samplers import create_sampler, list_samplers
+    s = create_sampler("tsqnet", num_classes=C, ...)
+
+Every sampler is an ``nn.Module`` mapping a :data:`Batch` of stored features (see
+:mod:`components.features`: ``light_feats [B,T,d]``, ``light_logits [B,T,C]``, ``object_scores
+[B,T,1000]``, ``rec_feats [B,T,D]``, ``rec_logits [B,T,C]``, ``audio_emb [B,T,a]``, ``has_audio
+[B]``, ``gt [B,T]``, ``labels [B,C]`` multi-hot float, and in training ``ns_labels [B,T,C+1]``) to a
+:class:`SamplerOutput` whose ``saliency`` is ``[B,T]`` (higher = more salient). Samplers with two
+branches (TSQNet: VQM / TQM, NSNet: FSM / VGM) also expose them in ``branches`` for fusion, and
+override :meth:`Sampler.select` to fuse. Trainable samplers implement :meth:`Sampler.loss`; the
+shared engine (:mod:`components.engine`) trains them all with one step function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from components.registry import Registry
+
+SAMPLERS = Registry("sampler")
+Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass
+class SamplerOutput:
+    saliency: torch.Tensor  # [B,T]
+    branches: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B,T]
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B,C] (coarse predictions)
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)  # anything a loss needs
+
+
+class Sampler(nn.Module):
+    """Base class. ``trainable`` samplers implement :meth:`loss`; ``inputs`` names the store arrays used."""
+
+    trainable: bool = False
+    inputs: tuple[str, ...] = ()
+
+    def forward(self, batch: Batch) -> SamplerOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def loss(self, batch: Batch, out: SamplerOutput) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+
+    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+        """K distinct frame indices per video, [B,K] int64 (default: top-K of ``saliency``)."""
+        from components.selection import topk_select
+
+        return topk_select(out.saliency.detach().cpu().numpy(), K)
+
+
+def create_sampler(name: str, **cfg) -> Sampler:
+    _import_members()
+    return SAMPLERS.create(name, **cfg)
+
+
+def list_samplers() -> list[str]:
+    _import_members()
+    return SAMPLERS.list()
+
+
+def _import_members() -> None:
+    """Import the member modules so their ``@SAMPLERS.register`` decorators run."""
+    import importlib
+
+    for mod in ("baselines", "tsqnet", "nsnet"):
+        try:
+            importlib.import_module(f"components.models.samplers.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"components.models.samplers.{mod}":
+                raise

@@ -1,0 +1,110 @@
+"""Baseline samplers (NSNet Table 1, TSQNet Table 2): uniform, random, dense, MaxConf, MaxConf-L, oracle.
+
+None is trained. ``maxconf`` reads the recognizer's cached logits on all T frames (so its real cost
+is the recognizer on every frame); ``maxconf_l`` the light encoder's frame classifier; ``oracle``
+the ground-truth saliency (the upper bound, only where a dataset has per-frame ground truth).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
+from components.selection import oracle_select, random_select, uniform_select
+
+
+def salient_mask(gt: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B,T] ground-truth codes + [B,C] multi-hot -> [B,T] bool: the frame shows one of the video's classes."""
+    codes = gt.long().clamp(min=0)  # [B,T]
+    return (gt >= 0) & labels.bool().gather(1, codes)
+
+
+class Uniform(Sampler):
+    """K evenly spread frames (segment centres); no saliency."""
+
+    inputs = ("light_feats",)
+
+    def forward(self, batch: Batch) -> SamplerOutput:
+        x = batch[self.inputs[0]]
+        return SamplerOutput(saliency=torch.zeros(x.shape[:2]))
+
+    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+        B, T = out.saliency.shape
+        return uniform_select(B, T, K)
+
+
+class Random(Uniform):
+    """K frames drawn without replacement; a fixed seed makes runs repeatable."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
+
+    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+        B, T = out.saliency.shape
+        return random_select(B, T, K, self.rng)
+
+
+class Dense(Uniform):
+    """All T frames whatever K (its cost is the recognizer on every frame)."""
+
+    uses_all_frames = True
+
+    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+        B, T = out.saliency.shape
+        return uniform_select(B, T, T)
+
+
+class MaxConf(Sampler):
+    """Saliency = the highest class probability of a per-frame classifier's cached logits."""
+
+    def __init__(self, key: str):
+        super().__init__()
+        self.inputs = (key,)
+
+    def forward(self, batch: Batch) -> SamplerOutput:
+        return SamplerOutput(saliency=batch[self.inputs[0]].float().softmax(-1).amax(-1))  # [B,T]
+
+
+class Oracle(Sampler):
+    """Ground-truth saliency; selection spreads K picks over the salient frames (see oracle_select)."""
+
+    inputs = ("gt", "labels")
+
+    def forward(self, batch: Batch) -> SamplerOutput:
+        if (batch["gt"] < -2).all():
+            raise ValueError("the oracle needs per-frame ground truth, which this dataset does not have")
+        return SamplerOutput(saliency=salient_mask(batch["gt"], batch["labels"]).float())
+
+    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+        return oracle_select(out.saliency.numpy() > 0.5, K)
+
+
+@SAMPLERS.register("uniform")
+def uniform(**_) -> Uniform:
+    return Uniform()
+
+
+@SAMPLERS.register("random")
+def random(seed: int = 0, **_) -> Random:
+    return Random(seed)
+
+
+@SAMPLERS.register("dense")
+def dense(**_) -> Dense:
+    return Dense()
+
+
+@SAMPLERS.register("maxconf")
+def maxconf(**_) -> MaxConf:
+    return MaxConf("rec_logits")
+
+
+@SAMPLERS.register("maxconf_l")
+def maxconf_l(**_) -> MaxConf:
+    return MaxConf("light_logits")
+
+
+@SAMPLERS.register("oracle")
+def oracle(**_) -> Oracle:
+    return Oracle()

@@ -1,0 +1,58 @@
+"""Stage ``pseudo_labels``: NSNet's guiding scores g (eq. 1) and soft (C+1)-way labels per frame.
+
+For the train and val splits (val for validation losses only; nothing is tuned on test):
+``data/pseudo_labels/{split}.npz`` with ``g [N,T]`` and ``ns [N,T,C+1]``, rows aligned with the
+feature store. ``reports/pseudo_labels.json`` compares g with the ground truth where it is known.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+
+from components.params import Params
+from components.prototypes import guiding_scores, ns_labels
+from components.sampler_data import check_store
+from components.stages import Paths, stage_main
+from components.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def run(p: Params, paths: Paths) -> dict:
+    store = FeatureStore(paths.features)
+    check_store(store, p.frames.T)
+    protos = np.load(paths.features.parent / "prototypes.npz")["rec"]
+    out_dir = paths.features.parent / "pseudo_labels"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for split in ("train", "val"):
+        labels = np.asarray(store.array(split, "labels"))
+        g = guiding_scores(np.asarray(store.array(split, "rec_feats")), labels, protos,
+                           np.asarray(store.array(split, "rec_logits")), p.pseudo_labels.guiding, p.pseudo_labels.distance)
+        valid = np.asarray(store.array(split, "valid"), dtype=bool)
+        g[~valid] = 0.0
+        tmp = out_dir / f"{split}.tmp.npz"
+        np.savez(tmp, g=g, ns=ns_labels(g, labels))
+        os.replace(tmp, out_dir / f"{split}.npz")
+        gt = np.asarray(store.array(split, "gt"))
+        if (gt[valid] >= -2).any():
+            from components.stages.headroom import salient_mask
+
+            sal = salient_mask(gt, labels)[valid]
+            gv = g[valid]
+            summary[split] = {"g_mean_salient": float(gv[sal].mean()), "g_mean_other": float(gv[~sal].mean())}
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    (paths.reports / "pseudo_labels.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log.info("guiding scores vs ground truth: %s", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("pseudo_labels", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

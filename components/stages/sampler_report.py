@@ -1,0 +1,121 @@
+"""Stage ``sampler_report``: every sampler and baseline on the **test** split, mean ± std over seeds.
+
+For each K in ``evaluate.sampler_budgets``: saliency recall@K against ground truth (where known),
+top-1 and mAP of the frame recognizer's cached logits averaged over the K selected frames (the
+sampler's own ``select``, so TSQNet's λ_v union and NSNet's fusion apply). Writes
+``reports/samplers.json`` and ``reports/samplers.md``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import torch
+
+from components.features import load_frame_model
+from components.flops import count_macs, frame_model_gmacs
+from components.metrics import mean_average_precision, salient_recall, top1
+from components.models.encoders import create_encoder
+from components.models.samplers import SamplerOutput
+from components.params import Params
+from components.sampler_data import check_store
+from components.selection import average_predictions
+from components.stages import Paths, stage_main
+from components.stages.headroom import salient_mask
+from components.stages.train_sampler import load_sampler
+from components.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def encoder_gmacs(p: Params, paths: Paths) -> dict[str, float]:
+    """Per-frame GMACs of the trained encoders at their configured resolutions."""
+    return {"light": frame_model_gmacs(load_frame_model(paths.encoders / "light.pt"), p.frames.light_size),
+            "object": frame_model_gmacs(create_encoder("object", arch=p.encoders.object_arch, weights="none"),
+                                        p.frames.object_size),
+            "recognizer": frame_model_gmacs(load_frame_model(paths.encoders / "recognizer.pt"), p.frames.recognizer_size)}
+
+
+def video_gmacs(name: str, model, enc: dict[str, float], sampler_gmacs: float, T: int, K: int) -> float:
+    """Cost of one prediction: what the sampler has to look at + the sampler + the recognizer on its frames."""
+    rec = enc["recognizer"] * (T if name in ("dense", "maxconf") else K)
+    look = {"maxconf_l": enc["light"] * T, "nsnet": enc["light"] * T}.get(name, 0.0)
+    if name == "tsqnet":
+        br = getattr(getattr(model, "params", None), "branches", "both")
+        look = enc["light"] * T * (br != "tqm") + enc["object"] * T * (br != "vqm")
+    return look + sampler_gmacs + rec
+
+
+def run(p: Params, paths: Paths) -> dict:
+    store = FeatureStore(paths.features)
+    check_store(store, p.frames.T)
+    valid = np.asarray(store.array("test", "valid"), dtype=bool)
+    ids = [i for i, v in zip(store.ids("test"), valid) if v]
+    logits = np.asarray(store.array("test", "rec_logits"))[valid]
+    labels = np.asarray(store.array("test", "labels"))[valid]
+    gt = np.asarray(store.array("test", "gt"))[valid]
+    sal = salient_mask(gt, labels) if (gt >= -2).any() else None
+    root = paths.features.parent / "samplers"
+    result: dict = {"videos": len(ids), "T": store.T, "recognizer": "frame recognizer (cached logits)", "samplers": {}}
+    enc = encoder_gmacs(p, paths)
+    result["encoder_gmacs_per_frame"] = enc
+    one = {k: torch.from_numpy(np.asarray(store.array("test", k))[valid][:1].copy()).float()
+           for k in ("light_feats", "light_logits", "object_scores", "rec_logits", "rec_feats", "audio_emb", "labels")}
+    one["gt"] = torch.from_numpy(gt[:1].copy())
+    costs = {}
+    for name in p.evaluate.samplers:
+        seeds = sorted(root.glob(f"{name}/seed*.pt"))
+        if not seeds:
+            raise FileNotFoundError(f"no trained {name!r} in {root / name}: run `dvc repro train_sampler@{name}`")
+        per_k: dict[str, dict[str, list[float]]] = {}
+        for ck in seeds:
+            model = load_sampler(ck)
+            sal_file = np.load(ck.with_name(f"saliency_{ck.stem}.npz"))
+            if list(sal_file["test/ids"]) != ids:
+                raise ValueError(f"{ck}: saliency rows do not match the feature store's test split; rerun train_sampler@{name}")
+            branches = {k.split("/", 1)[1]: torch.from_numpy(sal_file[k]) for k in sal_file.files
+                        if k.startswith("test/") and k not in ("test/ids", "test/saliency")}
+            out = SamplerOutput(saliency=torch.from_numpy(sal_file["test/saliency"]), branches=branches)
+            for K in p.evaluate.sampler_budgets:
+                idx = model.select(out, K)
+                scores = average_predictions(logits, idx)
+                row = per_k.setdefault(str(K), {"top1": [], "map": [], "salient_recall": []})
+                row["top1"].append(top1(scores, labels))
+                row["map"].append(mean_average_precision(scores, labels))
+                row["salient_recall"].append(salient_recall(idx, sal) if sal is not None else float("nan"))
+        result["samplers"][name] = {K: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
+                                        for m, v in row.items()} for K, row in per_k.items()}
+        sampler_gmacs = count_macs(lambda: model(one)) / 1e9
+        total5 = video_gmacs(name, model, enc, sampler_gmacs, store.T, min(5, store.T))
+        costs[name] = {"sampler_gmacs": sampler_gmacs, "video_gmacs_k5": total5,
+                       "sampler_share_k5": sampler_gmacs / total5 if total5 else 0.0}
+    result["costs"] = costs
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    (paths.reports / "samplers.json").write_text(json.dumps(result, indent=1) + "\n")
+    Ks = [str(k) for k in p.evaluate.sampler_budgets]
+    lines = [f"# Samplers on the test split ({len(ids)} videos, T={store.T}, frame recognizer)", "",
+             "Top-1 (%) of the mean softmax over the K selected frames, mean ± std over seeds; "
+             "recall@K = |selected ∩ salient| / min(K, |salient|).", "",
+             "| sampler | " + " | ".join(f"top-1 K={k}" for k in Ks) + " | " + " | ".join(f"recall K={k}" for k in Ks) + " |",
+             "|---|" + "---|" * (2 * len(Ks))]
+    for name, r in result["samplers"].items():
+        acc = " | ".join(f"{100 * r[k]['top1']['mean']:.1f} ± {100 * r[k]['top1']['std']:.1f}" for k in Ks)
+        rec = " | ".join(f"{r[k]['salient_recall']['mean']:.2f}" for k in Ks)
+        lines.append(f"| {name} | {acc} | {rec} |")
+    lines += ["", f"Cost per video at K=5 (GMACs, measured with FlopCounterMode / 2; encoders per frame: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in enc.items()) + ")", "",
+              "| sampler | sampler's own layers | whole prediction, K=5 | sampler share |", "|---|---|---|---|"]
+    lines += [f"| {n} | {c['sampler_gmacs']:.4f} | {c['video_gmacs_k5']:.3f} | {100 * c['sampler_share_k5']:.2f}% |"
+              for n, c in costs.items()]
+    (paths.reports / "samplers.md").write_text("\n".join(lines) + "\n")
+    log.info("\n%s", "\n".join(lines))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("sampler_report", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Stage ``train_sampler@<name>``: train one sampler per seed on the feature store, write its saliency.
+
+``python -m components.stages.train_sampler --sampler tsqnet``. For every seed in
+``train_sampler.seeds``: build the sampler from the registry (priors: light-space prototypes and
+text embeddings for TSQNet), train it with the one engine on the train split (early stopping on
+val loss; checkpoints and resume under ``.salient/work``), and write
+``data/samplers/<name>/seed<s>.pt`` plus per-frame saliency and branch scores for val and test
+(``saliency_seed<s>.npz``: ``<split>/saliency``, ``<split>/<branch>``, ``<split>/ids``). Untrained
+baselines only write their saliency. Loss curves go to ``reports/samplers/<name>_history.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
+from components.hashing import fingerprint
+from components.models.samplers import Sampler, SamplerOutput, create_sampler
+from components.params import Params, to_dict
+from components.sampler_data import batches, check_store, load_split
+from components.stages import Paths, stage_main
+from components.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def sampler_kwargs(name: str, p: Params, store: FeatureStore, seed: int) -> dict:
+    """Constructor arguments of a registered sampler, from params and the store's priors."""
+    C, d = len(store.classes), store.array("train", "light_feats").shape[-1]
+    if name == "tsqnet":
+        protos = np.load(store.folder.parent / "prototypes.npz")["light"]
+        return {"num_classes": C, "light_dim": d, "params": p.tsqnet, "lambda_v": p.fusion.lambda_v,
+                "visual_prototypes": torch.from_numpy(protos), "object_text": torch.from_numpy(store.load("text_objects")),
+                "class_text": torch.from_numpy(store.load("text_classes"))}
+    if name == "nsnet":
+        return {"num_classes": C, "light_dim": d, "params": p.nsnet}
+    if name == "random":
+        return {"seed": seed}
+    return {}
+
+
+def load_sampler(path: Path) -> Sampler:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_sampler(ck["name"], **ck["kwargs"])
+    if ck.get("state_dict"):
+        model.load_state_dict(ck["state_dict"])
+    return model.eval()
+
+
+def _extra(paths: Paths, split: str) -> dict:
+    f = paths.features.parent / "pseudo_labels" / f"{split}.npz"
+    return {"ns_labels": np.load(f)["ns"]} if f.exists() else {}
+
+
+@torch.no_grad()
+def predict_split(model: Sampler, data: dict, batch_size: int = 256) -> dict[str, np.ndarray]:
+    model.eval()
+    outs: dict[str, list] = {}
+    for b in batches(data, batch_size):
+        o = model(b)
+        for k, v in {"saliency": o.saliency, **o.branches}.items():
+            outs.setdefault(k, []).append(v.float().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def run(p: Params, paths: Paths, name: str) -> dict:
+    if p.train_sampler.threads:
+        torch.set_num_threads(p.train_sampler.threads)
+    store = FeatureStore(paths.features)
+    check_store(store, p.frames.T)
+    t = p.train_sampler
+    out_dir = paths.features.parent / "samplers" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probe = create_sampler(name, **sampler_kwargs(name, p, store, 0))
+    train = val = None
+    if probe.trainable:
+        train, _ = load_split(store, "train", extra=_extra(paths, "train"))
+        val, _ = load_split(store, "val", extra=_extra(paths, "val"))
+    histories = {}
+    for seed in t.seeds:
+        kwargs = sampler_kwargs(name, p, store, seed)
+        torch.manual_seed(seed)
+        model = create_sampler(name, **kwargs)
+        if model.trainable:
+            cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
+                            desc=f"train {name} seed {seed}", grad_clip=1.0)
+            fp = fingerprint(store.meta["fingerprint"], name, to_dict({k: v for k, v in kwargs.items()
+                                                                       if not torch.is_tensor(v)}), repr(cfg), CKPT_VERSION,
+                             paths.features.parent / "prototypes.npz")
+
+            def step(m, batch, train_mode):
+                return m.loss(batch, m(batch))
+
+            res = fit(model, step, lambda ep, s=seed: batches(train, t.batch_size, s, ep),
+                      lambda: batches(val, t.batch_size), cfg, paths.work / "train_sampler" / name / fp, fp)
+            histories[seed] = res.history
+        atomic_save({"name": name, "kwargs": kwargs, "state_dict": model.state_dict() if model.trainable else None,
+                     "seed": seed, "classes": store.classes}, out_dir / f"seed{seed}.pt")
+        arrays = {}
+        for split in ("val", "test"):
+            data, ids = load_split(store, split)
+            for k, v in predict_split(model, data).items():
+                arrays[f"{split}/{k}"] = v
+            arrays[f"{split}/ids"] = np.array(ids)
+        tmp = out_dir / f"saliency_seed{seed}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out_dir / f"saliency_seed{seed}.npz")
+    rep = paths.reports / "samplers"
+    rep.mkdir(parents=True, exist_ok=True)
+    (rep / f"{name}_history.json").write_text(json.dumps(histories, indent=1) + "\n")
+    return histories
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--sampler", required=True)
+    known, rest = ap.parse_known_args(argv)
+    return stage_main("train_sampler", lambda p, paths: run(p, paths, known.sampler), rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
