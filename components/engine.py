@@ -130,8 +130,11 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
             raise CheckpointMismatch(
                 f"{last} was written by another configuration (fingerprint {ck.get('fingerprint')!r}, "
                 f"expected {fingerprint!r}); delete it or point ckpt_dir elsewhere")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointMismatch(f"{last} does not fit this model ({str(e)[:300]}); delete it") from e
         sched.load_state_dict(ck["scheduler"])
         best_state, bad_epochs = ck["best_state"], ck["bad_epochs"]
         result.history, result.best_epoch, result.best_score = ck["history"], ck["best_epoch"], ck["best_score"]

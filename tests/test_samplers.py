@@ -65,3 +65,13 @@ def test_baselines_by_hand():
     assert np.array_equal(r1.select(r1(b), 3), r2.select(r2(b), 3))
     with pytest.raises(ValueError, match="ground truth"):
         create_sampler("oracle")({**b, "gt": torch.full((B, T), -3, dtype=torch.int16)})
+
+
+def test_feature_norm_standardises_and_is_identity_without_stats():
+    from components.models.samplers import FeatureNorm
+
+    x = torch.tensor([[1.0, 10.0], [3.0, 14.0]])
+    n = FeatureNorm(x.mean(0), x.std(0, unbiased=False))
+    assert torch.allclose(n(x), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    assert torch.equal(FeatureNorm()(x), x)
+    assert "mean" in n.state_dict()  # travels with the checkpoint

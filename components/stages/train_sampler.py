@@ -33,16 +33,34 @@ log = logging.getLogger(__name__)
 def sampler_kwargs(name: str, p: Params, store: FeatureStore, seed: int) -> dict:
     """Constructor arguments of a registered sampler, from params and the store's priors."""
     C, d = len(store.classes), store.array("train", "light_feats").shape[-1]
+    if name in ("tsqnet", "nsnet"):
+        mean, std = light_stats(store)
     if name == "tsqnet":
         protos = np.load(store.folder.parent / "prototypes.npz")["light"]
         return {"num_classes": C, "light_dim": d, "params": p.tsqnet, "lambda_v": p.fusion.lambda_v,
                 "visual_prototypes": torch.from_numpy(protos), "object_text": torch.from_numpy(store.load("text_objects")),
-                "class_text": torch.from_numpy(store.load("text_classes"))}
+                "class_text": torch.from_numpy(store.load("text_classes")), "light_mean": mean, "light_std": std}
     if name == "nsnet":
-        return {"num_classes": C, "light_dim": d, "params": p.nsnet}
+        return {"num_classes": C, "light_dim": d, "params": p.nsnet, "light_mean": mean, "light_std": std}
     if name == "random":
         return {"seed": seed}
     return {}
+
+
+def _describe(kwargs: dict) -> dict:
+    """kwargs as hashable data: tensors by content digest, params sections as dicts."""
+    import hashlib
+
+    return {k: hashlib.sha1(v.numpy().tobytes()).hexdigest() if torch.is_tensor(v) else to_dict(v)
+            for k, v in kwargs.items()}
+
+
+def light_stats(store: FeatureStore) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean / std of the training split's light features (valid videos, all frames)."""
+    valid = np.asarray(store.array("train", "valid"), dtype=bool)
+    x = np.asarray(store.array("train", "light_feats"))[valid].astype(np.float64)
+    x = x.reshape(-1, x.shape[-1])
+    return torch.from_numpy(x.mean(0)).float(), torch.from_numpy(x.std(0)).float()
 
 
 def load_sampler(path: Path) -> Sampler:
@@ -90,9 +108,7 @@ def run(p: Params, paths: Paths, name: str) -> dict:
         if model.trainable:
             cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
                             desc=f"train {name} seed {seed}", grad_clip=1.0)
-            fp = fingerprint(store.meta["fingerprint"], name, to_dict({k: v for k, v in kwargs.items()
-                                                                       if not torch.is_tensor(v)}), repr(cfg), CKPT_VERSION,
-                             paths.features.parent / "prototypes.npz")
+            fp = fingerprint(store.meta["fingerprint"], name, _describe(kwargs), repr(cfg), CKPT_VERSION)
 
             def step(m, batch, train_mode):
                 return m.loss(batch, m(batch))

@@ -54,6 +54,27 @@ class Sampler(nn.Module):
         return topk_select(out.saliency.detach().cpu().numpy(), K)
 
 
+class FeatureNorm(nn.Module):
+    """Per-dimension standardisation with statistics of the training split, kept as buffers.
+
+    Pooled CNN features (e.g. MobileNetV2's 1280-d light features) share a large common component
+    across frames: on the demo set the per-dimension std is ~0.07 around a mean of ~0.43, so raw
+    dot-product attention sees near-identical keys and the VQM never leaves a uniform attention.
+    Standardising removes the common component; stored in the checkpoint, the same transform
+    applies in evaluation and in ``salient predict``. Identity when no statistics are given.
+    """
+
+    def __init__(self, mean: torch.Tensor | None = None, std: torch.Tensor | None = None, eps: float = 1e-4):
+        super().__init__()
+        self.enabled = mean is not None
+        if self.enabled:
+            self.register_buffer("mean", torch.as_tensor(mean).float().clone())
+            self.register_buffer("std", torch.as_tensor(std).float().clamp(min=eps).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d] -> [..., d]
+        return (x - self.mean) / self.std if self.enabled else x
+
+
 def create_sampler(name: str, **cfg) -> Sampler:
     _import_members()
     return SAMPLERS.create(name, **cfg)

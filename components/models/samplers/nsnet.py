@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
+from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput
 from components.params import NSNetParams
 
 RANK_MARGIN = 1.0  # hinge margin of the "ranking" FSM objective (SCSampler-style, paper silent)
@@ -230,15 +230,17 @@ class NSNet(Sampler):
     inputs = ("light_feats",)
 
     def __init__(self, num_classes: int, light_dim: int, params: NSNetParams = NSNetParams(),
-                 max_frames: int = 512):
+                 max_frames: int = 512, light_mean: torch.Tensor | None = None,
+                 light_std: torch.Tensor | None = None):
         super().__init__()
         self.C, self.params = num_classes, params
+        self.light_norm = FeatureNorm(light_mean, light_std)  # train-split stats (see FeatureNorm)
         self.fem = FEM(light_dim, params, max_frames)
         self.fsm = FSM(params.dim, num_classes, params.fsm_objective)
         self.vgm = VGM(params.dim, num_classes, params)
 
     def forward(self, batch: Batch) -> SamplerOutput:
-        h = self.fem(batch["light_feats"].float())  # [B,T,d] -> [B,T,dim]
+        h = self.fem(self.light_norm(batch["light_feats"].float()))  # [B,T,d] -> [B,T,dim]
         fsm_logits, s_f = self.fsm(h)  # [B,T,out], [B,T]
         alpha, logits_sal, logits_ns = self.vgm(h)  # [B,T], [B,C+1], [B,C+1]
         return SamplerOutput(
@@ -269,8 +271,9 @@ class NSNet(Sampler):
 
 
 @SAMPLERS.register("nsnet")
-def nsnet(num_classes: int, light_dim: int, params: NSNetParams = NSNetParams(), max_frames: int = 512) -> NSNet:
-    return NSNet(num_classes, light_dim, params, max_frames)
+def nsnet(num_classes: int, light_dim: int, params: NSNetParams = NSNetParams(), max_frames: int = 512,
+          light_mean: torch.Tensor | None = None, light_std: torch.Tensor | None = None) -> NSNet:
+    return NSNet(num_classes, light_dim, params, max_frames, light_mean, light_std)
 
 
 __all__ = ["NSNet", "FEM", "FSM", "VGM", "nsnet", "soft_cross_entropy", "fuse_scores", "RANK_MARGIN"]

@@ -72,7 +72,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
+from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput
 from components.params import TSQNetParams
 
 
@@ -251,15 +251,19 @@ class TSQNet(Sampler):
 
     def __init__(self, num_classes: int, light_dim: int, params: TSQNetParams = TSQNetParams(),
                  visual_prototypes: Tensor | None = None, object_text: Tensor | None = None,
-                 class_text: Tensor | None = None, lambda_v: float = 0.6, max_frames: int = 512):
+                 class_text: Tensor | None = None, lambda_v: float = 0.6, max_frames: int = 512,
+                 light_mean: Tensor | None = None, light_std: Tensor | None = None):
         super().__init__()
+        self.light_norm = FeatureNorm(_tensor(light_mean), _tensor(light_std))  # train-split stats (see FeatureNorm)
         p = self.params = params
         if p.dim % p.heads:
             raise ValueError(f"tsqnet: dim={p.dim} is not divisible by heads={p.heads}")
         self.num_classes, self.lambda_v = num_classes, lambda_v
         self.vqm = self.tqm = None
         if p.branches in ("both", "vqm"):
-            self.vqm = TSQModule(light_dim, num_classes, p, _tensor(visual_prototypes), max_frames, "vqm")
+            protos = _tensor(visual_prototypes)
+            protos = None if protos is None else self.light_norm(protos.float())  # prior in the normalised space
+            self.vqm = TSQModule(light_dim, num_classes, p, protos, max_frames, "vqm")
         if p.branches in ("both", "tqm"):
             if object_text is None:
                 raise ValueError("tsqnet: the TQM branch needs object_text [N_o,e] (object-name embeddings)")
@@ -275,7 +279,7 @@ class TSQNet(Sampler):
     def forward(self, batch: Batch) -> SamplerOutput:
         mods = {}
         if self.vqm is not None:
-            mods["vqm"] = self.vqm(batch["light_feats"].float())
+            mods["vqm"] = self.vqm(self.light_norm(batch["light_feats"].float()))
         if self.tqm is not None:
             mods["tqm"] = self.tqm(self.text_frames(batch["object_scores"]))
         branches, logits, aux = {}, {}, {}
@@ -327,5 +331,7 @@ def _tensor(x) -> Tensor | None:
 @SAMPLERS.register("tsqnet")
 def tsqnet(num_classes: int, light_dim: int, params: TSQNetParams = TSQNetParams(),
            visual_prototypes: Tensor | None = None, object_text: Tensor | None = None,
-           class_text: Tensor | None = None, lambda_v: float = 0.6, max_frames: int = 512) -> TSQNet:
-    return TSQNet(num_classes, light_dim, params, visual_prototypes, object_text, class_text, lambda_v, max_frames)
+           class_text: Tensor | None = None, lambda_v: float = 0.6, max_frames: int = 512,
+           light_mean: Tensor | None = None, light_std: Tensor | None = None) -> TSQNet:
+    return TSQNet(num_classes, light_dim, params, visual_prototypes, object_text, class_text, lambda_v, max_frames,
+                  light_mean, light_std)
