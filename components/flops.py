@@ -12,10 +12,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-@torch.no_grad()
 def count_macs(fn: Callable[[], Any]) -> int:
-    """MACs of one call of ``fn`` (e.g. ``lambda: model(x)``)."""
-    with FlopCounterMode(display=False) as counter:
+    """MACs of one forward call of ``fn`` (e.g. ``lambda: model(x)``); nothing is back-propagated.
+
+    Runs with autograd on: under ``no_grad`` a view of a parameter fed to a submodule (TSQNet's
+    query projection) requires grad without a ``grad_fn``, which FlopCounterMode's module tracker
+    rejects.
+    """
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() // 2
 

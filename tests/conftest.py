@@ -123,6 +123,7 @@ TINY = [
     "encoders.recognizer_arch=resnet10t", "encoders.audio_dim=16",
     "train_encoders.epochs=2", "train_encoders.bank_frames=4", "train_encoders.epoch_repeats=1",
     "extract.decode_workers=0", "extract.flush_every=2", "evaluate.budgets=[1,2,3]",
+    "train_sampler.seeds=[0]", "train_sampler.epochs=2", "tsqnet.dim=32", "nsnet.dim=32",
 ]
 
 

@@ -1,0 +1,73 @@
+"""prototypes -> pseudo_labels -> train_sampler -> sampler_report on the tiny pipeline, and the
+bad-input refusals of the sampler data path."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from components.params import load_params
+from components.sampler_data import check_store, load_split
+from components.stages import prototypes, pseudo_labels, sampler_report, train_sampler
+from components.store import FeatureStore
+from tests.conftest import ROOT, TINY
+
+
+@pytest.fixture(scope="module")
+def sampler_run(tiny_pipeline, tiny_params, tmp_path_factory):
+    paths = replace(tiny_pipeline, reports=tmp_path_factory.mktemp("reports"))
+    prototypes.run(tiny_params, paths)
+    pseudo_labels.run(tiny_params, paths)
+    for name in tiny_params.evaluate.samplers:
+        train_sampler.run(tiny_params, paths, name)
+    return paths, sampler_report.run(tiny_params, paths)
+
+
+def test_report_covers_every_sampler_and_budget(sampler_run, tiny_params):
+    paths, res = sampler_run
+    assert set(res["samplers"]) == set(tiny_params.evaluate.samplers)
+    for name, by_k in res["samplers"].items():
+        assert set(by_k) == {str(k) for k in tiny_params.evaluate.sampler_budgets}
+        assert all(0 <= by_k[k]["top1"]["mean"] <= 1 for k in by_k)
+    assert all(res["samplers"]["oracle"][k]["salient_recall"]["mean"] == 1.0 for k in res["samplers"]["oracle"])
+    assert res["costs"]["uniform"]["sampler_gmacs"] == 0 and res["costs"]["tsqnet"]["sampler_gmacs"] > 0
+    assert (paths.reports / "samplers.md").read_text().startswith("# Samplers")
+    hist = json.loads((paths.reports / "samplers" / "tsqnet_history.json").read_text())
+    assert len(hist["0"]) == 2 and "val_loss" in hist["0"][0]
+
+
+def test_pseudo_labels_rows_are_distributions(sampler_run):
+    paths, _ = sampler_run
+    d = np.load(paths.features.parent / "pseudo_labels" / "train.npz")
+    assert np.allclose(d["ns"].sum(-1), 1, atol=1e-5) and ((d["g"] >= 0) & (d["g"] <= 1)).all()
+
+
+def test_store_with_other_T_is_refused(tiny_pipeline):
+    with pytest.raises(ValueError, match="T=8 frames per video but frames.T=16"):
+        check_store(FeatureStore(tiny_pipeline.features), 16)
+
+
+def test_nan_features_are_refused_with_video_ids(tiny_pipeline, tmp_path):
+    import shutil
+
+    dst = tmp_path / "features"
+    shutil.copytree(tiny_pipeline.features, dst)
+    arr = np.load(dst / "val" / "light_feats.npy", mmap_mode="r+")
+    arr[1, 3, 0] = np.nan
+    arr.flush()
+    store = FeatureStore(dst)
+    with pytest.raises(ValueError, match=f"val/light_feats: NaN or inf .*{store.ids('val')[1]}"):
+        load_split(store, "val")
+
+
+def test_saliency_from_another_store_is_refused(sampler_run, tiny_params):
+    paths, _ = sampler_run
+    f = paths.features.parent / "samplers" / "uniform" / "saliency_seed0.npz"
+    d = dict(np.load(f))
+    d["test/ids"] = d["test/ids"][::-1]
+    np.savez(f, **d)
+    try:
+        with pytest.raises(ValueError, match="do not match the feature store"):
+            sampler_report.run(tiny_params, paths)
+    finally:
+        train_sampler.run(tiny_params, paths, "uniform")
