@@ -77,7 +77,7 @@ class DataParams:
 @dataclass(frozen=True)
 class FramesParams:
     T: int = _f(16, lo=1, hi=1024, help="observation frames pre-sampled per video")
-    light_size: int = _f(64, lo=16, hi=1024, help="light encoder resolution (paper: 188)")
+    light_size: int = _f(96, lo=16, hi=1024, help="light encoder resolution (paper: 188 with a 224 recognizer)")
     object_size: int = _f(112, lo=16, hi=1024, help="object recognizer resolution (paper: 112)")
     recognizer_size: int = _f(112, lo=16, hi=1024, help="recognizer resolution (paper: 224)")
 

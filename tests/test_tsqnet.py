@@ -396,3 +396,17 @@ def test_select_with_the_real_union_helper():
         assert all(len(set(row)) == K and row.min() >= 0 and row.max() < 6 for row in idx)
     np.testing.assert_array_equal(m.select(out, 5), selection.tsqnet_union_select(
         out.branches["vqm"].detach().numpy(), out.branches["tqm"].detach().numpy(), 5, m.lambda_v))
+
+
+def test_sparse_text_frames_equal_dense_product():
+    """x^t = O W with top-k filtering: the gather path equals the dense product of the zeroed scores."""
+    import torch
+
+    from components.models.samplers.tsqnet import keep_top_objects, tsqnet
+    from components.params import TSQNetParams
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(1000, 6, generator=g)
+    m = tsqnet(3, 4, TSQNetParams(dim=8, object_topk=10, init="random"), object_text=W)
+    O = torch.rand(2, 5, 1000, generator=g).softmax(-1)
+    assert torch.allclose(m.text_frames(O), keep_top_objects(O, 10) @ W, atol=1e-6)
