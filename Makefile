@@ -29,4 +29,5 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
-	$(BIN)/python -m components.bench extract
+	$(BIN)/salient bench extract
+	$(BIN)/salient bench samplers

@@ -6,6 +6,10 @@
   ``make demo``): decode-only, model-only and end-to-end frames/s;
 * peak RSS of end-to-end extraction of N and 4N videos, each in a fresh process;
 * the demo pipeline's wall time as recorded by ``salient demo`` (``reports/demo_timing.json``).
+
+``salient bench samplers`` -> ``reports/bench_samplers.json``: one training epoch of TSQNet and
+NSNet (default params) on a 1,000-video, T=50 store of the demo's feature shapes, written to disk
+and read back memory-mapped, i.e. the sampler experiment loop the feature store exists for.
 """
 from __future__ import annotations
 
@@ -115,13 +119,72 @@ def bench_extract_throughput(params: str, n: int) -> dict:
             "model_frames_per_s": len(clips) * T / model_s, "decode_s": decode_s, "model_s": model_s}
 
 
+def bench_samplers(params: str, n: int = 1000, T: int = 50, C: int = 12, d: int = 1280, e: int = 384,
+                   repeats: int = 2) -> dict:
+    """Seconds per training epoch of TSQNet / NSNet on an n x T store (features from a fixed seed)."""
+    from components.models.samplers import create_sampler
+    from components.sampler_data import batches, load_split
+    from components.store import ArraySpec, FeatureStore, StoreWriter
+
+    p = load_params(params)
+    rng = np.random.default_rng(0)
+    specs = {"light_feats": ArraySpec((T, d), "float32"), "object_scores": ArraySpec((T, 1000), "float32"),
+             "labels": ArraySpec((C,), "uint8"), "valid": ArraySpec((), "bool")}
+    out = {"videos": n, "T": T, "C": C, "light_dim": d, "batch_size": p.train_sampler.batch_size,
+           "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        w = StoreWriter(Path(tmp) / "f", "bench")
+        sw = w.split("train", [f"v{i}" for i in range(n)], specs)
+        for i in range(n):
+            lab = np.zeros(C, np.uint8)
+            lab[i % C] = 1
+            sw.write(i, {"light_feats": rng.random((T, d), dtype=np.float32),
+                         "object_scores": rng.dirichlet(np.ones(1000), T).astype(np.float32), "labels": lab,
+                         "valid": np.bool_(True)})
+        sw.checkpoint(n)
+        sw.close()
+        store = FeatureStore(w.finalize({"T": T, "classes": [str(c) for c in range(C)]}))
+        t0 = time.perf_counter()
+        data, _ = load_split(store, "train", keys=("light_feats", "object_scores", "labels"))
+        out["load_s"] = time.perf_counter() - t0
+    g = torch.from_numpy(rng.random((n, T), dtype=np.float32))
+    y = data["labels"]
+    data["ns_labels"] = torch.cat([g[..., None] * y[:, None, :], (1 - g)[..., None]], -1)
+    kwargs = {"tsqnet": {"num_classes": C, "light_dim": d, "params": p.tsqnet, "visual_prototypes": torch.randn(C, d),
+                         "object_text": torch.randn(1000, e), "class_text": torch.randn(C, e)},
+              "nsnet": {"num_classes": C, "light_dim": d, "params": p.nsnet}}
+    for name, kw in kwargs.items():
+        m = create_sampler(name, **kw).train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+
+        def epoch():
+            for b in batches(data, p.train_sampler.batch_size, 0, 0):
+                loss, _ = m.loss(b, m(b))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+        out[f"{name}_epoch_s"] = _median_time(epoch, repeats)
+        out[f"{name}_params"] = sum(q.numel() for q in m.parameters())
+    out["target_tsqnet_epoch_s"] = 15.0
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="salient bench")
-    ap.add_argument("what", choices=["extract"])
+    ap.add_argument("what", choices=["extract", "samplers"])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
     ap.add_argument("--out", default="reports/bench_extract.json")
     args = ap.parse_args(argv)
+    if args.what == "samplers":
+        res = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                           "torch": torch.__version__}, **bench_samplers(args.params)}
+        out = Path(args.out.replace("bench_extract", "bench_samplers"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res, indent=1))
+        return 0
     res: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                              "torch": torch.__version__}, "params": args.params}
     res["sparse_decoding"] = bench_sparse()

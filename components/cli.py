@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("targets", nargs="*", help="dvc repro targets (default: the whole pipeline)")
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json")
-    b.add_argument("what", choices=["extract"])
+    b.add_argument("what", choices=["extract", "samplers"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
     args = ap.parse_args(argv)
