@@ -46,6 +46,16 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
+    """``np.savez`` to a temp file, then rename: a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     shape: tuple[int, ...]  # per-video shape (without the leading N)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import numpy as np
 
@@ -16,7 +15,7 @@ from components.params import Params
 from components.prototypes import class_prototypes
 from components.sampler_data import check_store
 from components.stages import Paths, stage_main
-from components.store import FeatureStore
+from components.store import FeatureStore, atomic_savez
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +32,7 @@ def run(p: Params, paths: Paths) -> dict:
         out[space], out[f"{space}_fallback"], out[f"{space}_videos"] = pr.features, pr.fallback, pr.videos
         summary[space] = {"fallback_classes": [store.classes[c] for c in np.flatnonzero(pr.fallback)],
                           "videos_per_class_min": int(pr.videos.min()), "dim": int(pr.features.shape[1])}
-    dst = paths.features.parent / "prototypes.npz"
-    tmp = dst.with_name("prototypes.tmp.npz")
-    np.savez(tmp, **out)
-    os.replace(tmp, dst)
+    atomic_savez(paths.features.parent / "prototypes.npz", **out)
     paths.reports.mkdir(parents=True, exist_ok=True)
     (paths.reports / "prototypes.json").write_text(json.dumps(summary, indent=1) + "\n")
     log.info("prototypes: %s", summary)

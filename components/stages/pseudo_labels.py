@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import numpy as np
 
@@ -16,7 +15,7 @@ from components.params import Params
 from components.prototypes import guiding_scores, ns_labels
 from components.sampler_data import check_store
 from components.stages import Paths, stage_main
-from components.store import FeatureStore
+from components.store import FeatureStore, atomic_savez
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,7 @@ def run(p: Params, paths: Paths) -> dict:
                            np.asarray(store.array(split, "rec_logits")), p.pseudo_labels.guiding, p.pseudo_labels.distance)
         valid = np.asarray(store.array(split, "valid"), dtype=bool)
         g[~valid] = 0.0
-        tmp = out_dir / f"{split}.tmp.npz"
-        np.savez(tmp, g=g, ns=ns_labels(g, labels))
-        os.replace(tmp, out_dir / f"{split}.npz")
+        atomic_savez(out_dir / f"{split}.npz", g=g, ns=ns_labels(g, labels))
         gt = np.asarray(store.array(split, "gt"))
         if (gt[valid] >= -2).any():
             from components.stages.headroom import salient_mask

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from components.models.samplers import Sampler, SamplerOutput, create_sampler
 from components.params import Params, to_dict
 from components.sampler_data import batches, check_store, load_split
 from components.stages import Paths, stage_main
-from components.store import FeatureStore
+from components.store import FeatureStore, atomic_savez
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +123,7 @@ def run(p: Params, paths: Paths, name: str) -> dict:
             for k, v in predict_split(model, data).items():
                 arrays[f"{split}/{k}"] = v
             arrays[f"{split}/ids"] = np.array(ids)
-        tmp = out_dir / f"saliency_seed{seed}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out_dir / f"saliency_seed{seed}.npz")
+        atomic_savez(out_dir / f"saliency_seed{seed}.npz", **arrays)
     rep = paths.reports / "samplers"
     rep.mkdir(parents=True, exist_ok=True)
     (rep / f"{name}_history.json").write_text(json.dumps(histories, indent=1) + "\n")
