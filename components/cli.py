@@ -2,9 +2,9 @@
 
     salient validate PATH...        check video files / folders, print a table (exit 1 if any is bad)
     salient params [--explain]      load and validate params.yaml, print the resolved values
-    salient stage NAME [--set k=v]  run one pipeline stage outside DVC
+    salient stage NAME [--set k=v]  run one pipeline stage outside DVC (train_sampler: --sampler NAME)
     salient demo                    `dvc repro` the demo pipeline on the synthetic benchmark
-    salient bench extract           the extraction benchmarks -> reports/bench_extract.json
+    salient bench extract|samplers  benchmarks -> reports/bench_extract.json, reports/bench_samplers.json
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("prepare", "train_encoders", "extract", "headroom")
+STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
+          "sampler_report")
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
@@ -76,6 +77,11 @@ def cmd_params(args) -> int:
 def cmd_stage(args) -> int:
     mod = importlib.import_module(f"components.stages.{args.name}")
     argv = ["--params", args.params] + [x for s in args.set for x in ("--set", s)]
+    if args.name == "train_sampler":
+        if not args.sampler:
+            print("error: train_sampler needs --sampler NAME", file=sys.stderr)
+            return 2
+        argv += ["--sampler", args.sampler]
     return mod.main(argv)
 
 
@@ -137,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("name", choices=STAGES)
     st.add_argument("--params", default="params.yaml")
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    st.add_argument("--sampler", help="for train_sampler: the registered sampler to train")
     st.set_defaults(fn=cmd_stage)
     d = sub.add_parser("demo", help="dvc repro the demo pipeline")
     d.add_argument("targets", nargs="*", help="dvc repro targets (default: the whole pipeline)")
