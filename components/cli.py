@@ -48,7 +48,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from components.params import Params, ParamsError, load_params, to_dict
+    from components.params import ParamsError, load_params, to_dict
 
     try:
         p = load_params(args.params, args.set)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-import components  # noqa: F401  (telemetry off, PREFECT_HOME inside the project)
+import components  # noqa: F401  (imported first: telemetry off, PREFECT_HOME inside the project)
 from components.cli import STAGES, venv_env
 
 

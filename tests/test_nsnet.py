@@ -74,7 +74,7 @@ def test_fsm_saliency_matches_brute_force():
 
 
 def test_other_fsm_objectives_by_hand():
-    B, T, C = 1, 3, 2
+    T, C = 3, 2
     labels = torch.tensor([[0.0, 1.0]])
     g = torch.tensor([[0.9, 0.1, 0.5]])
     ns = torch.cat([g[..., None] * labels[:, None], (1 - g)[..., None]], -1)

@@ -6,11 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from components.params import load_params
 from components.sampler_data import check_store, load_split
 from components.stages import prototypes, pseudo_labels, sampler_report, train_sampler
 from components.store import FeatureStore
-from tests.conftest import ROOT, TINY
 
 
 @pytest.fixture(scope="module")

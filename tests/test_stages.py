@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from components.data.manifest import read_manifest
-from components.features import FrameEncoders, stream_split
+from components.features import FrameEncoders
 from components.params import load_params
 from components.stages import Paths, extract, headroom, prepare
 from components.store import FeatureStore
-from tests.conftest import ROOT, TINY, write_video
+from tests.conftest import ROOT, write_video
 
 
 def _bad_inputs(folder: Path) -> dict[str, str]:

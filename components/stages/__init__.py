@@ -30,6 +30,16 @@ class Paths:
         return replace(self, **{k: Path(root) / v for k, v in self.__dict__.items()})
 
 
+def write_report(paths: Paths, name: str, obj: object) -> Path:
+    """``reports/<name>`` as indented JSON (a DVC metrics file)."""
+    import json
+
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    out = paths.reports / name
+    out.write_text(json.dumps(obj, indent=1) + "\n")
+    return out
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 

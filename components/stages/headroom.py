@@ -8,7 +8,6 @@ distractor and low-quality frames, which explains the gap.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -17,7 +16,7 @@ from components.data.manifest import GT_GENERIC, GT_LOWQ, GT_UNKNOWN
 from components.metrics import mean_average_precision, paired_bootstrap_ci, salient_recall, top1, top1_hits
 from components.params import Params
 from components.selection import average_predictions, oracle_select, random_select, uniform_select
-from components.stages import Paths, stage_main
+from components.stages import Paths, stage_main, write_report
 from components.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -65,8 +64,7 @@ def run(p: Params, paths: Paths) -> dict:
         "frame_share": {k: float(m.mean()) for k, m in kinds.items()},
         "by_k": {str(k): v for k, v in rows.items()},
     }
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    (paths.reports / "headroom.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_report(paths, "headroom.json", result)
     lines = [f"# Headroom on the test split ({N} videos, T={T}, frame recognizer, cached logits)", "",
              "| K | oracle top-1 | uniform top-1 | random top-1 | oracle − uniform [95% CI] | oracle recall | uniform recall |",
              "|---|---|---|---|---|---|---|"]

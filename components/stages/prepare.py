@@ -7,7 +7,6 @@ reason and the run goes on. Writes ``manifest.csv`` + ``classes.txt`` and ``repo
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +19,7 @@ from components.data.adapters import Candidate, get_adapter
 from components.data.manifest import VideoRecord, decode_gt, write_manifest, write_quarantine
 from components.data.video import VideoError, probe
 from components.params import Params
-from components.stages import Paths, stage_main
+from components.stages import Paths, stage_main, write_report
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,7 @@ def run(p: Params, paths: Paths) -> Path:
                "classes": len(result.classes), "splits": dict(per_split),
                "frames_mean": sum(r.num_frames for r in records) / max(len(records), 1),
                "with_audio": sum(r.has_audio for r in records), "classes_without_train_video": len(empty)}
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    (paths.reports / "prepare.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_report(paths, "prepare.json", summary)
     log.info("manifest: %s", summary)
     return paths.prepared / "manifest.csv"
 

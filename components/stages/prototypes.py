@@ -6,7 +6,6 @@ classifier) and the recognizer's (NSNet's guiding scores, frames ranked by the r
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from components.params import Params
 from components.prototypes import class_prototypes
 from components.sampler_data import check_store
-from components.stages import Paths, stage_main
+from components.stages import Paths, stage_main, write_report
 from components.store import FeatureStore, atomic_savez
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,7 @@ def run(p: Params, paths: Paths) -> dict:
         summary[space] = {"fallback_classes": [store.classes[c] for c in np.flatnonzero(pr.fallback)],
                           "videos_per_class_min": int(pr.videos.min()), "dim": int(pr.features.shape[1])}
     atomic_savez(paths.features.parent / "prototypes.npz", **out)
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    (paths.reports / "prototypes.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_report(paths, "prototypes.json", summary)
     log.info("prototypes: %s", summary)
     return summary
 

@@ -6,7 +6,6 @@ feature store. ``reports/pseudo_labels.json`` compares g with the ground truth w
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from components.params import Params
 from components.prototypes import guiding_scores, ns_labels
 from components.sampler_data import check_store
-from components.stages import Paths, stage_main
+from components.stages import Paths, stage_main, write_report
 from components.store import FeatureStore, atomic_savez
 
 log = logging.getLogger(__name__)
@@ -41,8 +40,7 @@ def run(p: Params, paths: Paths) -> dict:
             sal = salient_mask(gt, labels)[valid]
             gv = g[valid]
             summary[split] = {"g_mean_salient": float(gv[sal].mean()), "g_mean_other": float(gv[~sal].mean())}
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    (paths.reports / "pseudo_labels.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_report(paths, "pseudo_labels.json", summary)
     log.info("guiding scores vs ground truth: %s", summary)
     return summary
 

@@ -7,7 +7,6 @@ sampler's own ``select``, so TSQNet's λ_v union and NSNet's fusion apply). Writ
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -21,7 +20,7 @@ from components.models.samplers import SamplerOutput
 from components.params import Params
 from components.sampler_data import check_store
 from components.selection import average_predictions
-from components.stages import Paths, stage_main
+from components.stages import Paths, stage_main, write_report
 from components.stages.headroom import salient_mask
 from components.stages.train_sampler import load_sampler
 from components.store import FeatureStore
@@ -91,8 +90,7 @@ def run(p: Params, paths: Paths) -> dict:
         costs[name] = {"sampler_gmacs": sampler_gmacs, "video_gmacs_k5": total5,
                        "sampler_share_k5": sampler_gmacs / total5 if total5 else 0.0}
     result["costs"] = costs
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    (paths.reports / "samplers.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_report(paths, "samplers.json", result)
     Ks = [str(k) for k in p.evaluate.sampler_budgets]
     lines = [f"# Samplers on the test split ({len(ids)} videos, T={store.T}, frame recognizer)", "",
              "Top-1 (%) of the mean softmax over the K selected frames, mean ± std over seeds; "
@@ -103,7 +101,7 @@ def run(p: Params, paths: Paths) -> dict:
         acc = " | ".join(f"{100 * r[k]['top1']['mean']:.1f} ± {100 * r[k]['top1']['std']:.1f}" for k in Ks)
         rec = " | ".join(f"{r[k]['salient_recall']['mean']:.2f}" for k in Ks)
         lines.append(f"| {name} | {acc} | {rec} |")
-    lines += ["", f"Cost per video at K=5 (GMACs, measured with FlopCounterMode / 2; encoders per frame: "
+    lines += ["", "Cost per video at K=5 (GMACs, measured with FlopCounterMode / 2; encoders per frame: "
               + ", ".join(f"{k} {v:.3f}" for k, v in enc.items()) + ")", "",
               "| sampler | sampler's own layers | whole prediction, K=5 | sampler share |", "|---|---|---|---|"]
     lines += [f"| {n} | {c['sampler_gmacs']:.4f} | {c['video_gmacs_k5']:.3f} | {100 * c['sampler_share_k5']:.2f}% |"

@@ -11,7 +11,6 @@ Outputs ``data/encoders/{light,recognizer,audio}.pt`` and ``reports/train_encode
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,11 +21,11 @@ import torch.nn.functional as F
 
 from components.data.manifest import read_manifest
 from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
-from components.features import consumer_sizes, stream_split
+from components.features import stream_split
 from components.hashing import fingerprint
 from components.models.encoders import create_encoder
 from components.params import Params
-from components.stages import Paths, stage_main
+from components.stages import Paths, stage_main, write_report
 from components.store import ArraySpec, FeatureStore, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -177,8 +176,7 @@ def run(p: Params, paths: Paths) -> dict:
                          "val_video_acc": video_accuracy(model, bank, "val", role),
                          "seconds": round(time.perf_counter() - t0, 1)}
         log.info("%s: %s", role, summary[role])
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    (paths.reports / "train_encoders.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_report(paths, "train_encoders.json", summary)
     return summary
 
 

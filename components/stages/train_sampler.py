@@ -20,7 +20,7 @@ import torch
 
 from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
 from components.hashing import fingerprint
-from components.models.samplers import Sampler, SamplerOutput, create_sampler
+from components.models.samplers import Sampler, create_sampler
 from components.params import Params, to_dict
 from components.sampler_data import batches, check_store, load_split
 from components.stages import Paths, stage_main
