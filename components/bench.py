@@ -81,7 +81,7 @@ recs = recs[:{n}]
 enc = FrameEncoders.load(p, Path('data/encoders'))
 with tempfile.TemporaryDirectory() as d:
     w = StoreWriter(Path(d) / 'f', 'bench')
-    sw = w.split('all', [r.video_id for r in recs], enc.specs(p.frames.T, len(classes), p.audio))
+    sw = w.split('all', [r.video_id for r in recs], enc.specs(p.frames.T, len(classes)))
     t0 = time.perf_counter()
     stream_split(sw, recs, p.frames.T, enc.sizes, p.audio, enc.encode, len(classes), p.extract.batch_videos,
                  p.extract.flush_every, p.extract.decode_workers, desc='bench')

@@ -51,7 +51,7 @@ class FrameEncoders:
                    audio=load_frame_model(encoders_dir / "audio.pt"),
                    sizes=consumer_sizes(p))
 
-    def specs(self, T: int, num_classes: int, audio: AudioParams) -> dict[str, ArraySpec]:
+    def specs(self, T: int, num_classes: int) -> dict[str, ArraySpec]:
         return store_specs(T, num_classes, self.light.num_features, self.recognizer.num_features,
                            self.audio.num_features)
 

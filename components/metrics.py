@@ -18,6 +18,14 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(aps)) if aps else float("nan")
 
 
+def salient_mask(gt: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[N,T] ground-truth codes + [N,C] multi-hot -> [N,T] bool: the frame shows one of the video's
+    own classes (codes < 0 - generic, low quality, unknown - are never salient)."""
+    gt = np.asarray(gt)
+    codes = np.clip(gt, 0, None).astype(np.int64)
+    return (gt >= 0) & np.take_along_axis(np.asarray(labels).astype(bool), codes, axis=1)
+
+
 def salient_recall(idx: np.ndarray, salient: np.ndarray) -> float:
     """Recall@K of salient frames: |selected ∩ salient| / min(K, |salient|), averaged over videos that
     have at least one salient observation frame (NaN when none has)."""

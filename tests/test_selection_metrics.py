@@ -62,3 +62,11 @@ def test_paired_bootstrap_ci_brackets_the_difference():
     lo, hi = paired_bootstrap_ci(a, b, n_boot=4000)
     assert lo < 0.5 < hi and hi - lo < 0.3
     assert paired_bootstrap_ci(a, a) == (0.0, 0.0)
+
+
+def test_salient_mask_by_hand():
+    from components.metrics import salient_mask
+
+    gt = np.array([[2, -1, 0, 2, -2], [-3, 1, 1, 0, -1]])  # codes: class shown, generic -1, low-q -2, unknown -3
+    labels = np.array([[0, 0, 1], [1, 1, 0]])  # video 0: class 2; video 1: classes 0 and 1 (multi-label)
+    assert salient_mask(gt, labels).tolist() == [[True, False, False, True, False], [False, True, True, True, False]]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -155,7 +155,7 @@ def read_manifest(folder: Path) -> tuple[list[VideoRecord], list[str]]:
             rec = _from_row(row)
             p = Path(rec.path)
             if not p.is_absolute():
-                rec = VideoRecord(**{**asdict(rec), "path": str((folder / p).resolve())})
+                rec = replace(rec, path=str((folder / p).resolve()))
             records.append(rec)
     return records, classes
 

@@ -33,7 +33,7 @@ def run(p: Params, paths: Paths) -> Path:
     enc_files = [paths.encoders / f"{r}.pt" for r in ("light", "recognizer", "audio")]
     fp = fingerprint(paths.prepared / "manifest.csv", *enc_files, p.frames, p.audio, p.encoders)
     encoders = FrameEncoders.load(p, paths.encoders)
-    specs = encoders.specs(p.frames.T, len(classes), p.audio)
+    specs = encoders.specs(p.frames.T, len(classes))
     writer = StoreWriter(paths.features, fp)
     failures = []
     for split in ("train", "val", "test"):

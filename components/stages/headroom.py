@@ -13,19 +13,14 @@ import logging
 import numpy as np
 
 from components.data.manifest import GT_GENERIC, GT_LOWQ, GT_UNKNOWN
-from components.metrics import mean_average_precision, paired_bootstrap_ci, salient_recall, top1, top1_hits
+from components.metrics import (mean_average_precision, paired_bootstrap_ci, salient_mask, salient_recall, top1,
+                                top1_hits)
 from components.params import Params
 from components.selection import average_predictions, oracle_select, random_select, uniform_select
 from components.stages import Paths, stage_main, write_report
 from components.store import FeatureStore
 
 log = logging.getLogger(__name__)
-
-
-def salient_mask(gt: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """[N,T] codes + [N,C] multi-hot -> [N,T] bool: the frame shows one of the video's own classes."""
-    codes = np.clip(gt, 0, None).astype(np.int64)
-    return (gt >= 0) & np.take_along_axis(labels.astype(bool), codes, axis=1)
 
 
 def run(p: Params, paths: Paths) -> dict:

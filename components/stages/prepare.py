@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _probe_one(c: Candidate, min_frames: int, max_frames: int) -> VideoRecord | 
 def run(p: Params, paths: Paths) -> Path:
     d = p.data
     if d.dataset == "synthetic":
-        d = type(d)(**{**d.__dict__, "root": str(paths.prepared / "videos")})
+        d = replace(d, root=str(paths.prepared / "videos"))
     result = get_adapter(d.dataset)(d)
     quarantine = list(result.missing)
     fn = partial(_probe_one, min_frames=d.min_frames, max_frames=d.max_frames)
@@ -60,7 +61,7 @@ def run(p: Params, paths: Paths) -> Path:
     rel = []
     for r in records:
         pth = Path(r.path).resolve()
-        rel.append(VideoRecord(**{**r.__dict__, "path": str(pth.relative_to(base)) if pth.is_relative_to(base) else str(pth)}))
+        rel.append(replace(r, path=str(pth.relative_to(base)) if pth.is_relative_to(base) else str(pth)))
     write_manifest(paths.prepared, rel, result.classes)
     write_quarantine(paths.reports / "quarantine.csv", quarantine)
 

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 
 from components.params import Params
+from components.metrics import salient_mask
 from components.prototypes import guiding_scores, ns_labels
 from components.sampler_data import check_store
 from components.stages import Paths, stage_main, write_report
@@ -35,8 +36,6 @@ def run(p: Params, paths: Paths) -> dict:
         atomic_savez(out_dir / f"{split}.npz", g=g, ns=ns_labels(g, labels))
         gt = np.asarray(store.array(split, "gt"))
         if (gt[valid] >= -2).any():
-            from components.stages.headroom import salient_mask
-
             sal = salient_mask(gt, labels)[valid]
             gv = g[valid]
             summary[split] = {"g_mean_salient": float(gv[sal].mean()), "g_mean_other": float(gv[~sal].mean())}

@@ -14,14 +14,13 @@ import torch
 
 from components.features import load_frame_model
 from components.flops import count_macs, frame_model_gmacs
-from components.metrics import mean_average_precision, salient_recall, top1
+from components.metrics import mean_average_precision, salient_mask, salient_recall, top1
 from components.models.encoders import create_encoder
 from components.models.samplers import SamplerOutput
 from components.params import Params
 from components.sampler_data import check_store
 from components.selection import average_predictions
 from components.stages import Paths, stage_main, write_report
-from components.stages.headroom import salient_mask
 from components.stages.train_sampler import load_sampler
 from components.store import FeatureStore
 

@@ -106,15 +106,19 @@ def make_step(role: str, seed: int):
     return step
 
 
-def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed: int, epoch: int | None,
-                repeats: int, val_frames: int = 8):
-    """Train (epoch given): one random bank frame per video, ``repeats`` passes. Val: fixed frames."""
-    key = role
-    arr, labels = bank.array(split, key), bank.array(split, "labels")
+def usable_videos(bank: FeatureStore, split: str, role: str) -> np.ndarray:
+    """Bank rows a role can train on: decoded videos, and for the audio encoder only those with audio."""
     ok = np.array(bank.array(split, "valid"), dtype=bool)
     if role == "audio":
         ok &= np.asarray(bank.array(split, "has_audio"))
-    vids = np.flatnonzero(ok)
+    return np.flatnonzero(ok)
+
+
+def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed: int, epoch: int | None,
+                repeats: int, val_frames: int = 8):
+    """Train (epoch given): one random bank frame per video, ``repeats`` passes. Val: fixed frames."""
+    arr, labels = bank.array(split, role), bank.array(split, "labels")
+    vids = usable_videos(bank, split, role)
     F_ = arr.shape[1]
     if epoch is None:
         frames = np.linspace(0, F_ - 1, min(val_frames, F_)).round().astype(int)
@@ -132,12 +136,9 @@ def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed
 def video_accuracy(model, bank: FeatureStore, split: str, role: str) -> float:
     """Top-1 of the mean softmax over every bank frame of each video (a dense-sampling sanity check)."""
     arr, labels = bank.array(split, role), bank.array(split, "labels")
-    ok = np.array(bank.array(split, "valid"), dtype=bool)
-    if role == "audio":
-        ok &= np.asarray(bank.array(split, "has_audio"))
     hits = []
     model.eval()
-    for v in np.flatnonzero(ok):
+    for v in usable_videos(bank, split, role):
         x = torch.from_numpy(np.array(arr[v])).float()
         x = x if role == "audio" else x / 255.0
         probs = model(x)[1].softmax(-1).mean(0)

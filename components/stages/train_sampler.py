@@ -94,17 +94,16 @@ def run(p: Params, paths: Paths, name: str) -> dict:
     t = p.train_sampler
     out_dir = paths.features.parent / "samplers" / name
     out_dir.mkdir(parents=True, exist_ok=True)
-    probe = create_sampler(name, **sampler_kwargs(name, p, store, 0))
     train = val = None
-    if probe.trainable:
-        train, _ = load_split(store, "train", extra=_extra(paths, "train"))
-        val, _ = load_split(store, "val", extra=_extra(paths, "val"))
     histories = {}
     for seed in t.seeds:
         kwargs = sampler_kwargs(name, p, store, seed)
         torch.manual_seed(seed)
         model = create_sampler(name, **kwargs)
         if model.trainable:
+            if train is None:  # loaded once, for the first seed
+                train, _ = load_split(store, "train", extra=_extra(paths, "train"))
+                val, _ = load_split(store, "val", extra=_extra(paths, "val"))
             cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
                             desc=f"train {name} seed {seed}", grad_clip=1.0)
             fp = fingerprint(store.meta["fingerprint"], name, _describe(kwargs), repr(cfg), CKPT_VERSION)

@@ -10,13 +10,8 @@ import numpy as np
 import torch
 
 from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
+from components.metrics import salient_mask
 from components.selection import oracle_select, random_select, uniform_select
-
-
-def salient_mask(gt: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[B,T] ground-truth codes + [B,C] multi-hot -> [B,T] bool: the frame shows one of the video's classes."""
-    codes = gt.long().clamp(min=0)  # [B,T]
-    return (gt >= 0) & labels.bool().gather(1, codes)
 
 
 class Uniform(Sampler):
@@ -74,7 +69,7 @@ class Oracle(Sampler):
     def forward(self, batch: Batch) -> SamplerOutput:
         if (batch["gt"] < -2).all():
             raise ValueError("the oracle needs per-frame ground truth, which this dataset does not have")
-        return SamplerOutput(saliency=salient_mask(batch["gt"], batch["labels"]).float())
+        return SamplerOutput(saliency=torch.from_numpy(salient_mask(batch["gt"].numpy(), batch["labels"].numpy())).float())
 
     def select(self, out: SamplerOutput, K: int) -> np.ndarray:
         return oracle_select(out.saliency.numpy() > 0.5, K)
