@@ -4,7 +4,9 @@
     salient params [--explain]      load and validate params.yaml, print the resolved values
     salient stage NAME [--set k=v]  run one pipeline stage outside DVC (train_sampler: --sampler NAME)
     salient demo                    `dvc repro` the demo pipeline on the synthetic benchmark
-    salient bench extract|samplers  benchmarks -> reports/bench_extract.json, reports/bench_samplers.json
+    salient predict VIDEO...        sampler -> K frames -> recognizer on video files (table or --json)
+    salient plots                   render `dvc plots show` offline (Vega-Lite via vl-convert, no CDN)
+    salient bench extract|samplers|predict  benchmarks -> reports/bench_*.json
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
-          "sampler_report")
+          "sampler_report", "train_recognizer", "evaluate", "report")
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
@@ -119,6 +121,63 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _video_files(items: list[str]) -> list[str]:
+    from components.data.video import VIDEO_EXTENSIONS
+
+    out = []
+    for it in items:
+        p = Path(it)
+        out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS) if p.is_dir() else [it]
+    return out
+
+
+def cmd_predict(args) -> int:
+    from tqdm import tqdm
+
+    from components.params import ParamsError, load_params
+    from components.predict import Prediction, Predictor
+
+    try:
+        p = load_params(args.params, args.set)
+        ck_dir = Path(args.checkpoint_dir)
+        ck = ck_dir / "samplers" / args.sampler / f"seed{args.seed}.pt"
+        if args.checkpoint:
+            ck = Path(args.checkpoint)
+        if not ck.exists():
+            raise FileNotFoundError(f"{ck}: no trained {args.sampler!r} (seed {args.seed}); "
+                                    f"run `dvc repro train_sampler@{args.sampler}` or pass --checkpoint")
+        pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer)
+    except (ParamsError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    files = _video_files(args.videos)
+    results = []
+    with tqdm(total=len(files), unit="video", disable=None if not args.json else True) as bar:
+        for i in range(0, len(files), args.batch_size):
+            chunk = files[i:i + args.batch_size]
+            results += pred.predict(chunk, top=args.top, workers=args.workers)
+            bar.update(len(chunk))
+    if args.json:
+        print(json.dumps({"sampler": args.sampler, "recognizer": args.recognizer, "k": args.k,
+                          "gflops_per_video": round(pred.gflops, 4), "results": [r.as_dict() for r in results],
+                          "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}, indent=1))
+    else:
+        rows = [{"video": Path(r.path).name, "top-1": f"{r.top[0][0]} ({r.top[0][1]:.2f})",
+                 "frames": " ".join(map(str, r.frames)), "seconds": " ".join(f"{t:.1f}" for t in r.timestamps),
+                 "GMACs": f"{r.gflops:.3f}"} if isinstance(r, Prediction) else
+                {"video": Path(r.path).name, "top-1": f"ERROR {r.reason}", "frames": r.detail[:60]} for r in results]
+        print(_table(rows, ["video", "top-1", "frames", "seconds", "GMACs"]))
+    return 1 if any(not isinstance(r, Prediction) for r in results) else 0
+
+
+def cmd_plots(args) -> int:
+    from components.plots import render_dvc_plots
+
+    for out in render_dvc_plots(Path(args.out), fmt=args.format):
+        print(out)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from components import bench
 
@@ -149,9 +208,28 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("targets", nargs="*", help="dvc repro targets (default: the whole pipeline)")
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json")
-    b.add_argument("what", choices=["extract", "samplers"])
+    b.add_argument("what", choices=["extract", "samplers", "predict"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
+    pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")
+    pd.add_argument("videos", nargs="+", help="video files or folders")
+    pd.add_argument("--sampler", default="tsqnet")
+    pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
+    pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"])
+    pd.add_argument("--checkpoint-dir", default="data", help="folder with encoders/, samplers/, recognizers/")
+    pd.add_argument("--checkpoint", help="a sampler checkpoint file (overrides --checkpoint-dir/samplers/...)")
+    pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
+    pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
+    pd.add_argument("--workers", type=int, default=0, help="decoding processes")
+    pd.add_argument("--top", type=int, default=5)
+    pd.add_argument("--json", action="store_true")
+    pd.add_argument("--params", default="params.yaml")
+    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pd.set_defaults(fn=cmd_predict)
+    pl = sub.add_parser("plots", help="render the dvc.yaml plots offline")
+    pl.add_argument("--out", default="reports/plots")
+    pl.add_argument("--format", default="html", choices=["html", "svg", "png"])
+    pl.set_defaults(fn=cmd_plots)
     args = ap.parse_args(argv)
     from components.stages import setup_logging
 

@@ -180,6 +180,27 @@ class TrainSamplerParams:
     threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
 
 
+# ------------------------------------------------------------------------- recognizers
+@dataclass(frozen=True)
+class TSIParams:
+    """The TSI temporal recognizer, trained TSN-style on K frames per clip (TSI paper §3.4)."""
+    enabled: bool = _f(True, help="train TSI and evaluate it on the selected frames (off: frame recognizer only)")
+    arch: str = _f("recognizer", help="'recognizer' = the trained frame recognizer's arch and weights, TSI "
+                   "blocks starting as identity; else a timm ResNet name trained from scratch (paper: resnet50)")
+    frames: int = _f(5, lo=1, hi=64, help="frames per training clip: one random frame per TSN segment")
+    pyramid: int = _f(3, lo=1, hi=8, help="K cascaded depth-wise convs of SME (eqs. 4-5)")
+    groups: int = _f(4, lo=1, hi=32, help="G channel groups of CTI (eq. 8)")
+    reduction: int = _f(16, lo=1, hi=256, help="SME channel reduction r")
+    epochs: int = _f(4, lo=1, hi=10_000)
+    batch_size: int = _f(8, lo=1, hi=4096, help="clips per step")
+    lr: float = _f(3e-4, lo=1e-7, hi=10.0)
+    weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
+    patience: int = _f(3, lo=1, help="early stopping on val clip accuracy, in epochs")
+    threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
+    seed: int = _f(0, lo=0)
+    budgets: tuple[int, ...] = _f((3, 5), help="K at which evaluate runs TSI on each sampler's selected frames")
+
+
 # ------------------------------------------------------------------------- selection / eval
 @dataclass(frozen=True)
 class FusionParams:
@@ -193,6 +214,9 @@ class EvaluateParams:
     sampler_budgets: tuple[int, ...] = _f((1, 2, 3, 5, 8), help="K of the sampler table (reports/samplers.md)")
     samplers: tuple[str, ...] = _f(("uniform", "random", "dense", "maxconf", "maxconf_l", "oracle", "tsqnet", "nsnet"),
                                    help="samplers in the report (each trained by train_sampler@<name>)")
+    map_variant: str = _f("sklearn", choices=("sklearn", "cumulative"),
+                          help="mAP definition (components.metrics.MAP_DEFINITIONS), recorded in every result")
+    bootstrap: int = _f(1000, lo=0, hi=100_000, help="bootstrap resamples over test videos for the CIs (0 = none)")
 
 
 @dataclass(frozen=True)
@@ -216,6 +240,7 @@ class Params:
     nsnet: NSNetParams = _f(factory=NSNetParams)
     train_sampler: TrainSamplerParams = _f(factory=TrainSamplerParams)
     fusion: FusionParams = _f(factory=FusionParams)
+    tsi: TSIParams = _f(factory=TSIParams)
     evaluate: EvaluateParams = _f(factory=EvaluateParams)
     tracking: TrackingParams = _f(factory=TrackingParams)
 
@@ -300,6 +325,9 @@ def _validate(p: Params) -> Params:
     for i, k in enumerate(p.evaluate.sampler_budgets):
         if not 1 <= k <= T:
             raise ParamsError(f"evaluate.sampler_budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
+    for i, k in enumerate(p.tsi.budgets):
+        if k not in p.evaluate.budgets:
+            raise ParamsError(f"tsi.budgets[{i}]: K={k} is not one of evaluate.budgets {list(p.evaluate.budgets)}")
     if not 1 <= p.evaluate.headroom_k <= T:
         raise ParamsError(f"evaluate.headroom_k: K={p.evaluate.headroom_k} must satisfy 1 <= K <= frames.T={T}")
     s = p.data.synthetic

@@ -11,7 +11,7 @@ from components.store import FeatureStore
 
 log = logging.getLogger(__name__)
 SAMPLER_KEYS = ("light_feats", "light_logits", "object_scores", "rec_feats", "rec_logits", "audio_emb",
-                "has_audio", "gt", "labels")
+                "has_audio", "gt", "labels", "frame_indices")
 
 
 def check_store(store: FeatureStore, T: int) -> None:

@@ -19,7 +19,8 @@ def _batch():
     return {"light_feats": torch.randn(B, T, d, generator=g), "light_logits": torch.randn(B, T, C, generator=g),
             "object_scores": torch.rand(B, T, 1000, generator=g).softmax(-1), "rec_feats": torch.randn(B, T, 12, generator=g),
             "rec_logits": torch.randn(B, T, C, generator=g), "audio_emb": torch.zeros(B, T, 4),
-            "has_audio": torch.ones(B, dtype=torch.bool), "gt": gt, "labels": labels, "ns_labels": ns}
+            "has_audio": torch.ones(B, dtype=torch.bool), "gt": gt, "labels": labels, "ns_labels": ns,
+            "frame_indices": torch.arange(T).repeat(B, 1) * 3}
 
 
 def _kwargs(name):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from components.features import load_frame_model
-from components.flops import count_macs, frame_model_gmacs
+from components.flops import frame_calls, frame_model_gmacs, sampler_gmacs
 from components.metrics import mean_average_precision, salient_mask, salient_recall, top1
 from components.models.encoders import create_encoder
 from components.models.samplers import SamplerOutput
@@ -36,13 +36,14 @@ def encoder_gmacs(p: Params, paths: Paths) -> dict[str, float]:
 
 
 def video_gmacs(name: str, model, enc: dict[str, float], sampler_gmacs: float, T: int, K: int) -> float:
-    """Cost of one prediction: what the sampler has to look at + the sampler + the recognizer on its frames."""
-    rec = enc["recognizer"] * (T if name in ("dense", "maxconf") else K)
-    look = {"maxconf_l": enc["light"] * T, "nsnet": enc["light"] * T}.get(name, 0.0)
-    if name == "tsqnet":
-        br = getattr(getattr(model, "params", None), "branches", "both")
-        look = enc["light"] * T * (br != "tqm") + enc["object"] * T * (br != "vqm")
-    return look + sampler_gmacs + rec
+    """Cost of one prediction: what the sampler has to look at + the sampler + the recognizer on its frames
+    (which per-frame models run how often: ``components.flops.frame_calls``)."""
+    total = sampler_gmacs
+    for role, n in frame_calls(name, model, T, K).items():
+        if n and role not in enc:
+            log.warning("%s runs the %s encoder on %d frames, whose cost is not measured here", name, role, n)
+        total += enc.get(role, 0.0) * n
+    return total
 
 
 def run(p: Params, paths: Paths) -> dict:
@@ -59,7 +60,7 @@ def run(p: Params, paths: Paths) -> dict:
     enc = encoder_gmacs(p, paths)
     result["encoder_gmacs_per_frame"] = enc
     one = {k: torch.from_numpy(np.asarray(store.array("test", k))[valid][:1].copy()).float()
-           for k in ("light_feats", "light_logits", "object_scores", "rec_logits", "rec_feats", "audio_emb", "labels")}
+           for k in ("light_feats", "light_logits", "object_scores", "rec_logits", "rec_feats", "audio_emb", "labels", "frame_indices")}
     one["gt"] = torch.from_numpy(gt[:1].copy())
     costs = {}
     for name in p.evaluate.samplers:
@@ -84,10 +85,10 @@ def run(p: Params, paths: Paths) -> dict:
                 row["salient_recall"].append(salient_recall(idx, sal) if sal is not None else float("nan"))
         result["samplers"][name] = {K: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
                                         for m, v in row.items()} for K, row in per_k.items()}
-        sampler_gmacs = count_macs(lambda: model(one)) / 1e9
-        total5 = video_gmacs(name, model, enc, sampler_gmacs, store.T, min(5, store.T))
-        costs[name] = {"sampler_gmacs": sampler_gmacs, "video_gmacs_k5": total5,
-                       "sampler_share_k5": sampler_gmacs / total5 if total5 else 0.0}
+        own = sampler_gmacs(model, one)
+        total5 = video_gmacs(name, model, enc, own, store.T, min(5, store.T))
+        costs[name] = {"sampler_gmacs": own, "video_gmacs_k5": total5,
+                       "sampler_share_k5": own / total5 if total5 else 0.0}
     result["costs"] = costs
     write_report(paths, "samplers.json", result)
     Ks = [str(k) for k in p.evaluate.sampler_budgets]

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 ROLES = ("light", "recognizer", "audio")
 
 
+def bank_fingerprint(p: Params, paths: Paths) -> str:
+    """The bank's identity: the manifest, the frame / audio settings and the frames per video."""
+    return fingerprint(Path(paths.prepared / "manifest.csv"), p.frames, p.audio, p.train_encoders.bank_frames)
+
+
 def build_bank(p: Params, paths: Paths, fp: str) -> FeatureStore:
     """Decode ``bank_frames`` frames per train/val video once; resumable; returns the finished bank."""
     out = paths.work / "train_encoders" / fp / "bank"
@@ -149,11 +154,10 @@ def video_accuracy(model, bank: FeatureStore, split: str, role: str) -> float:
 def run(p: Params, paths: Paths) -> dict:
     if p.train_encoders.threads:
         torch.set_num_threads(p.train_encoders.threads)
-    manifest = paths.prepared / "manifest.csv"
     _, classes = read_manifest(paths.prepared)
     C, e = len(classes), p.encoders
     t = p.train_encoders
-    fp = fingerprint(Path(manifest), p.frames, p.audio, t.bank_frames)
+    fp = bank_fingerprint(p, paths)
     bank = build_bank(p, paths, fp)
     cfgs = {"light": {"arch": e.light_arch, "num_classes": C, "pretrained": e.light_pretrained},
             "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": e.recognizer_pretrained},

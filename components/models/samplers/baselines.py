@@ -15,12 +15,13 @@ from components.selection import oracle_select, random_select, uniform_select
 
 
 class Uniform(Sampler):
-    """K evenly spread frames (segment centres); no saliency."""
+    """K evenly spread frames (segment centres); no saliency, so it reads nothing but the frame indices
+    (``salient predict`` runs no encoder for it)."""
 
-    inputs = ("light_feats",)
+    inputs = ("frame_indices",)
 
     def forward(self, batch: Batch) -> SamplerOutput:
-        x = batch[self.inputs[0]]
+        x = batch["frame_indices"]  # [B,T]
         return SamplerOutput(saliency=torch.zeros(x.shape[:2]))
 
     def select(self, out: SamplerOutput, K: int) -> np.ndarray:

@@ -1,0 +1,150 @@
+"""Evaluation of samplers × budgets × recognizers × seeds (the ``evaluate`` stage's library).
+
+A *sampler run* is one trained sampler (one seed) with its stored per-frame saliency on a split
+(``data/samplers/<name>/saliency_seed<s>.npz``, written by ``train_sampler``). For every budget K
+the run's own :meth:`Sampler.select` picks K frames (so TSQNet's λ_v union and NSNet's fusion
+apply, with the tuned values when ``tune_fusion`` has run), and
+
+* the **frame recognizer** is evaluated from its cached logits: the video score is the mean
+  softmax over the K selected frames (TSQNet / NSNet evaluate their per-frame recognizers the same
+  way); this is pure numpy on the store and takes seconds for a whole grid;
+* a **temporal recognizer** (TSI) runs for real on the decoded selected frames, in temporal order;
+  identical (video, frame set) inputs are run once and shared between samplers and seeds.
+
+Every row carries the GMACs of the whole prediction (light encoder × T + object recognizer × T
+where the sampler reads object scores + sampler + recognizer on its frames), DESIGN.md §3.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from components.metrics import mean_average_precision, salient_recall, top1
+from components.models.samplers import Sampler, SamplerOutput
+
+log = logging.getLogger(__name__)
+
+#: Columns of ``reports/curves.csv``.
+CURVE_COLUMNS = ("sampler", "recognizer", "k", "seed", "gflops", "map", "top1", "salient_recall")
+
+
+@dataclass
+class SamplerRun:
+    """One trained sampler (one seed) and its stored output on one split."""
+    name: str
+    seed: int
+    model: Sampler
+    out: SamplerOutput  # saliency [N,T] and branch scores of the split's valid videos
+
+    def select(self, K: int) -> np.ndarray:  # -> int64 [N,K]
+        return self.model.select(self.out, K)
+
+
+def load_runs(root: Path, name: str, split: str, ids: list[str],
+              load: Callable[[Path], Sampler]) -> list[SamplerRun]:
+    """Every seed of sampler ``name`` under ``root/name`` with its ``split`` saliency; the rows must be
+    exactly ``ids`` (the split's valid videos in store order), else the saliency is stale."""
+    cks = sorted(Path(root, name).glob("seed*.pt"), key=lambda c: int(c.stem[4:]))
+    if not cks:
+        raise FileNotFoundError(f"no trained {name!r} in {Path(root, name)}: run `dvc repro train_sampler@{name}`")
+    runs = []
+    for ck in cks:
+        f = np.load(ck.with_name(f"saliency_{ck.stem}.npz"))
+        if list(f[f"{split}/ids"]) != list(ids):
+            raise ValueError(f"{ck}: saliency rows do not match the feature store's {split} split; "
+                             f"rerun `dvc repro train_sampler@{name}`")
+        branches = {k.split("/", 1)[1]: torch.from_numpy(f[k]) for k in f.files
+                    if k.startswith(f"{split}/") and k not in (f"{split}/ids", f"{split}/saliency")}
+        out = SamplerOutput(saliency=torch.from_numpy(f[f"{split}/saliency"]), branches=branches)
+        runs.append(SamplerRun(name, int(ck.stem[4:]), load(ck), out))
+    return runs
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis, float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(-1, keepdims=True)
+    np.exp(x, out=x)
+    return x / x.sum(-1, keepdims=True)
+
+
+def mean_selected(probs: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """[N,T,C] per-frame probabilities, [N,K] indices -> [N,C] mean over the selected frames."""
+    return np.take_along_axis(probs, idx[:, :, None], axis=1).mean(1)
+
+
+def score_metrics(scores: np.ndarray, labels: np.ndarray, idx: np.ndarray, salient: np.ndarray | None,
+                  map_variant: str) -> dict[str, float]:
+    """mAP (``map_variant``), top-1 and saliency recall of one (sampler, K, recognizer, seed) cell."""
+    return {"map": mean_average_precision(scores, labels, variant=map_variant), "top1": top1(scores, labels),
+            "salient_recall": salient_recall(idx, salient) if salient is not None else float("nan")}
+
+
+class ClipScorer:
+    """Runs a clip recognizer ([B,K,3,s,s] float in [0,1] -> [B,C] logits) on frame subsets of cached
+    decoded frames, memoising by (video, sorted frame set) so repeated selections run once."""
+
+    def __init__(self, model: torch.nn.Module, frames: np.ndarray, batch_size: int = 16):
+        self.model, self.frames, self.batch_size = model.eval(), frames, batch_size  # frames uint8 [N,T,3,s,s]
+        self.cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+        self.calls = 0
+
+    @torch.no_grad()
+    def scores(self, idx: np.ndarray) -> np.ndarray:
+        """[N,K] selected indices -> [N,C] softmax scores of the clip of those frames in temporal order."""
+        keys = [(n, tuple(sorted(int(i) for i in row))) for n, row in enumerate(idx)]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        for s in range(0, len(todo), self.batch_size):
+            chunk = todo[s:s + self.batch_size]
+            clip = torch.from_numpy(np.stack([self.frames[n, list(ix)] for n, ix in chunk])).float().div_(255.0)
+            out = softmax(self.model(clip).numpy())  # [B,C]
+            self.calls += len(chunk)
+            for k, o in zip(chunk, out):
+                self.cache[k] = o
+        return np.stack([self.cache[k] for k in keys])
+
+
+def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np.ndarray,
+                  salient: np.ndarray | None, gflops: Callable[[SamplerRun, str, int], float],
+                  frame_probs: np.ndarray, clip_scorers: dict[str, tuple[ClipScorer, tuple[int, ...]]] | None = None,
+                  map_variant: str = "sklearn", keep_scores: bool = False) -> tuple[list[dict], dict]:
+    """All rows of the curves table; ``clip_scorers`` maps a recognizer name to (scorer, its budgets).
+
+    Returns (rows, per-video scores keyed by (sampler, recognizer, k, seed) when ``keep_scores``).
+    """
+    rows, kept = [], {}
+    budgets = list(budgets)
+    for run in runs:
+        for K in budgets:
+            idx = run.select(K)
+            cells = [("frame", mean_selected(frame_probs, idx))]
+            for rname, (scorer, ks) in (clip_scorers or {}).items():
+                if K in ks:
+                    cells.append((rname, scorer.scores(idx)))
+            for rname, scores in cells:
+                rows.append({"sampler": run.name, "recognizer": rname, "k": K, "seed": run.seed,
+                             "gflops": gflops(run, rname, K), **score_metrics(scores, labels, idx, salient, map_variant)})
+                if keep_scores:
+                    kept[(run.name, rname, K, run.seed)] = scores
+    return rows, kept
+
+
+def summarize(rows: list[dict], metrics: tuple[str, ...] = ("map", "top1", "salient_recall", "gflops")) -> list[dict]:
+    """Mean ± std over seeds per (sampler, recognizer, k), in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["sampler"], r["recognizer"], r["k"]), []).append(r)
+    out = []
+    for (s, rec, k), rs in groups.items():
+        row = {"sampler": s, "recognizer": rec, "k": k, "seeds": len(rs)}
+        for m in metrics:
+            v = np.array([r[m] for r in rs], dtype=np.float64)
+            row[m] = float(v.mean())
+            row[f"{m}_std"] = float(v.std())
+        out.append(row)
+    return out

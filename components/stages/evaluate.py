@@ -1,0 +1,147 @@
+"""Stage ``evaluate``: every sampler and baseline × K × recognizer × seed on the **test** split.
+
+Recognizers: ``frame`` (the per-frame recognizer, from its cached logits: mean softmax over the K
+selected frames) at every K of ``evaluate.budgets``, and ``tsi`` (the temporal recognizer of
+``train_recognizer``, run for real on the decoded selected frames) at ``tsi.budgets``. Metrics:
+mAP (``evaluate.map_variant``, its definition recorded in the output), top-1, saliency recall@K
+against ground truth, and GMACs per video of the whole prediction.
+
+Writes ``reports/curves.csv`` (``sampler,recognizer,k,seed,gflops,map,top1,salient_recall``, a DVC
+plots file) and ``reports/metrics.json`` (DVC metrics: mean ± std over seeds at
+``evaluate.sampler_budgets``, with bootstrap CIs over test videos and the paired difference to
+uniform).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.data.clips import iter_clips
+from components.data.manifest import read_manifest
+from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
+                                   summarize)
+from components.flops import count_macs
+from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision, salient_mask
+from components.params import Params
+from components.sampler_data import check_store, load_split
+from components.stages import Paths, stage_main, write_report
+from components.stages.sampler_report import encoder_gmacs, video_gmacs
+from components.stages.train_recognizer import load_recognizer
+from components.stages.train_sampler import load_sampler
+from components.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def decode_test_frames(paths: Paths, store: FeatureStore, ids: list[str], size: int, workers: int) -> np.ndarray:
+    """The store's T observation frames of each valid test video at recognizer resolution, uint8 [N,T,3,s,s]."""
+    records = {r.video_id: r for r in read_manifest(paths.prepared)[0]}
+    fidx = np.asarray(store.array("test", "frame_indices"))
+    pos = {v: i for i, v in enumerate(store.ids("test"))}
+    recs = [records[v] for v in ids]
+    out = np.zeros((len(ids), store.T, 3, size, size), np.uint8)
+    for item in iter_clips(recs, [fidx[pos[v]] for v in ids], {"recognizer": size}, workers=workers):
+        if not hasattr(item, "frames"):  # ClipError: the file changed since extract
+            raise RuntimeError(f"test video {item.video_id} ({item.path}) no longer decodes: {item.reason}; "
+                               "rerun `dvc repro extract`")
+        out[item.index] = item.frames["recognizer"].numpy()
+    return out
+
+
+def run(p: Params, paths: Paths) -> dict:
+    store = FeatureStore(paths.features)
+    check_store(store, p.frames.T)
+    T = store.T
+    valid = np.asarray(store.array("test", "valid"), dtype=bool)
+    ids = [i for i, v in zip(store.ids("test"), valid) if v]
+    labels = np.asarray(store.array("test", "labels"))[valid].astype(np.int64)
+    gt = np.asarray(store.array("test", "gt"))[valid]
+    salient = salient_mask(gt, labels) if (gt >= -2).any() else None
+    frame_probs = softmax(np.asarray(store.array("test", "rec_logits"))[valid])  # [N,T,C]
+    enc = encoder_gmacs(p, paths)
+    data, _ = load_split(store, "test")
+    one = {k: v[:1] for k, v in data.items()}  # one video, to count each sampler's MACs
+
+    runs: list[SamplerRun] = []
+    sampler_gmacs: dict[str, float] = {}
+    for name in p.evaluate.samplers:
+        rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler)
+        runs += rs
+        sampler_gmacs[name] = count_macs(lambda m=rs[0].model: m(one)) / 1e9
+
+    scorers, clip_gmacs = {}, {}
+    tsi_path = paths.features.parent / "recognizers" / "tsi.pt"
+    if p.tsi.enabled:
+        if not tsi_path.exists():
+            raise FileNotFoundError(f"{tsi_path} missing: run `dvc repro train_recognizer` (or set tsi.enabled: false)")
+        tsi = load_recognizer(tsi_path)
+        frames = decode_test_frames(paths, store, ids, p.frames.recognizer_size, p.extract.decode_workers)
+        scorers["tsi"] = (ClipScorer(tsi, frames), tuple(p.tsi.budgets))
+        s = p.frames.recognizer_size
+        for k in sorted(set(p.tsi.budgets) | {T}):
+            clip_gmacs[k] = count_macs(lambda k=k: tsi(torch.zeros(1, k, 3, s, s))) / 1e9
+
+    def gflops(run: SamplerRun, recognizer: str, K: int) -> float:
+        frame_cost = video_gmacs(run.name, run.model, enc, sampler_gmacs[run.name], T, K)
+        if recognizer == "frame":
+            return frame_cost
+        n = T if run.name == "dense" else K
+        # MaxConf still scores all T frames with the frame recognizer; the clip recognizer then sees n
+        looked = enc["recognizer"] * T if run.name == "maxconf" else 0.0
+        return frame_cost - enc["recognizer"] * (T if run.name in ("dense", "maxconf") else K) + looked + clip_gmacs[n]
+
+    rows, kept = evaluate_grid(runs, p.evaluate.budgets, labels, salient, gflops, frame_probs, scorers,
+                               p.evaluate.map_variant, keep_scores=True)
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    with open(paths.reports / "curves.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in CURVE_COLUMNS})
+
+    result = {"videos": len(ids), "T": T, "map_variant": p.evaluate.map_variant,
+              "map_definition": MAP_DEFINITIONS[p.evaluate.map_variant],
+              "recognizers": ["frame", *scorers], "headline": headline(p, rows, kept, labels)}
+    if scorers:
+        result["tsi_clips_run"] = scorers["tsi"][0].calls
+        result["tsi_gmacs_per_clip"] = {str(k): v for k, v in clip_gmacs.items()}
+    write_report(paths, "metrics.json", result)
+    return result
+
+
+def headline(p: Params, rows: list[dict], kept: dict, labels: np.ndarray) -> dict:
+    """Mean ± std over seeds at ``evaluate.sampler_budgets``, plus, on the first seed, a bootstrap CI of
+    mAP over test videos and the paired bootstrap CI of the mAP difference to uniform."""
+    out: dict = {}
+    v = p.evaluate.map_variant
+    n = len(labels)
+    show = set(p.evaluate.sampler_budgets)
+    for s in summarize(rows):
+        if s["k"] not in show:
+            continue
+        cell = {m: round(s[m], 5) for m in ("map", "map_std", "top1", "top1_std", "salient_recall", "gflops")}
+        cell["seeds"] = s["seeds"]
+        first = min(sd for (nm, rec, k, sd) in kept if (nm, rec, k) == (s["sampler"], s["recognizer"], s["k"]))
+        sc = kept[(s["sampler"], s["recognizer"], s["k"], first)]
+        base = kept.get(("uniform", s["recognizer"], s["k"], 0))
+        if p.evaluate.bootstrap:
+            cell["map_ci"] = list(bootstrap_ci(lambda ix: mean_average_precision(sc[ix], labels[ix], variant=v), n,
+                                               n_boot=p.evaluate.bootstrap))
+            if base is not None and s["sampler"] != "uniform":
+                cell["map_minus_uniform_ci"] = list(bootstrap_ci(
+                    lambda ix: mean_average_precision(sc[ix], labels[ix], variant=v)
+                    - mean_average_precision(base[ix], labels[ix], variant=v), n, n_boot=p.evaluate.bootstrap))
+        out.setdefault(s["sampler"], {}).setdefault(s["recognizer"], {})[str(s["k"])] = cell
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("evaluate", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

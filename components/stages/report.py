@@ -1,0 +1,220 @@
+"""Stage ``report``: figures and paper-style tables from ``evaluate``'s outputs.
+
+* ``reports/figures/curves.png``: mAP and top-1 vs GMACs per video, one line per sampler (mean over
+  seeds, K = 1…10 along each line; the TSI recognizer as dashed lines) — the papers' Fig. 3.
+* ``reports/figures/saliency.png``: each learned sampler's per-frame saliency over time for one test
+  video per class (min-max normalised, EMA-smoothed), over the ground-truth salient spans — NSNet Fig. 5.
+* ``reports/figures/frames.png``: the T observation frames of a few test videos, with the K frames each
+  sampler picked outlined — TSQNet Fig. 5.
+* ``reports/README.md``: the tables (samplers × K with mAP / top-1 / recall / GMACs, mean ± std over
+  seeds, bootstrap CIs) and links to the figures.
+
+``dvc plots show`` renders ``reports/curves.csv`` with the template ``plots/curves.json``; offline
+use ``salient plots`` (Vega-Lite rendered locally by vl-convert, no CDN).
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from components.data.manifest import read_manifest  # noqa: E402
+from components.data.video import read_frames  # noqa: E402
+from components.evaluation import load_runs, summarize  # noqa: E402
+from components.params import Params  # noqa: E402
+from components.stages import Paths, stage_main  # noqa: E402
+from components.stages.train_sampler import load_sampler  # noqa: E402
+from components.store import FeatureStore  # noqa: E402
+
+log = logging.getLogger(__name__)
+LEARNED = ("tsqnet", "nsnet", "maxconf_l")
+
+
+def read_curves(path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        return [{**r, "k": int(r["k"]), "seed": int(r["seed"]),
+                 **{m: float(r[m]) for m in ("gflops", "map", "top1", "salient_recall")}} for r in csv.DictReader(f)]
+
+
+def ema(x: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Exponential moving average along the last axis: y_0 = x_0, y_t = α x_t + (1-α) y_{t-1}."""
+    y = np.array(x, dtype=np.float64)
+    for t in range(1, y.shape[-1]):
+        y[..., t] = alpha * y[..., t] + (1 - alpha) * y[..., t - 1]
+    return y
+
+
+def plot_curves(summary: list[dict], out) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = list(dict.fromkeys(s["sampler"] for s in summary))
+    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    for ax, metric, label in ((axes[0], "map", "mAP (%)"), (axes[1], "top1", "top-1 (%)")):
+        for (name, rec) in dict.fromkeys((s["sampler"], s["recognizer"]) for s in summary):
+            pts = sorted((s["gflops"], 100 * s[metric]) for s in summary if (s["sampler"], s["recognizer"]) == (name, rec))
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, "-o" if rec == "frame" else "--s", color=colors[name], ms=3,
+                    label=name if rec == "frame" else f"{name} ({rec})")
+        ax.set_xlabel("GMACs per video")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle("Accuracy vs cost on the test split (mean over seeds; K grows along each line)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_saliency(p: Params, paths: Paths, store: FeatureStore, ids: list[str], runs: dict, out) -> list[str]:
+    """One panel per class (first test video of it): normalised EMA saliency of each learned sampler."""
+    records = {r.video_id: r for r in read_manifest(paths.prepared)[0]}
+    classes = store.classes
+    labels = np.asarray(store.array("test", "labels"))
+    pos = {v: i for i, v in enumerate(store.ids("test"))}
+    fidx = np.asarray(store.array("test", "frame_indices"))
+    picks = []
+    for c in range(len(classes)):
+        vid = next((v for v in ids if labels[pos[v], c]), None)
+        if vid is not None:
+            picks.append((c, vid))
+    picks = picks[:12]
+    if not picks:
+        return []
+    cols = min(4, len(picks))
+    rows = -(-len(picks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.4 * rows), squeeze=False)
+    for ax, (c, vid) in zip(axes.flat, picks):
+        rec, n = records[vid], ids.index(vid)
+        codes = rec.gt_codes()
+        if codes is not None:
+            sal = codes == c
+            ax.fill_between(np.arange(len(codes)), 0, 1, where=sal, color="0.85", step="mid", label="salient (GT)")
+        for name, run in runs.items():
+            s = run.out.saliency[n].numpy().astype(np.float64)
+            s = (s - s.min()) / (s.max() - s.min() + 1e-12)
+            ax.plot(fidx[pos[vid]], ema(s), "-", lw=1.2, label=name)
+        ax.set_title(f"{classes[c]} ({vid})", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(picks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.supxlabel("frame index")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return [vid for _, vid in picks]
+
+
+def plot_frames(paths: Paths, store: FeatureStore, ids: list[str], runs: dict, K: int, out, videos: int = 3) -> None:
+    """Rows: (video, sampler); columns: the T observation frames; selected frames outlined in red."""
+    records = {r.video_id: r for r in read_manifest(paths.prepared)[0]}
+    pos = {v: i for i, v in enumerate(store.ids("test"))}
+    fidx = np.asarray(store.array("test", "frame_indices"))
+    gt = np.asarray(store.array("test", "gt"))
+    labels = np.asarray(store.array("test", "labels"))
+    T = store.T
+    vids = ids[:: max(1, len(ids) // videos)][:videos]
+    picks = {name: run.select(K) for name, run in runs.items()}
+    fig, axes = plt.subplots(len(vids) * len(runs), T, figsize=(T * 0.7, len(vids) * len(runs) * 0.8), squeeze=False)
+    r = 0
+    for vid in vids:
+        n, row = ids.index(vid), pos[vid]
+        thumbs = read_frames(records[vid].path, fidx[row], size=64)
+        for name in runs:
+            chosen = set(int(i) for i in picks[name][n])
+            for t in range(T):
+                ax = axes[r, t]
+                ax.imshow(thumbs[t])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                code = int(gt[row, t])
+                sal = code >= 0 and bool(labels[row, code])
+                for sp in ax.spines.values():
+                    sp.set_edgecolor("red" if t in chosen else ("0.6" if sal else "white"))
+                    sp.set_linewidth(2.5 if t in chosen else 1.0)
+                if t == 0:
+                    ax.set_ylabel(f"{vid}\n{name}", fontsize=5, rotation=0, ha="right", va="center")
+            r += 1
+    fig.suptitle(f"Frames picked at K={K} (red); grey outline = salient by ground truth", fontsize=8)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
+    Ks = [k for k in p.evaluate.sampler_budgets]
+    hl = metrics["headline"]
+    lines = [f"# Evaluation on the test split ({metrics['videos']} videos, T={metrics['T']})", "",
+             f"mAP definition (`evaluate.map_variant={metrics['map_variant']}`): {metrics['map_definition']}", "",
+             "Mean ± std over sampler seeds. Frame recognizer = mean softmax of the per-frame recognizer over the K "
+             "selected frames (cached logits); TSI = the temporal recognizer run on the selected frames.", ""]
+    for rec in metrics["recognizers"]:
+        ks = [k for k in Ks if any(str(k) in hl[s].get(rec, {}) for s in hl)]
+        if not ks:
+            continue
+        lines += [f"## {rec} recognizer: mAP (%) / top-1 (%) by K", "",
+                  "| sampler | " + " | ".join(f"K={k}" for k in ks) + " | GMACs at K=" + str(ks[-1]) + " |",
+                  "|---|" + "---|" * (len(ks) + 1)]
+        for s, by_rec in hl.items():
+            cells = by_rec.get(rec, {})
+            row = [f"{100 * cells[str(k)]['map']:.1f} ± {100 * cells[str(k)]['map_std']:.1f} / "
+                   f"{100 * cells[str(k)]['top1']:.1f}" if str(k) in cells else "–" for k in ks]
+            g = cells.get(str(ks[-1]), {}).get("gflops")
+            lines.append(f"| {s} | " + " | ".join(row) + (f" | {g:.3f} |" if g is not None else " | – |"))
+        lines.append("")
+    lines += ["## Differences to uniform (frame recognizer, first seed, paired bootstrap 95% CI of ΔmAP)", "",
+              "| sampler | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
+    for s, by_rec in hl.items():
+        cells = by_rec.get("frame", {})
+        if s == "uniform" or not any("map_minus_uniform_ci" in cells.get(str(k), {}) for k in Ks):
+            continue
+        lines.append(f"| {s} | " + " | ".join(
+            "[{:+.1f}, {:+.1f}]".format(*(100 * np.array(cells[str(k)]["map_minus_uniform_ci"])))
+            if "map_minus_uniform_ci" in cells.get(str(k), {}) else "–" for k in Ks) + " |")
+    lines += ["", "## Saliency recall@K against ground truth (frame recognizer rows)", "",
+              "| sampler | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
+    for s, by_rec in hl.items():
+        cells = by_rec.get("frame", {})
+        lines.append(f"| {s} | " + " | ".join(f"{cells[str(k)]['salient_recall']:.2f}" if str(k) in cells else "–"
+                                              for k in Ks) + " |")
+    lines += ["", "## Figures", "", "- accuracy vs GMACs: `figures/curves.png`",
+              "- saliency over time vs ground truth: `figures/saliency.png`",
+              "- frames picked by each sampler: `figures/frames.png`", "",
+              "Full grid (every K, seed, recognizer): `curves.csv`. Regenerate: `dvc repro report`."]
+    return lines
+
+
+def run(p: Params, paths: Paths) -> dict:
+    metrics = json.loads((paths.reports / "metrics.json").read_text())
+    rows = read_curves(paths.reports / "curves.csv")
+    summary = summarize(rows)
+    fig_dir = paths.reports / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    plot_curves(summary, fig_dir / "curves.png")
+    store = FeatureStore(paths.features)
+    valid = np.asarray(store.array("test", "valid"), dtype=bool)
+    ids = [i for i, v in zip(store.ids("test"), valid) if v]
+    root = paths.features.parent / "samplers"
+    runs = {name: load_runs(root, name, "test", ids, load_sampler)[0] for name in p.evaluate.samplers}
+    learned = {n: r for n, r in runs.items() if n in LEARNED}
+    plot_saliency(p, paths, store, ids, learned, fig_dir / "saliency.png")
+    shown = {n: runs[n] for n in ("uniform", "maxconf_l", "tsqnet", "nsnet", "oracle") if n in runs}
+    plot_frames(paths, store, ids, shown, min(p.evaluate.headroom_k, store.T), fig_dir / "frames.png")
+    text = "\n".join(tables(p, summary, metrics)) + "\n"
+    (paths.reports / "README.md").write_text(text)
+    log.info("\n%s", text)
+    return {"figures": sorted(str(f) for f in fig_dir.glob("*.png"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("report", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Stage ``train_recognizer``: the TSI temporal recognizer, trained TSN-style on K-frame clips.
+
+TSI paper §4.1: "divide [the video] into T segments, randomly sample one frame from each segment";
+here K = ``tsi.frames`` segments over the ``train_encoders.bank_frames`` frames already decoded per
+train / val video (the same resumable bank ``train_encoders`` built: no second decode), validation
+on the segment centres. With ``tsi.arch: recognizer`` the backbone starts from the trained frame
+recognizer and the TSI blocks start as an exact identity (``identity_init``), so training begins at
+the frame recognizer's TSN accuracy — the 2-core analogue of the paper's ImageNet initialisation.
+Clip augmentation (flip, translation) is shared by all frames of a clip, as in TSN.
+
+Outputs ``data/recognizers/tsi.pt`` and ``reports/train_recognizer.json`` (val clip accuracy of TSI
+next to the untrained TSN consensus of the same frame recognizer, and GMACs of both).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.data.manifest import read_manifest
+from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
+from components.flops import count_macs
+from components.hashing import fingerprint
+from components.models.recognizers import Recognizer, create_recognizer
+from components.params import Params
+from components.stages import Paths, stage_main, write_report
+from components.stages.train_encoders import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
+from components.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def segment_frames(F_: int, K: int, rng: np.random.Generator | None) -> np.ndarray:
+    """TSN sampling of K of F_ bank frames: one per equal segment, random (train) or the centre (val)."""
+    edges = np.floor(np.linspace(0, F_, K + 1)).astype(int)
+    lo = edges[:-1]
+    hi = np.maximum(edges[1:], lo + 1)  # K > F_: empty segments repeat a frame
+    if rng is None:
+        return np.minimum((lo + hi - 1) // 2, F_ - 1)
+    return np.minimum(rng.integers(lo, hi), F_ - 1)
+
+
+def clip_batches(bank: FeatureStore, split: str, K: int, batch_size: int, seed: int, epoch: int | None):
+    """(uint8 clips [B,K,3,s,s], soft targets [B,C]); train clips reshuffled and resampled per epoch."""
+    arr, labels = bank.array(split, "recognizer"), bank.array(split, "labels")
+    vids = usable_videos(bank, split, "recognizer")
+    F_ = arr.shape[1]
+    rng = np.random.default_rng([seed, epoch]) if epoch is not None else None
+    order = rng.permutation(vids) if rng is not None else vids
+    for i in range(0, len(order), batch_size):
+        chunk = order[i:i + batch_size]
+        x = torch.from_numpy(np.stack([arr[v][segment_frames(F_, K, rng)] for v in chunk]))
+        yield x, soft_targets(np.stack([labels[v] for v in chunk]))
+
+
+def make_step(seed: int):
+    gen = torch.Generator().manual_seed(seed)
+
+    def step(model, batch, train):
+        x, y = batch
+        x = x.float().div_(255.0)  # [B,K,3,s,s]
+        if train:  # one flip / translation per clip, shared by its frames
+            B, K, _, s, _ = x.shape
+            x = augment(x.reshape(B, K * 3, s, s), gen).reshape(B, K, 3, s, s)
+        logits = model(x)
+        loss = -(y * logits.log_softmax(-1)).sum(-1).mean()
+        return loss, {"acc": (logits.argmax(-1) == y.argmax(-1)).float().mean().item(), "n": len(y)}
+
+    return step
+
+
+@torch.no_grad()
+def clip_accuracy(model: Recognizer, bank: FeatureStore, split: str, K: int) -> float:
+    model.eval()
+    hits = [(model(x.float().div_(255.0)).argmax(-1) == y.argmax(-1)).float()
+            for x, y in clip_batches(bank, split, K, 16, 0, None)]
+    return float(torch.cat(hits).mean()) if hits else float("nan")
+
+
+def load_recognizer(path: Path) -> Recognizer:
+    """Rebuild a clip recognizer saved by this stage (``{"name", "cfg", "state_dict", "classes"}``)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_recognizer(ck["name"], **ck["cfg"])
+    model.load_state_dict(ck["state_dict"])
+    return model.eval()
+
+
+def run(p: Params, paths: Paths) -> dict:
+    t = p.tsi
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    _, classes = read_manifest(paths.prepared)
+    bank = build_bank(p, paths, bank_fingerprint(p, paths))
+    frame_ck = torch.load(paths.encoders / "recognizer.pt", map_location="cpu", weights_only=False)
+    from_frames = t.arch == "recognizer"
+    arch = frame_ck["cfg"]["arch"] if from_frames else t.arch
+    cfg = {"arch": arch, "num_classes": len(classes), "num_frames": t.frames, "pyramid": t.pyramid,
+           "groups": t.groups, "reduction": t.reduction}
+    torch.manual_seed(t.seed)
+    model = create_recognizer("tsi", **cfg, identity_init=from_frames,
+                              pretrained_state=frame_ck["state_dict"] if from_frames else None)
+    tsn = create_recognizer("tsn", arch=arch, num_classes=len(classes), num_frames=t.frames,
+                            pretrained_state=frame_ck["state_dict"]) if from_frames else None
+    t0 = time.perf_counter()
+    fcfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=t.seed,
+                     desc="train tsi", monitor="val_acc", mode="max", grad_clip=5.0)
+    fp = fingerprint(bank.meta["fingerprint"], frame_ck.get("fingerprint", ""), cfg, from_frames, repr(fcfg), CKPT_VERSION)
+    res = fit(model, make_step(t.seed),
+              lambda ep: clip_batches(bank, "train", t.frames, t.batch_size, t.seed, ep),
+              lambda: clip_batches(bank, "val", t.frames, t.batch_size, t.seed, None),
+              fcfg, paths.work / "train_recognizer" / fp, fp)
+    out = paths.features.parent / "recognizers" / "tsi.pt"
+    atomic_save({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
+                 "history": res.history, "fingerprint": fp}, out)
+    s = p.frames.recognizer_size
+    clip = torch.zeros(1, t.frames, 3, s, s)
+    summary = {"arch": arch, "init": "frame recognizer + identity TSI blocks" if from_frames else "random",
+               "clip_frames": t.frames, "best_epoch": res.best_epoch, "epochs_run": len(res.history),
+               "val_clip_acc_tsi": clip_accuracy(model, bank, "val", t.frames),
+               "gmacs_per_clip_tsi": count_macs(lambda: model(clip)) / 1e9,
+               "seconds": round(time.perf_counter() - t0, 1)}
+    if tsn is not None:
+        summary["val_clip_acc_tsn"] = clip_accuracy(tsn, bank, "val", t.frames)
+        summary["gmacs_per_clip_tsn"] = count_macs(lambda: tsn(clip)) / 1e9
+        summary["gmacs_ratio_tsi_over_tsn"] = summary["gmacs_per_clip_tsi"] / summary["gmacs_per_clip_tsn"]
+    write_report(paths, "train_recognizer.json", summary)
+    log.info("train_recognizer: %s", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("train_recognizer", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

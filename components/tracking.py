@@ -1,0 +1,636 @@
+"""MLflow tracking of every stage run, sampler training, ablation and sweep trial.
+
+One *parent* run per ``dvc repro`` / Prefect flow run / Optuna sweep, one *child* run per stage or
+trial. The parent is handed to children through the environment, so it works across processes
+(DVC stages are subprocesses; Prefect process workers and sweep workers too)::
+
+    with parent_run("pipeline", params):            # exports SALIENT_PARENT_RUN_ID (+ the tracking URI)
+        subprocess.run(["dvc", "repro"])             # each stage: with stage_run(...) -> child run
+
+    # inside a stage (components/stages/<name>.py)
+    with stage_run("train_sampler@tsqnet", to_dict(params.tsqnet), tracking=params.tracking) as run:
+        log_curve("train/loss", losses)             # step = epoch
+        log_budget_curve("test/tsqnet", ks, {"mAP": maps, "gflops": gflops})   # step = K
+        log_artifacts(["data/samplers/tsqnet"])     # checkpoints as plain files
+
+Configuration, resolved on every call (so tests and library users can change it at run time):
+
+* tracking URI: ``$MLFLOW_TRACKING_URI`` > ``params.tracking.mlflow_uri`` > ``sqlite:///mlflow.db``;
+* experiment: ``params.tracking.experiment`` (a child always goes to its parent's experiment);
+* ``SALIENT_TRACKING=0`` (or false / no / off) switches tracking off: every function is a cheap
+  no-op, the context managers still work and yield a run handle whose ``run_id`` is None, nothing is
+  imported from mlflow and no database file is created.
+
+Where the parent comes from, first match wins: ``parent_run_id=``; the innermost run opened by this
+module in this process (a trial inside a stage); ``$SALIENT_PARENT_RUN_ID``. Runs are created with
+``MlflowClient`` and an explicit ``mlflow.parentRunId`` tag, never through mlflow's in-process
+active-run stack (``mlflow.start_run``), which knows nothing of a parent in another process and
+raises when a second run starts in the same process without ``nested=True``.
+
+The module-level ``log_*`` functions write to the innermost open run of this process and are no-ops
+outside one (a stage's ``run()`` called directly by a unit test logs nothing). The yielded
+:class:`TrackedRun` has the same methods, for code that holds its run explicitly.
+
+Artifacts of experiments created here on a SQLite backend go to ``mlartifacts/`` beside the
+database file (mlflow's client-side default would be ``./mlruns`` under whatever the working
+directory is). Sampler checkpoints are logged as plain files, not as mlflow model flavours;
+:func:`register_model` registers such a directory in the Model Registry and
+:func:`resolve_model_uri` downloads ``models:/name@alias`` back to a local path.
+
+Errors of the tracking backend propagate (a misconfigured URI fails the stage at its start, set
+``SALIENT_TRACKING=0`` to run without tracking), except while a run is being closed after an
+exception in its body: then the original exception wins and the closing failure is logged.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "salient"
+ENV_ENABLED = "SALIENT_TRACKING"
+ENV_PARENT = "SALIENT_PARENT_RUN_ID"
+ENV_URI = "MLFLOW_TRACKING_URI"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+MAX_KEY = 250  # mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH
+_FALSE = {"0", "false", "no", "off"}
+
+
+# ------------------------------------------------------------------------------ configuration
+def tracking_enabled() -> bool:
+    """False when ``$SALIENT_TRACKING`` is 0 / false / no / off."""
+    return os.environ.get(ENV_ENABLED, "1").strip().lower() not in _FALSE
+
+
+def _section(tracking: Any) -> Any:
+    """``TrackingParams`` from a Params, a TrackingParams, a mapping or None."""
+    if tracking is None:
+        return None
+    if isinstance(tracking, Mapping):
+        return tracking.get("tracking", tracking)
+    return getattr(tracking, "tracking", tracking)
+
+
+def _get(tracking: Any, key: str) -> Any:
+    t = _section(tracking)
+    if t is None:
+        return None
+    if isinstance(t, Mapping):
+        return t.get(key)
+    return getattr(t, key, None)
+
+
+def tracking_uri(tracking: Any = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` > ``tracking.mlflow_uri`` > ``sqlite:///mlflow.db``.
+
+    ``tracking`` is a ``Params``, its ``TrackingParams`` section, a mapping or None.
+    """
+    return os.environ.get(ENV_URI) or _get(tracking, "mlflow_uri") or DEFAULT_URI
+
+
+def experiment_name(tracking: Any = None) -> str:
+    return _get(tracking, "experiment") or DEFAULT_EXPERIMENT
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working directory), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def absolute_uri(uri: str) -> str:
+    """A SQLite URI with an absolute database path (so another working directory sees the same db)."""
+    path = _sqlite_path(uri)
+    if path is None or path.is_absolute():
+        return uri
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return "sqlite:///" + str(path.absolute()) + (f"?{query}" if query else "")
+
+
+# ------------------------------------------------------------------------------ flattening
+def _param_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value), default=str)
+    if isinstance(value, Path):
+        return str(value)
+    try:
+        return json.dumps(value)  # true / false / null / numbers as YAML would write them
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:
+    """A params slice (mapping or dataclass, nested) as ``{"a.b.c": "text"}`` for MLflow.
+
+    Lists and tuples become their JSON text (``[1, 2, 3]``, also valid YAML); booleans
+    ``true``/``false``; values longer than MLflow's 6000 characters are truncated with a warning.
+    """
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        params = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    out: dict[str, str] = {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params slice must be a mapping or a dataclass, got {type(params).__name__}")
+    for k, v in params.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if (dataclasses.is_dataclass(v) and not isinstance(v, type)) or isinstance(v, Mapping):
+            out.update(flatten_params(v, key))
+            continue
+        text = _param_text(v)
+        if len(text) > MAX_PARAM_VALUE:
+            log.warning("param %s: %d characters, truncated to MLflow's %d", key, len(text), MAX_PARAM_VALUE)
+            text = text[:MAX_PARAM_VALUE]
+        out[key] = text
+    return out
+
+
+def _flatten_metrics(metrics: Mapping, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(_flatten_metrics(v, key))
+            continue
+        try:
+            out[key] = float(v)  # python / numpy / 0-d torch scalars
+        except (TypeError, ValueError):
+            log.warning("metric %s: %r is not a number, not logged", key, v)
+    return out
+
+
+# ------------------------------------------------------------------------------ provenance
+def _git(*args: str) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout if r.returncode == 0 else None
+
+
+def git_info() -> dict[str, str]:
+    """``git.commit`` (and mlflow's ``mlflow.source.git.commit``) and ``git.dirty`` of the working
+    directory's repository; empty outside a git repository or without git."""
+    commit = _git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    out = {"git.commit": commit.strip(), "mlflow.source.git.commit": commit.strip()}
+    if status is not None:
+        out["git.dirty"] = "true" if status.strip() else "false"
+    return out
+
+
+def dvc_stage_hash(stage_name: str, lock_path: str | Path = "dvc.lock") -> str | None:
+    """md5 of the stage's ``dvc.lock`` entry (its deps, params and outs, canonical JSON), or None.
+
+    ``stage_name`` as DVC writes it, ``train_sampler@tsqnet`` for a foreach member. Note that
+    ``dvc repro`` rewrites ``dvc.lock`` only after a stage's command exits, so read from inside the
+    stage this is the entry of the stage's previous locked run (the state the run started from).
+    """
+    import yaml
+
+    try:
+        lock = yaml.safe_load(Path(lock_path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        log.debug("no stage hash: cannot read %s: %s", lock_path, e)
+        return None
+    entry = (lock.get("stages") or {}).get(stage_name) if isinstance(lock, Mapping) else None
+    if not isinstance(entry, Mapping):
+        return None
+    body = {k: entry.get(k) for k in ("deps", "params", "outs")}
+    return hashlib.md5(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _salient_version() -> str:
+    try:
+        from components import __version__
+
+        return str(__version__)
+    except ImportError:  # pragma: no cover
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------ client
+_clients: dict[str, Any] = {}
+
+
+def client(tracking: Any = None):
+    """An ``MlflowClient`` for the configured tracking URI (and the same registry), cached per URI."""
+    uri = tracking_uri(tracking)
+    if uri not in _clients:
+        from mlflow.tracking import MlflowClient
+
+        registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+        _clients[uri] = MlflowClient(tracking_uri=uri, registry_uri=registry)
+    return _clients[uri]
+
+
+def _experiment_id(c: Any, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    db = _sqlite_path(uri)
+    location = (db.absolute().parent / "mlartifacts").as_uri() if db is not None else None
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another process created it in between
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+# ------------------------------------------------------------------------------ runs
+class _NullRun:
+    """What the context managers yield when tracking is off: every method is a no-op."""
+
+    run_id: str | None = None
+    experiment_id: str | None = None
+    tracking_uri: str | None = None
+
+    def __bool__(self) -> bool:
+        return False
+
+    def _noop(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    log_params = log_metrics = log_curve = log_budget_curve = log_artifacts = set_tags = _noop
+
+
+NULL_RUN = _NullRun()
+
+
+@dataclasses.dataclass
+class TrackedRun:
+    """An open MLflow run, written to through an explicit ``MlflowClient``."""
+
+    client: Any
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k)[:MAX_KEY], str(v)) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, tags=items[i:i + 100])
+
+    def log_params(self, params: Any) -> None:
+        """Flattened (see :func:`flatten_params`); a key already logged must keep its value."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flatten_params(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def _log(self, points: list[tuple[str, float, int]]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, s) for k, v, s in points]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Scalars (nested mappings become ``a/b`` names); non-numbers are skipped with a warning."""
+        self._log([(k, v, int(step or 0)) for k, v in _flatten_metrics(metrics).items()])
+
+    def log_curve(self, name: str, values: Sequence[Any], start_step: int = 0) -> None:
+        """``values[i]`` at step ``start_step + i`` (a loss per epoch)."""
+        points = []
+        for i, v in enumerate(values):
+            try:
+                points.append((name, float(v), start_step + i))
+            except (TypeError, ValueError):
+                log.warning("curve %s[%d]: %r is not a number, not logged", name, i, v)
+        self._log(points)
+
+    def log_budget_curve(self, prefix: str, ks: Sequence[int], values: Any) -> None:
+        """Values at step = K, so MLflow's chart of a metric over steps is the metric vs budget K.
+
+        ``values``: one sequence (metric ``prefix``) or a mapping ``name -> sequence``
+        (metrics ``prefix/name``, e.g. ``{"mAP": [...], "gflops": [...]}``), each as long as ``ks``.
+        """
+        curves = values.items() if isinstance(values, Mapping) else [(None, values)]
+        points = []
+        for name, seq in curves:
+            seq = list(seq)
+            if len(seq) != len(ks):
+                raise ValueError(f"budget curve {prefix}/{name}: {len(seq)} values for {len(ks)} budgets")
+            metric = f"{prefix}/{name}" if name is not None else prefix
+            for k, v in zip(ks, seq):
+                try:
+                    points.append((metric, float(v), int(k)))
+                except (TypeError, ValueError):
+                    log.warning("budget curve %s at K=%s: %r is not a number, not logged", metric, k, v)
+        self._log(points)
+
+    def log_artifacts(self, paths: Any, artifact_path: str | None = None) -> list[str]:
+        """Files and directories (a directory keeps its name under ``artifact_path``); missing paths
+        are skipped with a warning. Returns the artifact paths logged."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        logged = []
+        for p in map(Path, paths):
+            if p.is_file():
+                self.client.log_artifact(self.run_id, str(p), artifact_path)
+                logged.append("/".join(x for x in (artifact_path, p.name) if x))
+            elif p.is_dir():
+                dest = "/".join(x for x in (artifact_path, p.name) if x)
+                self.client.log_artifacts(self.run_id, str(p), dest)
+                logged.append(dest)
+            else:
+                log.warning("artifact %s does not exist: skipped", p)
+        return logged
+
+
+_stack: contextvars.ContextVar[tuple[TrackedRun, ...]] = contextvars.ContextVar("salient_runs", default=())
+
+
+def active_run() -> TrackedRun | None:
+    """The innermost run opened by this module in this process (this thread / task), or None."""
+    stack = _stack.get()
+    return stack[-1] if stack else None
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM while a run is open, so the run ends KILLED instead of
+    staying RUNNING; exits the process with status 143 (128 + SIGTERM) like the default handler."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (Prefect cancellation, ``kill``) into :class:`Terminated` while inside; only in
+    the main thread and only where nobody installed a SIGTERM handler (the default is restored)."""
+    try:
+        installable = (threading.current_thread() is threading.main_thread()
+                       and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    except (ValueError, AttributeError):  # pragma: no cover - platforms without SIGTERM
+        installable = False
+    if not installable:
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _status_for(exc: BaseException | None) -> str:
+    if exc is None:
+        return "FINISHED"
+    if isinstance(exc, (KeyboardInterrupt, Terminated)):
+        return "KILLED"
+    if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        return "FINISHED"
+    return "FAILED"
+
+
+@contextlib.contextmanager
+def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: str | None,
+              tracking: Any) -> Iterator[TrackedRun]:
+    uri = tracking_uri(tracking)
+    c = client(tracking)
+    parent = parent_run_id or (active_run().run_id if active_run() else None) or os.environ.get(ENV_PARENT) or None
+    exp_id = None
+    if parent:
+        try:
+            exp_id = c.get_run(parent).info.experiment_id  # children live with their parent
+        except Exception as e:  # noqa: BLE001 - any lookup failure: the run is made top-level
+            log.warning("parent run %s not found at %s (%s): %r becomes a top-level run", parent, uri, e, name)
+            parent = None
+    if exp_id is None:
+        exp_id = _experiment_id(c, experiment_name(tracking), uri)
+
+    all_tags: dict[str, Any] = {}
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        all_tags.update(resolve_tags({}))  # mlflow.user, mlflow.source.name/type, ...
+    except Exception as e:  # noqa: BLE001 - mlflow internals; the run still gets our tags
+        log.debug("mlflow context tags unavailable: %s", e)
+    all_tags.update(git_info())
+    all_tags.update({"host": socket.gethostname(), "salient.version": _salient_version()})
+    all_tags.update({k: v for k, v in tags.items() if v is not None})
+    if parent:
+        all_tags[PARENT_TAG] = parent
+    run = c.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+    handle = TrackedRun(c, run.info.run_id, exp_id, uri)
+    log.info("MLflow run %s (%s) at %s%s", handle.run_id, name, uri, f", child of {parent}" if parent else "")
+    token = _stack.set(_stack.get() + (handle,))
+    status = "FAILED"
+    with _sigterm_as_exit():
+        try:
+            if params is not None:
+                handle.log_params(params)
+            yield handle
+            status = "FINISHED"
+        except BaseException as e:
+            status = _status_for(e)
+            try:
+                c.set_terminated(handle.run_id, status)
+            except Exception as close_error:  # noqa: BLE001 - the body's exception matters more
+                log.error("could not mark MLflow run %s %s: %s", handle.run_id, status, close_error)
+            status = ""
+            raise
+        finally:
+            _stack.reset(token)
+            if status:
+                c.set_terminated(handle.run_id, status)
+
+
+@contextlib.contextmanager
+def stage_run(name: str, params_slice: Any = None, *, tags: Mapping[str, Any] | None = None,
+              parent_run_id: str | None = None, tracking: Any = None,
+              lock_path: str | Path = "dvc.lock") -> Iterator[TrackedRun | _NullRun]:
+    """An MLflow run for one stage / sampler training / ablation / trial.
+
+    ``params_slice``: the params the stage reads (a mapping or dataclass), logged flattened to dotted
+    keys. Tags: git commit and dirty flag, ``dvc.stage`` (= ``name`` unless given in ``tags``) and
+    ``dvc.stage_hash`` when ``dvc.lock`` has that stage, host, salient version, plus ``tags``.
+    ``tracking``: ``Params`` / ``TrackingParams`` / mapping for the URI and experiment.
+
+    The run ends FINISHED, FAILED on an exception (re-raised) or KILLED on KeyboardInterrupt and
+    on SIGTERM (raised as :class:`Terminated`, exit status 143, where no SIGTERM handler was set).
+    Yields a :class:`TrackedRun` (a falsy no-op handle when tracking is off).
+    """
+    if not tracking_enabled():
+        yield NULL_RUN
+        return
+    stage = (tags or {}).get("dvc.stage") or name
+    base = {"dvc.stage": stage, "dvc.stage_hash": dvc_stage_hash(stage, lock_path), "salient.kind": "stage"}
+    with _open_run(name, params_slice, {**base, **dict(tags or {})}, parent_run_id, tracking) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def parent_run(name: str, params: Any = None, *, tags: Mapping[str, Any] | None = None,
+               tracking: Any = None) -> Iterator[TrackedRun | _NullRun]:
+    """The parent run of a pipeline (``dvc repro``), flow run or sweep.
+
+    While inside, ``$SALIENT_PARENT_RUN_ID`` is this run's id and ``$MLFLOW_TRACKING_URI`` its
+    (absolute) tracking URI, so stage runs started in subprocesses become its children in the same
+    store; both are restored afterwards. A parent opened inside another (a sweep inside a flow run)
+    is itself that one's child.
+    """
+    if not tracking_enabled():
+        yield NULL_RUN
+        return
+    uri = absolute_uri(tracking_uri(tracking))
+    with _open_run(name, params, {"salient.kind": "parent", **dict(tags or {})}, None, tracking) as run:
+        saved = {k: os.environ.get(k) for k in (ENV_PARENT, ENV_URI)}
+        os.environ[ENV_PARENT] = run.run_id
+        os.environ[ENV_URI] = uri
+        try:
+            yield run
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+# ------------------------------------------------------------------------------ module-level logging
+def log_params(params: Any) -> None:
+    """Log more params to the innermost open run (no-op outside one)."""
+    if (run := active_run()) is not None:
+        run.log_params(params)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    if (run := active_run()) is not None:
+        run.set_tags(tags)
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Scalars to the innermost open run (no-op outside one)."""
+    if (run := active_run()) is not None:
+        run.log_metrics(metrics, step)
+
+
+def log_curve(name: str, values: Sequence[Any], start_step: int = 0) -> None:
+    """``values[i]`` at step ``start_step + i`` (loss per epoch) to the innermost open run."""
+    if (run := active_run()) is not None:
+        run.log_curve(name, values, start_step)
+
+
+def log_budget_curve(prefix: str, ks: Sequence[int], values: Any) -> None:
+    """Accuracy / GFLOPs with step = K to the innermost open run (see :meth:`TrackedRun.log_budget_curve`)."""
+    if (run := active_run()) is not None:
+        run.log_budget_curve(prefix, ks, values)
+
+
+def log_artifacts(paths: Any, artifact_path: str | None = None) -> list[str]:
+    """Files or directories to the innermost open run; missing paths skipped with a warning."""
+    if (run := active_run()) is not None:
+        return run.log_artifacts(paths, artifact_path)
+    return []
+
+
+# ------------------------------------------------------------------------------ model registry
+def register_model(run_id: str, artifact_path: str, name: str, alias: str | None = None, *,
+                   tracking: Any = None):
+    """Register the run's artifact directory ``artifact_path`` as a new version of model ``name``
+    (created if needed) and point ``alias`` at it. Returns the ``ModelVersion`` (None when off)."""
+    if not tracking_enabled():
+        return None
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking)
+    try:
+        c.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    run = c.get_run(run_id)
+    source = run.info.artifact_uri.rstrip("/") + "/" + artifact_path.strip("/")
+    mv = c.create_model_version(name, source, run_id=run_id)
+    if alias:
+        c.set_registered_model_alias(name, alias, mv.version)
+    log.info("registered %s version %s (%s)%s", name, mv.version, source, f" as @{alias}" if alias else "")
+    return mv
+
+
+def resolve_model_uri(uri: str, dst_path: str | Path | None = None, *, tracking: Any = None) -> Path:
+    """A local path for ``models:/name@alias``, ``models:/name/version``, ``runs:/id/path`` or any
+    artifact URI (downloaded into ``dst_path`` or a temporary directory; artifacts in a local store
+    come back as their own path). A plain local path is returned as is."""
+    if "://" not in uri and not uri.startswith(("models:/", "runs:/")):
+        return Path(uri)
+    import mlflow.artifacts
+
+    t_uri = tracking_uri(tracking)
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or t_uri
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=None if dst_path is None else str(dst_path),
+                                                tracking_uri=t_uri, registry_uri=registry)
+    return Path(local)
+
+
+# ------------------------------------------------------------------------------ UI
+def ui_command(params: Any = None, port: int = 5000) -> list[str]:
+    """The command that serves the MLflow UI on 127.0.0.1 for the configured SQL / file backend.
+
+    Run it with :func:`server_env` (one worker, no job runner, no telemetry). An ``http(s)://``
+    tracking URI already is a server: open it in a browser instead (ValueError).
+    """
+    uri = tracking_uri(params)
+    if uri.startswith(("http://", "https://")):
+        raise ValueError(f"tracking URI {uri} is a server already: open it in a browser")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    db = _sqlite_path(uri)
+    if db is not None:  # the same artifact root that experiments created here use
+        cmd += ["--default-artifact-root", (db.absolute().parent / "mlartifacts").as_uri()]
+    return cmd
+
+
+def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for ``mlflow ui`` / ``mlflow server``: one small process instead of ~2 GB of
+    workers (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``) and telemetry off."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "1")
+    return env
+
+
+__all__ = [
+    "tracking_enabled", "tracking_uri", "experiment_name", "absolute_uri", "flatten_params", "git_info",
+    "dvc_stage_hash", "client", "TrackedRun", "Terminated", "NULL_RUN", "active_run", "stage_run", "parent_run",
+    "log_params", "set_tags", "log_metrics", "log_curve", "log_budget_curve", "log_artifacts",
+    "register_model", "resolve_model_uri", "ui_command", "server_env",
+]

@@ -1,0 +1,273 @@
+"""MLflow tracking (components/tracking.py) against real stores: a SQLite file and a real
+``mlflow server`` on loopback. No mocks: runs are read back through MlflowClient or plain REST."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from components import tracking
+from components.params import load_params, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sqlite_uri(tmp_path_factory):
+    """One database for the module: creating MLflow's schema takes seconds here."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tracked(monkeypatch, sqlite_uri):
+    monkeypatch.setenv("SALIENT_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
+    monkeypatch.delenv("SALIENT_PARENT_RUN_ID", raising=False)
+    return sqlite_uri
+
+
+CHILD = """
+import sys
+from components import tracking
+from components.params import load_params, to_dict
+evaluate = to_dict(load_params("params.yaml").evaluate)
+slice_ = {"evaluate": evaluate, "tsqnet": {"alpha": 0.6, "dims": (1, 2)}, "flag": True}
+with tracking.stage_run("prepare", slice_) as run:
+    tracking.log_curve("train/loss", [0.9, 0.5, 0.25], start_step=1)
+    tracking.log_budget_curve("test/tsqnet", [1, 2, 4], {"mAP": [0.3, 0.5, 0.6], "gflops": [1.0, 2.0, 4.0]})
+    tracking.log_metrics({"val": {"top1": 0.75}}, step=2)
+print(run.run_id)
+"""
+
+
+def test_child_run_in_subprocess_nests_under_parent(tracked, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    with tracking.parent_run("pipeline", {"seed": 0}) as parent:
+        assert os.environ["SALIENT_PARENT_RUN_ID"] == parent.run_id
+        env = {**os.environ, "SALIENT_PARENT_RUN_ID": parent.run_id}
+        out = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        child_id = out.stdout.strip().splitlines()[-1]
+    assert "SALIENT_PARENT_RUN_ID" not in os.environ  # restored on exit
+
+    c = MlflowClient(tracked)
+    child, par = c.get_run(child_id), c.get_run(parent.run_id)
+    assert child.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert child.info.status == "FINISHED" and par.info.status == "FINISHED"
+    assert child.info.experiment_id == par.info.experiment_id
+    assert c.get_experiment(child.info.experiment_id).name == "salient"
+
+    # params: the slice flattened to dotted keys, lists as JSON text
+    p = child.data.params
+    budgets = load_params(ROOT / "params.yaml").evaluate.budgets
+    assert p["evaluate.budgets"] == json.dumps(list(budgets))
+    assert json.loads(p["evaluate.budgets"]) == list(budgets)
+    assert p["tsqnet.alpha"] == "0.6" and p["tsqnet.dims"] == "[1, 2]" and p["flag"] == "true"
+    assert par.data.params == {"seed": "0"}
+
+    # provenance tags: git (the repo is the subprocess's working directory), DVC stage, host, version
+    t = child.data.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert t["git.commit"] == head.stdout.strip() and t["git.dirty"] in ("true", "false")
+    assert t["dvc.stage"] == "prepare"
+    assert t.get("dvc.stage_hash") == tracking.dvc_stage_hash("prepare", ROOT / "dvc.lock")
+    assert t["host"] == socket.gethostname() and t["salient.version"]
+
+    # curves: epochs as steps, budgets K as steps
+    hist = c.get_metric_history(child_id, "train/loss")
+    assert [(m.step, m.value) for m in sorted(hist, key=lambda m: m.step)] == [(1, 0.9), (2, 0.5), (3, 0.25)]
+    gflops = c.get_metric_history(child_id, "test/tsqnet/gflops")
+    assert sorted((m.step, m.value) for m in gflops) == [(1, 1.0), (2, 2.0), (4, 4.0)]
+    assert [(m.step, m.value) for m in c.get_metric_history(child_id, "val/top1")] == [(2, 0.75)]
+
+
+def test_exception_marks_run_failed(tracked):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracked)
+    with pytest.raises(ZeroDivisionError):
+        with tracking.stage_run("train_sampler@tsqnet", {"epochs": 2}) as run:
+            run_id = run.run_id
+            tracking.log_metrics({"loss": 1.0}, step=0)
+            1 / 0
+    assert c.get_run(run_id).info.status == "FAILED"
+    assert tracking.active_run() is None
+
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.stage_run("train_sampler@nsnet", {"epochs": 2}) as run:
+            run_id = run.run_id
+            raise KeyboardInterrupt
+    assert c.get_run(run_id).info.status == "KILLED"
+    tracking.log_metrics({"after": 1.0})  # outside any run: a no-op
+
+    # SIGTERM (a cancelled Prefect flow run, `kill`) in another process: KILLED, exit status 143
+    code = ("import os, signal, time\nfrom components import tracking\n"
+            "with tracking.stage_run('extract', {'a': 1}) as run:\n    print(run.run_id, flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 143, out.stderr
+    assert c.get_run(out.stdout.split()[0]).info.status == "KILLED"
+
+
+def test_disabled_tracking_is_a_noop(monkeypatch, tmp_path):
+    db = tmp_path / "off.db"
+    monkeypatch.setenv("SALIENT_TRACKING", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.delenv("SALIENT_PARENT_RUN_ID", raising=False)
+    with tracking.parent_run("pipeline", {"seed": 0}) as parent:
+        assert parent.run_id is None and "SALIENT_PARENT_RUN_ID" not in os.environ
+        with tracking.stage_run("prepare", {"a": 1}) as run:
+            assert run.run_id is None and not run
+            tracking.log_metrics({"x": 1.0}, step=1)
+            tracking.log_curve("loss", [1.0, 0.5])
+            tracking.log_budget_curve("acc", [1, 2], [0.1, 0.2])
+            tracking.log_artifacts([tmp_path])
+            run.log_metrics({"y": 2.0})
+    assert tracking.register_model("0" * 32, "sampler", "m", "best") is None
+    assert not db.exists() and not (tmp_path / "mlartifacts").exists()
+    # off means cheap: mlflow is never imported
+    code = ("import sys\nfrom components import tracking\n"
+            "with tracking.parent_run('p'):\n    with tracking.stage_run('s', {'a': 1}):\n"
+            "        tracking.log_metrics({'x': 1})\nassert 'mlflow' not in sys.modules, 'mlflow imported'\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert not db.exists()
+
+
+def test_helpers(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = load_params(ROOT / "params.yaml")
+    assert tracking.tracking_uri(params) == params.tracking.mlflow_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert tracking.tracking_uri(params) == "http://127.0.0.1:1"  # the environment wins
+    with pytest.raises(ValueError):
+        tracking.ui_command(params)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    cmd = tracking.ui_command(params)
+    assert cmd[cmd.index("--backend-store-uri") + 1] == params.tracking.mlflow_uri
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+
+    flat = tracking.flatten_params(to_dict(params.data))
+    assert flat["synthetic.split"] == json.dumps(list(params.data.synthetic.split))
+    assert flat["synthetic.num_classes"] == str(params.data.synthetic.num_classes)
+    assert tracking.flatten_params({"s": "x" * 7000})["s"] == "x" * 6000
+
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages:\n  a:\n    cmd: x\n    deps:\n    - path: f\n      md5: 1\n"
+                    "  b@x:\n    cmd: y\n    outs:\n    - path: g\n      md5: 2\n")
+    ha, hb = tracking.dvc_stage_hash("a", lock), tracking.dvc_stage_hash("b@x", lock)
+    assert ha and hb and ha != hb and len(ha) == 32
+    assert tracking.dvc_stage_hash("missing", lock) is None
+    assert tracking.dvc_stage_hash("a", tmp_path / "nope.lock") is None
+    lock.write_text(lock.read_text().replace("cmd: x", "cmd: z"))
+    assert tracking.dvc_stage_hash("a", lock) == ha  # deps + params + outs only
+
+
+# ------------------------------------------------------------------------------ real server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10.0) -> dict | str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        body = r.read().decode()
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return body
+
+
+@pytest.mark.slow
+def test_real_mlflow_server(tmp_path, monkeypatch):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = tracking.server_env({k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")})
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--serve-artifacts",
+           "--artifacts-destination", str(tmp_path / "art"), "--workers", "1"]
+    logf = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                              start_new_session=True)  # its own process group: stopped with its workers
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"mlflow server exited {server.returncode}:\n{(tmp_path / 'server.log').read_text()}")
+            try:
+                if _get(f"{base}/health", timeout=2) == "OK":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not healthy in 90 s:\n{(tmp_path / 'server.log').read_text()}")
+            time.sleep(0.5)
+
+        monkeypatch.setenv("SALIENT_TRACKING", "1")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", base)
+        monkeypatch.delenv("SALIENT_PARENT_RUN_ID", raising=False)
+        ckpt = tmp_path / "sampler"
+        ckpt.mkdir()
+        (ckpt / "tsqnet.pt").write_bytes(b"checkpoint-bytes")
+        with tracking.parent_run("sweep") as parent:
+            trial_tags = {"dvc.stage": "train_sampler@tsqnet"}
+            with tracking.stage_run("trial-0", {"tsqnet": {"alpha": 0.5}}, tags=trial_tags) as run:
+                tracking.log_metrics({"val/mAP": 0.42}, step=3)
+                tracking.log_budget_curve("test/mAP", [1, 2], [0.2, 0.4])
+                assert tracking.log_artifacts([ckpt, tmp_path / "missing.pt"]) == ["sampler"]
+
+        got = _get(f"{base}/api/2.0/mlflow/runs/get?run_id={run.run_id}")["run"]
+        assert got["info"]["status"] == "FINISHED"
+        assert {p["key"]: p["value"] for p in got["data"]["params"]} == {"tsqnet.alpha": "0.5"}
+        tags = {t["key"]: t["value"] for t in got["data"]["tags"]}
+        assert tags["mlflow.parentRunId"] == parent.run_id and tags["dvc.stage"] == "train_sampler@tsqnet"
+        metrics = {m["key"]: (m["value"], m["step"]) for m in got["data"]["metrics"]}  # latest value per key
+        assert metrics["val/mAP"] == (0.42, 3) and metrics["test/mAP"] == (0.4, 2)
+        q = urllib.parse.urlencode({"run_id": run.run_id, "metric_key": "test/mAP"})
+        hist = _get(f"{base}/api/2.0/mlflow/metrics/get-history?{q}")["metrics"]
+        assert sorted((m["step"], m["value"]) for m in hist) == [(1, 0.2), (2, 0.4)]
+        q = urllib.parse.urlencode({"run_id": run.run_id, "path": "sampler"})
+        files = _get(f"{base}/api/2.0/mlflow/artifacts/list?{q}")["files"]
+        assert [f["path"] for f in files] == ["sampler/tsqnet.pt"]
+
+        mv = tracking.register_model(run.run_id, "sampler", "tsqnet-sampler", "best")
+        assert int(mv.version) == 1
+        local = tracking.resolve_model_uri("models:/tsqnet-sampler@best", tmp_path / "dl")
+        assert (local / "tsqnet.pt").read_bytes() == b"checkpoint-bytes"
+        assert local.resolve().is_relative_to((tmp_path / "dl").resolve())
+        found = _get(f"{base}/api/2.0/mlflow/registered-models/alias?name=tsqnet-sampler&alias=best")
+        assert found["model_version"]["run_id"] == run.run_id
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=20)
+        # the whole group is gone (uvicorn workers included)
+        for _ in range(40):
+            try:
+                os.killpg(server.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.25)
+        else:
+            os.killpg(server.pid, signal.SIGKILL)
+        logf.close()
