@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from components import tracking
+
 log = logging.getLogger(__name__)
 CKPT_VERSION = 2  # bump when the checkpoint layout changes; older checkpoints are refused, not misread
 
@@ -167,6 +169,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         result.history.append(row)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith(("loss", "acc"))})
         log.info("%s epoch %d: %s", cfg.desc, epoch, {k: round(v, 4) for k, v in row.items()})
+        tracking.log_metrics({f"{cfg.desc}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
         if on_epoch is not None:
             on_epoch(epoch, row)
         atomic_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),

@@ -22,17 +22,11 @@ def dvc_plot_specs(cwd: Path = Path(".")) -> dict[str, dict]:
     res = subprocess.run([dvc, "plots", "show", "--json"], cwd=cwd, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"dvc plots show --json failed: {res.stderr.strip()[-500:]}")
-    data = json.loads(res.stdout)
-    specs = {}
-    for pid, items in data.items():
-        if pid == "errors":
-            continue
-        for item in items:
-            if item.get("type") == "vega":
-                specs[pid] = item["content"]
-    if data.get("errors"):
-        raise RuntimeError(f"dvc plots: {data['errors']}")
-    return specs
+    out = json.loads(res.stdout)  # {"data": {plot id: [{"type", "content", "revisions"}, ...]}, "errors": ...}
+    if out.get("errors"):
+        raise RuntimeError(f"dvc plots: {out['errors']}")
+    return {pid: item["content"] for pid, items in out.get("data", {}).items()
+            for item in items if item.get("type") == "vega"}
 
 
 def render_dvc_plots(out_dir: Path, fmt: str = "html", cwd: Path = Path(".")) -> list[Path]:

@@ -173,10 +173,12 @@ def _flatten_metrics(metrics: Mapping, prefix: str = "") -> dict[str, float]:
         if isinstance(v, Mapping):
             out.update(_flatten_metrics(v, key))
             continue
+        if isinstance(v, (str, bytes, list, tuple, type(None))):
+            continue  # names, CIs, file lists: not metrics
         try:
             out[key] = float(v)  # python / numpy / 0-d torch scalars
         except (TypeError, ValueError):
-            log.warning("metric %s: %r is not a number, not logged", key, v)
+            log.debug("metric %s: %r is not a number, not logged", key, v)
     return out
 
 

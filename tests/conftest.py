@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# MLflow tracking is off unless a test turns it on (tests/test_tracking.py points it at a tmp store);
+# otherwise every stage a test runs would log to ./mlflow.db.
+os.environ["SALIENT_TRACKING"] = "0"
 
 GRID = 4  # 4x4 blocks = 16 bits of frame index
 

@@ -44,7 +44,44 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str] | None = None) -> int:
+def stage_params(stage: str, p: Params, dvc_yaml: Path = Path("dvc.yaml")) -> dict:
+    """The slice of params a DVC stage declares in ``dvc.yaml`` (``train_sampler@tsqnet`` resolves its
+    per-item section); the whole params when the stage is not declared there."""
+    import yaml
+
+    from components.params import to_dict
+
+    full = to_dict(p)
+    name, _, item = stage.partition("@")
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text())["stages"][name]
+    except (OSError, KeyError, TypeError):
+        return full
+    keys = list((spec.get("do") or spec).get("params", []))
+    if item:
+        keys = [k.replace("${item.section}", str(spec["foreach"][item]["section"])) for k in keys]
+    out: dict = {}
+    for key in keys:
+        node, parts = full, str(key).split(".")
+        try:
+            for part in parts:
+                node = node[part]
+        except (KeyError, TypeError):
+            continue
+        tgt = out
+        for part in parts[:-1]:
+            tgt = tgt.setdefault(part, {})
+        tgt[parts[-1]] = node
+    return out
+
+
+def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str] | None = None,
+               run_name: str | None = None) -> int:
+    """Parse ``--params`` / ``--set``, run the stage inside an MLflow stage run (a child of
+    ``$SALIENT_PARENT_RUN_ID`` when a flow or sweep set it; off with ``SALIENT_TRACKING=0``),
+    log its returned numbers as metrics, and return the exit status."""
+    from components import tracking
+
     ap = argparse.ArgumentParser(prog=f"python -m components.stages.{name}")
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
@@ -57,6 +94,10 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    run(params, Paths())
-    log.info("stage %s finished in %.1f s", name, time.perf_counter() - t0)
+    stage = run_name or name
+    with tracking.stage_run(stage, stage_params(stage, params), tags={"dvc.stage": stage}, tracking=params):
+        result = run(params, Paths())
+        seconds = time.perf_counter() - t0
+        tracking.log_metrics({"stage_seconds": seconds, **(result if isinstance(result, dict) else {})})
+    log.info("stage %s finished in %.1f s", stage, seconds)
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components import tracking
 from components.data.clips import iter_clips
 from components.data.manifest import read_manifest
 from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
@@ -110,7 +111,12 @@ def run(p: Params, paths: Paths) -> dict:
         result["tsi_clips_run"] = scorers["tsi"][0].calls
         result["tsi_gmacs_per_clip"] = {str(k): v for k, v in clip_gmacs.items()}
     write_report(paths, "metrics.json", result)
-    return result
+    for s in {(r["sampler"], r["recognizer"]) for r in rows}:  # MLflow: step = K, so the UI charts the curves
+        cells = sorted((c for c in summarize(rows) if (c["sampler"], c["recognizer"]) == s), key=lambda c: c["k"])
+        tracking.log_budget_curve(f"{s[0]}/{s[1]}", [c["k"] for c in cells],
+                                  {m: [c[m] for c in cells] for m in ("map", "top1", "salient_recall", "gflops")})
+    tracking.log_artifacts([paths.reports / "curves.csv", paths.reports / "metrics.json"])
+    return {"videos": len(ids)}
 
 
 def headline(p: Params, rows: list[dict], kept: dict, labels: np.ndarray) -> dict:

@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from components import tracking  # noqa: E402
 from components.data.manifest import read_manifest  # noqa: E402
 from components.data.video import read_frames  # noqa: E402
 from components.evaluation import load_runs, summarize  # noqa: E402
@@ -208,6 +209,7 @@ def run(p: Params, paths: Paths) -> dict:
     plot_frames(paths, store, ids, shown, min(p.evaluate.headroom_k, store.T), fig_dir / "frames.png")
     text = "\n".join(tables(p, summary, metrics)) + "\n"
     (paths.reports / "README.md").write_text(text)
+    tracking.log_artifacts([fig_dir, paths.reports / "README.md"])
     log.info("\n%s", text)
     return {"figures": sorted(str(f) for f in fig_dir.glob("*.png"))}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components import tracking
 from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
 from components.hashing import fingerprint
 from components.models.samplers import Sampler, create_sampler
@@ -126,6 +127,7 @@ def run(p: Params, paths: Paths, name: str) -> dict:
     rep = paths.reports / "samplers"
     rep.mkdir(parents=True, exist_ok=True)
     (rep / f"{name}_history.json").write_text(json.dumps(histories, indent=1) + "\n")
+    tracking.log_artifacts([out_dir], artifact_path=f"samplers/{name}")
     return histories
 
 
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--sampler", required=True)
     known, rest = ap.parse_known_args(argv)
-    return stage_main("train_sampler", lambda p, paths: run(p, paths, known.sampler), rest)
+    return stage_main("train_sampler", lambda p, paths: run(p, paths, known.sampler), rest,
+                      run_name=f"train_sampler@{known.sampler}")
 
 
 if __name__ == "__main__":
