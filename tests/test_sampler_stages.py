@@ -7,18 +7,13 @@ import numpy as np
 import pytest
 
 from components.sampler_data import check_store, load_split
-from components.stages import prototypes, pseudo_labels, sampler_report, train_sampler
+from components.stages import sampler_report, train_sampler
 from components.store import FeatureStore
 
 
 @pytest.fixture(scope="module")
-def sampler_run(tiny_pipeline, tiny_params, tmp_path_factory):
-    paths = replace(tiny_pipeline, reports=tmp_path_factory.mktemp("reports"))
-    prototypes.run(tiny_params, paths)
-    pseudo_labels.run(tiny_params, paths)
-    for name in tiny_params.evaluate.samplers:
-        train_sampler.run(tiny_params, paths, name)
-    return paths, sampler_report.run(tiny_params, paths)
+def sampler_run(tiny_samplers, tiny_params):
+    return tiny_samplers, sampler_report.run(tiny_params, tiny_samplers)
 
 
 def test_report_covers_every_sampler_and_budget(sampler_run, tiny_params):

@@ -1,0 +1,192 @@
+"""train_recognizer -> evaluate -> report on the tiny pipeline, the grid against a brute-force
+recomputation, and ``salient predict`` against the cached evaluation."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from components.evaluation import CURVE_COLUMNS, ClipScorer, mean_selected, softmax, summarize
+from components.metrics import mean_average_precision, top1
+from components.predict import Prediction, PredictError, Predictor
+from components.selection import average_predictions
+from components.stages import evaluate, report, train_recognizer
+from components.stages.train_sampler import load_sampler
+from components.store import FeatureStore
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_samplers, tiny_params):
+    train_recognizer.run(tiny_params, tiny_samplers)
+    evaluate.run(tiny_params, tiny_samplers)
+    report.run(tiny_params, tiny_samplers)
+    return tiny_samplers
+
+
+def _rows(paths):
+    with open(paths.reports / "curves.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_curves_cover_the_grid(evaluated, tiny_params):
+    rows = _rows(evaluated)
+    assert tuple(rows[0]) == CURVE_COLUMNS
+    e = tiny_params.evaluate
+    frame = {(r["sampler"], int(r["k"]), int(r["seed"])) for r in rows if r["recognizer"] == "frame"}
+    assert frame == {(s, k, 0) for s in e.samplers for k in e.budgets}
+    tsi = {(r["sampler"], int(r["k"])) for r in rows if r["recognizer"] == "tsi"}
+    assert tsi == {(s, k) for s in e.samplers for k in tiny_params.tsi.budgets}
+    for r in rows:
+        assert 0 <= float(r["map"]) <= 1 and 0 <= float(r["top1"]) <= 1 and float(r["gflops"]) > 0
+    oracle = [r for r in rows if r["sampler"] == "oracle"]
+    assert all(float(r["salient_recall"]) == 1.0 for r in oracle)
+
+
+def test_frame_rows_match_a_brute_force_recomputation(evaluated, tiny_params):
+    """Re-select with each stored sampler and average the cached logits with the selection module."""
+    store = FeatureStore(evaluated.features)
+    valid = np.asarray(store.array("test", "valid"), bool)
+    logits = np.asarray(store.array("test", "rec_logits"))[valid]
+    labels = np.asarray(store.array("test", "labels"))[valid]
+    rows = {(r["sampler"], int(r["k"])): r for r in _rows(evaluated) if r["recognizer"] == "frame"}
+    for name in ("uniform", "tsqnet", "nsnet"):
+        model = load_sampler(evaluated.features.parent / "samplers" / name / "seed0.pt")
+        sal = np.load(evaluated.features.parent / "samplers" / name / "saliency_seed0.npz")
+        from components.models.samplers import SamplerOutput
+
+        out = SamplerOutput(torch.from_numpy(sal["test/saliency"]),
+                            {k.split("/", 1)[1]: torch.from_numpy(sal[k]) for k in sal.files
+                             if k.startswith("test/") and k not in ("test/ids", "test/saliency")})
+        for K in tiny_params.evaluate.budgets:
+            scores = average_predictions(logits, model.select(out, K))
+            r = rows[(name, K)]
+            assert float(r["top1"]) == pytest.approx(top1(scores, labels), abs=1e-5)
+            assert float(r["map"]) == pytest.approx(mean_average_precision(scores, labels), abs=1e-5)
+
+
+def test_gflops_grow_with_k_and_tsi_costs_what_it_runs(evaluated):
+    rows = _rows(evaluated)
+    uni = sorted((int(r["k"]), float(r["gflops"])) for r in rows if r["sampler"] == "uniform" and r["recognizer"] == "frame")
+    steps = np.diff([g for _, g in uni])
+    assert (steps > 0).all() and np.allclose(steps, steps[0], rtol=1e-3)  # recognizer x K, nothing else
+    m = json.loads((evaluated.reports / "metrics.json").read_text())
+    assert m["map_definition"] and m["recognizers"] == ["frame", "tsi"]
+    assert m["tsi_clips_run"] > 0
+    cell = m["headline"]["tsqnet"]["frame"]["3"]
+    assert cell["map_ci"][0] <= cell["map"] <= cell["map_ci"][1]
+
+
+def test_summarize_is_mean_and_std_over_seeds():
+    rows = [{"sampler": "a", "recognizer": "frame", "k": 1, "seed": s, "map": v, "top1": v, "salient_recall": v,
+             "gflops": 1.0} for s, v in ((0, 0.2), (1, 0.4))]
+    (s,) = summarize(rows)
+    assert s["map"] == pytest.approx(0.3) and s["map_std"] == pytest.approx(0.1) and s["seeds"] == 2
+
+
+def test_clip_scorer_memoises_identical_frame_sets():
+    class Count(torch.nn.Module):
+        def forward(self, x):  # [B,K,3,s,s] -> [B,2]: mean pixel decides the class
+            m = x.mean((1, 2, 3, 4))
+            return torch.stack([m, 1 - m], 1)
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 6, 3, 4, 4), dtype=np.uint8)
+    sc = ClipScorer(Count(), frames, batch_size=2)
+    a = sc.scores(np.array([[0, 2], [1, 3], [5, 4]]))
+    b = sc.scores(np.array([[2, 0], [1, 3], [4, 5]]))  # the same sets, other order
+    assert sc.calls == 3 and np.allclose(a, b)
+    want = softmax(np.stack([[frames[0, [0, 2]].mean() / 255, 1 - frames[0, [0, 2]].mean() / 255]]))
+    assert np.allclose(a[0], want[0], atol=1e-6)
+
+
+def test_mean_selected_equals_average_predictions():
+    rng = np.random.default_rng(1)
+    logits, idx = rng.normal(size=(4, 6, 3)), np.array([[0, 1], [5, 2], [3, 3], [4, 0]])
+    assert np.allclose(mean_selected(softmax(logits), idx), average_predictions(logits, idx))
+
+
+def test_report_writes_figures_and_tables(evaluated):
+    for f in ("curves.png", "saliency.png", "frames.png"):
+        assert (evaluated.reports / "figures" / f).stat().st_size > 5000
+    text = (evaluated.reports / "README.md").read_text()
+    assert "mAP definition" in text and "| tsqnet |" in text and "tsi recognizer" in text
+
+
+def test_train_recognizer_report(evaluated):
+    r = json.loads((evaluated.reports / "train_recognizer.json").read_text())
+    assert r["init"].startswith("frame recognizer") and 1.0 < r["gmacs_ratio_tsi_over_tsn"] <= 1.05
+    assert (evaluated.features.parent / "recognizers" / "tsi.pt").exists()
+
+
+# --------------------------------------------------------------------------------------- predict
+def _cached_selection(paths, name, K):
+    model = load_sampler(paths.features.parent / "samplers" / name / "seed0.pt")
+    from components.evaluation import load_runs
+
+    store = FeatureStore(paths.features)
+    valid = np.asarray(store.array("test", "valid"), bool)
+    ids = [i for i, v in zip(store.ids("test"), valid) if v]
+    run = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler)[0]
+    fidx = np.asarray(store.array("test", "frame_indices"))[valid]
+    probs = softmax(np.asarray(store.array("test", "rec_logits"))[valid])
+    idx = np.sort(run.select(K), 1)
+    return ids, np.take_along_axis(fidx, idx, 1), mean_selected(probs, idx), model
+
+
+@pytest.mark.parametrize("name", ["tsqnet", "nsnet", "uniform"])
+def test_predict_matches_the_cached_evaluation(evaluated, tiny_params, name):
+    from components.data.manifest import read_manifest
+
+    K = 3
+    ids, frames, scores, _ = _cached_selection(evaluated, name, K)
+    recs = {r.video_id: r for r in read_manifest(evaluated.prepared)[0]}
+    pred = Predictor.load(tiny_params, evaluated.features.parent / "samplers" / name / "seed0.pt",
+                          evaluated.encoders, K)
+    out = pred.predict([recs[v].path for v in ids], top=3)
+    classes = FeatureStore(evaluated.features).classes
+    for o, fr, sc in zip(out, frames, scores):
+        assert isinstance(o, Prediction)
+        assert o.frames == fr.tolist()
+        assert o.top[0][0] == classes[int(sc.argmax())]
+        assert o.top[0][1] == pytest.approx(float(sc.max()), abs=1e-4)
+    assert pred.gflops > 0 and all(v >= 0 for v in pred.timings.values())
+    if name == "uniform":
+        assert pred.light is None and pred.objects is None  # nothing looks at the video before the recognizer
+
+
+def test_predict_reports_bad_files_and_goes_on(evaluated, tiny_params, tmp_path):
+    from components.data.manifest import read_manifest
+
+    good = [r.path for r in read_manifest(evaluated.prepared)[0] if r.split == "test"][:1]
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    pred = Predictor.load(tiny_params, evaluated.features.parent / "samplers" / "nsnet" / "seed0.pt", evaluated.encoders, 2)
+    out = pred.predict([str(bad), good[0], str(tmp_path / "missing.mp4")])
+    assert isinstance(out[0], PredictError) and isinstance(out[1], Prediction) and out[2].reason == "missing"
+
+
+def test_predict_refuses_bad_requests_before_any_work(evaluated, tiny_params):
+    ck = evaluated.features.parent / "samplers"
+    with pytest.raises(ValueError, match="K"):
+        Predictor.load(tiny_params, ck / "nsnet" / "seed0.pt", evaluated.encoders, tiny_params.frames.T + 1)
+    with pytest.raises(ValueError, match="K"):
+        Predictor.load(tiny_params, ck / "nsnet" / "seed0.pt", evaluated.encoders, 0)
+    with pytest.raises(ValueError, match="ground truth"):
+        Predictor.load(tiny_params, ck / "oracle" / "seed0.pt", evaluated.encoders, 2)
+    bad = evaluated.features.parent / "other_classes.pt"
+    d = torch.load(ck / "nsnet" / "seed0.pt", weights_only=False)
+    d["classes"] = list(d["classes"])[::-1]
+    torch.save(d, bad)
+    with pytest.raises(ValueError, match="another class list"):
+        Predictor.load(tiny_params, bad, evaluated.encoders, 2)
+
+
+def test_predict_with_tsi_runs_one_clip(evaluated, tiny_params):
+    from components.data.manifest import read_manifest
+
+    path = [r.path for r in read_manifest(evaluated.prepared)[0] if r.split == "test"][0]
+    pred = Predictor.load(tiny_params, evaluated.features.parent / "samplers" / "tsqnet" / "seed0.pt",
+                          evaluated.encoders, 3, recognizer="tsi")
+    (o,) = pred.predict([path])
+    assert isinstance(o, Prediction) and len(o.frames) == 3 and o.frames == sorted(o.frames)
+    assert abs(sum(p for _, p in pred.predict([path], top=100)[0].top) - 1) < 1e-6
