@@ -170,13 +170,101 @@ def bench_samplers(params: str, n: int = 1000, T: int = 50, C: int = 12, d: int 
     return out
 
 
+def bench_eval_grid(params: str, n: int = 1000, T: int = 16, C: int = 200, seeds: int = 3) -> dict:
+    """The whole evaluation grid (every sampler × ``evaluate.budgets`` × seeds, frame recognizer) from a
+    cache of n test videos: samplers with random weights, saliency / branch scores and logits drawn
+    from a fixed seed (selection, fusion and metrics run exactly as in ``evaluate``)."""
+    from components.evaluation import SamplerRun, evaluate_grid, softmax
+    from components.metrics import salient_mask
+    from components.models.samplers import SamplerOutput, create_sampler
+
+    p = load_params(params)
+    rng = np.random.default_rng(0)
+    labels = np.zeros((n, C), np.int64)
+    labels[np.arange(n), rng.integers(0, C, n)] = 1
+    gt = np.where(rng.random((n, T)) < 0.3, labels.argmax(1)[:, None], -1).astype(np.int16)
+    probs = softmax(rng.normal(size=(n, T, C)))
+    salient = salient_mask(gt, labels)
+    branch = {"tsqnet": ("vqm", "tqm"), "nsnet": ("fsm", "vgm")}
+    kw = {"tsqnet": {"num_classes": C, "light_dim": 8, "params": p.tsqnet, "visual_prototypes": torch.randn(C, 8),
+                     "object_text": torch.randn(1000, 4), "class_text": torch.randn(C, 4)},
+          "nsnet": {"num_classes": C, "light_dim": 8, "params": p.nsnet}, "random": {"seed": 0}}
+    runs = []
+    for name in p.evaluate.samplers:
+        for seed in range(seeds):
+            model = create_sampler(name, **kw.get(name, {}))
+            sal = torch.from_numpy(salient.astype(np.float32)) if name == "oracle" else torch.rand(n, T)
+            out = SamplerOutput(sal, {b: torch.rand(n, T) for b in branch.get(name, ())})
+            runs.append(SamplerRun(name, seed, model, out))
+    t0 = time.perf_counter()
+    rows, _ = evaluate_grid(runs, p.evaluate.budgets, labels, salient, lambda r, rec, k: 0.0, probs,
+                            map_variant=p.evaluate.map_variant)
+    dt = time.perf_counter() - t0
+    return {"videos": n, "T": T, "classes": C, "samplers": len(p.evaluate.samplers), "budgets": len(p.evaluate.budgets),
+            "seeds": seeds, "cells": len(rows), "seconds": dt, "cells_per_s": len(rows) / dt, "target_s": 30.0}
+
+
+def bench_predict(params: str, ckpt_dir: str = "data", K: int = 5, batches=(1, 32), n_videos: int = 64,
+                  samplers=("tsqnet", "uniform"), device: str = "cpu", workers: int = 0,
+                  overrides: tuple[str, ...] = ()) -> dict:
+    """``salient predict`` throughput on the demo's test videos: videos/s at each batch size and the
+    share of wall time per phase (probe + decode, light encoder(s), sampler + fusion, recognizer)."""
+    from components.data.manifest import read_manifest
+    from components.predict import Predictor
+
+    p = load_params(params, overrides)
+    files = [r.path for r in read_manifest(Path(ckpt_dir) / "prepared")[0] if r.split == "test"][:n_videos]
+    files = (files * (-(-n_videos // max(len(files), 1))))[:n_videos]
+    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu"
+    out: dict = {"K": K, "videos": len(files), "device": f"{device} ({dev_name})", "threads": torch.get_num_threads(),
+                 "decode_workers": workers, "runs": {}}
+    for name in samplers:
+        pred = Predictor.load(p, Path(ckpt_dir) / "samplers" / name / "seed0.pt", Path(ckpt_dir) / "encoders", K,
+                              device=device)
+        pred.predict(files[:2], workers=workers)  # warm-up
+        for b in batches:
+            pred.timings = dict.fromkeys(pred.timings, 0.0)
+            t0 = time.perf_counter()
+            for i in range(0, len(files), b):
+                res = pred.predict(files[i:i + b], workers=workers)
+                assert all(hasattr(r, "top") for r in res), res
+            wall = time.perf_counter() - t0
+            tm = pred.timings
+            share = {"decode": (tm["probe"] + tm["decode_light"] + tm["decode_rec"]) / wall,
+                     "light_encoder": tm["light"] / wall, "sampler_fusion": tm["sampler"] / wall,
+                     "recognizer": tm["recognizer"] / wall}
+            out["runs"][f"{name}_batch{b}"] = {"videos_per_s": len(files) / wall, "wall_s": wall,
+                                               "gflops_per_video": pred.gflops, "share": share}
+    out["target_sampler_share"] = 0.05
+    out["paper_videos_per_s"] = {"batch1": 17.7, "batch32": 121.1, "device": "RTX 3090 (TSQNet paper)"}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="salient bench")
-    ap.add_argument("what", choices=["extract", "samplers"])
+    ap.add_argument("what", choices=["extract", "samplers", "predict"])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
     ap.add_argument("--out", default="reports/bench_extract.json")
+    ap.add_argument("--device", default="cpu", help="predict: torch device")
+    ap.add_argument("--ckpt-dir", default="data", help="predict: folder with prepared/, encoders/, samplers/")
+    ap.add_argument("--workers", type=int, default=0, help="predict: decoding processes")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="predict: params override")
     args = ap.parse_args(argv)
+    machine = {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
+    if args.what == "predict":
+        res = {"machine": machine, "eval_grid": bench_eval_grid(args.params)}
+        print(json.dumps(res["eval_grid"], indent=1))
+        if Path(args.ckpt_dir, "samplers/tsqnet/seed0.pt").exists():
+            res["predict"] = bench_predict(args.params, args.ckpt_dir, device=args.device, workers=args.workers,
+                                           overrides=tuple(args.set))
+            print(json.dumps(res["predict"], indent=1))
+        else:
+            print("data/samplers missing: run `make demo` first for the predict numbers", file=sys.stderr)
+        out = Path(args.out.replace("bench_extract", "bench_predict"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        return 0
     if args.what == "samplers":
         res = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                            "torch": torch.__version__}, **bench_samplers(args.params)}

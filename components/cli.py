@@ -146,7 +146,7 @@ def cmd_predict(args) -> int:
         if not ck.exists():
             raise FileNotFoundError(f"{ck}: no trained {args.sampler!r} (seed {args.seed}); "
                                     f"run `dvc repro train_sampler@{args.sampler}` or pass --checkpoint")
-        pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer)
+        pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer, device=args.device)
     except (ParamsError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
     pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
     pd.add_argument("--workers", type=int, default=0, help="decoding processes")
+    pd.add_argument("--device", default="cpu", help="torch device of the models (cpu, cuda, cuda:1)")
     pd.add_argument("--top", type=int, default=5)
     pd.add_argument("--json", action="store_true")
     pd.add_argument("--params", default="params.yaml")

@@ -113,16 +113,18 @@ def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np
                   salient: np.ndarray | None, gflops: Callable[[SamplerRun, str, int], float],
                   frame_probs: np.ndarray, clip_scorers: dict[str, tuple[ClipScorer, tuple[int, ...]]] | None = None,
                   map_variant: str = "sklearn", keep_scores: bool = False) -> tuple[list[dict], dict]:
-    """All rows of the curves table; ``clip_scorers`` maps a recognizer name to (scorer, its budgets).
+    """All rows of the curves table: the frame recognizer at ``budgets``, each clip recognizer of
+    ``clip_scorers`` (name -> (scorer, its budgets)) at its own budgets.
 
     Returns (rows, per-video scores keyed by (sampler, recognizer, k, seed) when ``keep_scores``).
     """
     rows, kept = [], {}
-    budgets = list(budgets)
+    budgets = set(budgets)
+    every_k = sorted(budgets.union(*(ks for _, ks in (clip_scorers or {}).values())))
     for run in runs:
-        for K in budgets:
+        for K in every_k:
             idx = run.select(K)
-            cells = [("frame", mean_selected(frame_probs, idx))]
+            cells = [("frame", mean_selected(frame_probs, idx))] if K in budgets else []
             for rname, (scorer, ks) in (clip_scorers or {}).items():
                 if K in ks:
                     cells.append((rname, scorer.scores(idx)))

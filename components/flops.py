@@ -3,13 +3,37 @@
 Counted with ``torch.utils.flop_counter.FlopCounterMode`` on the real modules at the real input
 shapes; it reports 2 FLOPs per MAC, so :func:`count_macs` halves it. Total cost of a prediction =
 light encoder × T + object recognizer × T (TQM) + sampler + recognizer × K (+ audio × T).
+
+    rows = flops_table_for_params(p, num_classes=12, sampler_name="tsqnet", k=5)   # our config
+    rows = paper_setting_rows("tsqnet")                                          # ActivityNet setting
+    write_flops_table(rows, "reports/flops.csv", "reports/flops.md")
+
+:func:`prediction_flops` builds the table of one prediction from instantiated modules
+(:class:`FrameModel` = a per-frame model + its input resolution), so the same code measures the
+demo config and the papers' setting. Which per-frame models a sampler needs, and how often, is
+:func:`frame_calls` (shared with ``components.stages.sampler_report``). The counter sees matrix
+products and convolutions only (no BatchNorm, activations or softmax), which is how the papers'
+numbers are usually counted too; ResNet-50 at 224² is 4.089 GMACs here against the papers' 4.109.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import csv
+import dataclasses
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
+import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from components.params import NSNetParams, Params, TSQNetParams
+
+CSV_COLUMNS = ("component", "model", "resolution", "gmacs_per_call", "calls", "gmacs", "paper_gmacs")
+ROLES = ("light", "object", "audio", "recognizer")  # per-frame models, in table order (sampler after audio)
+COMPONENT = {"light": "light encoder", "object": "object recognizer", "audio": "audio encoder",
+             "recognizer": "recognizer", "sampler": "sampler"}
 
 
 def count_macs(fn: Callable[[], Any]) -> int:
@@ -28,3 +52,295 @@ def frame_model_gmacs(model: torch.nn.Module, size: int) -> float:
     """GMACs of one frame [1,3,size,size] through ``model``."""
     model.eval()
     return count_macs(lambda: model(torch.zeros(1, 3, size, size))) / 1e9
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode for the block, its training flag restored after."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
+
+
+def sampler_gmacs(sampler: nn.Module, batch: Mapping[str, torch.Tensor]) -> float:
+    """GMACs of one sampler forward on ``batch`` (stored features of one video, ``[1,T,...]``), in eval mode."""
+    with _eval_mode(sampler):
+        return count_macs(lambda: sampler(batch)) / 1e9
+
+
+# --------------------------------------------------------------------------------- the table rows
+@dataclass(frozen=True)
+class FlopsRow:
+    """One line of a cost table: ``calls`` forward passes of ``model`` at ``resolution``.
+
+    ``paper_gmacs`` is the paper's number for the whole row (per call × calls), None where the paper
+    gives none; ``source`` says where it comes from (markdown notes only, not in the CSV).
+    """
+    component: str  # "light encoder", "object recognizer", "sampler", "recognizer", "audio encoder"
+    model: str  # timm arch or sampler name
+    resolution: str  # "188x188", "96x64" (audio window) or the sampler's inputs "light_feats[1,16,1280]"
+    gmacs_per_call: float
+    calls: int
+    paper_gmacs: float | None = None
+    source: str = ""
+
+    @property
+    def gmacs(self) -> float:
+        return self.gmacs_per_call * self.calls
+
+
+def total_gmacs(rows: Sequence[FlopsRow]) -> float:
+    """Cost of one prediction: the sum of the rows."""
+    return float(sum(r.gmacs for r in rows))
+
+
+@dataclass
+class FrameModel:
+    """A per-frame model and its input: RGB frames ``[1,3,s,s]`` for ``resolution = s``, or one log-mel
+    window ``[1,F,M]`` (the audio encoder) for ``resolution = (F, M)``."""
+    module: nn.Module
+    resolution: int | tuple[int, int]
+    name: str = ""
+
+    def example(self) -> torch.Tensor:
+        if isinstance(self.resolution, int):
+            return torch.zeros(1, 3, self.resolution, self.resolution)  # [1,3,s,s]
+        return torch.zeros(1, *self.resolution)  # [1,F,M]
+
+    @property
+    def label(self) -> str:
+        r = self.resolution
+        return f"{r}x{r}" if isinstance(r, int) else "x".join(map(str, r))
+
+    def gmacs(self) -> float:
+        """GMACs of one call (one frame / one window), in eval mode."""
+        x = self.example()
+        with _eval_mode(self.module):
+            return count_macs(lambda: self.module(x)) / 1e9
+
+
+# ------------------------------------------------------------------------- which models run how often
+RECOGNIZER_ON_ALL = ("dense", "maxconf")  # the recognizer runs on all T frames (its logits are the saliency)
+LIGHT_SAMPLERS = ("maxconf_l", "nsnet")  # read the light encoder's output on all T frames
+FREE_SAMPLERS = ("uniform", "random", "oracle")  # no per-frame model before selection (oracle: ground truth)
+
+
+def frame_calls(name: str, sampler: nn.Module | None, T: int, K: int) -> dict[str, int]:
+    """Per-frame model calls of one prediction with sampler ``name``: ``{"light", "object", "audio",
+    "recognizer"} -> calls``. TSQNet's ``params.branches`` decides light (VQM) and object (TQM);
+    an unregistered sampler is judged by the store arrays it reads (``sampler.inputs``)."""
+    calls = dict.fromkeys(ROLES, 0)
+    calls["recognizer"] = T if name in RECOGNIZER_ON_ALL else K
+    inputs = tuple(getattr(sampler, "inputs", ()))
+    if name in LIGHT_SAMPLERS:
+        calls["light"] = T
+    elif name == "tsqnet":
+        branches = getattr(getattr(sampler, "params", None), "branches", "both")
+        calls["light"] = T * (branches != "tqm")
+        calls["object"] = T * (branches != "vqm")
+    elif name not in RECOGNIZER_ON_ALL + FREE_SAMPLERS:
+        calls["light"] = T * any(k in inputs for k in ("light_feats", "light_logits"))
+        calls["object"] = T * ("object_scores" in inputs)
+        if any(k in inputs for k in ("rec_feats", "rec_logits")):
+            calls["recognizer"] = T
+    calls["audio"] = T * ("audio_emb" in inputs)
+    return calls
+
+
+def feature_batch(T: int, num_classes: int, light_dim: int = 1280, rec_dim: int = 512, audio_dim: int = 128,
+                  n_objects: int = 1000) -> dict[str, torch.Tensor]:
+    """Stored features of one video (every array a sampler may read), for counting its cost."""
+    return {"light_feats": torch.zeros(1, T, light_dim), "light_logits": torch.zeros(1, T, num_classes),
+            "object_scores": torch.full((1, T, n_objects), 1.0 / n_objects),
+            "rec_feats": torch.zeros(1, T, rec_dim), "rec_logits": torch.zeros(1, T, num_classes),
+            "audio_emb": torch.zeros(1, T, audio_dim), "has_audio": torch.ones(1, dtype=torch.bool),
+            "gt": torch.zeros(1, T, dtype=torch.long), "labels": torch.eye(num_classes)[:1],
+            "frame_indices": torch.arange(T)[None]}
+
+
+def _inputs_label(sampler: nn.Module, batch: Mapping[str, torch.Tensor]) -> str:
+    keys = [k for k in getattr(sampler, "inputs", ()) if k in batch]
+    return ", ".join(f"{k}[{','.join(map(str, batch[k].shape))}]" for k in keys) or "-"
+
+
+def prediction_flops(sampler_name: str, T: int, K: int, recognizer: FrameModel, light: FrameModel | None = None,
+                     object_recognizer: FrameModel | None = None, audio: FrameModel | None = None,
+                     sampler: nn.Module | None = None,
+                     batch: Mapping[str, torch.Tensor] | None = None) -> list[FlopsRow]:
+    """The cost table of one prediction, measured on the given modules.
+
+    Rows, in order: light encoder × T, object recognizer × T, audio encoder × T (each only when
+    :func:`frame_calls` says the sampler needs it), the sampler once on ``batch`` (default: zeros
+    shaped like the store's arrays, :func:`feature_batch`), the recognizer × K (× T for dense /
+    MaxConf). ``sampler`` defaults to the registry's untrained ``sampler_name`` (baselines only).
+    """
+    from components.models.samplers import create_sampler
+
+    if sampler is None:
+        if sampler_name in ("tsqnet", "nsnet"):
+            raise ValueError(f"prediction_flops: pass the instantiated {sampler_name} sampler "
+                             "(see flops_table_for_params)")
+        sampler = create_sampler(sampler_name)
+    calls = frame_calls(sampler_name, sampler, T, K)
+    models = {"light": light, "object": object_recognizer, "audio": audio, "recognizer": recognizer}
+    if batch is None:
+        num_classes = int(getattr(recognizer.module, "num_classes", 2))
+        dims = {"light_dim": getattr(light.module, "num_features", 1280) if light else 1280,
+                "rec_dim": getattr(recognizer.module, "num_features", 512),
+                "audio_dim": getattr(audio.module, "num_features", 128) if audio else 128}
+        batch = feature_batch(T, num_classes, **dims)
+    rows = []
+    for role in ("light", "object", "audio"):
+        if calls[role]:
+            fm = models[role]
+            if fm is None:
+                raise ValueError(f"sampler {sampler_name!r} runs the {COMPONENT[role]} on every frame: pass it")
+            rows.append(FlopsRow(COMPONENT[role], fm.name, fm.label, fm.gmacs(), calls[role]))
+    rows.append(FlopsRow("sampler", sampler_name, _inputs_label(sampler, batch), sampler_gmacs(sampler, batch), 1))
+    rows.append(FlopsRow("recognizer", recognizer.name, recognizer.label, recognizer.gmacs(), calls["recognizer"]))
+    return rows
+
+
+def build_sampler(name: str, num_classes: int, light_dim: int, T: int, tsqnet: TSQNetParams = TSQNetParams(),
+                  nsnet: NSNetParams = NSNetParams(), lambda_v: float = 0.6, text_dim: int = 384) -> nn.Module:
+    """An untrained sampler with the shapes of a trained one (random priors: same cost)."""
+    from components.models.samplers import create_sampler
+
+    if name == "tsqnet":
+        return create_sampler("tsqnet", num_classes=num_classes, light_dim=light_dim,
+                              params=dataclasses.replace(tsqnet, init="random"),
+                              object_text=torch.zeros(1000, text_dim), lambda_v=lambda_v, max_frames=max(T, 512))
+    if name == "nsnet":
+        return create_sampler("nsnet", num_classes=num_classes, light_dim=light_dim, params=nsnet,
+                              max_frames=max(T, 512))
+    return create_sampler(name)
+
+
+def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: int, *,
+                           sampler: nn.Module | None = None, text_dim: int = 384,
+                           batch: Mapping[str, torch.Tensor] | None = None) -> list[FlopsRow]:
+    """:func:`prediction_flops` for a params file: the configured encoders (random weights: same cost)
+    at ``p.frames`` resolutions, T = ``p.frames.T``, K = ``k``; ``sampler`` defaults to an untrained one
+    built from ``p.tsqnet`` / ``p.nsnet`` (``text_dim``: the text encoder's width, MiniLM 384)."""
+    from components.models.encoders import create_encoder
+
+    e, f, T = p.encoders, p.frames, p.frames.T
+    light = FrameModel(create_encoder("light", arch=e.light_arch, num_classes=num_classes), f.light_size, e.light_arch)
+    if sampler is None:
+        sampler = build_sampler(sampler_name, num_classes, light.module.num_features, T, p.tsqnet, p.nsnet,
+                                p.fusion.lambda_v, text_dim)
+    calls = frame_calls(sampler_name, sampler, T, k)
+    obj = audio = None
+    if calls["object"]:
+        obj = FrameModel(create_encoder("object", arch=e.object_arch, weights="none"), f.object_size, e.object_arch)
+    if calls["audio"]:
+        audio = FrameModel(create_encoder("audio", num_classes=num_classes, dim=e.audio_dim),
+                           (p.audio.window_frames, p.audio.n_mels), "audio_cnn")
+    rec = FrameModel(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
+                     f.recognizer_size, e.recognizer_arch)
+    return prediction_flops(sampler_name, T, k, rec, light, obj, audio, sampler, batch)
+
+
+# ------------------------------------------------------------------------------- the papers' setting
+# ActivityNet headline settings (C = 200, T = 16 observation frames, K = 5 frames to a ResNet-50 at 224²).
+PAPER_SETTINGS = {
+    # TSQNet (ECCV 2022) Sec. 4.1 "Implementation details" + Table 1 "Example of FLOPs computation":
+    #   MBv2 188 0.220G/F x16 = 3.52G; EN-B0 112 0.098G/F x16 = 1.56G; RN50 224 4.109G/F x5 = 20.55G;
+    #   two more rows of 0.36G and 0.10G whose labels are lost in our copy of the table (presumably VQM
+    #   and TQM; what is certain is that the 0.46G they sum to is the sampler) -> total 26.09G (Table 3:
+    #   "Ours ... 26.1G"; the supplementary's Table 2 also gives 26.1).
+    "tsqnet": {"light": ("mobilenetv2_100", 188, 3.52), "object": ("efficientnet_b0", 112, 1.56),
+               "recognizer": ("resnet50", 224, 20.55), "sampler": 0.46, "total": 26.09,
+               "source": "TSQNet Table 1 (Sec. 4.1): MBv2 188 0.220G x16, EN-B0 112 0.098G x16, RN50 224 "
+                         "4.109G x5, sampler rows 0.36G + 0.10G, total 26.09G"},
+    # NSNet Sec. 4.1: "P_total = P_rec x K + P_fem + P_vgm + P_fsm ... 4.109 x 5 (ResNet-50 with 5 frames)
+    #   + (0.320 x 16 + 0.315) (MobileNetv2 with 16 frames + transformer) + 0.004 + 0.002 = 25.99 (G)";
+    #   FEM input 224² (App. A.1 "Pre-processing"); transformer: 2 layers, 8 heads, FFN width = input
+    #   width (App. A.1), so the sampler is measured with nsnet.dim = 1280.
+    "nsnet": {"light": ("mobilenetv2_100", 224, 0.320 * 16), "recognizer": ("resnet50", 224, 4.109 * 5),
+              "sampler": 0.315 + 0.004 + 0.002, "total": 25.99,
+              "source": "NSNet Sec. 4.1: 4.109 x 5 + (0.320 x 16 + 0.315) + 0.004 + 0.002 = 25.99G"},
+}
+PAPER_T, PAPER_K, PAPER_CLASSES, PAPER_TEXT_DIM = 16, 5, 200, 768  # TQM object names: BERT-base (Table 9)
+
+
+def paper_setting_rows(method: str = "tsqnet") -> list[FlopsRow]:
+    """The paper's headline cost table re-measured by our counter on randomly initialised timm models,
+    each row next to the paper's number (``paper_gmacs``). ``method``: ``"tsqnet"`` or ``"nsnet"``.
+
+    TSQNet: MobileNetV2 at 188² × 16 + EfficientNet-B0 at 112² × 16 (TQM) + our TSQNet sampler
+    (``TSQNetParams`` defaults; the paper does not give d') on [1,16,1280] light features and
+    [1,16,1000] object scores with 768-d (BERT) object-name embeddings + ResNet-50 at 224² × 5.
+    NSNet: MobileNetV2 at 224² × 16 + our NSNet sampler with ``dim = 1280`` + ResNet-50 at 224² × 5.
+    """
+    from components.models.encoders import create_encoder
+
+    if method not in PAPER_SETTINGS:
+        raise ValueError(f"unknown paper setting {method!r}; one of {sorted(PAPER_SETTINGS)}")
+    cfg, C, T, K = PAPER_SETTINGS[method], PAPER_CLASSES, PAPER_T, PAPER_K
+    arch, size, _ = cfg["light"]
+    light = FrameModel(create_encoder("light", arch=arch, num_classes=C), size, arch)
+    arch, size, _ = cfg["recognizer"]
+    rec = FrameModel(create_encoder("recognizer", arch=arch, num_classes=C), size, arch)
+    obj = None
+    if "object" in cfg:
+        arch, size, _ = cfg["object"]
+        obj = FrameModel(create_encoder("object", arch=arch, weights="none"), size, arch)
+    sampler = build_sampler(method, C, light.module.num_features, T,
+                            nsnet=NSNetParams(dim=light.module.num_features, heads=8, layers=2),
+                            text_dim=PAPER_TEXT_DIM)
+    rows = prediction_flops(method, T, K, rec, light, obj, None, sampler)
+    roles = {v: k for k, v in COMPONENT.items()}
+    out = []
+    for r in rows:
+        role = roles[r.component]
+        paper = cfg[role] if role == "sampler" else cfg[role][2] if role in cfg else None
+        out.append(dataclasses.replace(r, paper_gmacs=paper, source=cfg["source"]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- output
+def write_flops_table(rows: Sequence[FlopsRow], csv_path: str | Path, md_path: str | Path | None = None,
+                      title: str = "Cost of one prediction (GMACs = the papers' GFLOPs)",
+                      paper_total: float | None = None) -> None:
+    """``csv_path``: one line per row, columns :data:`CSV_COLUMNS` (empty ``paper_gmacs`` = none).
+    ``md_path``: the papers' style (model, resolution, GMACs per call, calls, GMACs, paper) with a
+    total row; the paper total is ``paper_total`` or, when every row has one, the sum of the paper's rows."""
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with csv_path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_COLUMNS)
+        for r in rows:
+            w.writerow([r.component, r.model, r.resolution, repr(r.gmacs_per_call), r.calls, repr(r.gmacs),
+                        "" if r.paper_gmacs is None else repr(r.paper_gmacs)])
+    if md_path is None:
+        return
+    if paper_total is None and rows and all(r.paper_gmacs is not None for r in rows):
+        paper_total = sum(r.paper_gmacs for r in rows)
+
+    def g(x: float | None, digits: int = 3) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    lines = [f"# {title}", "", "| component | model | resolution | GMACs / call | calls | GMACs | paper |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.component} | {r.model} | {r.resolution} | {g(r.gmacs_per_call, 4)} | {r.calls} | {g(r.gmacs)} "
+              f"| {g(r.paper_gmacs, 2)} |" for r in rows]
+    lines.append(f"| **total** | | | | | **{total_gmacs(rows):.3f}** | **{g(paper_total, 2)}** |")
+    notes = sorted({r.source for r in rows if r.source})
+    lines += ["", "Measured with torch FlopCounterMode / 2 (multiply-accumulates; convolutions and matrix "
+              "products) on the real modules at the listed input size."] + [f"Paper: {s}." for s in notes]
+    md_path = Path(md_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text("\n".join(lines) + "\n")
+
+
+def read_flops_table(csv_path: str | Path) -> list[FlopsRow]:
+    """The rows of a CSV written by :func:`write_flops_table` (``gmacs`` is recomputed, not read)."""
+    with Path(csv_path).open(newline="") as fh:
+        return [FlopsRow(d["component"], d["model"], d["resolution"], float(d["gmacs_per_call"]), int(d["calls"]),
+                         None if d["paper_gmacs"] == "" else float(d["paper_gmacs"]))
+                for d in csv.DictReader(fh)]

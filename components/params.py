@@ -23,6 +23,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from components.selection import FUSION_STRATEGIES
+
 
 class ParamsError(ValueError):
     """A params file or override that does not match the schema."""
@@ -164,9 +166,6 @@ class NSNetParams:
     vgm_dropout_in: float = _f(0.9, lo=0.0, hi=0.99, help="dropout before the VGM FC")
     vgm_dropout_attn: float = _f(0.2, lo=0.0, hi=0.95, help="dropout after the VGM attention")
     fsm_objective: str = _f("ns", choices=("ns", "baseline", "baseline_plus", "regression", "ranking"), help="Table 6d")
-    fusion: str = _f("index_union", choices=("index_union", "index_intersection", "index_join", "score_add",
-                                             "score_mul", "score_max"), help="FSM + VGM fusion strategy")
-    ratio: float = _f(0.6, lo=0.0, hi=1.0, help="fusion ratio (FSM share)")
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,41 @@ class TSIParams:
 # ------------------------------------------------------------------------- selection / eval
 @dataclass(frozen=True)
 class FusionParams:
-    lambda_v: float = _f(0.6, lo=0.0, hi=1.0, help="TSQNet union ratio of VQM frames")
+    """Inference-time fusion of two-branch samplers: read when frames are *selected* (evaluate, reports,
+    predict), never at training, so changing them retrains nothing. ``tune_fusion`` searches them on
+    val (``components.tuning``); ``source`` says whether evaluate uses its result or these values."""
+    lambda_v: float = _f(0.6, lo=0.0, hi=1.0, help="TSQNet union ratio of VQM frames (supp. A)")
+    nsnet_strategy: str = _f("index_union", choices=FUSION_STRATEGIES,
+                             help="NSNet FSM + VGM fusion strategy (supp. A.3, Table 2)")
+    nsnet_ratio: float = _f(0.6, lo=0.0, hi=1.0, help="NSNet fusion ratio: the FSM share (index_union, score_add)")
+    source: str = _f("params", choices=("tuned", "params"),
+                     help="evaluate with data/tuned_fusion.json (tune_fusion's result) or with the values above")
+    trials: int = _f(60, lo=1, hi=100_000, help="Optuna trials per tune_fusion study")
+    storage: str = _f("sqlite:///.salient/optuna.db",
+                      help="Optuna storage: sqlite:///file, postgresql://..., journal:<file> or memory:")
+    budgets: tuple[int, ...] = _f((3, 5), help="K values averaged in the tune_fusion objective (val mAP)")
+
+
+#: Loss weights the sweep searches, per sampler: (params section, field, low, high). Fixed here so a
+#: sweep always explores the same space; each range lies inside the field's own ``lo``/``hi``.
+SWEEP_SPACES: dict[str, tuple[tuple[str, str, float, float], ...]] = {
+    "tsqnet": (("tsqnet", "alpha", 0.0, 1.5), ("tsqnet", "beta", 0.0, 1.5)),
+    "nsnet": (("nsnet", "gamma", 0.0, 1.0),),
+}
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """Loss-weight sweeps (``flows/sweep.py``): every trial trains ``sampler`` (one seed, the first of
+    ``train_sampler.seeds``) for ``epochs`` with weights from :data:`SWEEP_SPACES` and reports val mAP
+    each epoch to the pruner. The best weights go to ``data/tuned_losses.json``, never into params.yaml."""
+    sampler: str = _f("tsqnet", choices=tuple(SWEEP_SPACES), help="sampler whose loss weights are swept")
+    trials: int = _f(12, lo=1, hi=100_000, help="trials per sweep run (split over --workers processes)")
+    pruner: str = _f("median", choices=("median", "halving"), help="Optuna MedianPruner / SuccessiveHalvingPruner")
+    epochs: int = _f(10, lo=1, hi=10_000, help="training epochs per trial")
+    storage: str = _f("sqlite:///.salient/optuna.db",
+                      help="Optuna storage shared by the workers: sqlite:///file, postgresql://..., journal:<file>")
+    study: str = _f("sweep", help="study name (the sampler name is appended)")
 
 
 @dataclass(frozen=True)
@@ -240,6 +273,7 @@ class Params:
     nsnet: NSNetParams = _f(factory=NSNetParams)
     train_sampler: TrainSamplerParams = _f(factory=TrainSamplerParams)
     fusion: FusionParams = _f(factory=FusionParams)
+    sweep: SweepParams = _f(factory=SweepParams)
     tsi: TSIParams = _f(factory=TSIParams)
     evaluate: EvaluateParams = _f(factory=EvaluateParams)
     tracking: TrackingParams = _f(factory=TrackingParams)
@@ -326,8 +360,15 @@ def _validate(p: Params) -> Params:
         if not 1 <= k <= T:
             raise ParamsError(f"evaluate.sampler_budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
     for i, k in enumerate(p.tsi.budgets):
-        if k not in p.evaluate.budgets:
-            raise ParamsError(f"tsi.budgets[{i}]: K={k} is not one of evaluate.budgets {list(p.evaluate.budgets)}")
+        if not 1 <= k <= T:
+            raise ParamsError(f"tsi.budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
+    for i, k in enumerate(p.fusion.budgets):
+        if not 1 <= k <= T:
+            raise ParamsError(f"fusion.budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
+    if not p.fusion.budgets:
+        raise ParamsError("fusion.budgets: give at least one K")
+    if not p.sweep.study.strip():
+        raise ParamsError("sweep.study: the study name must not be empty")
     if not 1 <= p.evaluate.headroom_k <= T:
         raise ParamsError(f"evaluate.headroom_k: K={p.evaluate.headroom_k} must satisfy 1 <= K <= frames.T={T}")
     s = p.data.synthetic

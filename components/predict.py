@@ -70,12 +70,13 @@ class Predictor:
     recognizer_kind: str  # "frame" | "tsi"
     light: torch.nn.Module | None = None
     objects: torch.nn.Module | None = None
+    device: str = "cpu"
     gflops: float = 0.0
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @classmethod
     def load(cls, p: Params, checkpoint: Path, encoders_dir: Path, K: int, recognizer: str = "frame",
-             recognizer_path: Path | None = None) -> "Predictor":
+             recognizer_path: Path | None = None, device: str = "cpu") -> "Predictor":
         """Validate everything before any video is touched: K, class lists, sampler inputs."""
         from components.stages.train_sampler import load_sampler
 
@@ -112,8 +113,22 @@ class Predictor:
         if "object_scores" in sampler.inputs:
             objects = create_encoder("object", arch=p.encoders.object_arch, weights=p.encoders.object_weights).eval()
         pred = cls(p, sampler, name, classes, K, rec.eval(), recognizer, light, objects)
-        pred.gflops = pred.measure_gflops()
-        return pred
+        pred.gflops = pred.measure_gflops()  # counted on CPU, before the move
+        return pred.to(device)
+
+    def to(self, device: str) -> "Predictor":
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        for m in (self.sampler, self.recognizer, self.light, self.objects):
+            if m is not None:
+                m.to(dev)
+        self.device = str(dev)
+        return self
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     def measure_gflops(self) -> float:
         """GMACs of one prediction, counted on these modules at their resolutions (DESIGN.md §3)."""
@@ -148,6 +163,7 @@ class Predictor:
         return batch
 
     def _tick(self, stage: str, t0: float) -> float:
+        self._sync()  # GPU work is asynchronous: time it where it happens
         t = time.perf_counter()
         self.timings[stage] += t - t0
         return t
@@ -187,8 +203,9 @@ class Predictor:
         t0 = self._tick("decode_light", t0)
         if not clips:
             return results  # type: ignore[return-value]
+        dev = torch.device(self.device)
         fidx = torch.from_numpy(np.stack([c.frame_indices for c in clips]))  # [B,T]
-        px = {k: torch.stack([c.frames[k] for c in clips]).float().div_(255.0) for k in sizes}  # [B,T,3,s,s]
+        px = {k: torch.stack([c.frames[k] for c in clips]).to(dev).float().div_(255.0) for k in sizes}  # [B,T,3,s,s]
         batch = self._features(fidx, px.get("light"), px.get("object"))
         t0 = self._tick("light", t0)
         sel = self.sampler.select(self.sampler(batch), self.K)  # [B,K]
@@ -207,12 +224,12 @@ class Predictor:
         t0 = self._tick("decode_rec", t0)
         if keep:
             # uint8 round trip: the feature store's frames went through the same quantisation
-            x = torch.stack(rec_px).mul_(255.0).round_().clamp_(0, 255).div_(255.0)  # [B,K,3,s,s]
+            x = torch.stack(rec_px).mul_(255.0).round_().clamp_(0, 255).div_(255.0).to(dev)  # [B,K,3,s,s]
             if self.recognizer_kind == "frame":
                 logits = self.recognizer(x.flatten(0, 1))[1].view(len(keep), x.shape[1], -1)
-                probs = logits.double().softmax(-1).mean(1)  # [B,C]
+                probs = logits.double().softmax(-1).mean(1).cpu()  # [B,C]
             else:
-                probs = self.recognizer(x).double().softmax(-1)
+                probs = self.recognizer(x).double().softmax(-1).cpu()
             for (c, row), pr in zip(keep, probs.numpy()):
                 r = recs[c.index]
                 order = np.argsort(-pr, kind="stable")[:top]

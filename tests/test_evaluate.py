@@ -73,6 +73,7 @@ def test_gflops_grow_with_k_and_tsi_costs_what_it_runs(evaluated):
     m = json.loads((evaluated.reports / "metrics.json").read_text())
     assert m["map_definition"] and m["recognizers"] == ["frame", "tsi"]
     assert m["tsi_clips_run"] > 0
+    assert set(m["headline"]["nsnet"]["tsi"]) == {"2"}  # K=4 is not in evaluate.sampler_budgets
     cell = m["headline"]["tsqnet"]["frame"]["3"]
     assert cell["map_ci"][0] <= cell["map"] <= cell["map_ci"][1]
 

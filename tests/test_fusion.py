@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from components.params import NSNetParams
+from components.params import FusionParams
 from components.selection import (FUSION_STRATEGIES, fuse_scores, fuse_select, intersection_select, join_select,
                                   normalize_scores, topk_select, tsqnet_union_select, union_select)
 
@@ -203,7 +203,7 @@ def test_t1_and_k_equals_t():
 
 # ----------------------------------------------------------------------------- errors / params
 def test_strategy_names_match_nsnet_param_choices():
-    (field,) = [f for f in dataclasses.fields(NSNetParams) if f.name == "fusion"]
+    (field,) = [f for f in dataclasses.fields(FusionParams) if f.name == "nsnet_strategy"]
     assert tuple(field.metadata["choices"]) == FUSION_STRATEGIES
 
 

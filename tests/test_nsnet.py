@@ -191,7 +191,7 @@ def test_select_hands_branches_to_fuse_select(fusion, monkeypatch):
         return np.argsort(-(a + b), axis=1)[:, :K].astype(np.int64)
 
     monkeypatch.setattr(sel, "fuse_select", stand_in, raising=False)
-    m = NSNet(3, 6, small(fusion=fusion, ratio=0.7)).eval()
+    m = NSNet(3, 6, small()).eval().set_fusion({"nsnet_strategy": fusion, "nsnet_ratio": 0.7})
     with torch.no_grad():
         out = m(make_batch(C=3))
     idx = m.select(out, 2)
@@ -257,7 +257,7 @@ def test_select_with_real_fuse_select(fusion):
     sel = pytest.importorskip("components.selection")
     if not hasattr(sel, "fuse_select"):
         pytest.skip("components.selection.fuse_select not available yet")
-    m = NSNet(3, 6, small(fusion=fusion)).eval()
+    m = NSNet(3, 6, small()).eval().set_fusion({"nsnet_strategy": fusion})
     with torch.no_grad():
         out = m(make_batch(B=4, T=7, C=3))
     for K in (1, 3, 7):

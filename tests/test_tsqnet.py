@@ -129,6 +129,8 @@ def test_eq3_swap_attention_explicit(heads):
     m = make(heads=heads).eval()
     bt = batch()
     out = m(bt)
+    assert "R_tv" not in out.aux  # inference skips eq. 3 (it only feeds the loss) ...
+    m.loss(bt, out)  # ... which computes it on demand
     Xv = m.vqm.frames(bt["light_feats"])  # [B,T,d']
     Xt = m.tqm.frames(m.text_frames(bt["object_scores"]))
     Vv = Xv @ m.vqm.layers[-1].attn.v.weight.t()  # X^v W_v^v

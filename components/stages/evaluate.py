@@ -34,6 +34,7 @@ from components.stages.sampler_report import encoder_gmacs, video_gmacs
 from components.stages.train_recognizer import load_recognizer
 from components.stages.train_sampler import load_sampler
 from components.store import FeatureStore
+from components.tuning import fusion_values, set_fusion
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,11 @@ def run(p: Params, paths: Paths) -> dict:
 
     runs: list[SamplerRun] = []
     sampler_gmacs: dict[str, float] = {}
+    fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
     for name in p.evaluate.samplers:
         rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler)
+        for r in rs:
+            set_fusion(r.model, fusion.get(name))
         runs += rs
         sampler_gmacs[name] = count_macs(lambda m=rs[0].model: m(one)) / 1e9
 
@@ -106,7 +110,8 @@ def run(p: Params, paths: Paths) -> dict:
 
     result = {"videos": len(ids), "T": T, "map_variant": p.evaluate.map_variant,
               "map_definition": MAP_DEFINITIONS[p.evaluate.map_variant],
-              "recognizers": ["frame", *scorers], "headline": headline(p, rows, kept, labels)}
+              "recognizers": ["frame", *scorers], "headline": headline(p, rows, kept, labels),
+              "fusion": {"source": p.fusion.source, **{n: v for n, v in fusion.items() if n in p.evaluate.samplers}}}
     if scorers:
         result["tsi_clips_run"] = scorers["tsi"][0].calls
         result["tsi_gmacs_per_clip"] = {str(k): v for k, v in clip_gmacs.items()}

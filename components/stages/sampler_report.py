@@ -23,6 +23,7 @@ from components.selection import average_predictions
 from components.stages import Paths, stage_main, write_report
 from components.stages.train_sampler import load_sampler
 from components.store import FeatureStore
+from components.tuning import fusion_values, set_fusion
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,14 @@ def run(p: Params, paths: Paths) -> dict:
            for k in ("light_feats", "light_logits", "object_scores", "rec_logits", "rec_feats", "audio_emb", "labels", "frame_indices")}
     one["gt"] = torch.from_numpy(gt[:1].copy())
     costs = {}
+    fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
     for name in p.evaluate.samplers:
         seeds = sorted(root.glob(f"{name}/seed*.pt"))
         if not seeds:
             raise FileNotFoundError(f"no trained {name!r} in {root / name}: run `dvc repro train_sampler@{name}`")
         per_k: dict[str, dict[str, list[float]]] = {}
         for ck in seeds:
-            model = load_sampler(ck)
+            model = set_fusion(load_sampler(ck), fusion.get(name))
             sal_file = np.load(ck.with_name(f"saliency_{ck.stem}.npz"))
             if list(sal_file["test/ids"]) != ids:
                 raise ValueError(f"{ck}: saliency rows do not match the feature store's test split; rerun train_sampler@{name}")

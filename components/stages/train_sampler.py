@@ -7,6 +7,12 @@ val loss; checkpoints and resume under ``.salient/work``), and write
 ``data/samplers/<name>/seed<s>.pt`` plus per-frame saliency and branch scores for val and test
 (``saliency_seed<s>.npz``: ``<split>/saliency``, ``<split>/<branch>``, ``<split>/ids``). Untrained
 baselines only write their saliency. Loss curves go to ``reports/samplers/<name>_history.json``.
+
+The ``fusion`` section is not read here: how two-branch samplers fuse their branches is an
+inference-time setting applied after loading (``set_fusion``), so tuning it never retrains a sampler.
+The stored ``<split>/saliency`` is the sampler's output at the default fusion (for NSNet, the FSM
+score); selection always fuses the stored branch scores. :func:`train_one` (build + train one seed)
+is shared with the loss-weight sweep.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +44,7 @@ def sampler_kwargs(name: str, p: Params, store: FeatureStore, seed: int) -> dict
         mean, std = light_stats(store)
     if name == "tsqnet":
         protos = np.load(store.folder.parent / "prototypes.npz")["light"]
-        return {"num_classes": C, "light_dim": d, "params": p.tsqnet, "lambda_v": p.fusion.lambda_v,
+        return {"num_classes": C, "light_dim": d, "params": p.tsqnet,
                 "visual_prototypes": torch.from_numpy(protos), "object_text": torch.from_numpy(store.load("text_objects")),
                 "class_text": torch.from_numpy(store.load("text_classes")), "light_mean": mean, "light_std": std}
     if name == "nsnet":
@@ -63,9 +70,16 @@ def light_stats(store: FeatureStore) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x.mean(0)).float(), torch.from_numpy(x.std(0)).float()
 
 
+#: Constructor arguments that older checkpoints stored but that are inference-time settings now
+#: (``fusion.*``, applied after loading with ``set_fusion``): dropped when a checkpoint is loaded.
+STALE_KWARGS = frozenset({"lambda_v"})
+
+
 def load_sampler(path: Path) -> Sampler:
+    """A trained sampler from ``seed<s>.pt``, in eval mode, with the *default* fusion settings; callers
+    that select frames apply the configured / tuned ones (``components.tuning.fusion_values``)."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_sampler(ck["name"], **ck["kwargs"])
+    model = create_sampler(ck["name"], **{k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS})
     if ck.get("state_dict"):
         model.load_state_dict(ck["state_dict"])
     return model.eval()
@@ -87,6 +101,49 @@ def predict_split(model: Sampler, data: dict, batch_size: int = 256) -> dict[str
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+def load_train_val(store: FeatureStore, paths: Paths) -> tuple[dict, dict]:
+    """The train and val splits as tensors, with NSNet's pseudo labels where they exist."""
+    train, _ = load_split(store, "train", extra=_extra(paths, "train"))
+    val, _ = load_split(store, "val", extra=_extra(paths, "val"))
+    return train, val
+
+
+def _step(m, batch, train_mode):
+    return m.loss(batch, m(batch))
+
+
+def train_one(p: Params, paths: Paths, name: str, seed: int,
+              on_epoch: Callable[[Sampler, int, dict[str, float]], None] | None = None, *,
+              store: FeatureStore | None = None, data: Callable[[], tuple[dict, dict]] | tuple[dict, dict] | None = None,
+              ckpt_dir: Path | None = None) -> tuple[Sampler, dict, list[dict] | None]:
+    """Build sampler ``name`` for ``seed`` from the registry and, if it is trainable, train it with the
+    engine on the train split (``p.train_sampler``: epochs, lr, early stopping on val loss).
+
+    Shared by this stage and the loss-weight sweep (``components.tuning``), which passes
+    ``on_epoch(model, epoch, row)`` (called by the engine after every epoch with the model being
+    trained and the epoch's losses, e.g. to report val mAP to an Optuna pruner; raising stops
+    training) and its own ``ckpt_dir``. ``data`` is ``(train, val)`` tensors or a callable returning them (called only for a
+    trainable sampler); default: loaded from the store. Checkpoints go to ``ckpt_dir`` (default
+    ``<work>/train_sampler/<name>/<fingerprint>``; resumed when the configuration is the same).
+    Returns ``(model, constructor kwargs, loss history or None for untrained baselines)``.
+    """
+    store = store if store is not None else FeatureStore(paths.features)
+    kwargs = sampler_kwargs(name, p, store, seed)
+    torch.manual_seed(seed)
+    model = create_sampler(name, **kwargs)
+    if not model.trainable:
+        return model, kwargs, None
+    train, val = (data() if callable(data) else data) if data is not None else load_train_val(store, paths)
+    t = p.train_sampler
+    cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
+                    desc=f"train {name} seed {seed}", grad_clip=1.0)
+    fp = fingerprint(store.meta["fingerprint"], name, _describe(kwargs), repr(cfg), CKPT_VERSION)
+    res = fit(model, _step, lambda ep: batches(train, t.batch_size, seed, ep), lambda: batches(val, t.batch_size),
+              cfg, ckpt_dir if ckpt_dir is not None else paths.work / "train_sampler" / name / fp, fp,
+              on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)))
+    return model, kwargs, res.history
+
+
 def run(p: Params, paths: Paths, name: str) -> dict:
     if p.train_sampler.threads:
         torch.set_num_threads(p.train_sampler.threads)
@@ -95,26 +152,18 @@ def run(p: Params, paths: Paths, name: str) -> dict:
     t = p.train_sampler
     out_dir = paths.features.parent / "samplers" / name
     out_dir.mkdir(parents=True, exist_ok=True)
-    train = val = None
+    loaded: list[tuple[dict, dict]] = []
+
+    def data() -> tuple[dict, dict]:  # loaded once, for the first trainable seed
+        if not loaded:
+            loaded.append(load_train_val(store, paths))
+        return loaded[0]
+
     histories = {}
     for seed in t.seeds:
-        kwargs = sampler_kwargs(name, p, store, seed)
-        torch.manual_seed(seed)
-        model = create_sampler(name, **kwargs)
-        if model.trainable:
-            if train is None:  # loaded once, for the first seed
-                train, _ = load_split(store, "train", extra=_extra(paths, "train"))
-                val, _ = load_split(store, "val", extra=_extra(paths, "val"))
-            cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
-                            desc=f"train {name} seed {seed}", grad_clip=1.0)
-            fp = fingerprint(store.meta["fingerprint"], name, _describe(kwargs), repr(cfg), CKPT_VERSION)
-
-            def step(m, batch, train_mode):
-                return m.loss(batch, m(batch))
-
-            res = fit(model, step, lambda ep, s=seed: batches(train, t.batch_size, s, ep),
-                      lambda: batches(val, t.batch_size), cfg, paths.work / "train_sampler" / name / fp, fp)
-            histories[seed] = res.history
+        model, kwargs, history = train_one(p, paths, name, seed, store=store, data=data)
+        if history is not None:
+            histories[seed] = history
         atomic_save({"name": name, "kwargs": kwargs, "state_dict": model.state_dict() if model.trainable else None,
                      "seed": seed, "classes": store.classes}, out_dir / f"seed{seed}.pt")
         arrays = {}

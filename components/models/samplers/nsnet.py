@@ -28,10 +28,13 @@ A cheap sampler over stored light features ``light_feats [B,T,d]``; three module
   Dropout (App. A.1): ``vgm_dropout_in`` before the classification FC (on both representations),
   ``vgm_dropout_attn`` on the attention weights after the attention layer (training only).
 * **Objective** (eq. 4): ``L = L_v + L_f``.
-* **Inference** (Sec. 4.2, App. A.2-A.3): FSM and VGM saliency are fused by ``params.fusion`` with
-  ``params.ratio`` the FSM share (``components.selection.fuse_select``). ``forward`` returns the fused
-  score as ``saliency`` for the score fusions (add / mul / max) and the FSM score for the index fusions
-  (which only exist as index sets; :meth:`NSNet.select` performs them).
+* **Inference** (Sec. 4.2, App. A.2-A.3): FSM and VGM saliency are fused by the strategy ``strategy``
+  with ``ratio`` the FSM share (``components.selection.fuse_select``). Both are inference-time settings
+  (``fusion.nsnet_strategy`` / ``fusion.nsnet_ratio``, tuned on val by ``tune_fusion``), not
+  constructor arguments: :meth:`NSNet.set_fusion` sets them on a loaded model, so changing them
+  never retrains it. ``forward`` returns the fused score as ``saliency`` for the score fusions
+  (add / mul / max) and the FSM score for the index fusions (which only exist as index sets;
+  :meth:`NSNet.select` performs them).
 
 Multi-hot video labels (``labels [B,C]``) are normalised to sum 1 wherever a single video label
 distribution is needed (``L_cls``, the "baseline" frame target); for one-hot labels this is the paper.
@@ -44,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput
-from components.params import NSNetParams
+from components.params import FusionParams, NSNetParams
 
 RANK_MARGIN = 1.0  # hinge margin of the "ranking" FSM objective (SCSampler-style, paper silent)
 
@@ -228,6 +231,10 @@ def fuse_scores(s_f: torch.Tensor, s_v: torch.Tensor, strategy: str, ratio: floa
 class NSNet(Sampler):
     trainable = True
     inputs = ("light_feats",)
+    #: inference-time fusion settings (the ``fusion.*`` param names), see :meth:`set_fusion`
+    fusion_keys = ("nsnet_strategy", "nsnet_ratio")
+    strategy: str = FusionParams().nsnet_strategy  # index_union
+    ratio: float = FusionParams().nsnet_ratio  # 0.6
 
     def __init__(self, num_classes: int, light_dim: int, params: NSNetParams = NSNetParams(),
                  max_frames: int = 512, light_mean: torch.Tensor | None = None,
@@ -244,7 +251,7 @@ class NSNet(Sampler):
         fsm_logits, s_f = self.fsm(h)  # [B,T,out], [B,T]
         alpha, logits_sal, logits_ns = self.vgm(h)  # [B,T], [B,C+1], [B,C+1]
         return SamplerOutput(
-            saliency=fuse_scores(s_f, alpha, self.params.fusion, self.params.ratio),  # [B,T]
+            saliency=fuse_scores(s_f, alpha, self.strategy, self.ratio),  # [B,T]
             branches={"fsm": s_f, "vgm": alpha},
             logits={"vgm": logits_sal[:, :self.C]},  # real classes, [B,C]
             aux={"fsm_logits": fsm_logits, "vgm_logits_sal": logits_sal, "vgm_logits_ns": logits_ns},
@@ -261,13 +268,29 @@ class NSNet(Sampler):
         return loss, {"loss_f": float(l_f.detach()), "loss_cls": float(l_cls.detach()),
                       "loss_ns": float(l_ns.detach()), "acc": float(acc), "n": float(labels.shape[0])}
 
+    def set_fusion(self, values: dict) -> "NSNet":
+        """Set ``nsnet_strategy`` / ``nsnet_ratio`` (either or both) for later :meth:`select` calls."""
+        from components.selection import FUSION_STRATEGIES, _check_ratio
+
+        unknown = set(values) - set(self.fusion_keys)
+        if unknown:
+            raise ValueError(f"nsnet fusion: unknown setting(s) {sorted(unknown)}; valid: {list(self.fusion_keys)}")
+        if "nsnet_strategy" in values:
+            if values["nsnet_strategy"] not in FUSION_STRATEGIES:
+                raise ValueError(f"nsnet fusion: unknown strategy {values['nsnet_strategy']!r}; "
+                                 f"valid: {', '.join(FUSION_STRATEGIES)}")
+            self.strategy = str(values["nsnet_strategy"])
+        if "nsnet_ratio" in values:
+            self.ratio = _check_ratio(values["nsnet_ratio"], "nsnet_ratio")
+        return self
+
     def select(self, out: SamplerOutput, K: int) -> np.ndarray:
-        """K distinct frames per video: FSM and VGM fused by ``params.fusion`` (App. A.2-A.3)."""
+        """K distinct frames per video: FSM and VGM fused by ``strategy`` / ``ratio`` (App. A.2-A.3)."""
         from components.selection import fuse_select
 
         fsm = out.branches["fsm"].detach().float().cpu().numpy()  # [B,T]
         vgm = out.branches["vgm"].detach().float().cpu().numpy()  # [B,T]
-        return fuse_select(fsm, vgm, K, self.params.fusion, self.params.ratio)
+        return fuse_select(fsm, vgm, K, self.strategy, self.ratio)
 
 
 @SAMPLERS.register("nsnet")

@@ -51,7 +51,10 @@ classes are summed, weighted by the coarse prediction::
 The paper writes ``z_c`` ("coarse video prediction"); raw logits can be negative and would flip a
 class's attention row into an anti-saliency, so we use the softmax probabilities. ``select`` fuses the
 two modules by the index union of supp. A (``components.selection.tsqnet_union_select``, ratio
-``lambda_v`` of VQM frames); ``saliency`` is the VQM score (or the only branch's).
+``lambda_v`` of VQM frames); ``saliency`` is the VQM score (or the only branch's). ``lambda_v`` is an
+inference-time setting (``fusion.lambda_v``, tuned on val by ``tune_fusion``): it is set on a loaded
+model with :meth:`TSQNet.set_fusion`, so changing it never retrains the sampler (the constructor
+argument only gives the initial value and is not stored in checkpoints by ``train_sampler``).
 
 Ablations (``TSQNetParams``): ``attention="class_agnostic"`` uses one query (initialised from the mean
 prior) whose attention row is the saliency directly (Table 7); with one response, both classifier
@@ -248,6 +251,7 @@ class TSQModule(nn.Module):
 class TSQNet(Sampler):
     trainable = True
     inputs = ("light_feats", "object_scores")
+    fusion_keys = ("lambda_v",)  # inference-time fusion setting (``fusion.lambda_v``), see :meth:`set_fusion`
 
     def __init__(self, num_classes: int, light_dim: int, params: TSQNetParams = TSQNetParams(),
                  visual_prototypes: Tensor | None = None, object_text: Tensor | None = None,
@@ -258,7 +262,8 @@ class TSQNet(Sampler):
         p = self.params = params
         if p.dim % p.heads:
             raise ValueError(f"tsqnet: dim={p.dim} is not divisible by heads={p.heads}")
-        self.num_classes, self.lambda_v = num_classes, lambda_v
+        self.num_classes = num_classes
+        self.set_fusion({"lambda_v": lambda_v})
         self.vqm = self.tqm = None
         if p.branches in ("both", "vqm"):
             protos = _tensor(visual_prototypes)
@@ -296,15 +301,20 @@ class TSQNet(Sampler):
             branches[name] = aggregate_saliency(m["z"], A, self.params.top_classes)  # [B,T]
             logits[name] = m["z"]  # [B,C]
             aux.update({f"A_{key}": A, f"A_{key}_heads": m["A"], f"R_{key}": m["R"], f"X_{key}": m["X"]})
-        if len(mods) == 2:
-            v, t = mods["vqm"], mods["tqm"]
-            aux["R_tv"], aux["z_tv"] = self.vqm.swap(t["A"], v["X"])  # [B,Q,D], [B,C]
-            aux["R_vt"], aux["z_vt"] = self.tqm.swap(v["A"], t["X"])  # [B,Q,D], [B,C]
+        if len(mods) == 2 and self.training:  # eq. 3 only feeds the loss: inference skips it
+            self.swap_attention(aux)
         saliency = branches["vqm"] if "vqm" in branches else branches["tqm"]
         return SamplerOutput(saliency=saliency, branches=branches, logits=logits, aux=aux)
 
+    def swap_attention(self, aux: dict[str, Tensor]) -> None:
+        """Eq. 3: R^{t->v} = A^t X^v and R^{v->t} = A^v X^t, classified by the receiving module."""
+        aux["R_tv"], aux["z_tv"] = self.vqm.swap(aux["A_t_heads"], aux["X_v"])  # [B,Q,D], [B,C]
+        aux["R_vt"], aux["z_vt"] = self.tqm.swap(aux["A_v_heads"], aux["X_t"])  # [B,Q,D], [B,C]
+
     def loss(self, batch: Batch, out: SamplerOutput) -> tuple[Tensor, dict[str, float]]:
         y = batch["labels"].float()  # [B,C]
+        if len(out.logits) == 2 and "z_tv" not in out.aux:  # evaluated in eval mode (val loss)
+            self.swap_attention(out.aux)
         terms = {}
         if "vqm" in out.logits:
             terms["loss_v"] = soft_cross_entropy(out.logits["vqm"], y)
@@ -320,6 +330,17 @@ class TSQNet(Sampler):
         metrics = {k: float(v.detach()) for k, v in terms.items()}
         metrics.update(acc=float(hit.float().mean()), n=int(y.shape[0]))
         return total, metrics
+
+    def set_fusion(self, values: dict) -> "TSQNet":
+        """Set ``lambda_v`` (the VQM share of the union, in [0, 1]) for later :meth:`select` calls."""
+        from components.selection import _check_ratio
+
+        unknown = set(values) - set(self.fusion_keys)
+        if unknown:
+            raise ValueError(f"tsqnet fusion: unknown setting(s) {sorted(unknown)}; valid: {list(self.fusion_keys)}")
+        if "lambda_v" in values:
+            self.lambda_v = _check_ratio(values["lambda_v"], "lambda_v")
+        return self
 
     def select(self, out: SamplerOutput, K: int) -> np.ndarray:
         if len(out.branches) == 2:

@@ -1,0 +1,505 @@
+"""``salient serve``: a local Prefect server, a work pool, the deployments of ``prefect.yaml`` and
+worker(s), in one command; Ctrl-C stops every process it started.
+
+    python -m components.serve [--port 4200] [--pool gpu] [--workers 1]
+
+then, in another terminal (the command is printed once everything is up)::
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run 'pipeline/pipeline' \\
+        -p targets='["prepare"]' -p overrides='{"data.synthetic.noise": 5.0}'
+
+What it does, in order (each step is a plain Prefect CLI call, so it can be done by hand too):
+
+1. ``prefect server start --host H --port P`` in its own process group, with ``PREFECT_HOME`` from
+   :mod:`components.runtime` (``.salient/prefect``) and telemetry off; waits for ``/api/health``.
+2. ``prefect work-pool create POOL --type process`` (an existing pool is kept as it is).
+3. ``prefect deploy --no-prompt -n NAME --pool POOL`` for every deployment of ``prefect.yaml`` whose
+   entrypoint file exists (one call each: one broken flow file does not stop the others).
+4. ``prefect worker start --pool POOL --type process`` (``workers`` of them), each in its own process
+   group, with ``SALIENT_PROJECT_DIR`` set: ``prefect.yaml``'s pull step changes into it.
+
+Stopping (:func:`stop_group`): a Prefect worker treats its first SIGTERM / SIGINT as "stop polling,
+wait for the running flow runs" and only the second as "exit now" (SIGKILL to itself), and it starts
+flow runs in process groups of their own; so every process tree is snapshotted first (``psutil``),
+signalled twice, killed after a grace period, and every descendant seen is checked to be gone.
+
+The reusable pieces (:func:`free_port`, :func:`start_group`, :func:`wait_healthy`,
+:func:`stop_group`, :func:`prefect_env` and the :class:`LocalPrefect` context manager) are what the
+tests use to run a real server + worker on a free port with a throw-away ``PREFECT_HOME``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import components  # noqa: F401  (telemetry off, PREFECT_HOME inside the project, before prefect is imported)
+from components.runtime import state_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POOL = "gpu"
+DEFAULT_PORT = 4200
+PREFECT = [sys.executable, "-m", "prefect"]
+
+# Environment of every Prefect process started here (only where the caller has not set them).
+PREFECT_QUIET = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    "PREFECT_CLI_PROMPT": "false",  # never wait for an answer on a terminal nobody watches
+    # Prefect 3.8 may re-launch a flow run under `uv run --project <dir>` when the project's
+    # pyproject declares prefect and uv is on PATH; uv cannot see the on-disk CPU torch wheel.
+    "PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class ServeError(RuntimeError):
+    """A step of bringing the local Prefect stack up failed (its output is in the message)."""
+
+
+# ------------------------------------------------------------------------------ process groups
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def venv_path(env: Mapping[str, str]) -> str:
+    """``PATH`` with this interpreter's bin folder first (dvc, python of this venv for DVC stages)."""
+    return str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", os.defpath)
+
+
+def prefect_env(api_url: str | None = None, *, home: str | os.PathLike | None = None,
+                base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a Prefect CLI call / server / worker.
+
+    ``PREFECT_HOME``: ``home`` > ``$PREFECT_HOME`` > ``<state_dir>/prefect``; ``PREFECT_API_URL``:
+    ``api_url`` (removed when None, so a server never points at another one); telemetry off;
+    the venv's bin first on ``PATH``; ``extra`` last (wins).
+    """
+    env = dict(os.environ if base is None else base)
+    for k, v in PREFECT_QUIET.items():
+        env.setdefault(k, v)
+    env["PREFECT_HOME"] = str(Path(home).absolute()) if home else env.get("PREFECT_HOME") or str(state_dir() / "prefect")
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    else:
+        env.pop("PREFECT_API_URL", None)
+    env["PATH"] = venv_path(env)
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Proc:
+    """A process started in its own process group (session), with the descendants seen so far."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path | None = None
+    seen: set[int] = field(default_factory=set)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def remember_children(self) -> set[int]:
+        """Record the current descendants (flow runs start in sessions of their own: killing the
+        group would miss them)."""
+        import psutil
+
+        try:
+            self.seen |= {c.pid for c in psutil.Process(self.pid).children(recursive=True)}
+        except psutil.Error:
+            pass
+        return self.seen
+
+    def tail(self, n: int = 4000) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-n:]
+
+
+def start_group(cmd: Sequence[str], *, name: str, env: Mapping[str, str] | None = None,
+                cwd: str | os.PathLike | None = None, log_path: str | os.PathLike | None = None) -> Proc:
+    """Start ``cmd`` in a new session (its own process group): Ctrl-C in the terminal reaches only
+    us, and :func:`stop_group` can signal the whole group. Output goes to ``log_path`` (appended)
+    or, when None, to our stdout / stderr."""
+    out: IO[Any] | None = None
+    if log_path is not None:
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed in stop_group
+    try:
+        popen = subprocess.Popen(list(map(str, cmd)), cwd=cwd, env=dict(env) if env is not None else None,
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                 start_new_session=True)
+    finally:
+        if out is not None:
+            out.close()  # the child has its own copy of the descriptor
+    log.info("started %s (pid %d): %s", name, popen.pid, " ".join(map(str, cmd)))
+    return Proc(name, popen, log_path)
+
+
+def wait_healthy(url: str, *, proc: Proc | None = None, timeout: float = 180.0, interval: float = 0.5) -> float:
+    """Poll ``url`` until it answers 200; returns the seconds waited. Raises :class:`ServeError` when
+    ``proc`` exits first (with its output) or after ``timeout`` seconds."""
+    t0 = time.monotonic()
+    last = ""
+    while time.monotonic() - t0 < timeout:
+        if proc is not None and not proc.alive():
+            raise ServeError(f"{proc.name} exited with {proc.popen.returncode} before {url} was healthy:\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+                last = f"HTTP {r.status}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(e)
+        time.sleep(interval)
+    raise ServeError(f"{url} not healthy after {timeout:.0f} s ({last})" + (f":\n{proc.tail()}" if proc else ""))
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _alive(pids: set[int]) -> list:
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def stop_group(proc: Proc, *, signals: Sequence[int] = (signal.SIGTERM, signal.SIGTERM),
+               interval: float = 3.0, grace: float = 15.0) -> list[int]:
+    """Stop ``proc``'s process group and every descendant seen: the ``signals`` in turn
+    (``interval`` s apart, a Prefect worker needs two), then SIGKILL after ``grace`` s in all.
+    Returns the pids still alive afterwards (an empty list when everything is gone)."""
+    import psutil
+
+    proc.remember_children()
+    t0 = time.monotonic()
+    for i, sig in enumerate(signals):
+        if not proc.alive():
+            break
+        if i:
+            proc.remember_children()
+        _signal_group(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(interval if i < len(signals) - 1 else max(grace - (time.monotonic() - t0), 0.5))
+    if proc.alive():
+        log.warning("%s (pid %d) ignored %d signals: SIGKILL", proc.name, proc.pid, len(signals))
+        _signal_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(10)
+    # descendants in other process groups (flow runs) or left behind by the group leader
+    rest = _alive(proc.seen)
+    for p in rest:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, still = psutil.wait_procs(rest, timeout=5)
+    for p in still:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(still, timeout=5)
+    left = [p.pid for p in _alive(proc.seen | {proc.pid})]
+    if left:
+        log.error("%s: processes still alive after stopping: %s", proc.name, left)
+    else:
+        log.info("stopped %s (pid %d, exit %s)", proc.name, proc.pid, proc.popen.returncode)
+    return left
+
+
+# ------------------------------------------------------------------------------ prefect.yaml
+def read_deployments(project_dir: str | os.PathLike = ".", prefect_file: str = "prefect.yaml") -> list[dict]:
+    """The ``deployments:`` of ``prefect.yaml`` (name, entrypoint, ...)."""
+    import yaml
+
+    cfg = yaml.safe_load((Path(project_dir) / prefect_file).read_text()) or {}
+    return [d for d in cfg.get("deployments") or [] if isinstance(d, dict) and d.get("name")]
+
+
+def run_command_text(deployment: str, parameters: Mapping[str, Any] | None = None,
+                     api_url: str | None = None) -> str:
+    """The shell command that starts a flow run of ``flow/deployment`` with ``parameters``."""
+    import json
+    import shlex
+
+    parts = ["prefect", "deployment", "run", shlex.quote(deployment)]
+    for k, v in (parameters or {}).items():
+        parts += ["-p", shlex.quote(f"{k}={json.dumps(v)}")]
+    prefix = f"PREFECT_API_URL={api_url} " if api_url else ""
+    return prefix + " ".join(parts)
+
+
+# ------------------------------------------------------------------------------ the local stack
+class LocalPrefect:
+    """A Prefect server + process work pool + deployments + workers for one project directory.
+
+    Use as a context manager (``__exit__`` stops everything) or call :meth:`start` / :meth:`stop`.
+    ``home``: ``PREFECT_HOME`` (default ``$PREFECT_HOME`` or ``.salient/prefect``); ``log_dir``:
+    where server / worker output goes (default ``<home>/logs``; ``worker_output="inherit"`` shows
+    the workers' output, i.e. the flow run logs, on this terminal instead); ``env``: extra
+    environment for every process (e.g. ``MLFLOW_TRACKING_URI``, ``PREFECT_WORKER_QUERY_SECONDS``).
+    """
+
+    def __init__(self, project_dir: str | os.PathLike = ".", *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 pool: str = DEFAULT_POOL, workers: int = 1, home: str | os.PathLike | None = None,
+                 log_dir: str | os.PathLike | None = None, ui: bool = True, env: Mapping[str, str] | None = None,
+                 worker_output: str = "file", prefect_file: str = "prefect.yaml") -> None:
+        self.project_dir = Path(project_dir).absolute()
+        self.host, self.port, self.pool, self.n_workers, self.ui = host, int(port), pool, int(workers), ui
+        self.extra = dict(env or {})
+        base = prefect_env(home=home, extra=self.extra)
+        self.home = Path(base["PREFECT_HOME"])
+        self.log_dir = Path(log_dir) if log_dir else self.home / "logs"
+        self.worker_output = worker_output
+        self.prefect_file = prefect_file
+        self.server: Proc | None = None
+        self.workers: list[Proc] = []
+        self.deployed: list[str] = []
+
+    # urls / environment
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a CLI call against this server (``PREFECT_API_URL`` set)."""
+        return prefect_env(self.api_url, home=self.home, extra={**self.extra, **extra})
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        """``prefect ARGS`` against this server, from the project directory."""
+        out = subprocess.run([*PREFECT, *args], cwd=self.project_dir, env=self.env(), capture_output=True,
+                             text=True, timeout=timeout)
+        if check and out.returncode:
+            raise ServeError(f"prefect {' '.join(args)} failed (exit {out.returncode}):\n"
+                             f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        return out
+
+    # steps
+    def start_server(self, timeout: float = 180.0) -> float:
+        if port_in_use(self.host, self.port):
+            raise ServeError(f"{self.host}:{self.port} is in use: another Prefect server? "
+                             f"pick another --port (or use that server with PREFECT_API_URL={self.api_url})")
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = prefect_env(home=self.home, extra={**self.extra, "PREFECT_SERVER_UI_API_URL": self.api_url})
+        cmd = [*PREFECT, "server", "start", "--host", self.host, "--port", str(self.port),
+               "--ui" if self.ui else "--no-ui"]
+        self.server = start_group(cmd, name="prefect server", env=env, cwd=self.project_dir,
+                                  log_path=self.log_dir / "server.log")
+        waited = wait_healthy(f"{self.api_url}/health", proc=self.server, timeout=timeout)
+        log.info("Prefect server healthy at %s after %.1f s", self.api_url, waited)
+        return waited
+
+    def create_pool(self) -> bool:
+        """Create the process work pool; False when it existed already (kept unchanged)."""
+        out = self.cli("work-pool", "create", self.pool, "--type", "process", check=False)
+        if out.returncode == 0:
+            log.info("created work pool %r (process)", self.pool)
+            return True
+        if "already exists" in out.stdout + out.stderr:
+            log.info("work pool %r exists: kept", self.pool)
+            return False
+        raise ServeError(f"prefect work-pool create {self.pool} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+
+    def deploy(self, names: Sequence[str] | None = None) -> list[str]:
+        """``prefect deploy`` each deployment of ``prefect.yaml`` (all, or ``names``) onto this pool.
+
+        Deployments whose entrypoint file does not exist are skipped with a warning; one that fails
+        to deploy is logged and skipped (all failing raises). Returns ``flow/deployment`` names."""
+        done: list[str] = []
+        failed: dict[str, str] = {}
+        for d in read_deployments(self.project_dir, self.prefect_file):
+            if names is not None and d["name"] not in names:
+                continue
+            path = str(d.get("entrypoint", "")).split(":", 1)[0]
+            if not path or not (self.project_dir / path).exists():
+                log.warning("deployment %r: entrypoint %r does not exist here: skipped", d["name"], d.get("entrypoint"))
+                continue
+            out = self.cli("deploy", "--no-prompt", "--prefect-file", self.prefect_file, "-n", d["name"],
+                           "--pool", self.pool, check=False)
+            text = out.stdout + out.stderr
+            if out.returncode:
+                failed[d["name"]] = text[-3000:]
+                log.error("deploying %r failed (exit %d):\n%s", d["name"], out.returncode, text[-3000:])
+                continue
+            m = re.search(r"Deployment '([^']+/[^']+)' successfully", text)
+            done.append(m.group(1) if m else d["name"])
+            log.info("deployed %s", done[-1])
+        missing = set(names or ()) - {d["name"] for d in read_deployments(self.project_dir, self.prefect_file)}
+        if missing:
+            raise ServeError(f"no deployment named {sorted(missing)} in {self.project_dir / self.prefect_file}")
+        if not done:
+            raise ServeError("nothing was deployed" + "".join(f"\n--- {k}:\n{v}" for k, v in failed.items()))
+        self.deployed += done
+        return done
+
+    def start_workers(self) -> list[Proc]:
+        env = self.env(SALIENT_PROJECT_DIR=str(self.project_dir))
+        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")
+        for i in range(self.n_workers):
+            name = f"{self.pool}-worker-{len(self.workers) + 1}"
+            log_path = None if self.worker_output == "inherit" else self.log_dir / f"{name}.log"
+            cmd = [*PREFECT, "worker", "start", "--pool", self.pool, "--type", "process", "--name", name]
+            self.workers.append(start_group(cmd, name=name, env=env, cwd=self.project_dir, log_path=log_path))
+        return self.workers
+
+    def start(self, deployments: Sequence[str] | None = None) -> LocalPrefect:
+        try:
+            self.start_server()
+            self.create_pool()
+            self.deploy(deployments)
+            self.start_workers()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def processes(self) -> list[Proc]:
+        return [*self.workers, *([self.server] if self.server else [])]
+
+    def pids(self) -> set[int]:
+        """Every pid started here and every descendant seen so far."""
+        out: set[int] = set()
+        for p in self.processes():
+            p.remember_children()
+            out |= {p.pid} | p.seen
+        return out
+
+    def check_alive(self) -> list[str]:
+        """Names of the started processes that have exited."""
+        return [f"{p.name} (exit {p.popen.returncode})" for p in self.processes() if not p.alive()]
+
+    def stop(self) -> list[int]:
+        """Workers first (so no flow run is left without its worker), then the server. Returns the
+        pids still alive (empty when all is gone)."""
+        left: list[int] = []
+        for w in self.workers:
+            left += stop_group(w)
+        if self.server is not None:
+            left += stop_group(self.server, signals=(signal.SIGTERM,), grace=20)
+        return left
+
+    def __enter__(self) -> LocalPrefect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------ entry points
+def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, pool: str = DEFAULT_POOL, workers: int = 1, *,
+          project_dir: str | os.PathLike = ".", deployments: Sequence[str] | None = None, ui: bool = True,
+          home: str | os.PathLike | None = None) -> int:
+    """Bring the local stack up, print how to use it, block until Ctrl-C (or SIGTERM, or a process
+    dying), then stop everything. Returns 0 on a clean stop, 1 when a process died or survived."""
+    stack = LocalPrefect(project_dir, host=host, port=port, pool=pool, workers=workers, ui=ui, home=home,
+                         worker_output="inherit")
+    stopping = {"sig": None}
+
+    def on_term(signum, frame):  # noqa: ARG001
+        stopping["sig"] = signum
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    rc = 0
+    try:
+        stack.start(deployments)
+        names = stack.deployed
+        pipe = next((n for n in names if n.startswith("pipeline/")), names[0])
+        print(f"\nPrefect server  {stack.api_url}   (PREFECT_HOME={stack.home}, logs in {stack.log_dir})")
+        if ui:
+            print(f"UI              {stack.ui_url}")
+        print(f"work pool       {pool} (process), {workers} worker(s) in {stack.project_dir}")
+        print(f"deployments     {', '.join(names)}\n")
+        print("Run the pipeline (whole, or some targets, with param overrides as a DVC experiment):")
+        print("  " + run_command_text(pipe, None, stack.api_url))
+        print("  " + run_command_text(pipe, {"targets": ["prepare"], "overrides": {"data.synthetic.noise": 5.0}},
+                                      stack.api_url))
+        print("\nCtrl-C stops the workers and the server.\n", flush=True)
+        while True:
+            dead = stack.check_alive()
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited", file=sys.stderr)
+                rc = 1
+                break
+            for p in stack.processes():
+                p.remember_children()
+            time.sleep(2)
+    except KeyboardInterrupt:
+        print("\nstopping ...", file=sys.stderr, flush=True)
+    except ServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        rc = 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        left = stack.stop()
+        if left:
+            print(f"error: processes still alive: {left}", file=sys.stderr)
+            rc = 1
+        else:
+            print("all Prefect processes stopped", file=sys.stderr)
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="salient serve", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--pool", default=DEFAULT_POOL, help="process work pool name (created if missing)")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (SQLite: keep it small)")
+    ap.add_argument("--project-dir", default=".", help="the checkout the workers run the flows in")
+    ap.add_argument("--deployment", action="append", dest="deployments", metavar="NAME",
+                    help="deploy only these prefect.yaml deployments (default: all)")
+    ap.add_argument("--no-ui", action="store_true", help="API only, no web UI")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    return serve(args.host, args.port, args.pool, args.workers, project_dir=args.project_dir,
+                 deployments=args.deployments, ui=not args.no_ui)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Stage ``tune_fusion``: Optuna on the **val** split over the inference-time fusion settings.
+
+Reads the feature store (val labels and cached frame-recognizer logits), the stored val saliencies
+of every seed of TSQNet and NSNet (``data/samplers/<name>/``) and the encoders (for the cost of a
+prediction); trains nothing. Runs (:mod:`components.tuning`)
+
+* :func:`~components.tuning.tune_fusion`: TPE over ``fusion.lambda_v`` (TSQNet) and
+  ``fusion.nsnet_strategy`` / ``fusion.nsnet_ratio`` (NSNet), objective = val mAP of the frame
+  recognizer's mean softmax over the selected frames, mean over seeds and ``fusion.budgets``;
+  writes ``data/tuned_fusion.json`` (what evaluate uses with ``fusion.source: tuned``);
+* :func:`~components.tuning.pareto_study`: NSGA-II over (sampler, K in ``evaluate.budgets``, fusion
+  settings), val mAP at K vs GMACs per video (measured as evaluate does), writes
+  ``reports/pareto.csv`` (every trial, ``pareto`` = 1 on the front) and ``reports/figures/pareto.png``.
+
+Metrics: ``reports/tune_fusion.json`` (best and default val objective per sampler, the gain,
+trials, trials per second of the Optuna loop, the cost of one uncached objective evaluation).
+Studies live in ``fusion.storage`` (``optuna-dashboard sqlite:///.salient/optuna.db`` shows them).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+
+from components.params import Params
+from components.stages import Paths, stage_main, write_report
+from components.tuning import (FusionData, fusion_objective_data, input_study_name, params_fusion, pareto_study,
+                               storage_from_url, tune_fusion, write_pareto)
+
+log = logging.getLogger(__name__)
+
+
+def prediction_gmacs(p: Params, paths: Paths, data: FusionData) -> Callable[[str, int], float]:
+    """``gmacs(sampler, K)``: GMACs of one whole prediction (what the sampler looks at + the sampler +
+    the frame recognizer on K frames), counted on the real modules as the evaluate stage does."""
+    from components.flops import count_macs
+    from components.sampler_data import load_split
+    from components.stages.sampler_report import encoder_gmacs, video_gmacs
+    from components.store import FeatureStore
+
+    store = FeatureStore(paths.features)
+    batch, _ = load_split(store, "val")
+    one = {k: v[:1] for k, v in batch.items()}  # one video, to count each sampler's MACs
+    enc = encoder_gmacs(p, paths)
+    own = {name: count_macs(lambda m=runs[0].model: m(one)) / 1e9 for name, runs in data.runs.items()}
+    cache: dict[tuple[str, int], float] = {}
+
+    def gmacs(name: str, K: int) -> float:
+        if (name, K) not in cache:
+            cache[(name, K)] = video_gmacs(name, data.runs[name][0].model, enc, own[name], store.T, K)
+        return cache[(name, K)]
+
+    return gmacs
+
+
+def objective_ms(data: FusionData, repeats: int = 5) -> float | None:
+    """Median wall time of one *uncached* objective evaluation (all seeds and budgets), in ms."""
+    times = []
+    for name in data.runs:
+        for i in range(repeats):
+            data.val.clear_memo()
+            values = {"lambda_v": i / repeats} if name == "tsqnet" else {"nsnet_strategy": "score_add",
+                                                                         "nsnet_ratio": i / repeats}
+            t0 = time.perf_counter()
+            data.score(name, values)
+            times.append(time.perf_counter() - t0)
+    data.val.clear_memo()
+    return 1e3 * float(np.median(times)) if times else None
+
+
+def run(p: Params, paths: Paths) -> dict:
+    data = fusion_objective_data(p, paths)
+    cost_ms = objective_ms(data)
+    tuned = tune_fusion(p, paths, data)
+    report: dict = {"objective": tuned["objective"], "storage": p.fusion.storage, "samplers": {},
+                    "objective_ms_uncached": cost_ms}
+    for name in data.runs:
+        report["samplers"][name] = {"tuned": tuned[name], "defaults": params_fusion(p)[name],
+                                    **{k: tuned[k][name] for k in ("best_value", "default_value", "gain", "trials",
+                                                                    "trials_per_second", "study")}}
+    fig, csv_path = paths.reports / "figures" / "pareto.png", paths.reports / "pareto.csv"
+    if data.runs:
+        gmacs = prediction_gmacs(p, paths, data)
+        ks = sorted(set(p.evaluate.budgets))
+        n = p.fusion.trials + len(data.runs) * len(ks)  # + the params' settings at every (sampler, K)
+        study, rows, front = pareto_study(data, ks, gmacs, n, seed=p.seed, storage=storage_from_url(p.fusion.storage),
+                                          study_name=input_study_name(p, data, "pareto"), defaults=params_fusion(p))
+        write_pareto(rows, front, csv_path, fig)
+        # NSGA-II may propose one setting several times: the front lists each point once, cheapest first
+        unique = {(r["sampler"], r["k"], r["map"], r["gmacs"]): r for r in (rows[i] for i in front)}
+        report["pareto"] = {"study": study.study_name, "trials": len(rows),
+                            "front": sorted(unique.values(), key=lambda r: (r["gmacs"], -r["map"]))}
+    else:
+        log.warning("tune_fusion: no trained sampler with fusion settings; nothing tuned")
+        write_pareto([], [], csv_path, fig)
+        report["pareto"] = {"trials": 0, "front": []}
+    write_report(paths, "tune_fusion.json", report)
+    return {k: {n: v for n, v in tuned[k].items() if v is not None}
+            for k in ("best_value", "default_value", "gain", "trials_per_second")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("tune_fusion", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,367 @@
+"""Optuna tuning (components/tuning.py, the tune_fusion stage, flows/sweep.py) on real storages.
+
+* fusion tuning on a hand-built val set whose best lambda_v is known by construction;
+* two worker processes filling one SQLite study and one JournalStorage study;
+* a loss-weight sweep on the tiny pipeline with a failing trial, pruner reports and MLflow child runs;
+* the Pareto front against brute force;
+* the tune_fusion stage end to end on the tiny pipeline, and evaluate / sampler_report using its output.
+No mocks: real Optuna storages, real training through the engine, a real MLflow SQLite store.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from components import tuning
+from components.params import SWEEP_SPACES, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params
+from components.stages import Paths
+try:
+    from tests.conftest import ROOT, TINY
+except ModuleNotFoundError:  # `pytest` without the project root on sys.path
+    from conftest import ROOT, TINY
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ------------------------------------------------------------------------ a hand-built val set
+def hand_built(root: Path, n: int = 12, T: int = 8, C: int = 3, seeds=(0, 1)) -> Paths:
+    """A feature store with only what the fusion objective reads (val labels, valid, rec_logits) and
+    trained-looking TSQNet seeds whose stored val branches make lambda_v's answer known.
+
+    Every video has 4 *good* frames (the frame recognizer gives its class 0.5, the others 0.25) and
+    4 *bad* ones (0.9 on the next class). With one selected bad frame among K=4, a video of class
+    y-1 outscores every video of class y on class y ((3 * 0.25 + 0.9) / 4 > (3 * 0.5 + 0.05) / 4),
+    so val mAP is 1 only when all 4 selected frames are good. VQM ranks good g0, g1, then bad
+    b0, b1; TQM ranks good g2, g3, then bad b2, b3: the union takes k_v = round(4 lambda_v) frames
+    from VQM and 4 - k_v from TQM, which are all good only for k_v = 2, i.e. lambda_v in [0.375, 0.625).
+    """
+    rng = np.random.default_rng(0)
+    paths = Paths().under(root)
+    val = paths.features / "val"
+    val.mkdir(parents=True)
+    y = np.arange(n) % C
+    ids = [f"v{i:02d}" for i in range(n)]
+    logits = np.zeros((n, T, C), np.float32)
+    perms = [rng.permutation(T) for _ in range(n)]
+    for v, perm in enumerate(perms):
+        good, bad = np.full(C, 0.25), np.full(C, 0.05)
+        good[y[v]], bad[(y[v] + 1) % C] = 0.5, 0.9
+        logits[v, perm[:4]], logits[v, perm[4:]] = np.log(good), np.log(bad)
+    arrays = {"valid": np.ones(n, bool), "labels": np.eye(C, dtype=np.float32)[y], "rec_logits": logits}
+    for k, a in arrays.items():
+        np.save(val / f"{k}.npy", a)
+    (val / "ids.txt").write_text("\n".join(ids) + "\n")
+    meta = {"version": 1, "complete": True, "T": T, "classes": [f"c{c}" for c in range(C)],
+            "splits": {"val": {"arrays": {k: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)}
+                                          for k, a in arrays.items()}}}}
+    (paths.features / "meta.json").write_text(json.dumps(meta))
+    out = paths.features.parent / "samplers" / "tsqnet"
+    out.mkdir(parents=True)
+    for seed in seeds:
+        vqm, tqm = np.zeros((n, T), np.float32), np.zeros((n, T), np.float32)
+        for v, perm in enumerate(perms):
+            g, b = perm[:4] if seed == 0 else perm[:4][[2, 3, 0, 1]], perm[4:] if seed == 0 else perm[4:][[2, 3, 0, 1]]
+            for rank, t in enumerate([g[0], g[1], b[0], b[1], b[2], b[3], g[2], g[3]]):
+                vqm[v, t] = T - rank
+            for rank, t in enumerate([g[2], g[3], b[2], b[3], b[0], b[1], g[0], g[1]]):
+                tqm[v, t] = T - rank
+        kwargs = {"num_classes": C, "light_dim": 4, "params": TSQNetParams(dim=8, init="random"),
+                  "object_text": torch.zeros(1000, 4), "lambda_v": 0.1}  # a stale lambda_v: dropped on load
+        torch.save({"name": "tsqnet", "kwargs": kwargs, "state_dict": None, "seed": seed,
+                    "classes": meta["classes"]}, out / f"seed{seed}.pt")
+        np.savez(out / f"saliency_seed{seed}.npz", **{"val/saliency": vqm, "val/vqm": vqm, "val/tqm": tqm,
+                                                      "val/ids": np.array(ids)})
+    return paths
+
+
+def hand_params(tmp: Path, *extra: str):
+    return load_params(ROOT / "params.yaml", [*TINY, "fusion.budgets=[4]", "fusion.lambda_v=0.9", "fusion.trials=25",
+                                              f"fusion.storage=sqlite:///{tmp / 'optuna.db'}",
+                                              "evaluate.samplers=[uniform,tsqnet]", *extra])
+
+
+def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="components.tuning")
+    paths = hand_built(tmp_path)
+    p = hand_params(tmp_path)
+    data = tuning.fusion_objective_data(p, paths)
+    assert list(data.runs) == ["tsqnet"] and len(data.runs["tsqnet"]) == 2  # nsnet: not in evaluate.samplers
+    assert "nsnet is not in evaluate.samplers: skipped" in caplog.text
+    assert data.runs["tsqnet"][0].model.lambda_v == 0.6  # the checkpoint's stale lambda_v=0.1 was dropped
+    for lam, expect in [(0.0, False), (0.3, False), (0.4, True), (0.5, True), (0.6, True), (0.7, False), (1.0, False)]:
+        assert (data.score("tsqnet", {"lambda_v": lam}) == 1.0) is expect, lam
+
+    res = tuning.tune_fusion(p, paths, data)
+    lam = res["tsqnet"]["lambda_v"]
+    assert 0.375 <= lam < 0.625
+    assert res["best_value"]["tsqnet"] == 1.0 > res["default_value"]["tsqnet"]  # default 0.9: 2 bad frames
+    assert res["default_value"]["tsqnet"] == data.score("tsqnet", {"lambda_v": 0.9})
+    assert res["trials"]["tsqnet"] == 25 and "nsnet" not in res and res["trials_per_second"]["tsqnet"] > 0
+    written = tuning.tuned_fusion_path(paths)
+    assert json.loads(written.read_text()) == json.loads(json.dumps(res))
+    assert [f.name for f in written.parent.iterdir() if f.name.endswith(".tmp")] == []  # atomic: no leftovers
+
+    # the study persists in its storage and is topped up, not redone, on the same inputs
+    again = tuning.tune_fusion(p, paths, tuning.fusion_objective_data(p, paths))
+    assert again["tsqnet"] == res["tsqnet"] and again["trials"]["tsqnet"] == 25
+    assert again["study"]["tsqnet"] == res["study"]["tsqnet"]
+    st = optuna.load_study(study_name=res["study"]["tsqnet"], storage=tuning.storage_from_url(p.fusion.storage))
+    assert st.trials[0].params == {"lambda_v": 0.9}  # the first trial is the params' value
+
+    # what evaluate uses: the tuned file with source: tuned, the params with source: params
+    tuned = tuning.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned")), paths)
+    assert tuned["tsqnet"] == {"lambda_v": lam}
+    assert tuned["nsnet"] == {"nsnet_strategy": "index_union", "nsnet_ratio": 0.6}  # not tuned: the params'
+    assert tuning.fusion_values(p, paths)["tsqnet"] == {"lambda_v": 0.9}
+    run = data.runs["tsqnet"][0]
+    tuning.set_fusion(run.model, tuned["tsqnet"])
+    assert run.model.lambda_v == lam
+
+    # retrained saliencies: the tuned values are refused, not silently reused
+    f = paths.features.parent / "samplers" / "tsqnet" / "saliency_seed1.npz"
+    d = dict(np.load(f))
+    d["val/tqm"] = d["val/tqm"][:, ::-1].copy()
+    np.savez(f, **d)
+    with pytest.raises(ValueError, match="tuned on other tsqnet saliencies.*rerun tune_fusion"):
+        tuning.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned")), paths)
+
+
+def test_missing_tuned_file_is_a_clear_error(tmp_path):
+    paths = hand_built(tmp_path)
+    p = hand_params(tmp_path, "fusion.source=tuned")
+    with pytest.raises(FileNotFoundError, match=r"fusion.source is 'tuned' but .*tuned_fusion.json does not exist: "
+                                                r"run the tune_fusion stage"):
+        tuning.fusion_values(p, paths)
+
+
+def test_fusion_params_and_set_fusion_validate():
+    with pytest.raises(ParamsError, match="fusion.nsnet_strategy: 'score_sum' is not one of"):
+        load_params(ROOT / "params.yaml", ["fusion.nsnet_strategy=score_sum"])
+    with pytest.raises(ParamsError, match="fusion.source: 'best' is not one of"):
+        load_params(ROOT / "params.yaml", ["fusion.source=best"])
+    with pytest.raises(ParamsError, match=r"fusion.budgets\[1\]: K=17 must satisfy"):
+        load_params(ROOT / "params.yaml", ["fusion.budgets=[3,17]"])
+    with pytest.raises(ParamsError, match="sweep.pruner: 'hyperband' is not one of"):
+        load_params(ROOT / "params.yaml", ["sweep.pruner=hyperband"])
+    with pytest.raises(ParamsError, match="nsnet.fusion: unknown key"):  # moved to fusion.nsnet_strategy
+        load_params(ROOT / "params.yaml", ["nsnet.fusion=index_union"])
+    for name, space in SWEEP_SPACES.items():  # each swept range lies inside the field's own range
+        assert name in [c for c in SweepParams.__dataclass_fields__["sampler"].metadata["choices"]]
+        for section, key, lo, hi in space:
+            meta = {"tsqnet": TSQNetParams, "nsnet": NSNetParams}[section].__dataclass_fields__[key].metadata
+            assert meta["lo"] <= lo < hi <= meta["hi"]
+    from components.models.samplers.nsnet import NSNet
+
+    m = NSNet(3, 6, replace(NSNetParams(), dim=8, heads=2))
+    assert (m.strategy, m.ratio) == ("index_union", 0.6)
+    tuning.set_fusion(m, {"nsnet_strategy": "score_add", "nsnet_ratio": 0.3})
+    assert (m.strategy, m.ratio) == ("score_add", 0.3)
+    with pytest.raises(ValueError, match="unknown strategy 'bogus'"):
+        m.set_fusion({"nsnet_strategy": "bogus"})
+    with pytest.raises(ValueError, match=r"nsnet_ratio=1.5 must lie in \[0, 1\]"):
+        m.set_fusion({"nsnet_ratio": 1.5})
+    with pytest.raises(ValueError, match="unknown setting"):
+        m.set_fusion({"lambda_v": 0.5})
+    tuning.set_fusion(object(), {})  # baselines: nothing to set
+    with pytest.raises(ValueError, match="has no fusion settings"):
+        tuning.set_fusion(object(), {"lambda_v": 0.5})
+    with pytest.raises(ValueError, match="expected sqlite"):
+        tuning.storage_from_url("mysql-ish")
+
+
+# ------------------------------------------------------------------------ many workers, one study
+WORKER = """
+import sys, optuna
+from components.tuning import storage_from_url
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+url, name, n, wid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+study = optuna.create_study(study_name=name, storage=storage_from_url(url), load_if_exists=True,
+                            sampler=optuna.samplers.TPESampler(seed=wid, n_startup_trials=3))
+def objective(trial):
+    trial.set_user_attr("worker", wid)
+    x = trial.suggest_float("x", -1.0, 1.0)
+    return (x - 0.3) ** 2
+study.optimize(objective, n_trials=n)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_worker_processes_fill_one_study(tmp_path, kind):
+    url = f"sqlite:///{tmp_path / 'db' / 'optuna.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j' / 'optuna.log'}"
+    want = {0: 14, 1: 11}
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, "shared", str(n), str(w)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w, n in want.items()]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="shared", storage=tuning.storage_from_url(url))
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(trials) == sum(want.values()) and sorted(numbers) == list(range(len(trials)))  # none lost, no dupes
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    per_worker = {w: sum(t.user_attrs["worker"] == w for t in trials) for w in want}
+    assert per_worker == want
+
+
+# ------------------------------------------------------------------------------------ Pareto front
+def brute_front(pts: np.ndarray) -> list[int]:
+    out = []
+    for i, (a, c) in enumerate(pts):
+        if np.isnan(a) or np.isnan(c):
+            continue
+        dominated = any((a2 >= a and c2 <= c and (a2 > a or c2 < c)) for j, (a2, c2) in enumerate(pts)
+                        if j != i and not (np.isnan(a2) or np.isnan(c2)))
+        if not dominated:
+            out.append(i)
+    return out
+
+
+def test_pareto_front_equals_brute_force():
+    pts = np.array([[0.5, 1.0], [0.6, 2.0], [0.55, 2.0], [0.6, 2.0], [0.4, 0.5], [0.7, 5.0], [0.65, 6.0],
+                    [np.nan, 0.1], [0.4, 0.7], [0.7, 4.0]])
+    assert tuning.pareto_front(pts).tolist() == brute_front(pts) == [0, 1, 3, 4, 9]
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 30))
+        pts = rng.integers(0, 6, size=(n, 2)).astype(float)  # many ties and duplicates
+        if rng.random() < 0.2:
+            pts[rng.integers(0, n), 0] = np.nan
+        assert tuning.pareto_front(pts).tolist() == brute_front(pts)
+    assert tuning.pareto_front(np.zeros((0, 2))).tolist() == []
+
+
+def test_pareto_study_front_matches_optuna_and_is_written(tmp_path):
+    paths = hand_built(tmp_path)
+    p = hand_params(tmp_path)
+    data = tuning.fusion_objective_data(p, paths)
+    cost = {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}
+    study, rows, front = tuning.pareto_study(data, [1, 2, 3, 4], lambda name, k: cost[k], n_trials=30, seed=0,
+                                             defaults=tuning.params_fusion(p))
+    assert len(rows) == 30 and {r["k"] for r in rows} == {1, 2, 3, 4}
+    assert {rows[i]["number"] for i in front} == {t.number for t in study.best_trials}
+    top = max(r["map"] for r in rows)
+    assert any(rows[i]["map"] == top for i in front) and min(rows[i]["gmacs"] for i in front) == min(r["gmacs"] for r in rows)
+    r = rows[front[-1]]
+    assert r["map"] == data.score("tsqnet", {"lambda_v": r["lambda_v"]}, budgets=(r["k"],))
+    tuning.write_pareto(rows, front, tmp_path / "reports" / "pareto.csv", tmp_path / "reports" / "figures" / "pareto.png")
+    lines = (tmp_path / "reports" / "pareto.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(tuning.PARETO_COLUMNS) and len(lines) == 31
+    assert sum(line.split(",")[5] == "1" for line in lines[1:]) == len(front)
+    assert (tmp_path / "reports" / "figures" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------- on the tiny pipeline
+@pytest.fixture(scope="module")
+def trained(tiny_pipeline, tiny_params, tmp_path_factory):
+    """A private copy of the tiny store + encoders, with prototypes, pseudo labels and trained samplers."""
+    from components.stages import prototypes, pseudo_labels, train_sampler
+
+    root = tmp_path_factory.mktemp("tuning")
+    paths = Paths().under(root)
+    for src, dst in ((tiny_pipeline.features, paths.features), (tiny_pipeline.encoders, paths.encoders)):
+        shutil.copytree(src, dst)
+    prototypes.run(tiny_params, paths)
+    pseudo_labels.run(tiny_params, paths)
+    for name in ("uniform", "tsqnet", "nsnet"):
+        train_sampler.run(tiny_params, paths, name)
+    return paths
+
+
+def test_tune_fusion_stage_and_evaluate_use_it(trained, tiny_params, tmp_path):
+    from components.stages import evaluate, sampler_report, tune_fusion
+
+    over = {"fusion.trials": 8, "fusion.storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "evaluate.samplers": ["uniform", "tsqnet", "nsnet"], "tsi.enabled": False}
+    p = load_params(ROOT / "params.yaml", [*TINY, *(f"{k}={json.dumps(v)}" for k, v in over.items())])
+    metrics = tune_fusion.run(p, trained)
+    tuned = json.loads(tuning.tuned_fusion_path(trained).read_text())
+    assert set(tuned) >= {"tsqnet", "nsnet", "objective", "best_value", "default_value", "trials", "study"}
+    for name in ("tsqnet", "nsnet"):
+        assert tuned["best_value"][name] >= tuned["default_value"][name]
+        assert metrics["best_value"][name] == tuned["best_value"][name]
+    rep = json.loads((trained.reports / "tune_fusion.json").read_text())
+    assert rep["samplers"]["nsnet"]["trials"] == 8 and rep["objective_ms_uncached"] > 0
+    front = rep["pareto"]["front"]
+    assert front and all(r["sampler"] in ("tsqnet", "nsnet") and r["gmacs"] > 0 for r in front)
+    assert (trained.reports / "pareto.csv").exists() and (trained.reports / "figures" / "pareto.png").exists()
+
+    pt = replace(p, fusion=replace(p.fusion, source="tuned"))
+    res = evaluate.run(pt, trained)
+    metrics_json = json.loads((trained.reports / "metrics.json").read_text())
+    assert metrics_json["fusion"]["source"] == "tuned"
+    assert metrics_json["fusion"]["tsqnet"] == {"lambda_v": tuned["tsqnet"]["lambda_v"]}
+    assert res["videos"] > 0
+    assert set(sampler_report.run(pt, trained)["samplers"]) == {"uniform", "tsqnet", "nsnet"}
+
+
+def test_sweep_records_failures_prunes_and_tracks(trained, tiny_params, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from components.stages.train_sampler import load_sampler
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("SALIENT_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("SALIENT_PARENT_RUN_ID", raising=False)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    p = load_params(ROOT / "params.yaml", [*TINY, "sweep.epochs=2", "sweep.trials=3", f"sweep.storage={storage}",
+                                           "sweep.study=t"])
+    paths = replace(trained, work=tmp_path / "work")
+
+    def inject(objective):  # trial 1 fails as a broken training run would
+        def wrapped(trial):
+            if trial.number == 1:
+                raise RuntimeError("injected failure")
+            return objective(trial)
+        return wrapped
+
+    best = tuning.run_sweep(p, paths, objective_wrapper=inject)
+    study = optuna.load_study(study_name="t-tsqnet", storage=tuning.storage_from_url(storage))
+    states = [t.state.name for t in sorted(study.trials, key=lambda t: t.number)]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]
+    for t in study.trials:
+        if t.state.name == "COMPLETE":
+            assert set(t.intermediate_values) == {0, 1}  # val mAP reported every epoch (pruner calls)
+            assert set(t.params) == {"tsqnet.alpha", "tsqnet.beta"}
+            assert all(0 <= v <= 1.5 for v in t.params.values())
+            assert load_sampler(Path(t.user_attrs["checkpoint"])).params.alpha == t.params["tsqnet.alpha"]
+    saved = json.loads((trained.features.parent / "tuned_losses.json").read_text())
+    assert saved == json.loads(json.dumps(best))
+    assert saved["params"] == study.best_params and saved["trials"] == {"COMPLETE": 2, "FAIL": 1}
+    assert saved["apply"].startswith("dvc exp run -S tsqnet.alpha=")
+    assert (paths.work / "sweep" / "t-tsqnet" / "0" / "sampler.pt").exists()
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (parent,) = [r for r in runs if r.info.run_name == "sweep t-tsqnet"]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"t-tsqnet trial 0", "t-tsqnet trial 2"}  # the injected failure never opened one
+    child = children["t-tsqnet trial 0"]
+    assert child.info.status == "FINISHED" and "tsqnet.alpha" in child.data.params
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_map")] == [0, 1]
+
+
+def test_sweep_nsnet_with_halving_pruner_through_the_flow_body(trained, tmp_path):
+    from flows.sweep import split_trials, sweep_flow
+
+    assert split_trials(5, 2) == [3, 2] and split_trials(1, 4) == [1] and sum(split_trials(12, 5)) == 12
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    over = [*TINY, "sweep.sampler=nsnet", "sweep.pruner=halving", "sweep.epochs=2", f"sweep.storage={storage}"]
+    project = trained.features.parent.parent  # the fixture's Paths().under(root)
+    res = sweep_flow.fn(n_trials=2, workers=1, overrides=over, params_file=str(ROOT / "params.yaml"),
+                        project=str(project))  # no Prefect server: tasks run as plain calls
+    assert set(res["params"]) == {"nsnet.gamma"} and 0 <= res["params"]["nsnet.gamma"] <= 1
+    assert res["trials"].get("COMPLETE", 0) + res["trials"].get("PRUNED", 0) == 2
+    study = optuna.load_study(study_name="sweep-nsnet", storage=tuning.storage_from_url(storage))
+    assert len(study.trials) == 2 and all(t.intermediate_values for t in study.trials)
+    assert json.loads((trained.features.parent / "tuned_losses.json").read_text())["sampler"] == "nsnet"
