@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
-          "sampler_report", "train_recognizer", "evaluate", "report")
+          "sampler_report", "train_recognizer", "flops", "evaluate", "report")
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:

@@ -251,7 +251,10 @@ def read_deployments(project_dir: str | os.PathLike = ".", prefect_file: str = "
     """The ``deployments:`` of ``prefect.yaml`` (name, entrypoint, ...)."""
     import yaml
 
-    cfg = yaml.safe_load((Path(project_dir) / prefect_file).read_text()) or {}
+    path = Path(project_dir) / prefect_file
+    if not path.is_file():
+        raise ServeError(f"{path} does not exist: run from the project root or pass --project-dir")
+    cfg = yaml.safe_load(path.read_text()) or {}
     return [d for d in cfg.get("deployments") or [] if isinstance(d, dict) and d.get("name")]
 
 

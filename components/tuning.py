@@ -160,6 +160,13 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
+def _trials_per_second(study: "optuna.Study") -> float | None:
+    """Complete trials per second of trial time (sampling + objective + storage writes), from the
+    stored trial timestamps: also right for a study topped up over several runs."""
+    secs = sum(t.duration.total_seconds() for t in _complete(study) if t.duration is not None)
+    return len(_complete(study)) / secs if secs > 0 else None
+
+
 def _progress() -> bool:
     """Progress bars where a terminal watches (tqdm's ``disable=None`` rule)."""
     import sys
@@ -366,12 +373,15 @@ def tune_fusion(p: Params, paths: "Paths", data: FusionData | None = None, *,
     ``fusion.trials`` complete trials instead of starting over. The first trial is the params'
     values, so ``best_value >= default_value``, and ties keep the defaults.
 
-    Returns (and, with ``write``, writes atomically to ``data/tuned_fusion.json``)::
+    Returns (and, with ``write``, writes atomically to ``data/tuned_fusion.json``, less the timings)::
 
         {"tsqnet": {"lambda_v": ...}, "nsnet": {"nsnet_strategy": ..., "nsnet_ratio": ...},
          "objective": "val mAP ...", "best_value": {sampler: ...}, "default_value": {sampler: ...},
-         "trials": {sampler: n}, "study": {sampler: name}, "storage": url,
-         "trials_per_second": {sampler: ...}, "inputs": {sampler: saliency digest}}
+         "gain": {sampler: best - default}, "trials": {sampler: n}, "study": {sampler: name},
+         "storage": url, "inputs": {sampler: saliency digest}, "trials_per_second": {sampler: ...}}
+
+    Per-sampler numbers are keyed by sampler because each sampler has its own study. For NSNet
+    strategies that ignore the ratio, ``nsnet_ratio`` is the params' value.
     """
     import optuna
 
@@ -406,12 +416,12 @@ def tune_fusion(p: Params, paths: "Paths", data: FusionData | None = None, *,
         out["gain"][name] = float(best.value) - default_value
         out["trials"][name] = len(_complete(study))
         out["study"][name] = study.study_name
-        out["trials_per_second"][name] = todo / dt if todo and dt > 0 else None
-        log.info("tune_fusion %s: %s -> val objective %.4f (defaults %s: %.4f); %d trials, %s trials/s",
-                 name, values, best.value, defaults[name], default_value, out["trials"][name],
-                 f"{todo / dt:.1f}" if todo and dt > 0 else "-")
-    if write:
-        _write_json_atomic(tuned_fusion_path(paths), out)
+        out["trials_per_second"][name] = rate = _trials_per_second(study)
+        log.info("tune_fusion %s: %s -> val objective %.4f (defaults %s: %.4f); %d trials (%d now, %.1f s), "
+                 "%.1f trials/s", name, values, best.value, defaults[name], default_value, out["trials"][name], todo,
+                 dt, rate or float("nan"))
+    if write:  # timings stay out of the file: the same inputs give the same bytes (a stable DVC output)
+        _write_json_atomic(tuned_fusion_path(paths), {k: v for k, v in out.items() if k != "trials_per_second"})
     return out
 
 

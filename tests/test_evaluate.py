@@ -191,3 +191,17 @@ def test_predict_with_tsi_runs_one_clip(evaluated, tiny_params):
     (o,) = pred.predict([path])
     assert isinstance(o, Prediction) and len(o.frames) == 3 and o.frames == sorted(o.frames)
     assert abs(sum(p for _, p in pred.predict([path], top=100)[0].top) - 1) < 1e-6
+
+
+def test_flops_stage_tables(evaluated, tiny_params):
+    from components.flops import read_flops_table
+    from components.stages import flops
+
+    res = flops.run(tiny_params, evaluated)
+    rows = read_flops_table(evaluated.reports / "flops.csv")
+    assert {r.component for r in rows} >= {"light encoder", "object recognizer", "sampler", "recognizer"}
+    md = (evaluated.reports / "flops.md").read_text()
+    assert "the paper's ActivityNet setting" in md and "| **total** |" in md
+    # uniform = recognizer x K only; tsqnet adds light x T + object x T + its own layers
+    assert res["gmacs"]["tsqnet"] > res["gmacs"]["uniform"] > 0
+    assert 25.0 < res["gmacs"]["tsqnet_paper_setting"] < 27.0

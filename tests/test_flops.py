@@ -98,7 +98,7 @@ def test_csv_round_trip_and_markdown_total(tmp_path):
             FlopsRow("sampler", "tsqnet", "light_feats[1,16,1280]", 0.0123456789, 1, None),
             FlopsRow("recognizer", "resnet50", "224x224", 4.0875, 5, 20.55)]
     write_flops_table(rows, tmp_path / "flops.csv", tmp_path / "flops.md", paper_total=26.09)
-    assert (tmp_path / "flops.csv").read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert (tmp_path / "flops.csv").read_text().splitlines()[0] == ",".join(("setting", *CSV_COLUMNS))
     assert read_flops_table(tmp_path / "flops.csv") == rows
     md = (tmp_path / "flops.md").read_text()
     assert f"**{total_gmacs(rows):.3f}**" in md and "**26.09**" in md and "| sampler | tsqnet |" in md

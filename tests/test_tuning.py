@@ -108,7 +108,8 @@ def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
     assert res["default_value"]["tsqnet"] == data.score("tsqnet", {"lambda_v": 0.9})
     assert res["trials"]["tsqnet"] == 25 and "nsnet" not in res and res["trials_per_second"]["tsqnet"] > 0
     written = tuning.tuned_fusion_path(paths)
-    assert json.loads(written.read_text()) == json.loads(json.dumps(res))
+    assert json.loads(written.read_text()) == json.loads(json.dumps({k: v for k, v in res.items()
+                                                                     if k != "trials_per_second"}))
     assert [f.name for f in written.parent.iterdir() if f.name.endswith(".tmp")] == []  # atomic: no leftovers
 
     # the study persists in its storage and is topped up, not redone, on the same inputs

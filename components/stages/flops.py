@@ -1,0 +1,48 @@
+"""Stage ``flops``: the cost of one prediction, measured, in the papers' table style.
+
+For every sampler of ``evaluate.samplers`` (its trained seed-0 checkpoint) at K = 5 on this
+project's configuration, and for the papers' headline settings (TSQNet and NSNet on ActivityNet:
+MobileNetV2, EfficientNet-B0 at 112², ResNet-50 at 224², T = 16, K = 5) measured by the same
+counter next to the numbers the papers print. Writes ``reports/flops.csv`` (one row per component
+and setting) and ``reports/flops.md``.
+"""
+from __future__ import annotations
+
+import logging
+
+from components import tracking
+from components.data.manifest import read_manifest
+from components.flops import flops_table_for_params, paper_setting_rows, total_gmacs, write_flops_tables
+from components.params import Params
+from components.stages import Paths, stage_main
+from components.stages.train_sampler import load_sampler
+
+log = logging.getLogger(__name__)
+K_TABLE = 5
+
+
+def run(p: Params, paths: Paths) -> dict:
+    _, classes = read_manifest(paths.prepared)
+    K = min(K_TABLE, p.frames.T)
+    tables, totals = {}, {}
+    for name in p.evaluate.samplers:
+        ck = paths.features.parent / "samplers" / name / "seed0.pt"
+        sampler = load_sampler(ck) if ck.exists() else None
+        rows = flops_table_for_params(p, len(classes), name, K, sampler=sampler)
+        tables[f"{name}, this project (T={p.frames.T}, K={K})"] = (rows, None)
+        totals[name] = total_gmacs(rows)
+    for method in ("tsqnet", "nsnet"):
+        rows = paper_setting_rows(method)
+        tables[f"{method}, the paper's ActivityNet setting (T=16, K=5)"] = (rows, None)
+        totals[f"{method}_paper_setting"] = total_gmacs(rows)
+    write_flops_tables(tables, paths.reports / "flops.csv", paths.reports / "flops.md")
+    tracking.log_artifacts([paths.reports / "flops.csv", paths.reports / "flops.md"])
+    return {"gmacs": totals}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("flops", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
