@@ -6,6 +6,8 @@
     salient demo                    `dvc repro` the demo pipeline on the synthetic benchmark
     salient predict VIDEO...        sampler -> K frames -> recognizer on video files (table or --json)
     salient plots                   render `dvc plots show` offline (Vega-Lite via vl-convert, no CDN)
+    salient serve                   local Prefect server + `gpu` work pool + worker, deployments from prefect.yaml
+    salient ui                      the MLflow UI on 127.0.0.1 for the configured tracking store
     salient bench extract|samplers|predict  benchmarks -> reports/bench_*.json
 """
 from __future__ import annotations
@@ -178,6 +180,21 @@ def cmd_plots(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from components import serve
+
+    return serve.main(args.rest)
+
+
+def cmd_ui(args) -> int:
+    from components import tracking
+    from components.params import load_params
+
+    cmd = tracking.ui_command(load_params(args.params), port=args.port)
+    print(" ".join(cmd), file=sys.stderr)
+    return subprocess.run(cmd, env=tracking.server_env(os.environ)).returncode
+
+
 def cmd_bench(args) -> int:
     from components import bench
 
@@ -231,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--out", default="reports/plots")
     pl.add_argument("--format", default="html", choices=["html", "svg", "png"])
     pl.set_defaults(fn=cmd_plots)
+    sv = sub.add_parser("serve", help="start a local Prefect server, work pool and worker (Ctrl-C stops all)")
+    sv.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m components.serve (--port, --pool, ...)")
+    sv.set_defaults(fn=cmd_serve)
+    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--params", default="params.yaml")
+    ui.set_defaults(fn=cmd_ui)
     args = ap.parse_args(argv)
     from components.stages import setup_logging
 
