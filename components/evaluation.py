@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from components.metrics import mean_average_precision, salient_recall, top1
+from components.metrics import mean_average_precision, mean_class_accuracy, salient_recall, top1, topk_accuracy
 from components.models.samplers import Sampler, SamplerOutput
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,10 @@ def mean_selected(probs: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def score_metrics(scores: np.ndarray, labels: np.ndarray, idx: np.ndarray, salient: np.ndarray | None,
                   map_variant: str) -> dict[str, float]:
-    """mAP (``map_variant``), top-1 and saliency recall of one (sampler, K, recognizer, seed) cell."""
+    """mAP (``map_variant``), top-1, top-5, mean-class accuracy and saliency recall of one
+    (sampler, K, recognizer, seed) cell."""
     return {"map": mean_average_precision(scores, labels, variant=map_variant), "top1": top1(scores, labels),
+            "top5": topk_accuracy(scores, labels, min(5, scores.shape[1])), "mean_class_acc": mean_class_accuracy(scores, labels),
             "salient_recall": salient_recall(idx, salient) if salient is not None else float("nan")}
 
 
@@ -136,7 +138,8 @@ def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np
     return rows, kept
 
 
-def summarize(rows: list[dict], metrics: tuple[str, ...] = ("map", "top1", "salient_recall", "gflops")) -> list[dict]:
+def summarize(rows: list[dict], metrics: tuple[str, ...] = ("map", "top1", "top5", "mean_class_acc", "salient_recall",
+                                                           "gflops")) -> list[dict]:
     """Mean ± std over seeds per (sampler, recognizer, k), in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -144,7 +147,7 @@ def summarize(rows: list[dict], metrics: tuple[str, ...] = ("map", "top1", "sali
     out = []
     for (s, rec, k), rs in groups.items():
         row = {"sampler": s, "recognizer": rec, "k": k, "seeds": len(rs)}
-        for m in metrics:
+        for m in (m for m in metrics if m in rs[0]):
             v = np.array([r[m] for r in rs], dtype=np.float64)
             row[m] = float(v.mean())
             row[f"{m}_std"] = float(v.std())

@@ -116,9 +116,10 @@ def run(p: Params, paths: Paths) -> dict:
         result["tsi_clips_run"] = scorers["tsi"][0].calls
         result["tsi_gmacs_per_clip"] = {str(k): v for k, v in clip_gmacs.items()}
     write_report(paths, "metrics.json", result)
-    for s in {(r["sampler"], r["recognizer"]) for r in rows}:  # MLflow: step = K, so the UI charts the curves
-        cells = sorted((c for c in summarize(rows) if (c["sampler"], c["recognizer"]) == s), key=lambda c: c["k"])
-        tracking.log_budget_curve(f"{s[0]}/{s[1]}", [c["k"] for c in cells],
+    summary = summarize(rows)
+    for key in {(r["sampler"], r["recognizer"]) for r in rows}:  # MLflow: step = K, so the UI charts the curves
+        cells = sorted((c for c in summary if (c["sampler"], c["recognizer"]) == key), key=lambda c: c["k"])
+        tracking.log_budget_curve("/".join(key), [c["k"] for c in cells],
                                   {m: [c[m] for c in cells] for m in ("map", "top1", "salient_recall", "gflops")})
     tracking.log_artifacts([paths.reports / "curves.csv", paths.reports / "metrics.json"])
     return {"videos": len(ids)}
@@ -134,7 +135,8 @@ def headline(p: Params, rows: list[dict], kept: dict, labels: np.ndarray) -> dic
     for s in summarize(rows):
         if s["k"] not in show:
             continue
-        cell = {m: round(s[m], 5) for m in ("map", "map_std", "top1", "top1_std", "salient_recall", "gflops")}
+        cell = {m: round(s[m], 5) for m in ("map", "map_std", "top1", "top1_std", "top5", "mean_class_acc",
+                                            "salient_recall", "gflops")}
         cell["seeds"] = s["seeds"]
         first = min(sd for (nm, rec, k, sd) in kept if (nm, rec, k) == (s["sampler"], s["recognizer"], s["k"]))
         sc = kept[(s["sampler"], s["recognizer"], s["k"], first)]
