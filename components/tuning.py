@@ -36,7 +36,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -527,7 +526,8 @@ def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, 
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     ax.scatter([r["gmacs"] for r in rows], [r["map"] for r in rows], s=14, c="0.75", label="all trials", zorder=1)
-    fr = sorted((rows[i] for i in front), key=lambda r: (r["gmacs"], -r["map"]))
+    fr = sorted({(rows[i]["gmacs"], rows[i]["map"]): rows[i] for i in front}.values(),  # repeats drawn once
+                key=lambda r: (r["gmacs"], -r["map"]))
     if fr:
         ax.step([r["gmacs"] for r in fr], [r["map"] for r in fr], where="post", c="k", lw=1, zorder=2)
     for name in sorted({r["sampler"] for r in fr}):
@@ -671,7 +671,7 @@ def write_best_losses(p: Params, paths: "Paths", study: "optuna.Study", storage_
                          f"({p.train_sampler.seeds[0]}), {p.sweep.epochs} epochs"),
            "trial": best.number, "checkpoint": best.user_attrs.get("checkpoint"), "study": study.study_name,
            "storage": storage_url, "trials": _trial_counts(study),
-           "apply": "dvc exp run " + " ".join(f"-S {k}={v:.4g}" for k, v in values.items()),
+           "apply": "dvc exp run " + " ".join(f"-S {k}={v:.4f}" for k, v in values.items()),
            "note": "not applied automatically: copy params into params.yaml, or run the `apply` command"}
     _write_json_atomic(Path(paths.features).parent / TUNED_LOSSES, out)
     return out

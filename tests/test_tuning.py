@@ -263,18 +263,15 @@ def test_pareto_study_front_matches_optuna_and_is_written(tmp_path):
 
 # ------------------------------------------------------------------------- on the tiny pipeline
 @pytest.fixture(scope="module")
-def trained(tiny_pipeline, tiny_params, tmp_path_factory):
-    """A private copy of the tiny store + encoders, with prototypes, pseudo labels and trained samplers."""
-    from components.stages import prototypes, pseudo_labels, train_sampler
-
+def trained(tiny_samplers, tmp_path_factory):
+    """A private copy of the tiny pipeline's store, encoders, priors and trained uniform / TSQNet / NSNet
+    (this module writes data/tuned_*.json, and must not touch the shared session folders)."""
     root = tmp_path_factory.mktemp("tuning")
     paths = Paths().under(root)
-    for src, dst in ((tiny_pipeline.features, paths.features), (tiny_pipeline.encoders, paths.encoders)):
-        shutil.copytree(src, dst)
-    prototypes.run(tiny_params, paths)
-    pseudo_labels.run(tiny_params, paths)
-    for name in ("uniform", "tsqnet", "nsnet"):
-        train_sampler.run(tiny_params, paths, name)
+    src = tiny_samplers.features.parent
+    for d in ("features", "encoders", "pseudo_labels", *(f"samplers/{n}" for n in ("uniform", "tsqnet", "nsnet"))):
+        shutil.copytree(src / d, paths.features.parent / d)
+    shutil.copy2(src / "prototypes.npz", paths.features.parent / "prototypes.npz")
     return paths
 
 

@@ -1,0 +1,154 @@
+"""Loss-weight sweeps with Optuna: orchestration only (the trial logic is ``components.tuning``).
+
+    python -m flows.sweep                          # sweep.trials trials in this process
+    python -m flows.sweep --workers 2 --trials 12  # 2 worker processes filling one study
+    python -m flows.sweep --set sweep.sampler=nsnet --set sweep.pruner=halving
+    python -m flows.sweep --prefect --workers 2    # the Prefect flow: trials as tasks (2 at a time)
+
+Every trial trains ``sweep.sampler`` (the first seed of ``train_sampler.seeds``) for ``sweep.epochs``
+with loss weights from ``params.SWEEP_SPACES`` (TSQNet alpha, beta in [0, 1.5]; NSNet gamma in
+[0, 1]), reports val mAP after every epoch to the pruner (``sweep.pruner``), and is an MLflow child
+run of one parent run ``sweep <study>``. Trials that raise are recorded FAIL; the study goes on.
+Checkpoints: ``.salient/work/sweep/<study>/<trial>/`` (scratch, not DVC outputs).
+
+The best weights are written to ``data/tuned_losses.json``; params.yaml is never edited. Apply them
+yourself: copy the values into params.yaml, or run the ``apply`` command the file spells out
+(``dvc exp run -S tsqnet.alpha=0.83 -S tsqnet.beta=0.41``) to retrain and evaluate with them.
+
+Workers share the study through ``sweep.storage``: the default SQLite file for processes on one
+machine; ``postgresql://...`` for workers on several machines (DESIGN.md §5) - start
+``python -m flows.sweep --trials N`` on each, or deploy :func:`sweep_flow` to a Prefect work pool.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import components  # noqa: F401, I001  (before prefect: telemetry off, PREFECT_HOME inside the project)
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+
+from components import tracking
+from components.params import Params, load_params, to_dict
+from components.stages import Paths, setup_logging
+from components.tuning import run_sweep, storage_from_url, sweep_study_name, write_best_losses
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_sweep", "split_trials", "sweep_trials", "sweep_flow", "launch_workers", "main"]
+
+
+def split_trials(n_trials: int, workers: int) -> list[int]:
+    """``n_trials`` over ``workers`` as evenly as possible (the first ones get the remainder)."""
+    workers = max(1, min(int(workers), max(int(n_trials), 1)))
+    return [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
+
+
+def _params(params_file: str, overrides: Sequence[str]) -> Params:
+    return load_params(params_file, list(overrides))
+
+
+def _paths(project: str) -> Paths:
+    return Paths().under(Path(project)) if project not in ("", ".") else Paths()
+
+
+@task(cache_policy=NO_CACHE, name="sweep-trials")
+def sweep_trials(params_file: str, overrides: list[str], n_trials: int, worker_id: int, project: str = ".") -> dict:
+    """``n_trials`` trials of the study (one Prefect task); the flow's parent MLflow run is inherited."""
+    return run_sweep(_params(params_file, overrides), _paths(project), n_trials, worker_id, parent=False,
+                     write_best=False)
+
+
+def _best(p: Params, project: str = ".") -> dict | None:
+    import optuna
+
+    study = optuna.load_study(study_name=sweep_study_name(p), storage=storage_from_url(p.sweep.storage))
+    return write_best_losses(p, _paths(project), study, p.sweep.storage)
+
+
+@flow(name="sweep")
+def sweep_flow(n_trials: int | None = None, workers: int = 1, overrides: list[str] | None = None,
+               params_file: str = "params.yaml", trials_per_task: int = 1, project: str = ".") -> dict | None:
+    """``n_trials`` (default ``sweep.trials``) loss-weight trials as Prefect tasks of
+    ``trials_per_task`` trials each, at most ``workers`` running at once (threads of this process),
+    all in one study; then ``data/tuned_losses.json``. ``project``: the folder whose ``data/`` and
+    ``.salient/work`` are used. ``sweep_flow.fn(...)`` runs the same body without Prefect (tasks
+    become plain calls, one after another)."""
+    overrides = list(overrides or [])
+    p = _params(params_file, overrides)
+    n = p.sweep.trials if n_trials is None else int(n_trials)
+    chunks = split_trials(n, max(1, -(-n // max(1, trials_per_task))))
+    in_flow = FlowRunContext.get() is not None
+    with tracking.parent_run(f"sweep {sweep_study_name(p)}", {"sweep": to_dict(p.sweep)}, tracking=p):
+        if in_flow:
+            running, done = [], []
+            for i, k in enumerate(chunks):
+                if len(running) >= max(1, workers):
+                    done.append(running.pop(0).result())
+                running.append(sweep_trials.submit(params_file, overrides, k, i, project))
+            done += [f.result() for f in running]
+        else:
+            done = [sweep_trials.fn(params_file, overrides, k, i, project) for i, k in enumerate(chunks)]
+    log.info("sweep %s: %d tasks done", sweep_study_name(p), len(done))
+    return _best(p, project)
+
+
+def launch_workers(params_file: str, overrides: Sequence[str], n_trials: int, workers: int) -> int:
+    """Start ``workers`` processes of this module on one study (inside one MLflow parent run) and wait;
+    returns the number of workers that failed."""
+    import optuna
+
+    p = _params(params_file, overrides)
+    # create the database and the study before the workers race for them
+    optuna.create_study(study_name=sweep_study_name(p), storage=storage_from_url(p.sweep.storage),
+                        direction="maximize", load_if_exists=True)
+    sets = [a for o in overrides for a in ("--set", o)]
+    with tracking.parent_run(f"sweep {sweep_study_name(p)}", {"sweep": to_dict(p.sweep), "workers": workers},
+                             tracking=p):
+        procs = [subprocess.Popen([sys.executable, "-m", "flows.sweep", "--params", params_file, *sets,
+                                   "--trials", str(k), "--worker-id", str(i), "--no-parent", "--no-best"],
+                                  env=dict(os.environ))
+                 for i, k in enumerate(split_trials(n_trials, workers))]
+        codes = [proc.wait() for proc in procs]
+    failed = sum(1 for c in codes if c)
+    if failed:
+        log.error("%d of %d sweep workers failed (exit codes %s)", failed, len(codes), codes)
+    best = _best(p)
+    if best:
+        log.info("best %s: %s (val %.4f) -> %s", best["study"], best["params"], best["best_value"],
+                 Path(Paths().features).parent / "tuned_losses.json")
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.sweep", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    ap.add_argument("--trials", type=int, help="trials in all (default: sweep.trials)")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes on the one study")
+    ap.add_argument("--prefect", action="store_true", help="run as the Prefect flow (trials as tasks)")
+    ap.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--no-parent", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-best", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    setup_logging()
+    p = _params(args.params, args.set)
+    n = p.sweep.trials if args.trials is None else args.trials
+    if args.prefect:
+        sweep_flow(n, args.workers, args.set, args.params)
+        return 0
+    if args.workers > 1:
+        return 1 if launch_workers(args.params, args.set, n, args.workers) else 0
+    res = run_sweep(p, Paths(), n, args.worker_id, parent=not args.no_parent, write_best=not args.no_best)
+    log.info("sweep worker %d done: %s", args.worker_id, res.get("trials"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
