@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
-          "sampler_report", "train_recognizer", "flops", "evaluate", "report")
+          "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "report")
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
@@ -148,7 +148,11 @@ def cmd_predict(args) -> int:
         if not ck.exists():
             raise FileNotFoundError(f"{ck}: no trained {args.sampler!r} (seed {args.seed}); "
                                     f"run `dvc repro train_sampler@{args.sampler}` or pass --checkpoint")
-        pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer, device=args.device)
+        from components.stages import Paths
+        from components.tuning import fusion_values
+
+        fusion = fusion_values(p, Paths(features=ck_dir / "features"))  # as evaluate: tuned or params
+        pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer, device=args.device, fusion=fusion)
     except (ParamsError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

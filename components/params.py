@@ -210,7 +210,7 @@ class FusionParams:
     nsnet_strategy: str = _f("index_union", choices=FUSION_STRATEGIES,
                              help="NSNet FSM + VGM fusion strategy (supp. A.3, Table 2)")
     nsnet_ratio: float = _f(0.6, lo=0.0, hi=1.0, help="NSNet fusion ratio: the FSM share (index_union, score_add)")
-    source: str = _f("params", choices=("tuned", "params"),
+    source: str = _f("tuned", choices=("tuned", "params"),
                      help="evaluate with data/tuned_fusion.json (tune_fusion's result) or with the values above")
     trials: int = _f(60, lo=1, hi=100_000, help="Optuna trials per tune_fusion study")
     storage: str = _f("sqlite:///.salient/optuna.db",

@@ -76,15 +76,20 @@ class Predictor:
 
     @classmethod
     def load(cls, p: Params, checkpoint: Path, encoders_dir: Path, K: int, recognizer: str = "frame",
-             recognizer_path: Path | None = None, device: str = "cpu") -> "Predictor":
-        """Validate everything before any video is touched: K, class lists, sampler inputs."""
+             recognizer_path: Path | None = None, device: str = "cpu",
+             fusion: dict[str, dict] | None = None) -> "Predictor":
+        """Validate everything before any video is touched: K, class lists, sampler inputs.
+        ``fusion``: inference-time fusion settings per sampler name (default: the params' ``fusion``
+        section; the CLI passes ``components.tuning.fusion_values`` so predict selects as evaluate)."""
         from components.stages.train_sampler import load_sampler
+        from components.tuning import params_fusion, set_fusion
 
         T = p.frames.T
         check_k(K, T)
         ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
         sampler = load_sampler(checkpoint).eval()
         name = ck["name"]
+        set_fusion(sampler, (fusion if fusion is not None else params_fusion(p)).get(name))
         missing = set(sampler.inputs) - COMPUTABLE
         if missing:
             raise ValueError(f"sampler {name!r} reads {sorted(missing)}, which predict cannot compute from a video "

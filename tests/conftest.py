@@ -127,7 +127,7 @@ TINY = [
     "train_encoders.epochs=2", "train_encoders.bank_frames=4", "train_encoders.epoch_repeats=1",
     "extract.decode_workers=0", "extract.flush_every=2", "evaluate.budgets=[1,2,3]",
     "train_sampler.seeds=[0]", "train_sampler.epochs=2", "tsqnet.dim=32", "nsnet.dim=32",
-    "tsi.budgets=[2,4]", "tsi.epochs=1", "tsi.frames=2", "tsi.batch_size=4", "evaluate.bootstrap=50",
+    "tsi.budgets=[2,4]", "fusion.source=params", "tsi.epochs=1", "tsi.frames=2", "tsi.batch_size=4", "evaluate.bootstrap=50",
 ]
 
 

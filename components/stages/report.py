@@ -31,6 +31,7 @@ from components.params import Params  # noqa: E402
 from components.stages import Paths, stage_main  # noqa: E402
 from components.stages.train_sampler import load_sampler  # noqa: E402
 from components.store import FeatureStore  # noqa: E402
+from components.tuning import fusion_values, set_fusion  # noqa: E402
 
 log = logging.getLogger(__name__)
 LEARNED = ("tsqnet", "nsnet", "maxconf_l")
@@ -202,7 +203,10 @@ def run(p: Params, paths: Paths) -> dict:
     valid = np.asarray(store.array("test", "valid"), dtype=bool)
     ids = [i for i, v in zip(store.ids("test"), valid) if v]
     root = paths.features.parent / "samplers"
+    fusion = fusion_values(p, paths)  # the settings evaluate used
     runs = {name: load_runs(root, name, "test", ids, load_sampler)[0] for name in p.evaluate.samplers}
+    for name, r in runs.items():
+        set_fusion(r.model, fusion.get(name))
     learned = {n: r for n, r in runs.items() if n in LEARNED}
     plot_saliency(p, paths, store, ids, learned, fig_dir / "saliency.png")
     shown = {n: runs[n] for n in ("uniform", "maxconf_l", "tsqnet", "nsnet", "oracle") if n in runs}
