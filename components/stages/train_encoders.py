@@ -167,7 +167,7 @@ def run(p: Params, paths: Paths) -> dict:
     t = p.train_encoders
     fp = bank_fingerprint(p, paths)
     bank = build_bank(p, paths, fp)
-    cfgs = {"light": {"arch": e.light_arch, "num_classes": C, "pretrained": e.light_pretrained},
+    cfgs = {"light": {"arch": e.light_arch, "num_classes": C, "weights": e.light_weights},
             "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": e.recognizer_pretrained},
             "audio": {"num_classes": C, "dim": e.audio_dim}}
     summary = {}
