@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,28 @@ SWEEP_SPACES: dict[str, tuple[tuple[str, str, float, float], ...]] = {
 
 
 @dataclass(frozen=True)
+class AblationParams:
+    """One ablation: a registered sampler trained with some of its own params changed
+    (``train_sampler@<name>`` like any sampler; reported beside its base in ``reports/README.md``)."""
+    sampler: str = _f("tsqnet", choices=("tsqnet", "nsnet"), help="the sampler the variant is built from")
+    set: tuple[str, ...] = _f((), help="dotted overrides of the sampler's section or train_sampler, "
+                                       "e.g. tsqnet.branches=vqm")
+
+
+#: The demo's ablations: TSQNet VQM-only / TQM-only (Table 8), class-agnostic queries and classifier
+#: (Table 7), random query init (Table 10); NSNet FEM as an MLP (Table 6c), baseline FSM objective (6d).
+DEFAULT_ABLATIONS = {
+    "tsqnet_vqm_only": AblationParams("tsqnet", ("tsqnet.branches=vqm",)),
+    "tsqnet_tqm_only": AblationParams("tsqnet", ("tsqnet.branches=tqm",)),
+    "tsqnet_class_agnostic": AblationParams("tsqnet", ("tsqnet.attention=class_agnostic",
+                                                       "tsqnet.classifier=class_agnostic")),
+    "tsqnet_random_init": AblationParams("tsqnet", ("tsqnet.init=random",)),
+    "nsnet_fem_mlp": AblationParams("nsnet", ("nsnet.fem=mlp",)),
+    "nsnet_fsm_baseline": AblationParams("nsnet", ("nsnet.fsm_objective=baseline",)),
+}
+
+
+@dataclass(frozen=True)
 class SweepParams:
     """Loss-weight sweeps (``flows/sweep.py``): every trial trains ``sampler`` (one seed, the first of
     ``train_sampler.seeds``) for ``epochs`` with weights from :data:`SWEEP_SPACES` and reports val mAP
@@ -280,6 +303,9 @@ class Params:
     tsi: TSIParams = _f(factory=TSIParams)
     evaluate: EvaluateParams = _f(factory=EvaluateParams)
     tracking: TrackingParams = _f(factory=TrackingParams)
+    ablations: dict[str, AblationParams] = _f(factory=lambda: dict(DEFAULT_ABLATIONS),
+                                              help="name -> {sampler, set}: sampler variants trained and "
+                                                   "evaluated beside evaluate.samplers")
 
 
 # ------------------------------------------------------------------------------- the loader
@@ -293,6 +319,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ParamsError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return _build(tp, value, key)
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ParamsError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        for k in value:
+            if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", k):
+                raise ParamsError(f"{key}: {k!r} is not a valid name (letters, digits, _; a letter first)")
+        return {k: _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -372,6 +406,19 @@ def _validate(p: Params) -> Params:
         raise ParamsError("fusion.budgets: give at least one K")
     if not p.sweep.study.strip():
         raise ParamsError("sweep.study: the study name must not be empty")
+    for name, ab in p.ablations.items():
+        if name in p.evaluate.samplers:
+            raise ParamsError(f"ablations.{name}: the name is one of evaluate.samplers; pick another "
+                              "(it names data/samplers/<name>)")
+        for i, item in enumerate(ab.set):
+            section = item.split("=", 1)[0].split(".", 1)[0]
+            if "=" not in item or section not in (ab.sampler, "train_sampler"):
+                raise ParamsError(f"ablations.{name}.set[{i}]: {item!r} must be {ab.sampler}.<key>=<value> "
+                                  "or train_sampler.<key>=<value>")
+        try:
+            variant_params(p, name)
+        except ParamsError as e:
+            raise ParamsError(f"ablations.{name}.set: {e}") from None
     if p.encoders.light_weights == "package" and p.encoders.light_arch != "tf_efficientnet_lite0":
         raise ParamsError(f"encoders.light_weights: 'package' ships tf_efficientnet_lite0 weights only, "
                           f"not {p.encoders.light_arch!r} (use none or hub)")
@@ -451,5 +498,23 @@ def to_dict(p: Any) -> dict:
             return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
         if isinstance(x, tuple):
             return [conv(v) for v in x]
+        if isinstance(x, dict):
+            return {k: conv(v) for k, v in x.items()}
         return x
     return conv(p)
+
+
+def variant_params(p: Params, name: str) -> tuple[str, Params]:
+    """(registered sampler, params) to train / evaluate sampler ``name``: an ablation's base sampler
+    with its overrides applied, or ``name`` itself with ``p`` unchanged."""
+    ab = p.ablations.get(name)
+    if ab is None:
+        return name, p
+    tree = to_dict(p)
+    tree["ablations"] = {}
+    return ab.sampler, params_from_dict(tree, ab.set)
+
+
+def evaluated_samplers(p: Params) -> tuple[str, ...]:
+    """``evaluate.samplers`` followed by the ablations."""
+    return tuple(p.evaluate.samplers) + tuple(p.ablations)

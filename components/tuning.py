@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import numpy as np
 
 from components.metrics import MAP_DEFINITIONS, mean_average_precision
-from components.params import SWEEP_SPACES, Params, params_from_dict, to_dict
+from components.params import SWEEP_SPACES, Params, params_from_dict, to_dict, variant_params
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -225,6 +225,9 @@ def fusion_values(p: Params, paths: "Paths") -> dict[str, dict]:
     missing file, or one tuned on other saliencies than the ones now stored, is an error.
     """
     values = params_fusion(p)
+    for name in p.ablations:  # variants: the params' values of their own (modified) sampler section
+        base, vp = variant_params(p, name)
+        values[name] = params_fusion(vp).get(base, {})
     if p.fusion.source == "params":
         return values
     f = tuned_fusion_path(paths)

@@ -127,7 +127,8 @@ TINY = [
     "train_encoders.epochs=2", "train_encoders.bank_frames=4", "train_encoders.epoch_repeats=1",
     "extract.decode_workers=0", "extract.flush_every=2", "evaluate.budgets=[1,2,3]",
     "train_sampler.seeds=[0]", "train_sampler.epochs=2", "tsqnet.dim=32", "nsnet.dim=32",
-    "tsi.budgets=[2,4]", "fusion.source=params", "tsi.epochs=1", "tsi.frames=2", "tsi.batch_size=4", "evaluate.bootstrap=50",
+    "tsi.budgets=[2,4]", "tsi.epochs=1", "tsi.frames=2", "tsi.batch_size=4", "evaluate.bootstrap=50",
+    "fusion.source=params", "ablations={nsnet_mlp: {sampler: nsnet, set: [nsnet.fem=mlp, train_sampler.epochs=1]}}",
 ]
 
 
@@ -152,10 +153,11 @@ def tiny_pipeline(tmp_path_factory, tiny_params):
 @pytest.fixture(scope="session")
 def tiny_samplers(tiny_pipeline, tiny_params):
     """+ prototypes -> pseudo_labels -> train_sampler@every sampler, once per session (same paths)."""
+    from components.params import evaluated_samplers
     from components.stages import prototypes, pseudo_labels, train_sampler
 
     prototypes.run(tiny_params, tiny_pipeline)
     pseudo_labels.run(tiny_params, tiny_pipeline)
-    for name in tiny_params.evaluate.samplers:
+    for name in evaluated_samplers(tiny_params):
         train_sampler.run(tiny_params, tiny_pipeline, name)
     return tiny_pipeline

@@ -34,7 +34,7 @@ def test_curves_cover_the_grid(evaluated, tiny_params):
     assert tuple(rows[0]) == CURVE_COLUMNS
     e = tiny_params.evaluate
     frame = {(r["sampler"], int(r["k"]), int(r["seed"])) for r in rows if r["recognizer"] == "frame"}
-    assert frame == {(s, k, 0) for s in e.samplers for k in e.budgets}
+    assert frame == {(s, k, 0) for s in (*e.samplers, *tiny_params.ablations) for k in e.budgets}
     tsi = {(r["sampler"], int(r["k"])) for r in rows if r["recognizer"] == "tsi"}
     assert tsi == {(s, k) for s in e.samplers for k in tiny_params.tsi.budgets}
     for r in rows:
@@ -205,3 +205,14 @@ def test_flops_stage_tables(evaluated, tiny_params):
     # uniform = recognizer x K only; tsqnet adds light x T + object x T + its own layers
     assert res["gmacs"]["tsqnet"] > res["gmacs"]["uniform"] > 0
     assert 25.0 < res["gmacs"]["tsqnet_paper_setting"] < 27.0
+
+
+def test_ablations_are_evaluated_beside_their_base(evaluated, tiny_params):
+    rows = _rows(evaluated)
+    abl = [r for r in rows if r["sampler"] == "nsnet_mlp"]
+    assert {int(r["k"]) for r in abl} == set(tiny_params.evaluate.budgets)
+    assert {r["recognizer"] for r in abl} == {"frame"}  # the clip recognizer runs for evaluate.samplers only
+    text = (evaluated.reports / "README.md").read_text()
+    assert "## Ablations" in text and "| nsnet_mlp | nsnet.fem=mlp, train_sampler.epochs=1 |" in text
+    model = load_sampler(evaluated.features.parent / "samplers" / "nsnet_mlp" / "seed0.pt")
+    assert model.params.fem == "mlp"

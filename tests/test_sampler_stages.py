@@ -18,7 +18,7 @@ def sampler_run(tiny_samplers, tiny_params):
 
 def test_report_covers_every_sampler_and_budget(sampler_run, tiny_params):
     paths, res = sampler_run
-    assert set(res["samplers"]) == set(tiny_params.evaluate.samplers)
+    assert set(res["samplers"]) == {*tiny_params.evaluate.samplers, *tiny_params.ablations}
     for name, by_k in res["samplers"].items():
         assert set(by_k) == {str(k) for k in tiny_params.evaluate.sampler_budgets}
         assert all(0 <= by_k[k]["top1"]["mean"] <= 1 for k in by_k)
@@ -64,3 +64,27 @@ def test_saliency_from_another_store_is_refused(sampler_run, tiny_params):
             sampler_report.run(tiny_params, paths)
     finally:
         train_sampler.run(tiny_params, paths, "uniform")
+
+
+def test_every_seed_is_trained_on_the_train_split(tiny_samplers, tiny_params, tmp_path):
+    """Regression: a later seed once trained on the previous seed's test rows (a shadowed name)."""
+    from dataclasses import replace as dc_replace
+
+    import torch
+
+    from components.stages.train_sampler import load_sampler
+
+    p = dc_replace(tiny_params, train_sampler=dc_replace(tiny_params.train_sampler, seeds=(0, 1), epochs=1))
+    import shutil
+
+    paths = dc_replace(tiny_samplers, reports=tmp_path / "reports", work=tmp_path / "work",
+                       features=tmp_path / "data" / "features")
+    src = tiny_samplers.features.parent
+    for d in ("features", "pseudo_labels"):
+        shutil.copytree(src / d, paths.features.parent / d)
+    shutil.copy2(src / "prototypes.npz", paths.features.parent / "prototypes.npz")
+    hist = train_sampler.run(p, paths, "nsnet")
+    assert set(hist) == {0, 1} and all(len(h) == 1 for h in hist.values())
+    assert all(np.isfinite(h[0]["train_loss"]) for h in hist.values())
+    a, b = (load_sampler(paths.features.parent / "samplers" / "nsnet" / f"seed{s}.pt") for s in (0, 1))
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -269,7 +269,8 @@ def trained(tiny_samplers, tmp_path_factory):
     root = tmp_path_factory.mktemp("tuning")
     paths = Paths().under(root)
     src = tiny_samplers.features.parent
-    for d in ("features", "encoders", "pseudo_labels", *(f"samplers/{n}" for n in ("uniform", "tsqnet", "nsnet"))):
+    for d in ("features", "encoders", "pseudo_labels",
+              *(f"samplers/{n}" for n in ("uniform", "tsqnet", "nsnet", "nsnet_mlp"))):
         shutil.copytree(src / d, paths.features.parent / d)
     shutil.copy2(src / "prototypes.npz", paths.features.parent / "prototypes.npz")
     return paths
@@ -299,7 +300,7 @@ def test_tune_fusion_stage_and_evaluate_use_it(trained, tiny_params, tmp_path):
     assert metrics_json["fusion"]["source"] == "tuned"
     assert metrics_json["fusion"]["tsqnet"] == {"lambda_v": tuned["tsqnet"]["lambda_v"]}
     assert res["videos"] > 0
-    assert set(sampler_report.run(pt, trained)["samplers"]) == {"uniform", "tsqnet", "nsnet"}
+    assert set(sampler_report.run(pt, trained)["samplers"]) == {"uniform", "tsqnet", "nsnet", "nsnet_mlp"}
 
 
 def test_sweep_records_failures_prunes_and_tracks(trained, tiny_params, tmp_path, monkeypatch):

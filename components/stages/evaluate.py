@@ -27,7 +27,7 @@ from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evalua
                                    summarize)
 from components.flops import count_macs
 from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision, salient_mask
-from components.params import Params
+from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
 from components.stages import Paths, stage_main, write_report
 from components.stages.sampler_report import encoder_gmacs, video_gmacs
@@ -71,7 +71,7 @@ def run(p: Params, paths: Paths) -> dict:
     runs: list[SamplerRun] = []
     sampler_gmacs: dict[str, float] = {}
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
-    for name in p.evaluate.samplers:
+    for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
         rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler)
         for r in rs:
             set_fusion(r.model, fusion.get(name))
@@ -99,8 +99,13 @@ def run(p: Params, paths: Paths) -> dict:
         looked = enc["recognizer"] * T if run.name == "maxconf" else 0.0
         return frame_cost - enc["recognizer"] * (T if run.name in ("dense", "maxconf") else K) + looked + clip_gmacs[n]
 
-    rows, kept = evaluate_grid(runs, p.evaluate.budgets, labels, salient, gflops, frame_probs, scorers,
+    base = [r for r in runs if r.name in p.evaluate.samplers]  # the clip recognizer runs for these only
+    rows, kept = evaluate_grid(base, p.evaluate.budgets, labels, salient, gflops, frame_probs, scorers,
                                p.evaluate.map_variant, keep_scores=True)
+    ablation_rows, ablation_kept = evaluate_grid([r for r in runs if r.name in p.ablations], p.evaluate.budgets,
+                                                 labels, salient, gflops, frame_probs, None,
+                                                 p.evaluate.map_variant, keep_scores=True)
+    rows, kept = rows + ablation_rows, {**kept, **ablation_kept}
     paths.reports.mkdir(parents=True, exist_ok=True)
     with open(paths.reports / "curves.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
@@ -109,6 +114,7 @@ def run(p: Params, paths: Paths) -> dict:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in CURVE_COLUMNS})
 
     result = {"videos": len(ids), "T": T, "map_variant": p.evaluate.map_variant,
+              "ablations": {n: {"sampler": a.sampler, "set": list(a.set)} for n, a in p.ablations.items()},
               "map_definition": MAP_DEFINITIONS[p.evaluate.map_variant],
               "recognizers": ["frame", *scorers], "headline": headline(p, rows, kept, labels),
               "fusion": {"source": p.fusion.source, **{n: v for n, v in fusion.items() if n in p.evaluate.samplers}}}

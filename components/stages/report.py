@@ -179,6 +179,15 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
         lines.append(f"| {s} | " + " | ".join(
             "[{:+.1f}, {:+.1f}]".format(*(100 * np.array(cells[str(k)]["map_minus_uniform_ci"])))
             if "map_minus_uniform_ci" in cells.get(str(k), {}) else "–" for k in Ks) + " |")
+    if p.ablations:
+        lines += ["", "## Ablations (frame recognizer): mAP (%) of each variant and its base sampler", "",
+                  "| variant | changes | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|---|" + "---|" * len(Ks)]
+        for name, ab in p.ablations.items():
+            for label, key in ((f"{ab.sampler} (base)", ab.sampler), (name, name)):
+                cells = hl.get(key, {}).get("frame", {})
+                lines.append(f"| {label} | {', '.join(ab.set) if key == name else ''} | " + " | ".join(
+                    f"{100 * cells[str(k)]['map']:.1f} ± {100 * cells[str(k)]['map_std']:.1f}" if str(k) in cells
+                    else "–" for k in Ks) + " |")
     lines += ["", "## Saliency recall@K against ground truth (frame recognizer rows)", "",
               "| sampler | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
     for s, by_rec in hl.items():

@@ -17,7 +17,7 @@ from components.flops import frame_calls, frame_model_gmacs, sampler_gmacs
 from components.metrics import mean_average_precision, salient_mask, salient_recall, top1
 from components.models.encoders import create_encoder
 from components.models.samplers import SamplerOutput
-from components.params import Params
+from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store
 from components.selection import average_predictions
 from components.stages import Paths, stage_main, write_report
@@ -65,7 +65,7 @@ def run(p: Params, paths: Paths) -> dict:
     one["gt"] = torch.from_numpy(gt[:1].copy())
     costs = {}
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
-    for name in p.evaluate.samplers:
+    for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
         seeds = sorted(root.glob(f"{name}/seed*.pt"))
         if not seeds:
             raise FileNotFoundError(f"no trained {name!r} in {root / name}: run `dvc repro train_sampler@{name}`")

@@ -29,7 +29,7 @@ from components import tracking
 from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
 from components.hashing import fingerprint
 from components.models.samplers import Sampler, create_sampler
-from components.params import Params, to_dict
+from components.params import Params, to_dict, variant_params
 from components.sampler_data import batches, check_store, load_split
 from components.stages import Paths, stage_main
 from components.store import FeatureStore, atomic_savez
@@ -145,6 +145,9 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
 
 
 def run(p: Params, paths: Paths, name: str) -> dict:
+    """Train sampler ``name`` (a registered sampler, or an ablation of ``p.ablations``) for every seed
+    of ``train_sampler.seeds``; write ``data/samplers/<name>/``."""
+    registered, p = variant_params(p, name)
     if p.train_sampler.threads:
         torch.set_num_threads(p.train_sampler.threads)
     store = FeatureStore(paths.features)
@@ -161,15 +164,16 @@ def run(p: Params, paths: Paths, name: str) -> dict:
 
     histories = {}
     for seed in t.seeds:
-        model, kwargs, history = train_one(p, paths, name, seed, store=store, data=data)
+        model, kwargs, history = train_one(p, paths, registered, seed, store=store, data=data)
         if history is not None:
             histories[seed] = history
-        atomic_save({"name": name, "kwargs": kwargs, "state_dict": model.state_dict() if model.trainable else None,
+        atomic_save({"name": registered, "variant": name, "kwargs": kwargs,
+                     "state_dict": model.state_dict() if model.trainable else None,
                      "seed": seed, "classes": store.classes}, out_dir / f"seed{seed}.pt")
         arrays = {}
         for split in ("val", "test"):
-            data, ids = load_split(store, split)
-            for k, v in predict_split(model, data).items():
+            rows, ids = load_split(store, split)
+            for k, v in predict_split(model, rows).items():
                 arrays[f"{split}/{k}"] = v
             arrays[f"{split}/ids"] = np.array(ids)
         atomic_savez(out_dir / f"saliency_seed{seed}.npz", **arrays)
