@@ -106,20 +106,27 @@ def cmd_demo(args) -> int:
     if not Path(".dvc").exists():
         scm = ["--no-scm"] if subprocess.run(["git", "rev-parse"], capture_output=True).returncode else []
         subprocess.run(_dvc() + ["init", "-q", *scm], check=True)
-    rc = subprocess.run(_dvc() + ["repro", *args.targets], env=venv_env()).returncode
-    if rc:
-        print(f"dvc repro failed (exit {rc})", file=sys.stderr)
-        return rc
+    from components import tracking
+    from components.params import load_params
+
+    p = load_params("params.yaml")
+    with tracking.parent_run("dvc repro " + " ".join(args.targets or ["<all>"]), tracking=p) as parent:
+        rc = subprocess.run(_dvc() + ["repro", *args.targets], env=venv_env()).returncode
+        if rc:
+            print(f"dvc repro failed (exit {rc})", file=sys.stderr)
+            raise SystemExit(rc)  # the MLflow parent run ends FAILED
     wall = time.perf_counter() - t0
     Path("reports").mkdir(exist_ok=True)
     Path("reports/demo_timing.json").write_text(json.dumps(
         {"command": "salient demo (dvc repro " + " ".join(args.targets or ["<all>"]) + ")", "wall_seconds": round(wall, 1),
          "cpu_threads": os.cpu_count(), "note": "includes only stages DVC found out of date"}, indent=1) + "\n")
     print(f"\nDemo pipeline finished in {wall:.0f} s.")
-    for f in ("reports/headroom.md", "reports/prepare.json", "reports/train_encoders.json"):
-        if Path(f).exists():
-            print(f"\n== {f}\n{Path(f).read_text()}")
-    print("Reports: reports/   Feature store: data/features/   Metrics: `dvc metrics show`")
+    if Path("reports/README.md").exists():
+        print(Path("reports/README.md").read_text())
+    print("Report: reports/README.md (figures in reports/figures/, the full grid in reports/curves.csv)")
+    print("Metrics: `dvc metrics show`   Plots offline: `salient plots`")
+    if parent:
+        print(f"MLflow: parent run {parent.run_id} with one child run per stage; open the UI with:  salient ui")
     return 0
 
 
@@ -143,8 +150,11 @@ def cmd_predict(args) -> int:
         p = load_params(args.params, args.set)
         ck_dir = Path(args.checkpoint_dir)
         ck = ck_dir / "samplers" / args.sampler / f"seed{args.seed}.pt"
-        if args.checkpoint:
-            ck = Path(args.checkpoint)
+        if args.checkpoint:  # a file, or a registered model: models:/salient-sampler@best
+            from components.tracking import resolve_model_uri
+
+            ck = resolve_model_uri(args.checkpoint, tracking=p)
+            ck = ck / f"seed{args.seed}.pt" if ck.is_dir() else ck
         if not ck.exists():
             raise FileNotFoundError(f"{ck}: no trained {args.sampler!r} (seed {args.seed}); "
                                     f"run `dvc repro train_sampler@{args.sampler}` or pass --checkpoint")
@@ -238,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
     pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"])
     pd.add_argument("--checkpoint-dir", default="data", help="folder with encoders/, samplers/, recognizers/")
-    pd.add_argument("--checkpoint", help="a sampler checkpoint file (overrides --checkpoint-dir/samplers/...)")
+    pd.add_argument("--checkpoint", help="a sampler checkpoint file or a registered model, e.g. "
+                    "models:/salient-sampler@best (overrides --checkpoint-dir/samplers/...)")
     pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
     pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
     pd.add_argument("--workers", type=int, default=0, help="decoding processes")

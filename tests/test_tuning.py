@@ -269,7 +269,7 @@ def trained(tiny_samplers, tmp_path_factory):
     root = tmp_path_factory.mktemp("tuning")
     paths = Paths().under(root)
     src = tiny_samplers.features.parent
-    for d in ("features", "encoders", "pseudo_labels",
+    for d in ("prepared", "features", "encoders", "pseudo_labels",
               *(f"samplers/{n}" for n in ("uniform", "tsqnet", "nsnet", "nsnet_mlp"))):
         shutil.copytree(src / d, paths.features.parent / d)
     shutil.copy2(src / "prototypes.npz", paths.features.parent / "prototypes.npz")
@@ -364,3 +364,27 @@ def test_sweep_nsnet_with_halving_pruner_through_the_flow_body(trained, tmp_path
     study = optuna.load_study(study_name="sweep-nsnet", storage=tuning.storage_from_url(storage))
     assert len(study.trials) == 2 and all(t.intermediate_values for t in study.trials)
     assert json.loads((trained.features.parent / "tuned_losses.json").read_text())["sampler"] == "nsnet"
+
+
+def test_best_sampler_is_registered_and_predict_loads_it(trained, tiny_params, tmp_path, monkeypatch):
+    """tune_fusion under an MLflow run registers the best-on-val sampler as models:/salient-sampler@best;
+    the registry URI resolves to its checkpoints, which predict runs."""
+    from components import tracking
+    from components.data.manifest import read_manifest
+    from components.predict import Prediction, Predictor
+    from components.stages import tune_fusion
+
+    monkeypatch.setenv("SALIENT_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    p = load_params(ROOT / "params.yaml", [*TINY, "fusion.trials=3", f"fusion.storage=sqlite:///{tmp_path / 'o.db'}",
+                                           "evaluate.samplers=[uniform,tsqnet,nsnet]"])
+    with tracking.stage_run("tune_fusion", {}, tracking=p):
+        tune_fusion.run(p, trained)
+    tuned = json.loads(tuning.tuned_fusion_path(trained).read_text())
+    best = max(tuned["best_value"], key=tuned["best_value"].get)
+    folder = tracking.resolve_model_uri("models:/salient-sampler@best", tmp_path / "dl", tracking=p)
+    ck = folder / "seed0.pt"
+    assert ck.exists() and torch.load(ck, weights_only=False)["name"] == best
+    video = [r.path for r in read_manifest(trained.prepared)[0] if r.split == "test"][0]
+    (out,) = Predictor.load(p, ck, trained.encoders, 2).predict([video])
+    assert isinstance(out, Prediction)

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from components import tracking
 from components.params import Params
 from components.stages import Paths, stage_main, write_report
 from components.tuning import (FusionData, fusion_objective_data, input_study_name, params_fusion, pareto_study,
@@ -70,6 +71,20 @@ def objective_ms(data: FusionData, repeats: int = 5) -> float | None:
     return 1e3 * float(np.median(times)) if times else None
 
 
+def register_best(paths: Paths, tuned: dict, model_name: str = "salient-sampler", alias: str = "best") -> str | None:
+    """Register the sampler with the best tuned **val** objective in the MLflow Model Registry as
+    ``models:/salient-sampler@best`` (its checkpoints + saliency as the version's files), which
+    ``salient predict --checkpoint models:/salient-sampler@best`` loads. No-op without tracking."""
+    run = tracking.active_run()
+    if run is None:
+        return None
+    best = max(tuned["best_value"], key=lambda n: tuned["best_value"][n])
+    tracking.log_artifacts(sorted((paths.features.parent / "samplers" / best).iterdir()), artifact_path="sampler")
+    tracking.set_tags({"salient.best_sampler": best})
+    mv = tracking.register_model(run.run_id, "sampler", model_name, alias=alias)
+    return f"models:/{model_name}@{alias} = {best} (version {mv.version})" if mv is not None else None
+
+
 def run(p: Params, paths: Paths) -> dict:
     data = fusion_objective_data(p, paths)
     cost_ms = objective_ms(data)
@@ -97,6 +112,8 @@ def run(p: Params, paths: Paths) -> dict:
         write_pareto([], [], csv_path, fig)
         report["pareto"] = {"trials": 0, "front": []}
     write_report(paths, "tune_fusion.json", report)
+    if data.runs:
+        report["registered"] = register_best(paths, tuned)
     return {k: {n: v for n, v in tuned[k].items() if v is not None}
             for k in ("best_value", "default_value", "gain", "trials_per_second")}
 
