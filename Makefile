@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-## make demo: the synthetic benchmark through every stage that exists, under `dvc repro`.
+## make demo: the synthetic benchmark through every stage (prepare ... report), under `dvc repro`.
 demo: $(STAMP)
 	$(BIN)/salient demo
 
@@ -31,3 +31,4 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/salient bench extract
 	$(BIN)/salient bench samplers
+	$(BIN)/salient bench predict

@@ -53,7 +53,73 @@ def test_repro_builds_every_stage(project):
     head = json.loads((project / "reports/headroom.json").read_text())
     assert head["k"] == 3 and 0 <= head["oracle_top1"] <= 1
     metrics = _run([str(BIN / "dvc"), "metrics", "show", "--json"], project).stdout
-    assert "headroom.json" in metrics and "prepare.json" in metrics
+    assert "headroom.json" in metrics and "prepare.json" in metrics and "metrics.json" in metrics
+    for f in ("reports/curves.csv", "reports/README.md", "reports/flops.csv", "reports/figures/curves.png",
+              "data/tuned_fusion.json", "data/recognizers/tsi.pt", "data/samplers/nsnet_mlp/seed0.pt"):
+        assert (project / f).exists(), f
+
+
+def test_plots_render_offline(project):
+    """`dvc plots show` resolves the plots; vl-convert renders them with Vega bundled (no CDN)."""
+    from components.plots import render_dvc_plots
+
+    out = render_dvc_plots(project / "rendered", fmt="html", cwd=project)
+    assert len(out) == 3
+    html = out[0].read_text()
+    assert "cdn.jsdelivr" not in html and len(html) > 100_000  # the Vega libraries are in the page
+    svg = render_dvc_plots(project / "rendered", fmt="svg", cwd=project)
+    assert all(f.read_text().lstrip().startswith("<svg") for f in svg)
+
+
+def test_fusion_change_reruns_only_what_reads_it(project):
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["fusion"]["lambda_v"] = 0.3
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    try:
+        status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
+        assert set(status) == {"tune_fusion", "sampler_report", "evaluate", "report"}
+    finally:
+        p["fusion"]["lambda_v"] = 0.6
+        (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def test_exp_run_and_a_local_remote(project, tmp_path):
+    """`dvc exp run -S` runs an experiment that `dvc exp show` lists; outputs round-trip through a
+    local-directory remote (dvc push, delete, dvc pull)."""
+    _run([str(BIN / "dvc"), "exp", "run", "-n", "lam03", "-S", "fusion.lambda_v=0.3"], project)
+    shown = _run([str(BIN / "dvc"), "exp", "show", "--json"], project).stdout
+    assert "lam03" in shown
+    _run([str(BIN / "dvc"), "exp", "apply", "lam03"], project, check=False)
+    _run(["git", "checkout", "--", "params.yaml", "dvc.lock"], project, check=False)
+    _run([str(BIN / "dvc"), "checkout", "-f"], project)
+    _run([str(BIN / "dvc"), "remote", "add", "-d", "store", str(tmp_path / "remote")], project)
+    _run([str(BIN / "dvc"), "push"], project)
+    before = (project / "data/features/train/light_feats.npy").read_bytes()
+    shutil.rmtree(project / "data/features")
+    shutil.rmtree(project / ".dvc/cache")
+    _run([str(BIN / "dvc"), "pull"], project)
+    assert (project / "data/features/train/light_feats.npy").read_bytes() == before
+    out = _run([str(BIN / "dvc"), "status"], project)
+    assert "changed" not in out.stdout
+
+
+def test_concurrent_repro_fails_fast_with_the_lock_message(project):
+    import time
+
+    first = subprocess.Popen([str(BIN / "dvc"), "repro", "-f", "-s", "evaluate"], cwd=project, env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in first.stdout:  # the stage is running: the first process holds the repo lock
+            if "Running stage" in line:
+                break
+        t0 = time.time()
+        second = _run([str(BIN / "dvc"), "repro"], project, check=False)
+        assert time.time() - t0 < 60
+        assert second.returncode != 0
+        assert "lock" in (second.stdout + second.stderr).lower()
+    finally:
+        first.communicate(timeout=300)
+    assert first.returncode == 0
 
 
 def test_noop_repro_runs_nothing(project):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -57,9 +58,14 @@ def stage_params(stage: str, p: Params, dvc_yaml: Path = Path("dvc.yaml")) -> di
         spec = yaml.safe_load(dvc_yaml.read_text())["stages"][name]
     except (OSError, KeyError, TypeError):
         return full
-    keys = list((spec.get("do") or spec).get("params", []))
-    if item:
-        keys = [k.replace("${item.section}", str(spec["foreach"][item]["section"])) for k in keys]
+    keys = [str(k) for k in (spec.get("do") or spec).get("params", [])]
+    if item:  # a foreach item: resolve ${key} and ${item.<field>} from the literal dict or the params var
+        items = spec.get("foreach")
+        if isinstance(items, str) and items.startswith("${"):
+            items = full.get(items.strip("${}"), {})
+        fields = items.get(item, {}) if isinstance(items, dict) else {}
+        keys = [k.replace("${key}", item) for k in keys]
+        keys = [re.sub(r"\$\{item\.(\w+)\}", lambda m: str(fields.get(m.group(1), "")), k) for k in keys]
     out: dict = {}
     for key in keys:
         node, parts = full, str(key).split(".")
@@ -76,7 +82,7 @@ def stage_params(stage: str, p: Params, dvc_yaml: Path = Path("dvc.yaml")) -> di
 
 
 def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str] | None = None,
-               run_name: str | None = None) -> int:
+               run_name: str | Callable[[Params], str] | None = None) -> int:
     """Parse ``--params`` / ``--set``, run the stage inside an MLflow stage run (a child of
     ``$SALIENT_PARENT_RUN_ID`` when a flow or sweep set it; off with ``SALIENT_TRACKING=0``),
     log its returned numbers as metrics, and return the exit status."""
@@ -94,7 +100,7 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    stage = run_name or name
+    stage = (run_name(params) if callable(run_name) else run_name) or name  # the DVC stage, e.g. ablate@x
     with tracking.stage_run(stage, stage_params(stage, params), tags={"dvc.stage": stage}, tracking=params):
         result = run(params, Paths())
         seconds = time.perf_counter() - t0

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sampler", required=True)
     known, rest = ap.parse_known_args(argv)
     return stage_main("train_sampler", lambda p, paths: run(p, paths, known.sampler), rest,
-                      run_name=f"train_sampler@{known.sampler}")
+                      run_name=lambda p: f"{'ablate' if known.sampler in p.ablations else 'train_sampler'}@{known.sampler}")
 
 
 if __name__ == "__main__":
