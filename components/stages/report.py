@@ -165,6 +165,8 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
                   "|---|" + "---|" * (len(ks) + 1)]
         for s, by_rec in hl.items():
             cells = by_rec.get(rec, {})
+            if not cells:  # e.g. ablations, evaluated with the frame recognizer only
+                continue
             row = [f"{100 * cells[str(k)]['map']:.1f} ± {100 * cells[str(k)]['map_std']:.1f} / "
                    f"{100 * cells[str(k)]['top1']:.1f}" if str(k) in cells else "–" for k in ks]
             g = cells.get(str(ks[-1]), {}).get("gflops")
