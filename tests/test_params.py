@@ -33,7 +33,7 @@ def test_overrides_shrink_the_real_config():
     ({"evaluate.headroom_k": -3}, "evaluate.headroom_k: -3 is outside"),
     ({"data.dataset": "kinetic"}, "data.dataset: 'kinetic' is not one of"),
     ({"encoders.recognizer_pretrained": "yes"}, "encoders.recognizer_pretrained: expected true/false"),
-    ({"encoders.light_weights": "package"}, "encoders.light_weights: 'package' ships tf_efficientnet_lite0"),
+    ({"encoders.light_arch": "mobilenetv2_100"}, "encoders.light_weights: 'package' ships tf_efficientnet_lite0"),
     ({"data.synthetic.split": [0.5, 0.2, 0.2]}, "must be >= 0 and sum to 1"),
     ({"data.synthetic.split": [0.5, 0.5]}, "data.synthetic.split: expected 3 items"),
     ({"data.synthetic.min_frames": 400}, "data.synthetic.min_frames: 400 > data.synthetic.max_frames=300"),
