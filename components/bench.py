@@ -204,7 +204,7 @@ def bench_eval_grid(params: str, n: int = 1000, T: int = 16, C: int = 200, seeds
             "seeds": seeds, "cells": len(rows), "seconds": dt, "cells_per_s": len(rows) / dt, "target_s": 30.0}
 
 
-def bench_predict(params: str, ckpt_dir: str = "data", K: int = 5, batches=(1, 32), n_videos: int = 64,
+def bench_predict(params: str, ckpt_dir: str = "data", K: int = 5, batches=(1, 32), n_videos: int = 32,
                   samplers=("tsqnet", "uniform"), device: str = "cpu", workers: int = 0,
                   overrides: tuple[str, ...] = ()) -> dict:
     """``salient predict`` throughput on the demo's test videos: videos/s at each batch size and the

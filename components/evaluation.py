@@ -26,6 +26,7 @@ import torch
 
 from components.metrics import mean_average_precision, mean_class_accuracy, salient_recall, top1, topk_accuracy
 from components.models.samplers import Sampler, SamplerOutput
+from components.selection import topk_select
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,20 @@ class SamplerRun:
     model: Sampler
     out: SamplerOutput  # saliency [N,T] and branch scores of the split's valid videos
 
+    branch: str | None = None  # set: select by this branch's scores alone (top-K), not the fusion
+
     def select(self, K: int) -> np.ndarray:  # -> int64 [N,K]
+        if self.branch is not None:
+            return topk_select(self.out.branches[self.branch].detach().cpu().numpy(), K)
         return self.model.select(self.out, K)
+
+    def branches(self) -> list["SamplerRun"]:
+        """One run per branch of a two-branch sampler (TSQNet VQM / TQM, NSNet FSM / VGM) selecting by
+        that branch alone, named ``<name>[<branch>]``: the same trained model, so fused vs branch is a
+        like-for-like comparison (the papers' "fusion not worse than the better branch")."""
+        if len(self.out.branches) < 2:
+            return []
+        return [SamplerRun(f"{self.name}[{b}]", self.seed, self.model, self.out, b) for b in self.out.branches]
 
 
 def load_runs(root: Path, name: str, split: str, ids: list[str],

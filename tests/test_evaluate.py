@@ -33,7 +33,8 @@ def test_curves_cover_the_grid(evaluated, tiny_params):
     rows = _rows(evaluated)
     assert tuple(rows[0]) == CURVE_COLUMNS
     e = tiny_params.evaluate
-    frame = {(r["sampler"], int(r["k"]), int(r["seed"])) for r in rows if r["recognizer"] == "frame"}
+    frame = {(r["sampler"], int(r["k"]), int(r["seed"])) for r in rows if r["recognizer"] == "frame"
+             and "[" not in r["sampler"]}  # branch rows: test_branch_rows_select_by_one_branch_of_the_same_model
     assert frame == {(s, k, 0) for s in (*e.samplers, *tiny_params.ablations) for k in e.budgets}
     tsi = {(r["sampler"], int(r["k"])) for r in rows if r["recognizer"] == "tsi"}
     assert tsi == {(s, k) for s in e.samplers for k in tiny_params.tsi.budgets}
@@ -216,3 +217,20 @@ def test_ablations_are_evaluated_beside_their_base(evaluated, tiny_params):
     assert "## Ablations" in text and "| nsnet_mlp | nsnet.fem=mlp, train_sampler.epochs=1 |" in text
     model = load_sampler(evaluated.features.parent / "samplers" / "nsnet_mlp" / "seed0.pt")
     assert model.params.fem == "mlp"
+
+
+def test_branch_rows_select_by_one_branch_of_the_same_model(evaluated, tiny_params):
+    """tsqnet[vqm] etc.: top-K of that branch's stored scores, brute-forced here."""
+    store = FeatureStore(evaluated.features)
+    valid = np.asarray(store.array("test", "valid"), bool)
+    logits = np.asarray(store.array("test", "rec_logits"))[valid]
+    labels = np.asarray(store.array("test", "labels"))[valid]
+    rows = {(r["sampler"], int(r["k"])): r for r in _rows(evaluated) if r["recognizer"] == "frame"}
+    assert {s for s, _ in rows if "[" in s} == {"tsqnet[vqm]", "tsqnet[tqm]", "nsnet[fsm]", "nsnet[vgm]"}
+    sal = np.load(evaluated.features.parent / "samplers" / "nsnet" / "saliency_seed0.npz")
+    for K in tiny_params.evaluate.budgets:
+        idx = np.argsort(-sal["test/fsm"], axis=1, kind="stable")[:, :K]
+        assert float(rows[("nsnet[fsm]", K)]["map"]) == pytest.approx(
+            mean_average_precision(average_predictions(logits, idx), labels), abs=1e-5)
+        assert float(rows[("nsnet[fsm]", K)]["gflops"]) == pytest.approx(float(rows[("nsnet", K)]["gflops"]))
+    assert "## Fusion vs its branches" in (evaluated.reports / "README.md").read_text()

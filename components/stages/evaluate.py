@@ -91,7 +91,8 @@ def run(p: Params, paths: Paths) -> dict:
             clip_gmacs[k] = count_macs(lambda k=k: tsi(torch.zeros(1, k, 3, s, s))) / 1e9
 
     def gflops(run: SamplerRun, recognizer: str, K: int) -> float:
-        frame_cost = video_gmacs(run.name, run.model, enc, sampler_gmacs[run.name], T, K)
+        name = run.name.split("[")[0]  # a branch run costs what its sampler costs
+        frame_cost = video_gmacs(name, run.model, enc, sampler_gmacs[name], T, K)
         if recognizer == "frame":
             return frame_cost
         n = T if run.name == "dense" else K
@@ -102,9 +103,9 @@ def run(p: Params, paths: Paths) -> dict:
     base = [r for r in runs if r.name in p.evaluate.samplers]  # the clip recognizer runs for these only
     rows, kept = evaluate_grid(base, p.evaluate.budgets, labels, salient, gflops, frame_probs, scorers,
                                p.evaluate.map_variant, keep_scores=True)
-    ablation_rows, ablation_kept = evaluate_grid([r for r in runs if r.name in p.ablations], p.evaluate.budgets,
-                                                 labels, salient, gflops, frame_probs, None,
-                                                 p.evaluate.map_variant, keep_scores=True)
+    extra = [r for r in runs if r.name in p.ablations] + [b for r in base for b in r.branches()]
+    ablation_rows, ablation_kept = evaluate_grid(extra, p.evaluate.budgets, labels, salient, gflops, frame_probs,
+                                                 None, p.evaluate.map_variant, keep_scores=True)
     rows, kept = rows + ablation_rows, {**kept, **ablation_kept}
     paths.reports.mkdir(parents=True, exist_ok=True)
     with open(paths.reports / "curves.csv", "w", newline="") as f:

@@ -165,7 +165,7 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
                   "|---|" + "---|" * (len(ks) + 1)]
         for s, by_rec in hl.items():
             cells = by_rec.get(rec, {})
-            if not cells:  # e.g. ablations, evaluated with the frame recognizer only
+            if not cells or "[" in s:  # ablations have no TSI rows; branch rows have their own table
                 continue
             row = [f"{100 * cells[str(k)]['map']:.1f} ± {100 * cells[str(k)]['map_std']:.1f} / "
                    f"{100 * cells[str(k)]['top1']:.1f}" if str(k) in cells else "–" for k in ks]
@@ -176,11 +176,21 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
               "| sampler | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
     for s, by_rec in hl.items():
         cells = by_rec.get("frame", {})
-        if s == "uniform" or not any("map_minus_uniform_ci" in cells.get(str(k), {}) for k in Ks):
+        if s == "uniform" or "[" in s or not any("map_minus_uniform_ci" in cells.get(str(k), {}) for k in Ks):
             continue
         lines.append(f"| {s} | " + " | ".join(
             "[{:+.1f}, {:+.1f}]".format(*(100 * np.array(cells[str(k)]["map_minus_uniform_ci"])))
             if "map_minus_uniform_ci" in cells.get(str(k), {}) else "–" for k in Ks) + " |")
+    fused = [s for s in hl if f"{s}[" in " ".join(hl)]  # samplers with branch rows
+    if fused:
+        lines += ["", "## Fusion vs its branches (frame recognizer, same trained models): mAP (%)", "",
+                  "| selection | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
+        for s in fused:
+            for key in [s] + [b for b in hl if b.startswith(f"{s}[")]:
+                cells = hl[key].get("frame", {})
+                lines.append(f"| {key if key != s else s + ' (fused)'} | " + " | ".join(
+                    f"{100 * cells[str(k)]['map']:.1f} ± {100 * cells[str(k)]['map_std']:.1f}" if str(k) in cells
+                    else "–" for k in Ks) + " |")
     if p.ablations:
         lines += ["", "## Ablations (frame recognizer): mAP (%) of each variant and its base sampler", "",
                   "| variant | changes | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|---|" + "---|" * len(Ks)]
