@@ -50,6 +50,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -314,7 +315,8 @@ class TrackedRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, v, now, s) for k, v, s in points]
+        # MLflow allows letters, digits and _ - . space : / in names: tsqnet[vqm] becomes tsqnet_vqm_
+        items = [Metric(re.sub(r"[^\w\-. :/]", "_", k), v, now, s) for k, v, s in points]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
 

@@ -271,3 +271,13 @@ def test_real_mlflow_server(tmp_path, monkeypatch):
         else:
             os.killpg(server.pid, signal.SIGKILL)
         logf.close()
+
+
+def test_metric_names_are_made_valid(tracked):
+    """Branch rows are named like ``tsqnet[vqm]``; MLflow refuses brackets, so names are sanitised."""
+    from mlflow.tracking import MlflowClient
+
+    with tracking.stage_run("names", {}) as run:
+        tracking.log_budget_curve("tsqnet[vqm]/frame", [1, 2], {"map": [0.5, 0.6]})
+    hist = MlflowClient(tracked).get_metric_history(run.run_id, "tsqnet_vqm_/frame/map")
+    assert [(m.step, m.value) for m in hist] == [(1, 0.5), (2, 0.6)]
