@@ -163,6 +163,7 @@ def cmd_predict(args) -> int:
 
         fusion = fusion_values(p, Paths(features=ck_dir / "features"))  # as evaluate: tuned or params
         pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer, device=args.device, fusion=fusion)
+        pred.frame_chunk = max(1, args.frame_chunk)
     except (ParamsError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
     pd.add_argument("--workers", type=int, default=0, help="decoding processes")
     pd.add_argument("--device", default="cpu", help="torch device of the models (cpu, cuda, cuda:1)")
+    pd.add_argument("--frame-chunk", type=int, default=16, help="frames per encoder call (raise on a GPU)")
     pd.add_argument("--top", type=int, default=5)
     pd.add_argument("--json", action="store_true")
     pd.add_argument("--params", default="params.yaml")
