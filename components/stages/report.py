@@ -194,8 +194,11 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
     if p.ablations:
         lines += ["", "## Ablations (frame recognizer): mAP (%) of each variant and its base sampler", "",
                   "| variant | changes | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|---|" + "---|" * len(Ks)]
-        for name, ab in p.ablations.items():
-            for label, key in ((f"{ab.sampler} (base)", ab.sampler), (name, name)):
+        shown: set[str] = set()
+        for name, ab in sorted(p.ablations.items(), key=lambda kv: kv[1].sampler):
+            rows_ = [(name, name)] if ab.sampler in shown else [(f"{ab.sampler} (base)", ab.sampler), (name, name)]
+            shown.add(ab.sampler)
+            for label, key in rows_:
                 cells = hl.get(key, {}).get("frame", {})
                 lines.append(f"| {label} | {', '.join(ab.set) if key == name else ''} | " + " | ".join(
                     f"{100 * cells[str(k)]['map']:.1f} ± {100 * cells[str(k)]['map_std']:.1f}" if str(k) in cells
