@@ -446,6 +446,9 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, pool: str = DEFAULT
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C must stop the stack even when this process inherited SIGINT as ignored (started from a
+    # non-interactive shell's background job, as CI runners do): Python then installs no handler.
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     rc = 0
     try:
         stack.start(deployments)
@@ -477,6 +480,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, pool: str = DEFAULT
         rc = 1
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
         left = stack.stop()
         if left:
             print(f"error: processes still alive: {left}", file=sys.stderr)

@@ -5,6 +5,7 @@ project, a COMPLETED run (a DVC experiment with an override) and a FAILED one (r
 MLflow parent runs, and nothing left running afterwards."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -382,7 +383,13 @@ def test_serve_main_until_ctrl_c(tmp_path):
     finally:
         seen |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)} if proc.poll() is None else set()
         proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=90)[0]
+        try:
+            rest = proc.communicate(timeout=90)[0]
+        except subprocess.TimeoutExpired:  # never leave the stack running behind a failed test
+            for p in {proc.pid} | seen:
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(p).kill()
+            raise
     assert proc.returncode == 0, "".join(out) + rest
     assert "all Prefect processes stopped" in rest
     assert not [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
