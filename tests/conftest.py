@@ -132,6 +132,32 @@ TINY = [
 ]
 
 
+def copy_tiny_project(dst: Path) -> Path:
+    """A git + DVC project at ``dst``: this checkout's files (no reports/ or dvc.lock) with the TINY
+    params.yaml, committed; for tests that run the real `dvc repro` / Prefect flows on it."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from components.params import load_params, to_dict
+
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file() and not f.startswith(("reports/", "dvc.lock")):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    (dst / "params.yaml").write_text(yaml.safe_dump(to_dict(load_params(ROOT / "params.yaml", TINY)), sort_keys=False))
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    for args in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "init"]):
+        subprocess.run(args, cwd=dst, capture_output=True, text=True, check=True)
+    if not (dst / ".dvc").exists():
+        subprocess.run([str(Path(sys.executable).with_name("dvc")), "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
 @pytest.fixture(scope="session")
 def tiny_params():
     from components.params import load_params

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.params import load_params, to_dict
-from tests.conftest import ROOT, TINY
+from tests.conftest import copy_tiny_project
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -30,18 +29,7 @@ def _run(args, cwd, check=True):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    dst = tmp_path_factory.mktemp("proj")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("reports/", "dvc.lock")):
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    tiny = to_dict(load_params(ROOT / "params.yaml", TINY))
-    (dst / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
-    _run(["git", "init", "-q"], dst)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dst)
+    dst = copy_tiny_project(tmp_path_factory.mktemp("proj"))
     _run([str(BIN / "dvc"), "repro"], dst)
     return dst
 

@@ -29,6 +29,13 @@ def _rows(paths):
         return list(csv.DictReader(f))
 
 
+def _test_logits_labels(paths):
+    """Cached frame-recognizer logits [N,T,C] and labels [N,C] of the valid test videos."""
+    store = FeatureStore(paths.features)
+    valid = np.asarray(store.array("test", "valid"), bool)
+    return np.asarray(store.array("test", "rec_logits"))[valid], np.asarray(store.array("test", "labels"))[valid]
+
+
 def test_curves_cover_the_grid(evaluated, tiny_params):
     rows = _rows(evaluated)
     assert tuple(rows[0]) == CURVE_COLUMNS
@@ -46,10 +53,7 @@ def test_curves_cover_the_grid(evaluated, tiny_params):
 
 def test_frame_rows_match_a_brute_force_recomputation(evaluated, tiny_params):
     """Re-select with each stored sampler and average the cached logits with the selection module."""
-    store = FeatureStore(evaluated.features)
-    valid = np.asarray(store.array("test", "valid"), bool)
-    logits = np.asarray(store.array("test", "rec_logits"))[valid]
-    labels = np.asarray(store.array("test", "labels"))[valid]
+    logits, labels = _test_logits_labels(evaluated)
     rows = {(r["sampler"], int(r["k"])): r for r in _rows(evaluated) if r["recognizer"] == "frame"}
     for name in ("uniform", "tsqnet", "nsnet"):
         model = load_sampler(evaluated.features.parent / "samplers" / name / "seed0.pt")
@@ -221,10 +225,7 @@ def test_ablations_are_evaluated_beside_their_base(evaluated, tiny_params):
 
 def test_branch_rows_select_by_one_branch_of_the_same_model(evaluated, tiny_params):
     """tsqnet[vqm] etc.: top-K of that branch's stored scores, brute-forced here."""
-    store = FeatureStore(evaluated.features)
-    valid = np.asarray(store.array("test", "valid"), bool)
-    logits = np.asarray(store.array("test", "rec_logits"))[valid]
-    labels = np.asarray(store.array("test", "labels"))[valid]
+    logits, labels = _test_logits_labels(evaluated)
     rows = {(r["sampler"], int(r["k"])): r for r in _rows(evaluated) if r["recognizer"] == "frame"}
     assert {s for s, _ in rows if "[" in s} == {"tsqnet[vqm]", "tsqnet[tqm]", "nsnet[fsm]", "nsnet[vgm]"}
     sal = np.load(evaluated.features.parent / "samplers" / "nsnet" / "saliency_seed0.npz")

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 try:
-    from tests.conftest import ROOT, TINY
+    from tests.conftest import ROOT, copy_tiny_project
 except ModuleNotFoundError:  # `pytest` rather than `python -m pytest`: tests/ is on sys.path, not the root
-    from conftest import ROOT, TINY
+    from conftest import ROOT, copy_tiny_project
 
 BIN = Path(sys.executable).parent
 
@@ -213,26 +213,6 @@ def _run(args, cwd, env=None, check=True, timeout=300):
     return out
 
 
-def _copy_project(dst: Path) -> Path:
-    from components.params import load_params, to_dict
-
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("reports/", "dvc.lock")):
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    tiny = to_dict(load_params(ROOT / "params.yaml", TINY))
-    (dst / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    _run(["git", "init", "-q"], dst)
-    _run([*git, "add", "-A"], dst)
-    _run([*git, "commit", "-qm", "init"], dst)
-    if not (dst / ".dvc").exists():
-        _run([BIN / "dvc", "init", "-q"], dst)
-    return dst
-
-
 def _flow_run_id(output: str) -> str:
     m = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
     assert m, f"no flow run id in:\n{output}"
@@ -262,7 +242,7 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
     from components.serve import LocalPrefect, free_port
 
     t_start = time.time()
-    project = _copy_project(tmp_path / "proj")
+    project = copy_tiny_project(tmp_path / "proj")
     mlflow_db = tmp_path / "mlflow.db"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_db}", "SALIENT_TRACKING": "1",
            "SALIENT_RETRY_DELAY_SECONDS": "1", "PREFECT_WORKER_QUERY_SECONDS": "1",
