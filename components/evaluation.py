@@ -44,6 +44,11 @@ class SamplerRun:
 
     branch: str | None = None  # set: select by this branch's scores alone (top-K), not the fusion
 
+    @property
+    def sampler(self) -> str:
+        """The sampler this run selects with: ``name`` without the ``[<branch>]`` of a branch run."""
+        return self.name[: -len(self.branch) - 2] if self.branch is not None else self.name
+
     def select(self, K: int) -> np.ndarray:  # -> int64 [N,K]
         if self.branch is not None:
             return topk_select(self.out.branches[self.branch].detach().cpu().numpy(), K)

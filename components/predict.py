@@ -22,7 +22,7 @@ from components.data.clips import Clip, iter_clips
 from components.data.manifest import VideoRecord
 from components.data.video import VideoError, probe, read_frames, resize_center, uniform_indices
 from components.features import load_frame_model
-from components.flops import count_macs, frame_model_gmacs
+from components.flops import count_macs, frame_calls, frame_model_gmacs, sampler_gmacs
 from components.models.encoders import create_encoder
 from components.models.samplers import Sampler
 from components.params import Params
@@ -141,15 +141,16 @@ class Predictor:
     def measure_gflops(self) -> float:
         """GMACs of one prediction, counted on these modules at their resolutions (DESIGN.md §3)."""
         f, T, K = self.p.frames, self.p.frames.T, self.K
+        calls = frame_calls(self.sampler_name, self.sampler, T, K)  # the same rule as evaluate and the flops table
         g = 0.0
-        if self.light is not None:
-            g += T * frame_model_gmacs(self.light, f.light_size)
-        if self.objects is not None:
-            g += T * frame_model_gmacs(self.objects, f.object_size)
+        if calls["light"]:
+            g += calls["light"] * frame_model_gmacs(self.light, f.light_size)
+        if calls["object"]:
+            g += calls["object"] * frame_model_gmacs(self.objects, f.object_size)
         dummy = self._features(torch.zeros(1, T, dtype=torch.int64), torch.zeros(1, T, 3, f.light_size, f.light_size),
                                torch.zeros(1, T, 3, f.object_size, f.object_size))
-        g += count_macs(lambda: self.sampler(dummy)) / 1e9
-        n = T if getattr(self.sampler, "uses_all_frames", False) else K
+        g += sampler_gmacs(self.sampler, dummy)
+        n = calls["recognizer"]
         if self.recognizer_kind == "frame":
             g += n * frame_model_gmacs(self.recognizer, f.recognizer_size)
         else:

@@ -91,7 +91,7 @@ def run(p: Params, paths: Paths) -> dict:
             clip_gmacs[k] = count_macs(lambda k=k: tsi(torch.zeros(1, k, 3, s, s))) / 1e9
 
     def gflops(run: SamplerRun, recognizer: str, K: int) -> float:
-        name = run.name.split("[")[0]  # a branch run costs what its sampler costs
+        name = run.sampler  # a branch run costs what its sampler costs
         frame_cost = video_gmacs(name, run.model, enc, sampler_gmacs[name], T, K)
         if recognizer == "frame":
             return frame_cost
@@ -114,16 +114,16 @@ def run(p: Params, paths: Paths) -> dict:
         for r in rows:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in CURVE_COLUMNS})
 
+    summary = summarize(rows)  # mean ± std over seeds per (sampler, recognizer, K)
     result = {"videos": len(ids), "T": T, "map_variant": p.evaluate.map_variant,
               "ablations": {n: {"sampler": a.sampler, "set": list(a.set)} for n, a in p.ablations.items()},
               "map_definition": MAP_DEFINITIONS[p.evaluate.map_variant],
-              "recognizers": ["frame", *scorers], "headline": headline(p, rows, kept, labels),
+              "recognizers": ["frame", *scorers], "headline": headline(p, summary, kept, labels),
               "fusion": {"source": p.fusion.source, **{n: v for n, v in fusion.items() if n in p.evaluate.samplers}}}
     if scorers:
         result["tsi_clips_run"] = scorers["tsi"][0].calls
         result["tsi_gmacs_per_clip"] = {str(k): v for k, v in clip_gmacs.items()}
     write_report(paths, "metrics.json", result)
-    summary = summarize(rows)
     for key in {(r["sampler"], r["recognizer"]) for r in rows}:  # MLflow: step = K, so the UI charts the curves
         cells = sorted((c for c in summary if (c["sampler"], c["recognizer"]) == key), key=lambda c: c["k"])
         tracking.log_budget_curve("/".join(key), [c["k"] for c in cells],
@@ -132,14 +132,14 @@ def run(p: Params, paths: Paths) -> dict:
     return {"videos": len(ids)}
 
 
-def headline(p: Params, rows: list[dict], kept: dict, labels: np.ndarray) -> dict:
+def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> dict:
     """Mean ± std over seeds at ``evaluate.sampler_budgets``, plus, on the first seed, a bootstrap CI of
     mAP over test videos and the paired bootstrap CI of the mAP difference to uniform."""
     out: dict = {}
     v = p.evaluate.map_variant
     n = len(labels)
     show = set(p.evaluate.sampler_budgets)
-    for s in summarize(rows):
+    for s in summary:
         if s["k"] not in show:
             continue
         cell = {m: round(s[m], 5) for m in ("map", "map_std", "top1", "top1_std", "top5", "mean_class_acc",
