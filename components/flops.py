@@ -11,13 +11,15 @@ light encoder × T + object recognizer × T (TQM) + sampler + recognizer × K (+
 :func:`prediction_flops` builds the table of one prediction from instantiated modules
 (:class:`FrameModel` = a per-frame model + its input resolution), so the same code measures the
 demo config and the papers' setting. Which per-frame models a sampler needs, and how often, is
-:func:`frame_calls` (shared with ``components.stages.sampler_report``). The counter sees matrix
+:func:`frame_calls`; :func:`video_gmacs` turns it into the cost of one prediction (used by
+``sampler_report``, ``tune_fusion`` and ``evaluate``). The counter sees matrix
 products and convolutions only (no BatchNorm, activations or softmax), which is how the papers'
 numbers are usually counted too; ResNet-50 at 224² is 4.089 GMACs here against the papers' 4.109.
 """
 from __future__ import annotations
 
 import csv
+import logging
 import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from components.params import NSNetParams, Params, TSQNetParams
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("component", "model", "resolution", "gmacs_per_call", "calls", "gmacs", "paper_gmacs")
 ROLES = ("light", "object", "audio", "recognizer")  # per-frame models, in table order (sampler after audio)
@@ -359,3 +363,26 @@ def read_flops_table(csv_path: str | Path) -> list[FlopsRow]:
         return [FlopsRow(d["component"], d["model"], d["resolution"], float(d["gmacs_per_call"]), int(d["calls"]),
                          None if d["paper_gmacs"] == "" else float(d["paper_gmacs"]))
                 for d in csv.DictReader(fh)]
+
+
+def encoder_gmacs(p: Params, encoders_dir: Path) -> dict[str, float]:
+    """Per-frame GMACs of the trained encoders (``<encoders_dir>/{light,recognizer}.pt``) at their
+    configured resolutions, plus the ImageNet object recognizer."""
+    from components.features import load_frame_model  # the decode stack, only when measuring
+    from components.models.encoders import create_encoder
+
+    return {"light": frame_model_gmacs(load_frame_model(encoders_dir / "light.pt"), p.frames.light_size),
+            "object": frame_model_gmacs(create_encoder("object", arch=p.encoders.object_arch, weights="none"),
+                                        p.frames.object_size),
+            "recognizer": frame_model_gmacs(load_frame_model(encoders_dir / "recognizer.pt"), p.frames.recognizer_size)}
+
+
+def video_gmacs(name: str, model, enc: dict[str, float], sampler_gmacs: float, T: int, K: int) -> float:
+    """Cost of one prediction: what the sampler has to look at + the sampler + the recognizer on its frames
+    (which per-frame models run how often: :func:`frame_calls`)."""
+    total = sampler_gmacs
+    for role, n in frame_calls(name, model, T, K).items():
+        if n and role not in enc:
+            log.warning("%s runs the %s encoder on %d frames, whose cost is not measured here", name, role, n)
+        total += enc.get(role, 0.0) * n
+    return total

@@ -112,11 +112,15 @@ class EncoderParams:
 class TrainEncodersParams:
     epochs: int = _f(30, lo=1, hi=10_000)
     batch_size: int = _f(32, lo=1, hi=4096)
-    lr: float = _f(2e-3, lo=1e-7, hi=10.0)
+    lr: float = _f(2e-3, lo=1e-7, hi=10.0, help="lr of encoders trained from scratch (recognizer, audio)")
+    pretrained_lr: float = _f(3e-4, lo=1e-7, hi=10.0,
+                              help="lr of encoders that start from pretrained weights (the light encoder with "
+                                   "light_weights package|hub, the recognizer with recognizer_pretrained): the "
+                                   "from-scratch lr wipes the ImageNet features in an epoch")
     weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
     bank_frames: int = _f(24, lo=1, hi=10_000, help="frames decoded per train/val video into the sampling bank")
     epoch_repeats: int = _f(4, lo=1, hi=1000, help="times each train video is drawn per epoch (one random frame each)")
-    patience: int = _f(6, lo=1, help="early stopping on val frame accuracy, in epochs")
+    patience: int = _f(6, lo=1, help="early stopping on val video accuracy, in epochs")
     threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
     seed: int = _f(0, lo=0)
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from components.data.manifest import read_manifest
@@ -95,6 +96,19 @@ def test_feature_store_contents(tiny_pipeline, tiny_params):
     emb = np.asarray(store.array("test", "audio_emb"))
     assert (emb[~ha] == 0).all()  # no audio -> masked, never invented
     assert store.load("text_objects").shape == (1000, 384) and store.load("text_classes").shape == (C, 384)
+
+
+def test_train_encoders_fine_tunes_pretrained_encoders_at_their_own_lr(tiny_pipeline, tiny_params):
+    """The ImageNet light encoder trains at pretrained_lr, the from-scratch ones at lr (written to the report)."""
+    import json
+
+    rep = json.loads((tiny_pipeline.reports / "train_encoders.json").read_text())
+    t = tiny_params.train_encoders
+    assert tiny_params.encoders.light_weights != "none" and t.pretrained_lr != t.lr
+    assert rep["light"]["lr"] == t.pretrained_lr
+    assert rep["recognizer"]["lr"] == rep["audio"]["lr"] == t.lr
+    ck = torch.load(tiny_pipeline.encoders / "light.pt", map_location="cpu", weights_only=False)
+    assert ck["history"][0]["lr"] == t.pretrained_lr  # the engine's first epoch ran at it
 
 
 def test_extract_resume_equals_uninterrupted_and_failed_video_is_marked(tiny_pipeline, tiny_params, tmp_path):

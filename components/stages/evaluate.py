@@ -30,7 +30,7 @@ from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_preci
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
 from components.stages import Paths, stage_main, write_report
-from components.stages.sampler_report import encoder_gmacs, video_gmacs
+from components.flops import encoder_gmacs, video_gmacs
 from components.stages.train_recognizer import load_recognizer
 from components.stages.train_sampler import load_sampler
 from components.store import FeatureStore
@@ -64,7 +64,7 @@ def run(p: Params, paths: Paths) -> dict:
     gt = np.asarray(store.array("test", "gt"))[valid]
     salient = salient_mask(gt, labels) if (gt >= -2).any() else None
     frame_probs = softmax(np.asarray(store.array("test", "rec_logits"))[valid])  # [N,T,C]
-    enc = encoder_gmacs(p, paths)
+    enc = encoder_gmacs(p, paths.encoders)
     data, _ = load_split(store, "test")
     one = {k: v[:1] for k, v in data.items()}  # one video, to count each sampler's MACs
 

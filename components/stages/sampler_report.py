@@ -12,10 +12,8 @@ import logging
 import numpy as np
 import torch
 
-from components.features import load_frame_model
-from components.flops import frame_calls, frame_model_gmacs, sampler_gmacs
+from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
 from components.metrics import mean_average_precision, salient_mask, salient_recall, top1
-from components.models.encoders import create_encoder
 from components.models.samplers import SamplerOutput
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store
@@ -26,25 +24,6 @@ from components.store import FeatureStore
 from components.tuning import fusion_values, set_fusion
 
 log = logging.getLogger(__name__)
-
-
-def encoder_gmacs(p: Params, paths: Paths) -> dict[str, float]:
-    """Per-frame GMACs of the trained encoders at their configured resolutions."""
-    return {"light": frame_model_gmacs(load_frame_model(paths.encoders / "light.pt"), p.frames.light_size),
-            "object": frame_model_gmacs(create_encoder("object", arch=p.encoders.object_arch, weights="none"),
-                                        p.frames.object_size),
-            "recognizer": frame_model_gmacs(load_frame_model(paths.encoders / "recognizer.pt"), p.frames.recognizer_size)}
-
-
-def video_gmacs(name: str, model, enc: dict[str, float], sampler_gmacs: float, T: int, K: int) -> float:
-    """Cost of one prediction: what the sampler has to look at + the sampler + the recognizer on its frames
-    (which per-frame models run how often: ``components.flops.frame_calls``)."""
-    total = sampler_gmacs
-    for role, n in frame_calls(name, model, T, K).items():
-        if n and role not in enc:
-            log.warning("%s runs the %s encoder on %d frames, whose cost is not measured here", name, role, n)
-        total += enc.get(role, 0.0) * n
-    return total
 
 
 def run(p: Params, paths: Paths) -> dict:
@@ -58,7 +37,7 @@ def run(p: Params, paths: Paths) -> dict:
     sal = salient_mask(gt, labels) if (gt >= -2).any() else None
     root = paths.features.parent / "samplers"
     result: dict = {"videos": len(ids), "T": store.T, "recognizer": "frame recognizer (cached logits)", "samplers": {}}
-    enc = encoder_gmacs(p, paths)
+    enc = encoder_gmacs(p, paths.encoders)
     result["encoder_gmacs_per_frame"] = enc
     one = {k: torch.from_numpy(np.asarray(store.array("test", k))[valid][:1].copy()).float()
            for k in ("light_feats", "light_logits", "object_scores", "rec_logits", "rec_feats", "audio_emb", "labels", "frame_indices")}

@@ -38,13 +38,13 @@ def prediction_gmacs(p: Params, paths: Paths, data: FusionData) -> Callable[[str
     the frame recognizer on K frames), counted on the real modules as the evaluate stage does."""
     from components.flops import count_macs
     from components.sampler_data import load_split
-    from components.stages.sampler_report import encoder_gmacs, video_gmacs
+    from components.flops import encoder_gmacs, video_gmacs
     from components.store import FeatureStore
 
     store = FeatureStore(paths.features)
     batch, _ = load_split(store, "val")
     one = {k: v[:1] for k, v in batch.items()}  # one video, to count each sampler's MACs
-    enc = encoder_gmacs(p, paths)
+    enc = encoder_gmacs(p, paths.encoders)
     own = {name: count_macs(lambda m=runs[0].model: m(one)) / 1e9 for name, runs in data.runs.items()}
     cache: dict[tuple[str, int], float] = {}
 
