@@ -25,12 +25,11 @@ from components.data.clips import iter_clips
 from components.data.manifest import read_manifest
 from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
                                    summarize)
-from components.flops import count_macs
+from components.flops import count_macs, encoder_gmacs, video_gmacs
 from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision, salient_mask
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
 from components.stages import Paths, stage_main, write_report
-from components.flops import encoder_gmacs, video_gmacs
 from components.stages.train_recognizer import load_recognizer
 from components.stages.train_sampler import load_sampler
 from components.store import FeatureStore
