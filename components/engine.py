@@ -114,8 +114,12 @@ def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
 def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable],
         val_batches: Callable[[], Iterable] | None, cfg: FitConfig, ckpt_dir: Path,
         fingerprint: str, params: Iterable[nn.Parameter] | None = None,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
-    """Train ``model`` in place; ``train_batches(epoch)`` must be deterministic given the epoch."""
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        val_metrics: Callable[[], dict[str, float]] | None = None) -> FitResult:
+    """Train ``model`` in place; ``train_batches(epoch)`` must be deterministic given the epoch.
+
+    ``val_metrics()`` (optional) adds task metrics that are not batch means (e.g. a sampler's val mAP
+    of its selections) to each epoch's row as ``val_<name>``, before the monitored value is read."""
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.pt"
     fingerprint = f"{fingerprint}|{cfg!r}|v{CKPT_VERSION}"  # another FitConfig or layout never resumes
@@ -157,6 +161,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         sched.step()
         if val_batches is not None:
             row.update({f"val_{k}": v for k, v in run_epoch(model, step, val_batches(), False, desc="val").items()})
+        if val_metrics is not None:
+            row.update({f"val_{k}": float(v) for k, v in val_metrics().items()})
         key = cfg.monitor if cfg.monitor in row else cfg.monitor.replace("val_", "train_", 1)
         if key not in row:
             raise KeyError(f"{cfg.desc}: monitored metric {cfg.monitor!r} not in {sorted(row)}")

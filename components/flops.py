@@ -128,7 +128,7 @@ class FrameModel:
 
 # ------------------------------------------------------------------------- which models run how often
 RECOGNIZER_ON_ALL = ("dense", "maxconf")  # the recognizer runs on all T frames (its logits are the saliency)
-LIGHT_SAMPLERS = ("maxconf_l", "nsnet")  # read the light encoder's output on all T frames
+LIGHT_SAMPLERS = ("maxconf_l", "videoconf_l", "nsnet")  # read the light encoder's output on all T frames
 FREE_SAMPLERS = ("uniform", "random", "oracle")  # no per-frame model before selection (oracle: ground truth)
 
 

@@ -182,7 +182,12 @@ class TrainSamplerParams:
     batch_size: int = _f(64, lo=1, hi=65_536)
     lr: float = _f(1e-3, lo=1e-7, hi=10.0)
     weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
-    patience: int = _f(10, lo=1, help="early stopping on val loss, in epochs")
+    patience: int = _f(10, lo=1, help="early stopping on the monitored val metric, in epochs")
+    monitor: str = _f("val_map", choices=("val_map", "val_loss"),
+                      help="early stopping / best epoch on val_map (val mAP of the frame recognizer's mean "
+                           "softmax over the top-K frames of each branch's score, mean over branches and "
+                           "val_budgets; no fusion setting is read) or on val_loss")
+    val_budgets: tuple[int, ...] = _f((3, 5), help="the K of the val_map monitor")
     seeds: tuple[int, ...] = _f((0, 1, 2), help="one trained sampler per seed (mean +- std in reports)")
     threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
 
@@ -275,7 +280,8 @@ class EvaluateParams:
     budgets: tuple[int, ...] = _f((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), help="frame budgets K (1 <= K <= T)")
     headroom_k: int = _f(3, lo=1, help="K of the oracle-vs-uniform headroom table")
     sampler_budgets: tuple[int, ...] = _f((1, 2, 3, 5, 8), help="K of the sampler table (reports/samplers.md)")
-    samplers: tuple[str, ...] = _f(("uniform", "random", "dense", "maxconf", "maxconf_l", "oracle", "tsqnet", "nsnet"),
+    samplers: tuple[str, ...] = _f(("uniform", "random", "dense", "maxconf", "maxconf_l", "videoconf_l", "oracle", "tsqnet",
+                                    "nsnet"),
                                    help="samplers in the report (each trained by train_sampler@<name>)")
     map_variant: str = _f("sklearn", choices=("sklearn", "cumulative"),
                           help="mAP definition (components.metrics.MAP_DEFINITIONS), recorded in every result")
@@ -394,20 +400,15 @@ def _build(cls: type, raw: Mapping, prefix: str) -> Any:
 
 def _validate(p: Params) -> Params:
     T = p.frames.T
-    for i, k in enumerate(p.evaluate.budgets):
-        if not 1 <= k <= T:
-            raise ParamsError(f"evaluate.budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
-    for i, k in enumerate(p.evaluate.sampler_budgets):
-        if not 1 <= k <= T:
-            raise ParamsError(f"evaluate.sampler_budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
-    for i, k in enumerate(p.tsi.budgets):
-        if not 1 <= k <= T:
-            raise ParamsError(f"tsi.budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
-    for i, k in enumerate(p.fusion.budgets):
-        if not 1 <= k <= T:
-            raise ParamsError(f"fusion.budgets[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
-    if not p.fusion.budgets:
-        raise ParamsError("fusion.budgets: give at least one K")
+    for key, ks in (("evaluate.budgets", p.evaluate.budgets), ("evaluate.sampler_budgets", p.evaluate.sampler_budgets),
+                    ("tsi.budgets", p.tsi.budgets), ("fusion.budgets", p.fusion.budgets),
+                    ("train_sampler.val_budgets", p.train_sampler.val_budgets)):
+        for i, k in enumerate(ks):
+            if not 1 <= k <= T:
+                raise ParamsError(f"{key}[{i}]: K={k} must satisfy 1 <= K <= frames.T={T}")
+    for key, ks in (("fusion.budgets", p.fusion.budgets), ("train_sampler.val_budgets", p.train_sampler.val_budgets)):
+        if not ks:
+            raise ParamsError(f"{key}: give at least one K")
     if not p.sweep.study.strip():
         raise ParamsError("sweep.study: the study name must not be empty")
     for name, ab in p.ablations.items():

@@ -45,14 +45,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 
 import numpy as np
 
-from components.metrics import MAP_DEFINITIONS, mean_average_precision
 from components.params import SWEEP_SPACES, Params, params_from_dict, to_dict, variant_params
+from components.validation import ValSet, load_val, sampler_val_score
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
     from components.evaluation import SamplerRun
     from components.stages import Paths
+    from components.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -250,56 +251,6 @@ def fusion_values(p: Params, paths: "Paths") -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------ the val objective
-@dataclass
-class ValSet:
-    """The val split's valid videos, ready for the objective: frame-recognizer softmax ``probs
-    [N,T,C]`` (computed once), multi-hot ``labels [N,C]``, and a memo of mAP by selection."""
-    ids: list[str]
-    probs: np.ndarray  # [N,T,C] float64
-    labels: np.ndarray  # [N,C]
-    map_variant: str = "sklearn"
-    budgets: tuple[int, ...] = (3, 5)
-    _memo: dict = field(default_factory=dict, repr=False)
-
-    def map_at(self, idx: np.ndarray) -> float:
-        """mAP of the mean softmax over the selected frames ``idx [N,K]`` (memoised by the selection)."""
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
-        key = (idx.shape, hashlib.sha1(idx.tobytes()).digest())
-        if key not in self._memo:
-            scores = np.take_along_axis(self.probs, idx[:, :, None], axis=1).mean(1)  # [N,K,C] -> [N,C]
-            self._memo[key] = mean_average_precision(scores, self.labels, variant=self.map_variant)
-        return self._memo[key]
-
-    def score(self, select: Callable[[int], np.ndarray], budgets: Iterable[int] | None = None) -> float:
-        """Mean over ``budgets`` (default: ``self.budgets``) of :meth:`map_at` of ``select(K)``."""
-        ks = tuple(budgets) if budgets is not None else self.budgets
-        return float(np.mean([self.map_at(select(K)) for K in ks]))
-
-    def clear_memo(self) -> None:
-        self._memo.clear()
-
-    def describe(self) -> str:
-        return (f"val mAP ({self.map_variant}: {MAP_DEFINITIONS[self.map_variant]}) of the frame recognizer's "
-                f"mean softmax over the K selected frames, mean over seeds and K in {list(self.budgets)}")
-
-
-def load_val(p: Params, paths: "Paths") -> ValSet:
-    """Val labels and the cached frame-recognizer logits (valid videos, store order) -> :class:`ValSet`."""
-    from components.evaluation import softmax
-    from components.sampler_data import check_store
-    from components.store import FeatureStore
-
-    store = FeatureStore(paths.features)
-    check_store(store, p.frames.T)
-    valid = np.asarray(store.array("val", "valid"), dtype=bool)
-    ids = [i for i, v in zip(store.ids("val"), valid) if v]
-    if not ids:
-        raise ValueError("the val split has no usable video: nothing to tune on")
-    labels = np.asarray(store.array("val", "labels"))[valid]
-    probs = softmax(np.asarray(store.array("val", "rec_logits"))[valid])  # [N,T,C]
-    return ValSet(ids, probs, labels, p.evaluate.map_variant, tuple(p.fusion.budgets))
-
-
 @dataclass
 class FusionData:
     """Everything the fusion objective reads, loaded once: the val set and, per tunable sampler, every
@@ -569,21 +520,6 @@ def make_pruner(kind: str) -> "optuna.pruners.BasePruner":
 def suggest_losses(trial: "optuna.Trial", sampler: str) -> dict[str, float]:
     """Loss weights of ``params.SWEEP_SPACES[sampler]`` as dotted params keys (``tsqnet.alpha``)."""
     return {f"{sec}.{key}": trial.suggest_float(f"{sec}.{key}", lo, hi) for sec, key, lo, hi in SWEEP_SPACES[sampler]}
-
-
-def sampler_val_score(model: Any, val_data: Mapping, val: ValSet, fusion: Mapping[str, Any] | None) -> float:
-    """Val objective of a sampler being trained: predict its val saliency now, select with ``fusion``
-    settings, and score like :meth:`ValSet.score` (the same number tune_fusion optimises for one seed)."""
-    import torch
-
-    from components.models.samplers import SamplerOutput
-    from components.stages.train_sampler import predict_split
-
-    pred = predict_split(model, val_data)  # switches to eval mode; fit switches back each epoch
-    out = SamplerOutput(saliency=torch.from_numpy(pred.pop("saliency")),
-                        branches={k: torch.from_numpy(v) for k, v in pred.items()})
-    set_fusion(model, fusion)
-    return val.score(lambda K: model.select(out, K))
 
 
 _DATA_CACHE: dict[tuple, tuple] = {}

@@ -103,3 +103,21 @@ def test_monitor_max_metric(tmp_path):
     assert res.best_epoch == int(np.argmax(accs))  # first epoch reaching the max
     with pytest.raises(ValueError, match="mode"):
         FitConfig(epochs=1, lr=0.1, mode="up")
+
+
+def test_val_metrics_join_the_row_and_can_be_monitored(tmp_path):
+    """A task metric computed after the val pass (a sampler's val mAP) is logged as val_<name> and
+    picks the best epoch; the weights restored are those of that epoch."""
+    m = _model()
+    scripted = iter([0.2, 0.9, 0.5, 0.4, 0.3])
+    snapshots = []
+
+    def metric():
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"map": next(scripted)}
+
+    res = fit(m, _step, _batches, _val, FitConfig(epochs=5, lr=0.05, patience=3, monitor="val_map", mode="max"),
+              tmp_path, "fp", val_metrics=metric)
+    assert [r["val_map"] for r in res.history] == [0.2, 0.9, 0.5, 0.4, 0.3][:len(res.history)]
+    assert res.best_epoch == 1 and res.stopped_early and len(res.history) == 5
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in m.state_dict().items())

@@ -235,3 +235,31 @@ def test_branch_rows_select_by_one_branch_of_the_same_model(evaluated, tiny_para
             mean_average_precision(average_predictions(logits, idx), labels), abs=1e-5)
         assert float(rows[("nsnet[fsm]", K)]["gflops"]) == pytest.approx(float(rows[("nsnet", K)]["gflops"]))
     assert "## Fusion vs its branches" in (evaluated.reports / "README.md").read_text()
+
+
+def test_fused_minus_branch_ci_is_the_paired_bootstrap_of_the_two_selections(evaluated, tiny_params):
+    """metrics.json's fused − branch CI, recomputed by brute force: NSNet's fused ``select`` and its FSM
+    top-K on the stored saliency, the cached logits, and the paired percentile bootstrap."""
+    from components.metrics import bootstrap_ci
+    from components.models.samplers import SamplerOutput
+    from components.tuning import fusion_values, set_fusion
+
+    logits, labels = _test_logits_labels(evaluated)
+    m = json.loads((evaluated.reports / "metrics.json").read_text())["headline"]
+    root = evaluated.features.parent / "samplers" / "nsnet"
+    model = load_sampler(root / "seed0.pt")
+    set_fusion(model, fusion_values(tiny_params, evaluated).get("nsnet"))
+    sal = np.load(root / "saliency_seed0.npz")
+    out = SamplerOutput(torch.from_numpy(sal["test/saliency"]),
+                        {k.split("/", 1)[1]: torch.from_numpy(sal[k]) for k in sal.files
+                         if k.startswith("test/") and k not in ("test/ids", "test/saliency")})
+    assert set(m["nsnet[fsm]"]["frame"])
+    for k, cell in m["nsnet[fsm]"]["frame"].items():
+        fused = average_predictions(logits, model.select(out, int(k)))
+        branch = average_predictions(logits, np.argsort(-sal["test/fsm"], axis=1, kind="stable")[:, :int(k)])
+        want = bootstrap_ci(lambda ix: mean_average_precision(fused[ix], labels[ix])
+                            - mean_average_precision(branch[ix], labels[ix]), len(labels),
+                            n_boot=tiny_params.evaluate.bootstrap)
+        assert cell["fused_minus_branch_ci"] == pytest.approx(list(want), abs=1e-9)
+    assert "fused_minus_branch_ci" not in m["nsnet"]["frame"]["3"]  # only branch rows carry it
+    assert "| nsnet − nsnet[fsm] |" in (evaluated.reports / "README.md").read_text()

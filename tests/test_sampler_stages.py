@@ -88,3 +88,27 @@ def test_every_seed_is_trained_on_the_train_split(tiny_samplers, tiny_params, tm
     assert all(np.isfinite(h[0]["train_loss"]) for h in hist.values())
     a, b = (load_sampler(paths.features.parent / "samplers" / "nsnet" / f"seed{s}.pt") for s in (0, 1))
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_samplers_stop_on_val_map_of_each_branch_top_k(tiny_samplers, tiny_params):
+    """train_sampler.monitor=val_map: every epoch row carries val_map, the kept epoch is its arg-max,
+    and branch_val_score is the mean over branches and val_budgets of the val mAP of each branch's
+    top-K, recomputed here by hand from the stored val branch scores of the kept model."""
+    from components.selection import topk_select
+    from components.stages.train_sampler import load_sampler
+    from components.validation import branch_val_score, load_val
+
+    assert tiny_params.train_sampler.monitor == "val_map"
+    root = tiny_samplers.features.parent / "samplers" / "nsnet"
+    hist = json.loads((tiny_samplers.reports / "samplers" / "nsnet_history.json").read_text())["0"]
+    maps = [r["val_map"] for r in hist]
+    store = FeatureStore(tiny_samplers.features)
+    val = load_val(tiny_params, tiny_samplers, store)
+    data, _ = load_split(store, "val")
+    model = load_sampler(root / "seed0.pt")
+    got = branch_val_score(model, data, val, tiny_params.train_sampler.val_budgets)
+    sal = np.load(root / "saliency_seed0.npz")
+    ks = [k for k in tiny_params.train_sampler.val_budgets]
+    want = np.mean([val.map_at(topk_select(sal[f"val/{b}"], k)) for b in ("fsm", "vgm") for k in ks])
+    assert got == pytest.approx(want, abs=1e-9)
+    assert got == pytest.approx(max(maps), abs=1e-9)  # the restored weights are the best epoch's

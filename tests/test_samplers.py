@@ -33,7 +33,7 @@ def _kwargs(name):
 
 
 def test_registry_has_every_sampler():
-    assert {"uniform", "random", "dense", "maxconf", "maxconf_l", "oracle"} <= set(list_samplers())
+    assert {"uniform", "random", "dense", "maxconf", "maxconf_l", "videoconf_l", "oracle"} <= set(list_samplers())
     with pytest.raises(ValueError, match="unknown sampler 'unifrom' \\(did you mean 'uniform'\\?\\)"):
         create_sampler("unifrom")
 
@@ -76,3 +76,14 @@ def test_feature_norm_standardises_and_is_identity_without_stats():
     assert torch.allclose(n(x), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
     assert torch.equal(FeatureNorm()(x), x)
     assert "mean" in n.state_dict()  # travels with the checkpoint
+
+
+def test_videoconf_l_scores_frames_by_the_video_class_by_hand():
+    """Frame 0 is confidently class 1 (a distractor), frames 1-2 lean to class 0, which wins the mean:
+    MaxConf-L ranks frame 0 first, VideoConf-L ranks it last."""
+    probs = torch.tensor([[[0.05, 0.9, 0.05], [0.7, 0.2, 0.1], [0.6, 0.1, 0.3]]])  # mean: 0.45, 0.40, 0.15
+    b = {"light_logits": probs.log()}
+    vc = create_sampler("videoconf_l")(b).saliency
+    assert torch.allclose(vc, torch.tensor([[0.05, 0.7, 0.6]]), atol=1e-6)
+    assert create_sampler("maxconf_l")(b).saliency.argmax().item() == 0
+    assert create_sampler("videoconf_l").select(create_sampler("videoconf_l")(b), 2).tolist() == [[1, 2]]

@@ -162,3 +162,13 @@ def test_headroom_stage_reports_oracle_vs_uniform(tiny_pipeline, tiny_params, tm
     # recall@K divides by min(K, #salient): the oracle takes every salient frame it can, so it is exactly 1
     assert res["by_k"]["3"]["oracle"]["salient_recall"] == 1.0
     assert (tmp_path / "headroom.md").read_text().startswith("# Headroom")
+    assert set(res["light_frame_acc"]) == set(res["frame_acc"]) == {"salient", "distractor", "generic", "lowq"}
+    assert "light encoder's classifier" in (tmp_path / "headroom.md").read_text()
+
+
+def test_frame_accuracy_by_kind_hand_computed():
+    logits = np.array([[[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]]])  # one video, 3 frames: argmax 0, 1, 1
+    labels = np.array([[1, 0]])  # class 0
+    kinds = {"salient": np.array([[True, True, False]]), "generic": np.array([[False, False, True]]),
+             "lowq": np.zeros((1, 3), bool)}
+    assert headroom.frame_accuracy(logits, labels, kinds) == {"salient": 0.5, "generic": 0.0, "lowq": None}

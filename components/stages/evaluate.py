@@ -133,11 +133,17 @@ def run(p: Params, paths: Paths) -> dict:
 
 def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> dict:
     """Mean ± std over seeds at ``evaluate.sampler_budgets``, plus, on the first seed, a bootstrap CI of
-    mAP over test videos and the paired bootstrap CI of the mAP difference to uniform."""
+    mAP over test videos, the paired bootstrap CI of the mAP difference to uniform and, for a branch
+    row ``name[branch]``, of the fused sampler minus that branch (same model, same seed)."""
     out: dict = {}
     v = p.evaluate.map_variant
     n = len(labels)
     show = set(p.evaluate.sampler_budgets)
+
+    def paired_ci(a: np.ndarray, b: np.ndarray) -> list[float]:  # mAP(a) - mAP(b), resampling videos
+        return list(bootstrap_ci(lambda ix: mean_average_precision(a[ix], labels[ix], variant=v)
+                                 - mean_average_precision(b[ix], labels[ix], variant=v), n, n_boot=p.evaluate.bootstrap))
+
     for s in summary:
         if s["k"] not in show:
             continue
@@ -151,9 +157,10 @@ def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> 
             cell["map_ci"] = list(bootstrap_ci(lambda ix: mean_average_precision(sc[ix], labels[ix], variant=v), n,
                                                n_boot=p.evaluate.bootstrap))
             if base is not None and s["sampler"] != "uniform":
-                cell["map_minus_uniform_ci"] = list(bootstrap_ci(
-                    lambda ix: mean_average_precision(sc[ix], labels[ix], variant=v)
-                    - mean_average_precision(base[ix], labels[ix], variant=v), n, n_boot=p.evaluate.bootstrap))
+                cell["map_minus_uniform_ci"] = paired_ci(sc, base)
+            fused = kept.get((s["sampler"].split("[")[0], s["recognizer"], s["k"], first))
+            if "[" in s["sampler"] and fused is not None:
+                cell["fused_minus_branch_ci"] = paired_ci(fused, sc)
         out.setdefault(s["sampler"], {}).setdefault(s["recognizer"], {})[str(s["k"])] = cell
     return out
 

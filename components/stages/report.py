@@ -191,6 +191,15 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
                 lines.append(f"| {key if key != s else s + ' (fused)'} | " + " | ".join(
                     f"{100 * cells[str(k)]['map']:.1f} ± {100 * cells[str(k)]['map_std']:.1f}" if str(k) in cells
                     else "–" for k in Ks) + " |")
+        lines += ["", "Fused minus branch, first seed, paired bootstrap 95% CI of ΔmAP (an interval above 0: fusion "
+                  "helps; containing 0: no difference shown on this test set):", "",
+                  "| fused − branch | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
+        for s in fused:
+            for b in [b for b in hl if b.startswith(f"{s}[")]:
+                cells = hl[b].get("frame", {})
+                lines.append(f"| {s} − {b} | " + " | ".join(
+                    "[{:+.1f}, {:+.1f}]".format(*(100 * np.array(cells[str(k)]["fused_minus_branch_ci"])))
+                    if "fused_minus_branch_ci" in cells.get(str(k), {}) else "–" for k in Ks) + " |")
     if p.ablations:
         lines += ["", "## Ablations (frame recognizer): mAP (%) of each variant and its base sampler", "",
                   "| variant | changes | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|---|" + "---|" * len(Ks)]

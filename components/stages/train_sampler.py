@@ -3,13 +3,17 @@
 ``python -m components.stages.train_sampler --sampler tsqnet``. For every seed in
 ``train_sampler.seeds``: build the sampler from the registry (priors: light-space prototypes and
 text embeddings for TSQNet), train it with the one engine on the train split (early stopping on
-val loss; checkpoints and resume under ``.salient/work``), and write
+``train_sampler.monitor``, by default the val mAP of the frame recognizer over the top-K frames of
+each branch, :func:`components.validation.branch_val_score`: the losses are proxies of selection
+quality, and on the demo's 144 training videos val loss starts rising after 2-4 epochs, as the
+models overfit; checkpoints and resume under ``.salient/work``), and write
 ``data/samplers/<name>/seed<s>.pt`` plus per-frame saliency and branch scores for val and test
 (``saliency_seed<s>.npz``: ``<split>/saliency``, ``<split>/<branch>``, ``<split>/ids``). Untrained
 baselines only write their saliency. Loss curves go to ``reports/samplers/<name>_history.json``.
 
-The ``fusion`` section is not read here: how two-branch samplers fuse their branches is an
-inference-time setting applied after loading (``set_fusion``), so tuning it never retrains a sampler.
+The ``fusion`` section is not read here (nor by the val_map monitor): how two-branch samplers fuse
+their branches is an inference-time setting applied after loading (``set_fusion``), so tuning it
+never retrains a sampler.
 The stored ``<split>/saliency`` is the sampler's output at the default fusion (for NSNet, the FSM
 score); selection always fuses the stored branch scores. :func:`train_one` (build + train one seed)
 is shared with the loss-weight sweep.
@@ -117,7 +121,8 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
               store: FeatureStore | None = None, data: Callable[[], tuple[dict, dict]] | tuple[dict, dict] | None = None,
               ckpt_dir: Path | None = None) -> tuple[Sampler, dict, list[dict] | None]:
     """Build sampler ``name`` for ``seed`` from the registry and, if it is trainable, train it with the
-    engine on the train split (``p.train_sampler``: epochs, lr, early stopping on val loss).
+    engine on the train split (``p.train_sampler``: epochs, lr, early stopping on ``monitor``: val mAP
+    of each branch's top-K, see :func:`components.validation.branch_val_score`, or val loss).
 
     Shared by this stage and the loss-weight sweep (``components.tuning``), which passes
     ``on_epoch(model, epoch, row)`` (called by the engine after every epoch with the model being
@@ -136,11 +141,19 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     train, val = (data() if callable(data) else data) if data is not None else load_train_val(store, paths)
     t = p.train_sampler
     cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
-                    desc=f"train {name} seed {seed}", grad_clip=1.0)
+                    desc=f"train {name} seed {seed}", grad_clip=1.0, monitor=t.monitor,
+                    mode="max" if t.monitor == "val_map" else "min")
+    val_metrics = None
+    if t.monitor == "val_map":  # what the sampler is for: the recognizer's val mAP on its selections
+        from components.validation import branch_val_score, load_val
+
+        val_set = load_val(p, paths, store)
+        val_metrics = lambda: {"map": branch_val_score(model, val, val_set, t.val_budgets)}  # noqa: E731
     fp = fingerprint(store.meta["fingerprint"], name, _describe(kwargs), repr(cfg), CKPT_VERSION)
     res = fit(model, _step, lambda ep: batches(train, t.batch_size, seed, ep), lambda: batches(val, t.batch_size),
               cfg, ckpt_dir if ckpt_dir is not None else paths.work / "train_sampler" / name / fp, fp,
-              on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)))
+              on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
+              val_metrics=val_metrics)
     return model, kwargs, res.history
 
 

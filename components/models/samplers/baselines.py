@@ -1,8 +1,13 @@
-"""Baseline samplers (NSNet Table 1, TSQNet Table 2): uniform, random, dense, MaxConf, MaxConf-L, oracle.
+"""Baseline samplers (NSNet Table 1, TSQNet Table 2): uniform, random, dense, MaxConf, MaxConf-L, oracle,
+plus VideoConf-L (ours, below).
 
 None is trained. ``maxconf`` reads the recognizer's cached logits on all T frames (so its real cost
 is the recognizer on every frame); ``maxconf_l`` the light encoder's frame classifier; ``oracle``
 the ground-truth saliency (the upper bound, only where a dataset has per-frame ground truth).
+``videoconf_l`` is not in the papers: it scores each frame by the light classifier's probability of
+the class the whole video is predicted as, so a frame confidently showing *another* class (a
+distractor, which MaxConf-L ranks high) scores low. It is the training-free reference a learned
+sampler on the same light features has to beat.
 """
 from __future__ import annotations
 
@@ -62,6 +67,16 @@ class MaxConf(Sampler):
         return SamplerOutput(saliency=batch[self.inputs[0]].float().softmax(-1).amax(-1))  # [B,T]
 
 
+class VideoConf(MaxConf):
+    """Saliency_t = p_t(c_hat): a per-frame classifier's probability, at frame t, of the video's
+    predicted class c_hat = argmax_c mean_t p_t(c) (p = softmax of the cached logits)."""
+
+    def forward(self, batch: Batch) -> SamplerOutput:
+        p = batch[self.inputs[0]].float().softmax(-1)  # [B,T,C]
+        c = p.mean(1).argmax(-1)  # [B]
+        return SamplerOutput(saliency=p.gather(-1, c[:, None, None].expand(-1, p.shape[1], 1)).squeeze(-1))
+
+
 class Oracle(Sampler):
     """Ground-truth saliency; selection spreads K picks over the salient frames (see oracle_select)."""
 
@@ -99,6 +114,11 @@ def maxconf(**_) -> MaxConf:
 @SAMPLERS.register("maxconf_l")
 def maxconf_l(**_) -> MaxConf:
     return MaxConf("light_logits")
+
+
+@SAMPLERS.register("videoconf_l")
+def videoconf_l(**_) -> VideoConf:
+    return VideoConf("light_logits")
 
 
 @SAMPLERS.register("oracle")
