@@ -412,3 +412,31 @@ def test_sparse_text_frames_equal_dense_product():
     m = tsqnet(3, 4, TSQNetParams(dim=8, object_topk=10, init="random"), object_text=W)
     O = torch.rand(2, 5, 1000, generator=g).softmax(-1)
     assert torch.allclose(m.text_frames(O), keep_top_objects(O, 10) @ W, atol=1e-6)
+
+
+def test_attention_diagnostics_brute_force():
+    """Per branch: top-1 of z, and recall@K of eq. 5, of the predicted-class row and of the true-class
+    row, each recomputed here from the model's own outputs with plain loops."""
+    m = make().eval()
+    b = batch(B=4, T=6)
+    labels = b["labels"].numpy()
+    salient = np.zeros((4, 6), bool)
+    salient[:, 1] = salient[:, 4] = True
+    salient[0, 2] = True
+    K = 2
+    got = m.attention_diagnostics(b, labels, salient, K)
+    with torch.no_grad():
+        out = m(b)
+
+    def recall(scores):
+        hits = [len(set(np.argsort(-s, kind="stable")[:K]) & set(np.flatnonzero(sv))) / min(K, sv.sum())
+                for s, sv in zip(scores, salient)]
+        return float(np.mean(hits))
+
+    for name, key in (("vqm", "A_v"), ("tqm", "A_t")):
+        z, A, y = out.logits[name].numpy(), out.aux[key].numpy(), labels.argmax(1)
+        want = {"video_top1": float(np.mean([labels[i, z[i].argmax()] for i in range(4)])),
+                "recall_eq5": recall(out.branches[name].numpy()),
+                "recall_predicted_row": recall([A[i, z[i].argmax()] for i in range(4)]),
+                "recall_true_row": recall([A[i, y[i]] for i in range(4)])}
+        assert got[name] == pytest.approx(want)

@@ -16,7 +16,7 @@ from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
 from components.metrics import mean_average_precision, salient_mask, salient_recall, top1
 from components.models.samplers import SamplerOutput
 from components.params import Params, evaluated_samplers
-from components.sampler_data import check_store
+from components.sampler_data import check_store, load_split
 from components.selection import average_predictions
 from components.stages import Paths, stage_main, write_report
 from components.stages.train_sampler import load_sampler
@@ -43,6 +43,9 @@ def run(p: Params, paths: Paths) -> dict:
            for k in ("light_feats", "light_logits", "object_scores", "rec_logits", "rec_feats", "audio_emb", "labels", "frame_indices")}
     one["gt"] = torch.from_numpy(gt[:1].copy())
     costs = {}
+    diag: dict[str, list[dict]] = {}  # attention diagnostics of TSQNet-like samplers, per seed
+    test_data = load_split(store, "test")[0] if sal is not None else None
+    Kd = min(p.evaluate.headroom_k, store.T)
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
     for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
         seeds = sorted(root.glob(f"{name}/seed*.pt"))
@@ -57,6 +60,8 @@ def run(p: Params, paths: Paths) -> dict:
             branches = {k.split("/", 1)[1]: torch.from_numpy(sal_file[k]) for k in sal_file.files
                         if k.startswith("test/") and k not in ("test/ids", "test/saliency")}
             out = SamplerOutput(saliency=torch.from_numpy(sal_file["test/saliency"]), branches=branches)
+            if test_data is not None and hasattr(model, "attention_diagnostics"):
+                diag.setdefault(name, []).append(model.attention_diagnostics(test_data, labels, sal, Kd))
             for K in p.evaluate.sampler_budgets:
                 idx = model.select(out, K)
                 scores = average_predictions(logits, idx)
@@ -71,6 +76,8 @@ def run(p: Params, paths: Paths) -> dict:
         costs[name] = {"sampler_gmacs": own, "video_gmacs_k5": total5,
                        "sampler_share_k5": own / total5 if total5 else 0.0}
     result["costs"] = costs
+    result["attention_diagnostics"] = {"k": Kd, "samplers": {
+        n: {b: {m: float(np.mean([d[b][m] for d in ds])) for m in ds[0][b]} for b in ds[0]} for n, ds in diag.items()}}
     write_report(paths, "samplers.json", result)
     Ks = [str(k) for k in p.evaluate.sampler_budgets]
     lines = [f"# Samplers on the test split ({len(ids)} videos, T={store.T}, frame recognizer)", "",
@@ -87,6 +94,15 @@ def run(p: Params, paths: Paths) -> dict:
               "| sampler | sampler's own layers | whole prediction, K=5 | sampler share |", "|---|---|---|---|"]
     lines += [f"| {n} | {c['sampler_gmacs']:.4f} | {c['video_gmacs_k5']:.3f} | {100 * c['sampler_share_k5']:.2f}% |"
               for n, c in costs.items()]
+    if diag:
+        lines += ["", f"Where TSQNet loses salient frames (diagnostic, reads the ground truth; recall@{Kd}, mean over "
+                  "seeds): eq. 5 saliency vs the attention row of the predicted class and of the true class; "
+                  "top-1 of the branch's coarse prediction z.", "",
+                  "| sampler | branch | top-1 of z | recall eq. 5 | recall predicted-class row | recall true-class row |",
+                  "|---|---|---|---|---|---|"]
+        for n, by_b in result["attention_diagnostics"]["samplers"].items():
+            lines += [f"| {n} | {b} | {100 * d['video_top1']:.1f} | {d['recall_eq5']:.2f} | "
+                      f"{d['recall_predicted_row']:.2f} | {d['recall_true_row']:.2f} |" for b, d in by_b.items()]
     (paths.reports / "samplers.md").write_text("\n".join(lines) + "\n")
     log.info("\n%s", "\n".join(lines))
     return result

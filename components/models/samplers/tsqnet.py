@@ -351,6 +351,32 @@ class TSQNet(Sampler):
             return tsqnet_union_select(s_v, s_t, K, self.lambda_v)  # [B,K]
         return super().select(out, K)
 
+    @torch.no_grad()
+    def attention_diagnostics(self, batch: Batch, labels: np.ndarray, salient: np.ndarray, K: int) -> dict:
+        """Where a branch loses salient frames (diagnostic only: it reads the ground truth). Per branch:
+        top-1 of its coarse prediction ``z``, and recall@K (``|top-K ∩ salient| / min(K, |salient|)``)
+        of the eq. 5 saliency, of the attention row of the predicted class, and of the row of the
+        ground-truth class. A good ground-truth row with a poor eq. 5 score blames the coarse
+        prediction; a poor ground-truth row blames the attention itself."""
+        from components.metrics import salient_recall
+        from components.selection import topk_select
+
+        was = self.training
+        out = self.eval()(batch)
+        self.train(was)
+        y = np.asarray(labels).argmax(1)  # [B] (first label of a multi-label video)
+        rows = np.arange(len(y))
+        res = {}
+        for name, z in out.logits.items():
+            A = out.aux[f"A_{name[0]}"].numpy()  # [B,Q,T]
+            zp = z.argmax(-1).numpy()
+            row = (lambda c: A[rows, c]) if A.shape[1] > 1 else (lambda c: A[:, 0])
+            res[name] = {"video_top1": float(np.mean(np.asarray(labels)[rows, zp] > 0)),
+                         "recall_eq5": salient_recall(topk_select(out.branches[name].numpy(), K), salient),
+                         "recall_predicted_row": salient_recall(topk_select(row(zp), K), salient),
+                         "recall_true_row": salient_recall(topk_select(row(y), K), salient)}
+        return res
+
 
 def _tensor(x) -> Tensor | None:
     return None if x is None else torch.as_tensor(x)
