@@ -25,7 +25,7 @@ from components.data.clips import iter_clips
 from components.data.manifest import read_manifest
 from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
                                    summarize)
-from components.flops import count_macs, encoder_gmacs, video_gmacs
+from components.flops import count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
 from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision, salient_mask
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
@@ -68,14 +68,14 @@ def run(p: Params, paths: Paths) -> dict:
     one = {k: v[:1] for k, v in data.items()}  # one video, to count each sampler's MACs
 
     runs: list[SamplerRun] = []
-    sampler_gmacs: dict[str, float] = {}
+    own_gmacs: dict[str, float] = {}  # each sampler's own layers
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
     for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
         rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler)
         for r in rs:
             set_fusion(r.model, fusion.get(name))
         runs += rs
-        sampler_gmacs[name] = count_macs(lambda m=rs[0].model: m(one)) / 1e9
+        own_gmacs[name] = sampler_gmacs(rs[0].model, one)
 
     scorers, clip_gmacs = {}, {}
     tsi_path = paths.features.parent / "recognizers" / "tsi.pt"
@@ -91,7 +91,7 @@ def run(p: Params, paths: Paths) -> dict:
 
     def gflops(run: SamplerRun, recognizer: str, K: int) -> float:
         name = run.sampler  # a branch run costs what its sampler costs
-        frame_cost = video_gmacs(name, run.model, enc, sampler_gmacs[name], T, K)
+        frame_cost = video_gmacs(name, run.model, enc, own_gmacs[name], T, K)
         if recognizer == "frame":
             return frame_cost
         n = T if run.name == "dense" else K

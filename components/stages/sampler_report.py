@@ -39,12 +39,10 @@ def run(p: Params, paths: Paths) -> dict:
     result: dict = {"videos": len(ids), "T": store.T, "recognizer": "frame recognizer (cached logits)", "samplers": {}}
     enc = encoder_gmacs(p, paths.encoders)
     result["encoder_gmacs_per_frame"] = enc
-    one = {k: torch.from_numpy(np.asarray(store.array("test", k))[valid][:1].copy()).float()
-           for k in ("light_feats", "light_logits", "object_scores", "rec_logits", "rec_feats", "audio_emb", "labels", "frame_indices")}
-    one["gt"] = torch.from_numpy(gt[:1].copy())
+    test_data, _ = load_split(store, "test")  # the valid rows, as the samplers read them
+    one = {k: v[:1] for k, v in test_data.items()}  # one video, to count each sampler's MACs
     costs = {}
     diag: dict[str, list[dict]] = {}  # attention diagnostics of TSQNet-like samplers, per seed
-    test_data = load_split(store, "test")[0] if sal is not None else None
     Kd = min(p.evaluate.headroom_k, store.T)
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
     for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
@@ -60,7 +58,7 @@ def run(p: Params, paths: Paths) -> dict:
             branches = {k.split("/", 1)[1]: torch.from_numpy(sal_file[k]) for k in sal_file.files
                         if k.startswith("test/") and k not in ("test/ids", "test/saliency")}
             out = SamplerOutput(saliency=torch.from_numpy(sal_file["test/saliency"]), branches=branches)
-            if test_data is not None and hasattr(model, "attention_diagnostics"):
+            if sal is not None and hasattr(model, "attention_diagnostics"):
                 diag.setdefault(name, []).append(model.attention_diagnostics(test_data, labels, sal, Kd))
             for K in p.evaluate.sampler_budgets:
                 idx = model.select(out, K)

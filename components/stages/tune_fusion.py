@@ -36,16 +36,15 @@ log = logging.getLogger(__name__)
 def prediction_gmacs(p: Params, paths: Paths, data: FusionData) -> Callable[[str, int], float]:
     """``gmacs(sampler, K)``: GMACs of one whole prediction (what the sampler looks at + the sampler +
     the frame recognizer on K frames), counted on the real modules as the evaluate stage does."""
-    from components.flops import count_macs
+    from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
     from components.sampler_data import load_split
-    from components.flops import encoder_gmacs, video_gmacs
     from components.store import FeatureStore
 
     store = FeatureStore(paths.features)
     batch, _ = load_split(store, "val")
     one = {k: v[:1] for k, v in batch.items()}  # one video, to count each sampler's MACs
     enc = encoder_gmacs(p, paths.encoders)
-    own = {name: count_macs(lambda m=runs[0].model: m(one)) / 1e9 for name, runs in data.runs.items()}
+    own = {name: sampler_gmacs(runs[0].model, one) for name, runs in data.runs.items()}
     cache: dict[tuple[str, int], float] = {}
 
     def gmacs(name: str, K: int) -> float:
