@@ -26,7 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.params import load_params
+from components.data.clips import Clip, iter_clips
+from components.data.manifest import read_manifest
+from components.data.synthetic import plan_video, render_video
+from components.data.video import read_frames, uniform_indices
+from components.evaluation import SamplerRun, evaluate_grid, softmax
+from components.features import FrameEncoders
+from components.metrics import salient_mask
+from components.models.samplers import SamplerOutput, create_sampler
+from components.params import SyntheticParams, load_params
+from components.predict import Predictor
+from components.sampler_data import batches, load_split
+from components.store import ArraySpec, FeatureStore, StoreWriter
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -40,10 +51,6 @@ def _median_time(fn, repeats: int) -> float:
 
 def bench_sparse(size: int = 224, frames: int = 300, T: int = 16, gop: int = 16, repeats: int = 5) -> dict:
     import decord
-
-    from components.data.synthetic import plan_video, render_video
-    from components.data.video import read_frames, uniform_indices
-    from components.params import SyntheticParams
 
     sp = SyntheticParams(num_classes=4, size=size, min_frames=frames, max_frames=frames, keyframe_interval=gop)
     with tempfile.TemporaryDirectory() as d:
@@ -96,11 +103,6 @@ print(json.dumps({{'videos': len(recs), 'seconds': dt, 'frames_per_s': len(recs)
 
 
 def bench_extract_throughput(params: str, n: int) -> dict:
-    from components.data.clips import Clip, iter_clips
-    from components.data.manifest import read_manifest
-    from components.data.video import uniform_indices
-    from components.features import FrameEncoders
-
     p = load_params(params)
     recs, _ = read_manifest(Path("data/prepared"))
     recs = recs[:n]
@@ -122,10 +124,6 @@ def bench_extract_throughput(params: str, n: int) -> dict:
 def bench_samplers(params: str, n: int = 1000, T: int = 50, C: int = 12, d: int = 1280, e: int = 384,
                    repeats: int = 2) -> dict:
     """Seconds per training epoch of TSQNet / NSNet on an n x T store (features from a fixed seed)."""
-    from components.models.samplers import create_sampler
-    from components.sampler_data import batches, load_split
-    from components.store import ArraySpec, FeatureStore, StoreWriter
-
     p = load_params(params)
     rng = np.random.default_rng(0)
     specs = {"light_feats": ArraySpec((T, d), "float32"), "object_scores": ArraySpec((T, 1000), "float32"),
@@ -174,10 +172,6 @@ def bench_eval_grid(params: str, n: int = 1000, T: int = 16, C: int = 200, seeds
     """The whole evaluation grid (every sampler × ``evaluate.budgets`` × seeds, frame recognizer) from a
     cache of n test videos: samplers with random weights, saliency / branch scores and logits drawn
     from a fixed seed (selection, fusion and metrics run exactly as in ``evaluate``)."""
-    from components.evaluation import SamplerRun, evaluate_grid, softmax
-    from components.metrics import salient_mask
-    from components.models.samplers import SamplerOutput, create_sampler
-
     p = load_params(params)
     rng = np.random.default_rng(0)
     labels = np.zeros((n, C), np.int64)
@@ -209,9 +203,6 @@ def bench_predict(params: str, ckpt_dir: str = "data", K: int = 5, batches=(1, 3
                   overrides: tuple[str, ...] = ()) -> dict:
     """``salient predict`` throughput on the demo's test videos: videos/s at each batch size and the
     share of wall time per phase (probe + decode, light encoder(s), sampler + fusion, recognizer)."""
-    from components.data.manifest import read_manifest
-    from components.predict import Predictor
-
     p = load_params(params, overrides)
     files = [r.path for r in read_manifest(Path(ckpt_dir) / "prepared")[0] if r.split == "test"][:n_videos]
     files = (files * (-(-n_videos // max(len(files), 1))))[:n_videos]

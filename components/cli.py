@@ -17,11 +17,20 @@ import dataclasses
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from components import tracking
+from components.data.video import VIDEO_EXTENSIONS, validate_paths
+from components.fusion import fusion_values
+from components.params import ParamsError, load_params, to_dict
+from components.paths import Paths
+from components.plots import render_dvc_plots
+from components.processes import dvc_command, venv_env
+from components.stage_runner import setup_logging
+from flows import serve
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
           "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "report")
@@ -35,8 +44,6 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 
 def cmd_validate(args) -> int:
-    from components.data.video import validate_paths
-
     rows = validate_paths(args.paths, min_frames=args.min_frames, max_frames=args.max_frames)
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
@@ -52,8 +59,6 @@ def cmd_validate(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from components.params import ParamsError, load_params, to_dict
-
     try:
         p = load_params(args.params, args.set)
     except ParamsError as e:
@@ -89,29 +94,14 @@ def cmd_stage(args) -> int:
     return mod.main(argv)
 
 
-def _dvc() -> list[str]:
-    exe = Path(sys.executable).with_name("dvc")
-    return [str(exe)] if exe.exists() else [shutil.which("dvc") or "dvc"]
-
-
-def venv_env() -> dict[str, str]:
-    """This interpreter's bin folder first on PATH, so dvc.yaml's ``python -m ...`` runs in this venv."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return env
-
-
 def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     if not Path(".dvc").exists():
         scm = ["--no-scm"] if subprocess.run(["git", "rev-parse"], capture_output=True).returncode else []
-        subprocess.run(_dvc() + ["init", "-q", *scm], check=True)
-    from components import tracking
-    from components.params import load_params
-
+        subprocess.run(dvc_command() + ["init", "-q", *scm], check=True)
     p = load_params("params.yaml")
     with tracking.parent_run("dvc repro " + " ".join(args.targets or ["<all>"]), tracking=p) as parent:
-        rc = subprocess.run(_dvc() + ["repro", *args.targets], env=venv_env()).returncode
+        rc = subprocess.run(dvc_command() + ["repro", *args.targets], env=venv_env()).returncode
         if rc:
             print(f"dvc repro failed (exit {rc})", file=sys.stderr)
             raise SystemExit(rc)  # the MLflow parent run ends FAILED
@@ -131,8 +121,6 @@ def cmd_demo(args) -> int:
 
 
 def _video_files(items: list[str]) -> list[str]:
-    from components.data.video import VIDEO_EXTENSIONS
-
     out = []
     for it in items:
         p = Path(it)
@@ -143,7 +131,7 @@ def _video_files(items: list[str]) -> list[str]:
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
-    from components.params import ParamsError, load_params
+    # deferred: components.predict imports torch and timm (~4 s); the other commands never need them
     from components.predict import Prediction, Predictor
 
     try:
@@ -151,16 +139,11 @@ def cmd_predict(args) -> int:
         ck_dir = Path(args.checkpoint_dir)
         ck = ck_dir / "samplers" / args.sampler / f"seed{args.seed}.pt"
         if args.checkpoint:  # a file, or a registered model: models:/salient-sampler@best
-            from components.tracking import resolve_model_uri
-
-            ck = resolve_model_uri(args.checkpoint, tracking=p)
+            ck = tracking.resolve_model_uri(args.checkpoint, tracking=p)
             ck = ck / f"seed{args.seed}.pt" if ck.is_dir() else ck
         if not ck.exists():
             raise FileNotFoundError(f"{ck}: no trained {args.sampler!r} (seed {args.seed}); "
                                     f"run `dvc repro train_sampler@{args.sampler}` or pass --checkpoint")
-        from components.stages import Paths
-        from components.tuning import fusion_values
-
         fusion = fusion_values(p, Paths(features=ck_dir / "features"))  # as evaluate: tuned or params
         pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer, device=args.device, fusion=fusion)
         pred.frame_chunk = max(1, args.frame_chunk)
@@ -188,29 +171,23 @@ def cmd_predict(args) -> int:
 
 
 def cmd_plots(args) -> int:
-    from components.plots import render_dvc_plots
-
     for out in render_dvc_plots(Path(args.out), fmt=args.format):
         print(out)
     return 0
 
 
 def cmd_serve(args) -> int:
-    from components import serve
-
     return serve.main(args.rest)
 
 
 def cmd_ui(args) -> int:
-    from components import tracking
-    from components.params import load_params
-
     cmd = tracking.ui_command(load_params(args.params), port=args.port)
     print(" ".join(cmd), file=sys.stderr)
     return subprocess.run(cmd, env=tracking.server_env(os.environ)).returncode
 
 
 def cmd_bench(args) -> int:
+    # deferred: the benchmarks import torch, decord and the models; the other commands never need them
     from components import bench
 
     return bench.main([args.what, *args.rest])
@@ -266,15 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--format", default="html", choices=["html", "svg", "png"])
     pl.set_defaults(fn=cmd_plots)
     sv = sub.add_parser("serve", help="start a local Prefect server, work pool and worker (Ctrl-C stops all)")
-    sv.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m components.serve (--port, --pool, ...)")
+    sv.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m flows.serve (--port, --pool, ...)")
     sv.set_defaults(fn=cmd_serve)
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--params", default="params.yaml")
     ui.set_defaults(fn=cmd_ui)
     args = ap.parse_args(argv)
-    from components.stages import setup_logging
-
     setup_logging()
     return args.fn(args)
 

@@ -19,24 +19,25 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from components import tracking
+from components.atomic import atomic_torch_save
 
 log = logging.getLogger(__name__)
 CKPT_VERSION = 2  # bump when the checkpoint layout changes; older checkpoints are refused, not misread
 
 # step(model, batch, train) -> (loss tensor, {metric: float}); batch sizes weight the epoch means.
 StepFn = Callable[[nn.Module, Any, bool], tuple[torch.Tensor, dict[str, float]]]
+# log_metrics({name: value}, step): where each epoch's row goes (e.g. ``components.tracking.log_metrics``).
+MetricLogger = Callable[[Mapping[str, float], int], None]
 
 
 class CheckpointMismatch(RuntimeError):
@@ -75,16 +76,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
               optimizer: torch.optim.Optimizer | None = None, grad_clip: float = 0.0,
               desc: str = "") -> dict[str, float]:
@@ -115,11 +106,14 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         val_batches: Callable[[], Iterable] | None, cfg: FitConfig, ckpt_dir: Path,
         fingerprint: str, params: Iterable[nn.Parameter] | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        val_metrics: Callable[[], dict[str, float]] | None = None) -> FitResult:
+        val_metrics: Callable[[], dict[str, float]] | None = None,
+        log_metrics: MetricLogger | None = None) -> FitResult:
     """Train ``model`` in place; ``train_batches(epoch)`` must be deterministic given the epoch.
 
     ``val_metrics()`` (optional) adds task metrics that are not batch means (e.g. a sampler's val mAP
-    of its selections) to each epoch's row as ``val_<name>``, before the monitored value is read."""
+    of its selections) to each epoch's row as ``val_<name>``, before the monitored value is read.
+    ``log_metrics`` (the tracker, handed in by the caller; the engine imports none) receives each
+    epoch's row as ``{"<desc>/<key>": value}`` with ``step=epoch``."""
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.pt"
     fingerprint = f"{fingerprint}|{cfg!r}|v{CKPT_VERSION}"  # another FitConfig or layout never resumes
@@ -175,10 +169,11 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         result.history.append(row)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith(("loss", "acc"))})
         log.info("%s epoch %d: %s", cfg.desc, epoch, {k: round(v, 4) for k, v in row.items()})
-        tracking.log_metrics({f"{cfg.desc}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+        if log_metrics is not None:
+            log_metrics({f"{cfg.desc}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
         if on_epoch is not None:
             on_epoch(epoch, row)
-        atomic_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+        atomic_torch_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "best_state": best_state, "bad_epochs": bad_epochs, "history": result.history,
                      "best_epoch": result.best_epoch, "best_score": result.best_score,

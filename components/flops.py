@@ -6,7 +6,7 @@ light encoder × T + object recognizer × T (TQM) + sampler + recognizer × K (+
 
     rows = flops_table_for_params(p, num_classes=12, sampler_name="tsqnet", k=5)   # our config
     rows = paper_setting_rows("tsqnet")                                          # ActivityNet setting
-    write_flops_table(rows, "reports/flops.csv", "reports/flops.md")
+    write_flops_table(rows, "reports/flops.csv", "reports/flops.md")                # components.flops_table
 
 :func:`prediction_flops` builds the table of one prediction from instantiated modules
 (:class:`FrameModel` = a per-frame model + its input resolution), so the same code measures the
@@ -18,7 +18,6 @@ numbers are usually counted too; ResNet-50 at 224² is 4.089 GMACs here against 
 """
 from __future__ import annotations
 
-import csv
 import logging
 import dataclasses
 from contextlib import contextmanager
@@ -30,11 +29,13 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from components.features import load_frame_model
+from components.models.encoders import create_encoder
+from components.models.samplers import create_sampler
 from components.params import NSNetParams, Params, TSQNetParams
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("component", "model", "resolution", "gmacs_per_call", "calls", "gmacs", "paper_gmacs")
 ROLES = ("light", "object", "audio", "recognizer")  # per-frame models, in table order (sampler after audio)
 COMPONENT = {"light": "light encoder", "object": "object recognizer", "audio": "audio encoder",
              "recognizer": "recognizer", "sampler": "sampler"}
@@ -181,8 +182,6 @@ def prediction_flops(sampler_name: str, T: int, K: int, recognizer: FrameModel, 
     shaped like the store's arrays, :func:`feature_batch`), the recognizer × K (× T for dense /
     MaxConf). ``sampler`` defaults to the registry's untrained ``sampler_name`` (baselines only).
     """
-    from components.models.samplers import create_sampler
-
     if sampler is None:
         if sampler_name in ("tsqnet", "nsnet"):
             raise ValueError(f"prediction_flops: pass the instantiated {sampler_name} sampler "
@@ -211,8 +210,6 @@ def prediction_flops(sampler_name: str, T: int, K: int, recognizer: FrameModel, 
 def build_sampler(name: str, num_classes: int, light_dim: int, T: int, tsqnet: TSQNetParams = TSQNetParams(),
                   nsnet: NSNetParams = NSNetParams(), lambda_v: float = 0.6, text_dim: int = 384) -> nn.Module:
     """An untrained sampler with the shapes of a trained one (random priors: same cost)."""
-    from components.models.samplers import create_sampler
-
     if name == "tsqnet":
         return create_sampler("tsqnet", num_classes=num_classes, light_dim=light_dim,
                               params=dataclasses.replace(tsqnet, init="random"),
@@ -229,8 +226,6 @@ def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: in
     """:func:`prediction_flops` for a params file: the configured encoders (random weights: same cost)
     at ``p.frames`` resolutions, T = ``p.frames.T``, K = ``k``; ``sampler`` defaults to an untrained one
     built from ``p.tsqnet`` / ``p.nsnet`` (``text_dim``: the text encoder's width, MiniLM 384)."""
-    from components.models.encoders import create_encoder
-
     e, f, T = p.encoders, p.frames, p.frames.T
     light = FrameModel(create_encoder("light", arch=e.light_arch, num_classes=num_classes), f.light_size, e.light_arch)
     if sampler is None:
@@ -280,8 +275,6 @@ def paper_setting_rows(method: str = "tsqnet") -> list[FlopsRow]:
     [1,16,1000] object scores with 768-d (BERT) object-name embeddings + ResNet-50 at 224² × 5.
     NSNet: MobileNetV2 at 224² × 16 + our NSNet sampler with ``dim = 1280`` + ResNet-50 at 224² × 5.
     """
-    from components.models.encoders import create_encoder
-
     if method not in PAPER_SETTINGS:
         raise ValueError(f"unknown paper setting {method!r}; one of {sorted(PAPER_SETTINGS)}")
     cfg, C, T, K = PAPER_SETTINGS[method], PAPER_CLASSES, PAPER_T, PAPER_K
@@ -306,71 +299,9 @@ def paper_setting_rows(method: str = "tsqnet") -> list[FlopsRow]:
     return out
 
 
-# ------------------------------------------------------------------------------------------- output
-def markdown_table(rows: Sequence[FlopsRow], title: str, paper_total: float | None = None) -> list[str]:
-    """The papers' style (model, resolution, GMACs per call, calls, GMACs, paper) with a total row; the
-    paper total is ``paper_total`` or, when every row has one, the sum of the paper's rows."""
-    if paper_total is None and rows and all(r.paper_gmacs is not None for r in rows):
-        paper_total = sum(r.paper_gmacs for r in rows)
-
-    def g(x: float | None, digits: int = 3) -> str:
-        return "-" if x is None else f"{x:.{digits}f}"
-
-    lines = [f"## {title}", "", "| component | model | resolution | GMACs / call | calls | GMACs | paper |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {r.component} | {r.model} | {r.resolution} | {g(r.gmacs_per_call, 4)} | {r.calls} | {g(r.gmacs)} "
-              f"| {g(r.paper_gmacs, 2)} |" for r in rows]
-    lines.append(f"| **total** | | | | | **{total_gmacs(rows):.3f}** | **{g(paper_total, 2)}** |")
-    lines += [f"\nPaper: {src}." for src in sorted({r.source for r in rows if r.source})]
-    return lines + [""]
-
-
-def write_flops_table(rows: Sequence[FlopsRow], csv_path: str | Path, md_path: str | Path | None = None,
-                      title: str = "Cost of one prediction (GMACs = the papers' GFLOPs)",
-                      paper_total: float | None = None) -> None:
-    """One table: :func:`write_flops_tables` with a single setting."""
-    write_flops_tables({title: (rows, paper_total)}, csv_path, md_path)
-
-
-def write_flops_tables(tables: Mapping[str, tuple[Sequence[FlopsRow], float | None]], csv_path: str | Path,
-                       md_path: str | Path | None = None) -> None:
-    """``csv_path``: one line per row, columns ``setting`` + :data:`CSV_COLUMNS` (empty ``paper_gmacs`` =
-    none); ``md_path``: one :func:`markdown_table` per setting (title -> (rows, paper total or None))."""
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(("setting", *CSV_COLUMNS))
-        for setting, (rows, _) in tables.items():
-            for r in rows:
-                w.writerow([setting, r.component, r.model, r.resolution, repr(r.gmacs_per_call), r.calls,
-                            repr(r.gmacs), "" if r.paper_gmacs is None else repr(r.paper_gmacs)])
-    if md_path is None:
-        return
-    lines = ["# Cost of one prediction (GMACs = the papers' GFLOPs)", "",
-             "Measured with torch FlopCounterMode / 2 (multiply-accumulates; convolutions and matrix products) "
-             "on the real modules at the listed input size.", ""]
-    for setting, (rows, paper_total) in tables.items():
-        lines += markdown_table(rows, setting, paper_total)
-    md_path = Path(md_path)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text("\n".join(lines))
-
-
-def read_flops_table(csv_path: str | Path) -> list[FlopsRow]:
-    """The rows of a CSV written by :func:`write_flops_tables`, all settings (``gmacs`` is recomputed)."""
-    with Path(csv_path).open(newline="") as fh:
-        return [FlopsRow(d["component"], d["model"], d["resolution"], float(d["gmacs_per_call"]), int(d["calls"]),
-                         None if d["paper_gmacs"] == "" else float(d["paper_gmacs"]))
-                for d in csv.DictReader(fh)]
-
-
 def encoder_gmacs(p: Params, encoders_dir: Path) -> dict[str, float]:
     """Per-frame GMACs of the trained encoders (``<encoders_dir>/{light,recognizer}.pt``) at their
     configured resolutions, plus the ImageNet object recognizer."""
-    from components.features import load_frame_model  # the decode stack, only when measuring
-    from components.models.encoders import create_encoder
-
     return {"light": frame_model_gmacs(load_frame_model(encoders_dir / "light.pt"), p.frames.light_size),
             "object": frame_model_gmacs(create_encoder("object", arch=p.encoders.object_arch, weights="none"),
                                         p.frames.object_size),

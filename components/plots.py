@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from components.processes import dvc_command
 
 
 def dvc_plot_specs(cwd: Path = Path(".")) -> dict[str, dict]:
     """Plot id -> filled Vega-Lite spec, as DVC resolves them (``dvc plots show --json``)."""
-    exe = Path(sys.executable).with_name("dvc")
-    dvc = str(exe) if exe.exists() else (shutil.which("dvc") or "dvc")
-    res = subprocess.run([dvc, "plots", "show", "--json"], cwd=cwd, capture_output=True, text=True)
+    res = subprocess.run([*dvc_command(), "plots", "show", "--json"], cwd=cwd, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"dvc plots show --json failed: {res.stderr.strip()[-500:]}")
     out = json.loads(res.stdout)  # {"data": {plot id: [{"type", "content", "revisions"}, ...]}, "errors": ...}

@@ -23,9 +23,12 @@ from components.data.manifest import VideoRecord
 from components.data.video import VideoError, probe, read_frames, resize_center, uniform_indices
 from components.features import load_frame_model
 from components.flops import count_macs, frame_calls, frame_model_gmacs, sampler_gmacs
+from components.fusion import params_fusion, set_fusion
 from components.models.encoders import create_encoder
+from components.models.recognizers import load_recognizer
 from components.models.samplers import Sampler
 from components.params import Params
+from components.sampler_training import load_sampler
 from components.selection import check_k
 
 log = logging.getLogger(__name__)
@@ -83,10 +86,7 @@ class Predictor:
              fusion: dict[str, dict] | None = None) -> "Predictor":
         """Validate everything before any video is touched: K, class lists, sampler inputs.
         ``fusion``: inference-time fusion settings per sampler name (default: the params' ``fusion``
-        section; the CLI passes ``components.tuning.fusion_values`` so predict selects as evaluate)."""
-        from components.stages.train_sampler import load_sampler
-        from components.tuning import params_fusion, set_fusion
-
+        section; the CLI passes ``components.fusion.fusion_values`` so predict selects as evaluate)."""
         T = p.frames.T
         check_k(K, T)
         ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -103,8 +103,6 @@ class Predictor:
             rec = load_frame_model(encoders_dir / "recognizer.pt")
             rec_classes = torch.load(encoders_dir / "recognizer.pt", map_location="cpu", weights_only=False)["classes"]
         elif recognizer == "tsi":
-            from components.stages.train_recognizer import load_recognizer
-
             path = recognizer_path or encoders_dir.parent / "recognizers" / "tsi.pt"
             rec = load_recognizer(path)
             rec_classes = torch.load(path, map_location="cpu", weights_only=False)["classes"]

@@ -1,4 +1,5 @@
-"""Feature-store splits as tensors for samplers: valid rows only, checked, batched."""
+"""Feature-store splits as tensors for samplers: valid rows only, checked, batched; a sampler's
+scores over a split (:func:`predict_split`)."""
 from __future__ import annotations
 
 import logging
@@ -60,3 +61,15 @@ def batches(data: dict[str, torch.Tensor], batch_size: int, seed: int | None = N
     for i in range(0, n, batch_size):
         j = torch.from_numpy(order[i:i + batch_size])
         yield {k: v[j] for k, v in data.items()}
+
+
+@torch.no_grad()
+def predict_split(model: torch.nn.Module, data: dict, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """``{"saliency": [N,T], <branch>: [N,T], ...}`` of ``model`` over a split's tensors (eval mode)."""
+    model.eval()
+    outs: dict[str, list] = {}
+    for b in batches(data, batch_size):
+        o = model(b)
+        for k, v in {"saliency": o.saliency, **o.branches}.items():
+            outs.setdefault(k, []).append(v.float().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}

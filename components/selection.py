@@ -97,7 +97,12 @@ def _fusion_inputs(a, b, K: int | None = None, names: tuple[str, str] = ("a", "b
     return a, b
 
 
-def _check_ratio(ratio: float, name: str = "ratio") -> float:
+def _is_tensor(x) -> bool:
+    """A torch tensor, told apart without importing torch (this module is numpy-only)."""
+    return type(x).__module__.startswith("torch")
+
+
+def check_ratio(ratio: float, name: str = "ratio") -> float:
     ratio = float(ratio)
     if not 0.0 <= ratio <= 1.0:  # also rejects NaN
         raise ValueError(f"fusion {name}={ratio} must lie in [0, 1]")
@@ -148,14 +153,26 @@ def fuse_scores(a, b, strategy: str, ratio: float = 0.6, *, normalize: bool = Tr
     dominates by its units; ``normalize=False`` applies the formulas to the raw inputs.
 
     Returns the fused [N,T] float64 scores; select with :func:`topk_select` (ties -> earlier frame).
+
+    The one implementation for both worlds: given two torch tensors (NSNet's forward pass fusing
+    s^f and s^v, already distributions, with ``normalize=False``) the same formulas run on the
+    tensors in their dtype and device and a tensor comes back; the numpy checks and
+    normalisation apply to arrays only.
     """
-    a, b = _fusion_inputs(a, b)
     if strategy not in SCORE_FUSIONS:
         raise ValueError(f"unknown score fusion {strategy!r}; valid: {', '.join(SCORE_FUSIONS)}")
+    if _is_tensor(a) or _is_tensor(b):
+        if normalize:
+            raise ValueError("fuse_scores on torch tensors takes normalize=False (normalise them first)")
+        if strategy == "add":
+            ratio = check_ratio(ratio)
+            return ratio * a + (1.0 - ratio) * b
+        return a * b if strategy == "mul" else a.maximum(b)
+    a, b = _fusion_inputs(a, b)
     if normalize:
         a, b = normalize_scores(a), normalize_scores(b)
     if strategy == "add":
-        ratio = _check_ratio(ratio)
+        ratio = check_ratio(ratio)
         return ratio * a + (1.0 - ratio) * b
     if strategy == "mul":
         return a * b
@@ -207,7 +224,7 @@ def union_select(a, b, K: int, ratio: float = 0.6) -> np.ndarray:
     based, so no normalisation is needed.
     """
     a, b = _fusion_inputs(a, b, K)
-    ratio = _check_ratio(ratio)
+    ratio = check_ratio(ratio)
     ka = math.ceil(round(K * ratio, 9))
     kb = math.ceil(round(K * (1.0 - ratio), 9))
     key = _union_keys(_ranks(a), _ranks(b), ka, kb)
@@ -248,7 +265,7 @@ def tsqnet_union_select(s_v, s_t, K: int, lambda_v: float = 0.6) -> np.ndarray:
     normalisation is needed.
     """
     s_v, s_t = _fusion_inputs(s_v, s_t, K, names=("s_v", "s_t"))
-    lambda_v = _check_ratio(lambda_v, "lambda_v")
+    lambda_v = check_ratio(lambda_v, "lambda_v")
     k_v = math.floor(round(lambda_v * K, 9) + 0.5)
     key = _union_keys(_ranks(s_v), _ranks(s_t), k_v, K - k_v)
     return np.argsort(key, axis=1, kind="stable")[:, :K].astype(np.int64)

@@ -29,31 +29,14 @@ from typing import Mapping
 
 import numpy as np
 
+from components.atomic import atomic_path, atomic_write_json
+
 log = logging.getLogger(__name__)
 STORE_VERSION = 1
 
 
 class StoreError(RuntimeError):
     """A store that is missing, incomplete, or does not match what the caller expects."""
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
-    """``np.savez`` to a temp file, then rename: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
 
 
 @dataclass(frozen=True)
@@ -102,7 +85,7 @@ class SplitWriter:
         for arr in self.arrays.values():
             arr.flush()
         self.done = done
-        _write_json_atomic(self.folder / "progress.json", {**self._state, "done": done})
+        atomic_write_json(self.folder / "progress.json", {**self._state, "done": done}, sort_keys=True, trailing_newline=False)
 
     def close(self) -> None:
         for arr in self.arrays.values():
@@ -131,9 +114,8 @@ class StoreWriter:
         return SplitWriter(self.partial / name, ids, specs, self.fingerprint)
 
     def save_array(self, name: str, value: np.ndarray) -> None:
-        tmp = self.partial / f"{name}.tmp.npy"
-        np.save(tmp, value)
-        os.replace(tmp, self.partial / f"{name}.npy")
+        with atomic_path(self.partial / f"{name}.npy", suffix=".npy") as tmp:
+            np.save(tmp, value)
 
     def save_text(self, name: str, lines: list[str]) -> None:
         (self.partial / name).write_text("".join(f"{x}\n" for x in lines))
@@ -145,8 +127,9 @@ class StoreWriter:
             if state.get("done") != self.splits[split]["n"]:
                 raise StoreError(f"split {split}: {state.get('done')} of {self.splits[split]['n']} rows written")
             prog.unlink()
-        _write_json_atomic(self.partial / "meta.json", {**meta, "version": STORE_VERSION, "complete": True,
-                                                       "fingerprint": self.fingerprint, "splits": self.splits})
+        atomic_write_json(self.partial / "meta.json", {**meta, "version": STORE_VERSION, "complete": True,
+                                                       "fingerprint": self.fingerprint, "splits": self.splits},
+                          sort_keys=True, trailing_newline=False)
         (self.partial / "fingerprint.txt").unlink()
         if self.out.exists():
             shutil.rmtree(self.out)

@@ -61,6 +61,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from components import __version__
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -227,12 +229,7 @@ def dvc_stage_hash(stage_name: str, lock_path: str | Path = "dvc.lock") -> str |
 
 
 def _salient_version() -> str:
-    try:
-        from components import __version__
-
-        return str(__version__)
-    except ImportError:  # pragma: no cover
-        return "unknown"
+    return str(__version__)
 
 
 # ------------------------------------------------------------------------------ client

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from components.metrics import MAP_DEFINITIONS, mean_average_precision
-from components.params import Params
+import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from components.stages import Paths
-    from components.store import FeatureStore
+from components.evaluation import softmax
+from components.fusion import set_fusion
+from components.metrics import MAP_DEFINITIONS, mean_average_precision
+from components.models.samplers import SamplerOutput
+from components.params import Params
+from components.paths import Paths
+from components.sampler_data import check_store, predict_split
+from components.selection import topk_select
+from components.store import FeatureStore
 
 
 @dataclass
@@ -56,12 +61,8 @@ class ValSet:
                 f"mean softmax over the K selected frames, mean over seeds and K in {list(self.budgets)}")
 
 
-def load_val(p: Params, paths: "Paths", store: "FeatureStore | None" = None) -> ValSet:
+def load_val(p: Params, paths: Paths, store: FeatureStore | None = None) -> ValSet:
     """Val labels and the cached frame-recognizer logits (valid videos, store order) -> :class:`ValSet`."""
-    from components.evaluation import softmax
-    from components.sampler_data import check_store
-    from components.store import FeatureStore
-
     store = store if store is not None else FeatureStore(paths.features)
     check_store(store, p.frames.T)
     valid = np.asarray(store.array("val", "valid"), dtype=bool)
@@ -76,16 +77,9 @@ def load_val(p: Params, paths: "Paths", store: "FeatureStore | None" = None) -> 
 def sampler_val_score(model: Any, val_data: Mapping, val: ValSet, fusion: Mapping[str, Any] | None) -> float:
     """Val objective of a sampler being trained: predict its val saliency now, select with ``fusion``
     settings, and score like :meth:`ValSet.score` (the same number tune_fusion optimises for one seed)."""
-    import torch
-
-    from components.models.samplers import SamplerOutput
-    from components.stages.train_sampler import predict_split
-
     pred = predict_split(model, val_data)  # switches to eval mode; fit switches back each epoch
     out = SamplerOutput(saliency=torch.from_numpy(pred.pop("saliency")),
                         branches={k: torch.from_numpy(v) for k, v in pred.items()})
-    from components.tuning import set_fusion
-
     set_fusion(model, fusion)
     return val.score(lambda K: model.select(out, K))
 
@@ -94,9 +88,6 @@ def branch_val_score(model: Any, val_data: Mapping, val: ValSet, budgets: Iterab
     """Val mAP of the top-K frames of each of the sampler's branch scores (its saliency if it has no
     branches), mean over branches and ``budgets``: the early-stopping metric of ``train_sampler``.
     Reads no fusion setting, so tuning fusion after training never changes which epoch was kept."""
-    from components.selection import topk_select
-    from components.stages.train_sampler import predict_split
-
     pred = predict_split(model, val_data)  # switches to eval mode; fit switches back each epoch
     scores = [v for k, v in pred.items() if k != "saliency"] or [pred["saliency"]]
     return float(np.mean([val.score(lambda K, s=s: topk_select(s, K), budgets) for s in scores]))

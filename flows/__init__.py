@@ -1,1 +1,3 @@
-"""Prefect flows: orchestration only (no model logic). See ``flows/pipeline.py``."""
+"""Prefect orchestration only (no model logic): the flows ``pipeline`` (``flows/pipeline.py``, the DVC
+stages as tasks) and ``sweep`` (``flows/sweep.py``, the Optuna sweep), deployed by ``prefect.yaml``,
+and ``salient serve`` (``flows/serve.py``: a local Prefect server, work pool, deployments and workers)."""

@@ -60,7 +60,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 import components  # noqa: F401  (imported first: telemetry off, PREFECT_HOME inside the project)
-from components.cli import _dvc, venv_env
+from components.processes import dvc_command, start_group, stop_group, venv_env
 from components.tracking import ENV_PARENT, ENV_URI, parent_run
 
 RETRIES = int(os.environ.get("SALIENT_TASK_RETRIES", "2"))
@@ -94,7 +94,7 @@ def parse_dot(text: str) -> tuple[list[str], list[tuple[str, str]]]:
 
 def stage_graph(project_dir: str | os.PathLike = ".") -> tuple[list[str], list[tuple[str, str]]]:
     """The project's stages and dependency edges, asked from DVC (``dvc dag --dot``)."""
-    out = subprocess.run([*_dvc(), "dag", "--dot"], cwd=project_dir, capture_output=True, text=True,
+    out = subprocess.run([*dvc_command(), "dag", "--dot"], cwd=project_dir, capture_output=True, text=True,
                          env=venv_env())
     if out.returncode:
         raise StageFailed(f"`dvc dag --dot` failed in {project_dir} (exit {out.returncode}):\n{out.stderr[-3000:]}")
@@ -202,30 +202,22 @@ def _dvc_env(parent_run_id: str | None) -> dict[str, str]:
 def run_logged(cmd: Sequence[str], cwd: str | os.PathLike, env: Mapping[str, str], logger, label: str) -> tuple[int, str]:
     """Run ``cmd``, every output line (stdout and stderr, as printed) to ``logger.info``; returns the
     exit status and the last :data:`TAIL_LINES` lines. The command gets its own process group, killed
-    if we are interrupted (a cancelled flow run leaves no stage running)."""
+    if we are interrupted (a cancelled flow run leaves no stage running): SIGTERM, SIGKILL after 10 s,
+    by :func:`components.processes.stop_group`."""
     logger.info("$ %s", " ".join(cmd))
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    proc = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
-                            start_new_session=True)
+    proc = start_group(cmd, name=label, env=env, cwd=cwd, pipe=True)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        assert proc.popen.stdout is not None
+        for line in proc.popen.stdout:
             line = line.rstrip()
             if line:
                 tail.append(line)
                 logger.info("[%s] %s", label, line)
-        return proc.wait(), "\n".join(tail)
+        return proc.popen.wait(), "\n".join(tail)
     finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if proc.alive():  # interrupted: a cancelled or crashed flow run
+            stop_group(proc, signals=(signal.SIGTERM,), grace=10)
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, task_run_name="{name}")
@@ -233,12 +225,12 @@ def dvc_stage(name: str, stages: list[str], project_dir: str, force: bool = Fals
               parent_run_id: str | None = None) -> list[str]:
     """``dvc repro --single-item [--force] STAGES`` (one stage, or the items of one foreach group)."""
     logger = get_run_logger()
-    cmd = [*_dvc(), "repro", "--single-item", *(["--force"] if force else []), *stages]
+    cmd = [*dvc_command(), "repro", "--single-item", *(["--force"] if force else []), *stages]
     t0 = time.perf_counter()
     rc, tail = run_logged(cmd, project_dir, _dvc_env(parent_run_id), logger, name)
     if rc:
         logger.error("stage %s failed (exit %d); last lines:\n%s", name, rc, tail)
-        raise StageFailed(f"`dvc {' '.join(cmd[len(_dvc()):])}` exited with {rc}; last lines:\n{tail}")
+        raise StageFailed(f"`dvc {' '.join(cmd[len(dvc_command()):])}` exited with {rc}; last lines:\n{tail}")
     logger.info("stage %s done in %.1f s", name, time.perf_counter() - t0)
     return stages
 
@@ -279,7 +271,7 @@ def dvc_experiment(name: str, overrides: dict[str, Any], targets: list[str] | No
     files = _params_files(project, overrides)
     saved = {f: f.read_bytes() if f.exists() else None for f in files}
     exp = experiment_name(name, project)
-    cmd = [*_dvc(), "exp", "run", "--name", exp, *(["--force"] if force else [])]
+    cmd = [*dvc_command(), "exp", "run", "--name", exp, *(["--force"] if force else [])]
     for k, v in overrides.items():
         cmd += ["-S", _override_arg(k, v)]
     cmd += list(targets or [])
@@ -292,7 +284,7 @@ def dvc_experiment(name: str, overrides: dict[str, Any], targets: list[str] | No
             else:
                 f.write_bytes(data)
         logger.error("experiment %s failed (exit %d); params files restored; last lines:\n%s", exp, rc, tail)
-        raise StageFailed(f"`dvc {' '.join(cmd[len(_dvc()):])}` exited with {rc}; last lines:\n{tail}")
+        raise StageFailed(f"`dvc {' '.join(cmd[len(dvc_command()):])}` exited with {rc}; last lines:\n{tail}")
     logger.info("experiment %s done in %.1f s (`dvc exp show` lists it)", exp, time.perf_counter() - t0)
     return exp
 

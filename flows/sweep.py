@@ -36,7 +36,8 @@ from prefect.context import FlowRunContext
 
 from components import tracking
 from components.params import Params, load_params, to_dict
-from components.stages import Paths, setup_logging
+from components.paths import Paths
+from components.stage_runner import setup_logging
 from components.tuning import run_sweep, storage_from_url, sweep_study_name, write_best_losses
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.processes import dvc_command
+
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # MLflow tracking is off unless a test turns it on (tests/test_tracking.py points it at a tmp store);
 # otherwise every stage a test runs would log to ./mlflow.db.
@@ -137,7 +139,6 @@ def copy_tiny_project(dst: Path) -> Path:
     params.yaml, committed; for tests that run the real `dvc repro` / Prefect flows on it."""
     import shutil
     import subprocess
-    import sys
 
     import yaml
 
@@ -154,7 +155,7 @@ def copy_tiny_project(dst: Path) -> Path:
     for args in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "init"]):
         subprocess.run(args, cwd=dst, capture_output=True, text=True, check=True)
     if not (dst / ".dvc").exists():
-        subprocess.run([str(Path(sys.executable).with_name("dvc")), "init", "-q"], cwd=dst, check=True)
+        subprocess.run([*dvc_command(), "init", "-q"], cwd=dst, check=True)
     return dst
 
 
@@ -168,7 +169,8 @@ def tiny_params():
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, tiny_params):
     """prepare -> train_encoders -> extract on the tiny synthetic set, once per session."""
-    from components.stages import Paths, extract, prepare, train_encoders
+    from components.paths import Paths
+    from components.stages import extract, prepare, train_encoders
 
     paths = Paths().under(tmp_path_factory.mktemp("tiny"))
     for stage in (prepare, train_encoders, extract):

@@ -12,7 +12,7 @@ from components.metrics import mean_average_precision, top1
 from components.predict import Prediction, PredictError, Predictor
 from components.selection import average_predictions
 from components.stages import evaluate, report, train_recognizer
-from components.stages.train_sampler import load_sampler
+from components.sampler_training import load_sampler
 from components.store import FeatureStore
 
 
@@ -199,7 +199,7 @@ def test_predict_with_tsi_runs_one_clip(evaluated, tiny_params):
 
 
 def test_flops_stage_tables(evaluated, tiny_params):
-    from components.flops import read_flops_table
+    from components.flops_table import read_flops_table
     from components.stages import flops
 
     res = flops.run(tiny_params, evaluated)
@@ -242,7 +242,7 @@ def test_fused_minus_branch_ci_is_the_paired_bootstrap_of_the_two_selections(eva
     top-K on the stored saliency, the cached logits, and the paired percentile bootstrap."""
     from components.metrics import bootstrap_ci
     from components.models.samplers import SamplerOutput
-    from components.tuning import fusion_values, set_fusion
+    from components.fusion import fusion_values, set_fusion
 
     logits, labels = _test_logits_labels(evaluated)
     m = json.loads((evaluated.reports / "metrics.json").read_text())["headline"]

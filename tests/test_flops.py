@@ -3,9 +3,9 @@ import time
 import pytest
 import torch
 
-from components.flops import (CSV_COLUMNS, FlopsRow, FrameModel, count_macs, flops_table_for_params, frame_calls,
-                              frame_model_gmacs, paper_setting_rows, prediction_flops, read_flops_table,
-                              total_gmacs, write_flops_table)
+from components.flops import (FlopsRow, FrameModel, count_macs, flops_table_for_params, frame_calls, frame_model_gmacs,
+                              paper_setting_rows, prediction_flops, total_gmacs)
+from components.flops_table import CSV_COLUMNS, read_flops_table, write_flops_table
 from components.models.encoders import create_encoder
 
 

@@ -1,8 +1,9 @@
 """Prefect orchestration: the stage order of flows/pipeline.py against the project's DVC graph, the
-process-group helpers of components/serve.py, the deployment files, and (slow) the real thing: a
-Prefect server + process work pool + worker running the ``pipeline`` deployment in a copy of the
-project, a COMPLETED run (a DVC experiment with an override) and a FAILED one (retried), with
-MLflow parent runs, and nothing left running afterwards."""
+process-group helpers of components/processes.py, flows/serve.py's prefect.yaml reading, the
+deployment files, and (slow) the real thing: a Prefect server + process work pool + worker (the
+LocalPrefect of flows/serve.py) running the ``pipeline`` deployment in a copy of the project, a
+COMPLETED run (a DVC experiment with an override) and a FAILED one (retried), with MLflow parent
+runs, and nothing left running afterwards."""
 from __future__ import annotations
 
 import contextlib
@@ -123,7 +124,7 @@ def test_override_args_and_experiment_names(tmp_path):
 
 # ------------------------------------------------------------------------------ deployment files (fast)
 def test_prefect_yaml_deployments():
-    from components.serve import read_deployments
+    from flows.serve import read_deployments
 
     cfg = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     step = cfg["pull"][0]["prefect.deployments.steps.set_working_directory"]
@@ -170,7 +171,7 @@ STUBBORN = textwrap.dedent('''\
 def test_stop_group_needs_two_signals_and_finds_detached_children(tmp_path):
     import psutil
 
-    from components.serve import start_group, stop_group
+    from components.processes import start_group, stop_group
 
     script = tmp_path / "stubborn.py"
     script.write_text(STUBBORN)
@@ -188,16 +189,16 @@ def test_stop_group_needs_two_signals_and_finds_detached_children(tmp_path):
 
 
 def test_wait_healthy_reports_a_dead_process(tmp_path):
-    from components.serve import ServeError, free_port, start_group, wait_healthy
+    from components.processes import ProcessError, free_port, start_group, wait_healthy
 
     proc = start_group([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], name="dead",
                        log_path=tmp_path / "dead.log")
-    with pytest.raises(ServeError, match="(?s)exited with 3.*boom"):
+    with pytest.raises(ProcessError, match="(?s)exited with 3.*boom"):
         wait_healthy(f"http://127.0.0.1:{free_port()}/api/health", proc=proc, timeout=30)
 
 
 def test_run_command_text():
-    from components.serve import run_command_text
+    from flows.serve import run_command_text
 
     cmd = run_command_text("pipeline/pipeline", {"targets": ["prepare"], "overrides": {"a.b": 1}}, "http://h:1/api")
     assert cmd == ("PREFECT_API_URL=http://h:1/api prefect deployment run pipeline/pipeline "
@@ -239,7 +240,8 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from components.serve import LocalPrefect, free_port
+    from components.processes import free_port
+    from flows.serve import LocalPrefect
 
     t_start = time.time()
     project = copy_tiny_project(tmp_path / "proj")
@@ -325,11 +327,11 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
 
 @pytest.mark.slow
 def test_serve_main_until_ctrl_c(tmp_path):
-    """`python -m components.serve` (what `salient serve` calls): up, usable, the pool templates of
+    """`python -m flows.serve` (what `salient serve` calls): up, usable, the pool templates of
     deploy/ accepted by a real server, and after Ctrl-C (SIGINT) exit 0 with nothing left running."""
     import psutil
 
-    from components.serve import free_port
+    from components.processes import free_port
 
     proj = tmp_path / "proj"
     (proj / "flows").mkdir(parents=True)
@@ -338,7 +340,7 @@ def test_serve_main_until_ctrl_c(tmp_path):
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "SALIENT_HOME": str(tmp_path / "salient")}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "components.serve", "--port", str(port), "--pool", "gpu-serve",
+    proc = subprocess.Popen([sys.executable, "-m", "flows.serve", "--port", str(port), "--pool", "gpu-serve",
                              "--no-ui", "--project-dir", str(proj), "--deployment", "pipeline"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: set[int] = set()

@@ -72,7 +72,7 @@ def test_every_seed_is_trained_on_the_train_split(tiny_samplers, tiny_params, tm
 
     import torch
 
-    from components.stages.train_sampler import load_sampler
+    from components.sampler_training import load_sampler
 
     p = dc_replace(tiny_params, train_sampler=dc_replace(tiny_params.train_sampler, seeds=(0, 1), epochs=1))
     import shutil
@@ -95,7 +95,7 @@ def test_samplers_stop_on_val_map_of_each_branch_top_k(tiny_samplers, tiny_param
     and branch_val_score is the mean over branches and val_budgets of the val mAP of each branch's
     top-K, recomputed here by hand from the stored val branch scores of the kept model."""
     from components.selection import topk_select
-    from components.stages.train_sampler import load_sampler
+    from components.sampler_training import load_sampler
     from components.validation import branch_val_score, load_val
 
     assert tiny_params.train_sampler.monitor == "val_map"

@@ -14,7 +14,8 @@ import pytest
 from components.data.manifest import read_manifest
 from components.features import FrameEncoders
 from components.params import load_params
-from components.stages import Paths, extract, headroom, prepare
+from components.paths import Paths
+from components.stages import extract, headroom, prepare
 from components.store import FeatureStore
 from tests.conftest import ROOT, write_video
 

@@ -22,9 +22,9 @@ import optuna
 import pytest
 import torch
 
-from components import tuning
+from components import fusion, tuning
 from components.params import SWEEP_SPACES, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params
-from components.stages import Paths
+from components.paths import Paths
 try:
     from tests.conftest import ROOT, TINY
 except ModuleNotFoundError:  # `pytest` without the project root on sys.path
@@ -107,7 +107,7 @@ def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
     assert res["best_value"]["tsqnet"] == 1.0 > res["default_value"]["tsqnet"]  # default 0.9: 2 bad frames
     assert res["default_value"]["tsqnet"] == data.score("tsqnet", {"lambda_v": 0.9})
     assert res["trials"]["tsqnet"] == 25 and "nsnet" not in res and res["trials_per_second"]["tsqnet"] > 0
-    written = tuning.tuned_fusion_path(paths)
+    written = fusion.tuned_fusion_path(paths)
     assert json.loads(written.read_text()) == json.loads(json.dumps({k: v for k, v in res.items()
                                                                      if k != "trials_per_second"}))
     assert [f.name for f in written.parent.iterdir() if f.name.endswith(".tmp")] == []  # atomic: no leftovers
@@ -120,12 +120,12 @@ def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
     assert st.trials[0].params == {"lambda_v": 0.9}  # the first trial is the params' value
 
     # what evaluate uses: the tuned file with source: tuned, the params with source: params
-    tuned = tuning.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned")), paths)
+    tuned = fusion.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned")), paths)
     assert tuned["tsqnet"] == {"lambda_v": lam}
     assert tuned["nsnet"] == {"nsnet_strategy": "index_union", "nsnet_ratio": 0.6}  # not tuned: the params'
-    assert tuning.fusion_values(p, paths)["tsqnet"] == {"lambda_v": 0.9}
+    assert fusion.fusion_values(p, paths)["tsqnet"] == {"lambda_v": 0.9}
     run = data.runs["tsqnet"][0]
-    tuning.set_fusion(run.model, tuned["tsqnet"])
+    fusion.set_fusion(run.model, tuned["tsqnet"])
     assert run.model.lambda_v == lam
 
     # retrained saliencies: the tuned values are refused, not silently reused
@@ -134,7 +134,7 @@ def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
     d["val/tqm"] = d["val/tqm"][:, ::-1].copy()
     np.savez(f, **d)
     with pytest.raises(ValueError, match="tuned on other tsqnet saliencies.*rerun tune_fusion"):
-        tuning.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned")), paths)
+        fusion.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned")), paths)
 
 
 def test_missing_tuned_file_is_a_clear_error(tmp_path):
@@ -142,7 +142,7 @@ def test_missing_tuned_file_is_a_clear_error(tmp_path):
     p = hand_params(tmp_path, "fusion.source=tuned")
     with pytest.raises(FileNotFoundError, match=r"fusion.source is 'tuned' but .*tuned_fusion.json does not exist: "
                                                 r"run the tune_fusion stage"):
-        tuning.fusion_values(p, paths)
+        fusion.fusion_values(p, paths)
 
 
 def test_fusion_params_and_set_fusion_validate():
@@ -165,7 +165,7 @@ def test_fusion_params_and_set_fusion_validate():
 
     m = NSNet(3, 6, replace(NSNetParams(), dim=8, heads=2))
     assert (m.strategy, m.ratio) == ("index_union", 0.6)
-    tuning.set_fusion(m, {"nsnet_strategy": "score_add", "nsnet_ratio": 0.3})
+    fusion.set_fusion(m, {"nsnet_strategy": "score_add", "nsnet_ratio": 0.3})
     assert (m.strategy, m.ratio) == ("score_add", 0.3)
     with pytest.raises(ValueError, match="unknown strategy 'bogus'"):
         m.set_fusion({"nsnet_strategy": "bogus"})
@@ -173,9 +173,9 @@ def test_fusion_params_and_set_fusion_validate():
         m.set_fusion({"nsnet_ratio": 1.5})
     with pytest.raises(ValueError, match="unknown setting"):
         m.set_fusion({"lambda_v": 0.5})
-    tuning.set_fusion(object(), {})  # baselines: nothing to set
+    fusion.set_fusion(object(), {})  # baselines: nothing to set
     with pytest.raises(ValueError, match="has no fusion settings"):
-        tuning.set_fusion(object(), {"lambda_v": 0.5})
+        fusion.set_fusion(object(), {"lambda_v": 0.5})
     with pytest.raises(ValueError, match="expected sqlite"):
         tuning.storage_from_url("mysql-ish")
 
@@ -247,7 +247,7 @@ def test_pareto_study_front_matches_optuna_and_is_written(tmp_path):
     data = tuning.fusion_objective_data(p, paths)
     cost = {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}
     study, rows, front = tuning.pareto_study(data, [1, 2, 3, 4], lambda name, k: cost[k], n_trials=30, seed=0,
-                                             defaults=tuning.params_fusion(p))
+                                             defaults=fusion.params_fusion(p))
     assert len(rows) == 30 and {r["k"] for r in rows} == {1, 2, 3, 4}
     assert {rows[i]["number"] for i in front} == {t.number for t in study.best_trials}
     top = max(r["map"] for r in rows)
@@ -283,7 +283,7 @@ def test_tune_fusion_stage_and_evaluate_use_it(trained, tiny_params, tmp_path):
             "evaluate.samplers": ["uniform", "tsqnet", "nsnet"], "tsi.enabled": False}
     p = load_params(ROOT / "params.yaml", [*TINY, *(f"{k}={json.dumps(v)}" for k, v in over.items())])
     metrics = tune_fusion.run(p, trained)
-    tuned = json.loads(tuning.tuned_fusion_path(trained).read_text())
+    tuned = json.loads(fusion.tuned_fusion_path(trained).read_text())
     assert set(tuned) >= {"tsqnet", "nsnet", "objective", "best_value", "default_value", "trials", "study"}
     for name in ("tsqnet", "nsnet"):
         assert tuned["best_value"][name] >= tuned["default_value"][name]
@@ -306,7 +306,7 @@ def test_tune_fusion_stage_and_evaluate_use_it(trained, tiny_params, tmp_path):
 def test_sweep_records_failures_prunes_and_tracks(trained, tiny_params, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from components.stages.train_sampler import load_sampler
+    from components.sampler_training import load_sampler
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("SALIENT_TRACKING", "1")
@@ -380,7 +380,7 @@ def test_best_sampler_is_registered_and_predict_loads_it(trained, tiny_params, t
                                            "evaluate.samplers=[uniform,tsqnet,nsnet]"])
     with tracking.stage_run("tune_fusion", {}, tracking=p):
         tune_fusion.run(p, trained)
-    tuned = json.loads(tuning.tuned_fusion_path(trained).read_text())
+    tuned = json.loads(fusion.tuned_fusion_path(trained).read_text())
     best = max(tuned["best_value"], key=tuned["best_value"].get)
     folder = tracking.resolve_model_uri("models:/salient-sampler@best", tmp_path / "dl", tracking=p)
     ck = folder / "seed0.pt"

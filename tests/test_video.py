@@ -1,4 +1,4 @@
-"""Tests of components/data/video.py against hand-computed answers and tiny real videos."""
+"""Tests of components/data/video/ against hand-computed answers and tiny real videos."""
 from __future__ import annotations
 
 import pickle
@@ -10,6 +10,11 @@ import torch
 
 from components.data import video as V
 from components.data.video import VideoError, VideoInfo
+from components.data.video import audio as V_audio
+from components.data.video import frames as V_frames
+from components.data.video import plan as V_plan
+from components.data.video import probing as V_probing
+from components.data.video import pyav as V_pyav
 
 LOG_FLOOR = float(np.log(0.01))  # log_mel of silence
 
@@ -121,7 +126,7 @@ def test_probe_bad_inputs(vids, key, kw, reason):
 
 def test_probe_truncation_found_by_decoding_when_structure_check_is_off(vids, monkeypatch):
     """Without the container size check the count / last-frame decode still catches the cut."""
-    monkeypatch.setattr(V, "_structure_problem", lambda *a: None)
+    monkeypatch.setattr(V_probing, "_structure_problem", lambda *a: None)
     with pytest.raises(VideoError) as err:
         V.probe(vids["truncated_faststart"])
     assert err.value.reason == "truncated"
@@ -138,9 +143,9 @@ def test_probe_decord_overreport_trusts_pyav(vids, monkeypatch, caplog):
         def get_batch(self, idx):
             return self.real.get_batch(idx)
 
-    real_open = V._open_decord
-    monkeypatch.setattr(V, "_open_decord", lambda p: Liar(real_open(p)))
-    with caplog.at_level("WARNING", logger=V.__name__):
+    real_open = V_probing._open_decord
+    monkeypatch.setattr(V_probing, "_open_decord", lambda p: Liar(real_open(p)))
+    with caplog.at_level("WARNING", logger=V_probing.__name__):
         info = V.probe(vids["good"])
     assert info.num_frames == 30 and info.backend == "pyav"
     assert "decord reports 35" in caplog.text
@@ -149,7 +154,7 @@ def test_probe_decord_overreport_trusts_pyav(vids, monkeypatch, caplog):
 def test_probe_without_decord(vids, monkeypatch):
     def boom(path):
         raise RuntimeError("decord unavailable")
-    monkeypatch.setattr(V, "_open_decord", boom)
+    monkeypatch.setattr(V_probing, "_open_decord", boom)
     info = V.probe(vids["good"])
     assert info.num_frames == 30 and info.backend == "pyav"
 
@@ -195,7 +200,7 @@ def test_validate_paths_walks_folders_and_never_raises(vids, tmp_path, make_vide
 def test_validate_paths_turns_unexpected_errors_into_rows(vids, monkeypatch):
     def explode(*a, **k):
         raise MemoryError("boom")
-    monkeypatch.setattr(V, "probe", explode)
+    monkeypatch.setattr(V_probing, "probe", explode)
     rows = V.validate_paths([vids["good"]])
     assert rows[0]["ok"] is False and rows[0]["reason"] == "decode_failed" and "boom" in rows[0]["detail"]
 
@@ -218,7 +223,7 @@ def _no_decord(path):
 @pytest.mark.parametrize("key", ["good", "mkv", "avi", "open_gop"])
 def test_read_frames_pyav_fallback_identical(vids, frame_index, monkeypatch, key):
     with_decord = V.read_frames(vids[key], REQUEST)
-    monkeypatch.setattr(V, "_open_decord", _no_decord)
+    monkeypatch.setattr(V_frames, "_open_decord", _no_decord)
     with_pyav = V.read_frames(vids[key], REQUEST)
     assert frame_index(with_pyav).tolist() == REQUEST
     np.testing.assert_array_equal(with_pyav, with_decord)
@@ -226,7 +231,7 @@ def test_read_frames_pyav_fallback_identical(vids, frame_index, monkeypatch, key
 
 @pytest.mark.parametrize("key", ["good", "avi", "open_gop"])
 def test_read_frames_pyav_fallback_every_frame(vids, frame_index, monkeypatch, key):
-    monkeypatch.setattr(V, "_open_decord", _no_decord)
+    monkeypatch.setattr(V_frames, "_open_decord", _no_decord)
     idx = list(range(29, -1, -1))
     assert frame_index(V.read_frames(vids[key], idx)).tolist() == idx
 
@@ -235,15 +240,15 @@ def test_read_frames_pyav_fallback_every_frame(vids, frame_index, monkeypatch, k
                                       ("avi", "sequential"), ("open_gop", "pyav")])
 def test_decode_plan(vids, key, plan):
     """Files where decord's random access returns wrong frames are routed to PyAV."""
-    assert V._decode_plan(str(vids[key])) == plan
+    assert V_plan._decode_plan(str(vids[key])) == plan
 
 
 def test_pyav_seek_path_does_not_fall_back_on_healthy_files(vids, frame_index, monkeypatch):
     def no_sequential(*a):
         raise AssertionError("sequential fallback used")
-    monkeypatch.setattr(V, "_pyav_sequential", no_sequential)
+    monkeypatch.setattr(V_pyav, "_pyav_sequential", no_sequential)
     for key in ("good", "mkv", "open_gop"):
-        out = V._pyav_read(str(vids[key]), [0, 7, 8, 9, 15, 16, 29])
+        out = V_pyav._pyav_read(str(vids[key]), [0, 7, 8, 9, 15, 16, 29])
         assert frame_index(np.stack([out[i] for i in sorted(out)])).tolist() == [0, 7, 8, 9, 15, 16, 29]
 
 
@@ -254,7 +259,7 @@ def test_read_frames_falls_back_when_decord_returns_wrong_shape(vids, frame_inde
 
         def get_batch(self, idx):
             return np.zeros((len(idx) - 1, 64, 64, 3), np.uint8)  # one frame short
-    monkeypatch.setattr(V, "_open_decord", lambda p: Short())
+    monkeypatch.setattr(V_frames, "_open_decord", lambda p: Short())
     assert frame_index(V.read_frames(vids["good"], [2, 7, 21])).tolist() == [2, 7, 21]
 
 
@@ -262,7 +267,7 @@ def test_read_frames_never_substitutes_missing_frames(vids, monkeypatch):
     with pytest.raises(VideoError) as err:
         V.read_frames(vids["good"], [3, 30])
     assert err.value.reason in ("truncated", "decode_failed") and "30" in err.value.detail
-    monkeypatch.setattr(V, "_open_decord", _no_decord)
+    monkeypatch.setattr(V_frames, "_open_decord", _no_decord)
     with pytest.raises(VideoError) as err:
         V.read_frames(vids["good"], [3, 31])
     assert err.value.reason in ("truncated", "decode_failed") and "31" in err.value.detail
@@ -363,7 +368,7 @@ def test_read_audio_windows_pyav_fallback_matches(vids, monkeypatch):
 
     def boom(path, sr):
         raise RuntimeError("decord audio disabled by the test")
-    monkeypatch.setattr(V, "_open_decord_audio", boom)
+    monkeypatch.setattr(V_audio, "_open_decord_audio", boom)
     alt = V.read_audio_windows(vids["good"], times, window_frames=32)
     assert alt.shape == ref.shape == (2, 32, 64)
     np.testing.assert_allclose(alt, ref, atol=1e-3)

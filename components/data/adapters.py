@@ -60,7 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
+from components.data.synthetic import generate as generate_synthetic
 from components.params import DataParams
+from components.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -86,30 +88,25 @@ class AdapterResult:
 
 
 Adapter = Callable[[DataParams], AdapterResult]
-ADAPTERS: dict[str, Adapter] = {}
+ADAPTER_REGISTRY = Registry("dataset adapter")
+ADAPTERS: dict[str, Adapter] = ADAPTER_REGISTRY._fns  # name -> adapter, the registry's own table (read it only)
 
 
 def register_adapter(name: str) -> Callable[[Adapter], Adapter]:
-    """Decorator: register ``fn(p: DataParams) -> AdapterResult`` under ``name``."""
-    def deco(fn: Adapter) -> Adapter:
-        if name in ADAPTERS and ADAPTERS[name] is not fn:
-            log.warning("adapter %r re-registered (%s replaces %s)", name, fn, ADAPTERS[name])
-        ADAPTERS[name] = fn
-        return fn
-    return deco
+    """Decorator: register ``fn(p: DataParams) -> AdapterResult`` under ``name`` (ValueError if taken)."""
+    return ADAPTER_REGISTRY.register(name)
 
 
 def list_adapters() -> list[str]:
     """Registered adapter names, sorted."""
-    return sorted(ADAPTERS)
+    return ADAPTER_REGISTRY.list()
 
 
 def get_adapter(name: str) -> Adapter:
     """The adapter registered as ``name``; ValueError listing the valid names otherwise."""
-    try:
-        return ADAPTERS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset adapter {name!r}; valid: {list_adapters()}") from None
+    if name not in ADAPTER_REGISTRY:
+        raise ValueError(f"unknown dataset adapter {name!r}; valid: {list_adapters()}")
+    return ADAPTER_REGISTRY.get(name)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -481,7 +478,5 @@ def generic_csv(p: DataParams) -> AdapterResult:
 @register_adapter("synthetic")
 def synthetic(p: DataParams) -> AdapterResult:
     """The synthetic benchmark: generate (or resume generating) the videos under ``p.root``."""
-    from components.data.synthetic import generate
-
-    cands, classes = generate(p.synthetic, Path(p.root), workers=p.workers)
+    cands, classes = generate_synthetic(p.synthetic, Path(p.root), workers=p.workers)
     return AdapterResult([Candidate(c.video_id, c.path, tuple(c.labels), c.split, c.gt) for c in cands], classes, [])

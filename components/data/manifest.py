@@ -19,12 +19,14 @@ classes and :data:`GT_LOWQ` a low-quality frame (blur, dark, transition). An emp
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from components.atomic import atomic_path, atomic_write_text
+from components.data.video.info import StreamInfo
 
 GT_GENERIC = -1
 GT_LOWQ = -2
@@ -33,18 +35,31 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class VideoRecord:
+class _Entry:
+    """Which video, where, labelled how, in which split: the dataset's side of a manifest row."""
     video_id: str
     path: str  # absolute, or relative to the manifest's folder
     labels: tuple[int, ...]  # class indices; several for multi-label sets (ActivityNet, FCVID)
     split: str  # train | val | test
-    num_frames: int
-    fps: float
-    duration: float  # seconds
-    width: int
-    height: int
-    has_audio: bool
+
+
+@dataclass(frozen=True)
+class VideoRecord(StreamInfo, _Entry):
+    """One manifest row: the :class:`_Entry` fields, the probed :class:`StreamInfo` fields, ``gt``.
+
+    Field order (= positional order and the CSV column order of :data:`COLUMNS`): dataclasses
+    collect the fields of the bases from the last in the MRO to the first, so ``video_id, path,
+    labels, split`` come first, then ``num_frames, fps, duration, width, height, has_audio``, then
+    ``gt``.
+    """
     gt: str = ""  # run-length per-frame ground truth, see module docstring
+
+    @classmethod
+    def from_info(cls, info: StreamInfo, *, video_id: str, path: str, labels: tuple[int, ...], split: str,
+                  gt: str = "") -> VideoRecord:
+        """The record of a probed video: its :class:`StreamInfo` fields taken from ``info``."""
+        return cls(video_id=video_id, path=path, labels=labels, split=split, gt=gt,
+                   **{f.name: getattr(info, f.name) for f in fields(StreamInfo)})
 
     @property
     def label(self) -> int:
@@ -113,15 +128,11 @@ def _from_row(row: dict) -> VideoRecord:
 
 
 def _atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(header))
         w.writeheader()
         for r in rows:
             w.writerow(r)
-    os.replace(tmp, path)
 
 
 def write_manifest(folder: Path, records: Sequence[VideoRecord], classes: Sequence[str]) -> Path:
@@ -137,10 +148,7 @@ def write_manifest(folder: Path, records: Sequence[VideoRecord], classes: Sequen
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise ValueError(f"duplicate video ids in manifest: {dup}")
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "classes.txt.tmp"
-    tmp.write_text("".join(f"{c}\n" for c in classes))
-    os.replace(tmp, folder / "classes.txt")
+    atomic_write_text(folder / "classes.txt", "".join(f"{c}\n" for c in classes))
     _atomic_write_csv(folder / "manifest.csv", COLUMNS, (_to_row(r) for r in records))
     return folder / "manifest.csv"
 

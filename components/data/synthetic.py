@@ -37,7 +37,8 @@ exactly every ``keyframe_interval`` frames, no scene-cut keyframes) at ``fps`` p
 ``round(audio_missing_fraction * N)`` videos chosen (deterministically) to have no audio, an AAC
 16 kHz mono track of the same duration: the class tone during salient frames, the distractor's tone
 during distractor frames and low-level noise elsewhere. Files are written to a temp file in the same
-folder (``<id>.mp4.tmp<pid>``) and renamed into place, so an existing ``<id>.mp4`` is always complete.
+folder (:func:`components.atomic.atomic_path`) and renamed into place, so an existing ``<id>.mp4`` is
+always complete.
 
 :func:`generate` renders the missing videos in a process pool (``fork`` when the calling process
 runs a single Python thread, ``spawn`` otherwise) and returns one :class:`Candidate` per video.
@@ -58,6 +59,7 @@ from typing import Iterator
 
 import numpy as np
 
+from components.atomic import atomic_path
 from components.data.manifest import GT_GENERIC, GT_LOWQ, encode_gt
 from components.params import SyntheticParams
 
@@ -599,11 +601,8 @@ def render_video(p: SyntheticParams, plan: VideoPlan, path: Path) -> None:
     """Render and encode one video; written to a temp file in the same folder, then renamed."""
     import av  # lazily: keeps plan-only users free of PyAV
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     k = str(p.keyframe_interval)
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="mp4") as out:
             # mbtree=0: x264's macroblock-tree rate control with B-frames reads uninitialised
             # memory (output bytes then depend on the process's heap history); without it the
@@ -635,10 +634,6 @@ def render_video(p: SyntheticParams, plan: VideoPlan, path: Path) -> None:
                     af.pts = s
                     out.mux(aus.encode(af))
                 out.mux(aus.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _render_job(job: tuple[SyntheticParams, VideoPlan, str]) -> str:

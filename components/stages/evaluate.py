@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,11 +28,12 @@ from components.flops import count_macs, encoder_gmacs, sampler_gmacs, video_gma
 from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision, salient_mask
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
-from components.stages import Paths, stage_main, write_report
-from components.stages.train_recognizer import load_recognizer
-from components.stages.train_sampler import load_sampler
+from components.paths import Paths, write_report
+from components.stage_runner import stage_main
+from components.models.recognizers import load_recognizer
+from components.sampler_training import load_sampler
 from components.store import FeatureStore
-from components.tuning import fusion_values, set_fusion
+from components.fusion import fusion_values, set_fusion
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from components.features import FrameEncoders, stream_split
 from components.hashing import fingerprint
 from components.models.encoders import create_encoder, imagenet_class_names, readable_class_name
 from components.params import Params
-from components.stages import Paths, stage_main
+from components.paths import Paths
+from components.stage_runner import stage_main
 from components.store import StoreWriter
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,12 @@ import logging
 
 from components import tracking
 from components.data.manifest import read_manifest
-from components.flops import flops_table_for_params, paper_setting_rows, total_gmacs, write_flops_tables
+from components.flops import flops_table_for_params, paper_setting_rows, total_gmacs
+from components.flops_table import write_flops_tables
 from components.params import Params
-from components.stages import Paths, stage_main
-from components.stages.train_sampler import load_sampler
+from components.paths import Paths
+from components.stage_runner import stage_main
+from components.sampler_training import load_sampler
 
 log = logging.getLogger(__name__)
 K_TABLE = 5

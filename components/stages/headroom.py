@@ -18,7 +18,8 @@ from components.metrics import (mean_average_precision, paired_bootstrap_ci, sal
                                 top1_hits)
 from components.params import Params
 from components.selection import average_predictions, oracle_select, random_select, uniform_select
-from components.stages import Paths, stage_main, write_report
+from components.paths import Paths, write_report
+from components.stage_runner import stage_main
 from components.store import FeatureStore
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from components.data.adapters import Candidate, get_adapter
 from components.data.manifest import VideoRecord, decode_gt, write_manifest, write_quarantine
 from components.data.video import VideoError, probe
 from components.params import Params
-from components.stages import Paths, stage_main, write_report
+from components.paths import Paths, write_report
+from components.stage_runner import stage_main
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,10 @@ import numpy as np
 from components.params import Params
 from components.prototypes import class_prototypes
 from components.sampler_data import check_store
-from components.stages import Paths, stage_main, write_report
-from components.store import FeatureStore, atomic_savez
+from components.paths import Paths, write_report
+from components.stage_runner import stage_main
+from components.atomic import atomic_savez
+from components.store import FeatureStore
 
 log = logging.getLogger(__name__)
 

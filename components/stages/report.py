@@ -28,10 +28,11 @@ from components.data.manifest import read_manifest  # noqa: E402
 from components.data.video import read_frames  # noqa: E402
 from components.evaluation import load_runs, summarize  # noqa: E402
 from components.params import Params  # noqa: E402
-from components.stages import Paths, stage_main  # noqa: E402
-from components.stages.train_sampler import load_sampler  # noqa: E402
+from components.paths import Paths  # noqa: E402
+from components.stage_runner import stage_main  # noqa: E402
+from components.sampler_training import load_sampler  # noqa: E402
 from components.store import FeatureStore  # noqa: E402
-from components.tuning import fusion_values, set_fusion  # noqa: E402
+from components.fusion import fusion_values, set_fusion  # noqa: E402
 
 log = logging.getLogger(__name__)
 LEARNED = ("tsqnet", "nsnet", "maxconf_l")

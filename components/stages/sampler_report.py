@@ -18,10 +18,11 @@ from components.models.samplers import SamplerOutput
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
 from components.selection import average_predictions
-from components.stages import Paths, stage_main, write_report
-from components.stages.train_sampler import load_sampler
+from components.paths import Paths, write_report
+from components.stage_runner import stage_main
+from components.sampler_training import load_sampler
 from components.store import FeatureStore
-from components.tuning import fusion_values, set_fusion
+from components.fusion import fusion_values, set_fusion
 
 log = logging.getLogger(__name__)
 

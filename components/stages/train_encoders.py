@@ -3,8 +3,8 @@
 All three are per-frame (per-window) classifiers trained on single frames with the video's label,
 "without TSN-style training" as in TSQNet / NSNet: every step draws one random frame per video.
 Frames come from a *bank* decoded once per video (``train_encoders.bank_frames`` uniformly spaced
-frames at each consumer's resolution, plus their log-mel windows), built resumably under
-``.salient/work`` with the same streaming writer as the feature store. Training runs through the
+frames at each consumer's resolution, plus their log-mel windows; :mod:`components.banks`), built
+resumably under ``.salient/work`` with the same streaming writer as the feature store. Training runs through the
 one engine (:mod:`components.engine`) with checkpoints / resume / early stopping on val video
 accuracy.
 
@@ -20,79 +20,24 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from components import tracking
+from components.atomic import atomic_torch_save
+from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
-from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
-from components.features import stream_split
+from components.engine import CKPT_VERSION, FitConfig, fit
 from components.hashing import fingerprint
 from components.models.encoders import create_encoder
 from components.params import Params
-from components.stages import Paths, stage_main, write_report
-from components.store import ArraySpec, FeatureStore, StoreWriter
+from components.paths import Paths, write_report
+from components.stage_runner import stage_main
+from components.store import FeatureStore
 
 log = logging.getLogger(__name__)
 ROLES = ("light", "recognizer", "audio")
-
-
-def bank_fingerprint(p: Params, paths: Paths) -> str:
-    """The bank's identity: the manifest, the frame / audio settings and the frames per video."""
-    return fingerprint(Path(paths.prepared / "manifest.csv"), p.frames, p.audio, p.train_encoders.bank_frames)
-
-
-def build_bank(p: Params, paths: Paths, fp: str) -> FeatureStore:
-    """Decode ``bank_frames`` frames per train/val video once; resumable; returns the finished bank."""
-    out = paths.work / "train_encoders" / fp / "bank"
-    if (out / "meta.json").exists():
-        return FeatureStore(out)
-    records, classes = read_manifest(paths.prepared)
-    F_, a = p.train_encoders.bank_frames, p.audio
-    sizes = {"light": p.frames.light_size, "recognizer": p.frames.recognizer_size}
-    specs = {"light": ArraySpec((F_, 3, sizes["light"], sizes["light"]), "uint8"),
-             "recognizer": ArraySpec((F_, 3, sizes["recognizer"], sizes["recognizer"]), "uint8"),
-             "audio": ArraySpec((F_, a.window_frames, a.n_mels), "float16"), "has_audio": ArraySpec((), "bool"),
-             "frame_indices": ArraySpec((F_,), "int64"), "timestamps": ArraySpec((F_,), "float32"),
-             "gt": ArraySpec((F_,), "int16"), "labels": ArraySpec((len(classes),), "uint8"),
-             "valid": ArraySpec((), "bool")}
-
-    def encode(clips):
-        return [{"light": c.frames["light"].numpy(), "recognizer": c.frames["recognizer"].numpy(),
-                 "audio": (c.audio if c.audio is not None else np.zeros(specs["audio"].shape)).astype(np.float16),
-                 "has_audio": np.bool_(c.audio is not None)} for c in clips]
-
-    writer = StoreWriter(out, fp)
-    for split in ("train", "val"):
-        recs = [r for r in records if r.split == split]
-        sw = writer.split(split, [r.video_id for r in recs], specs)
-        errors = stream_split(sw, recs, F_, sizes, a, encode, len(classes), batch=8,
-                              flush_every=p.extract.flush_every, workers=p.extract.decode_workers,
-                              desc=f"bank {split}")
-        sw.close()
-        if errors:
-            log.warning("bank %s: %d videos failed to decode and are skipped", split, len(errors))
-    writer.finalize({"T": F_, "classes": classes})
-    return FeatureStore(out)
-
-
-def soft_targets(labels: np.ndarray) -> torch.Tensor:
-    """Multi-hot [B,C] -> a distribution over the video's labels (single-label: one-hot)."""
-    y = torch.from_numpy(np.asarray(labels, dtype=np.float32))
-    return y / y.sum(1, keepdim=True).clamp(min=1)
-
-
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip + random translation (reflect-pad s/8, crop) on float [B,3,s,s]."""
-    B, _, s, _ = x.shape
-    flip = torch.rand(B, generator=gen) < 0.5
-    x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
-    pad = max(s // 8, 1)
-    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    oy, ox = torch.randint(0, 2 * pad + 1, (2, B), generator=gen)
-    return torch.stack([xp[i, :, oy[i]:oy[i] + s, ox[i]:ox[i] + s] for i in range(B)])
 
 
 def make_step(role: str, seed: int):
@@ -120,14 +65,6 @@ def make_step(role: str, seed: int):
         return loss, {"acc": acc, "n": len(y)}
 
     return step
-
-
-def usable_videos(bank: FeatureStore, split: str, role: str) -> np.ndarray:
-    """Bank rows a role can train on: decoded videos, and for the audio encoder only those with audio."""
-    ok = np.array(bank.array(split, "valid"), dtype=bool)
-    if role == "audio":
-        ok &= np.asarray(bank.array(split, "has_audio"))
-    return np.flatnonzero(ok)
 
 
 def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed: int, epoch: int | None,
@@ -188,8 +125,8 @@ def run(p: Params, paths: Paths) -> dict:
         res = fit(model, make_step(role, t.seed),
                   lambda ep, r=role: batches_for(bank, "train", r, t.batch_size, t.seed, ep, t.epoch_repeats),
                   lambda r=role: batches_for(bank, "val", r, t.batch_size, t.seed, None, 1),
-                  cfg, paths.work / "train_encoders" / rfp, rfp)
-        atomic_save({"role": role, "cfg": cfgs[role], "state_dict": model.state_dict(), "classes": classes,
+                  cfg, paths.work / "train_encoders" / rfp, rfp, log_metrics=tracking.log_metrics)
+        atomic_torch_save({"role": role, "cfg": cfgs[role], "state_dict": model.state_dict(), "classes": classes,
                      "history": res.history, "fingerprint": rfp}, paths.encoders / f"{role}.pt")
         best = res.history[res.best_epoch] if res.history else {}
         summary[role] = {"lr": cfg.lr, "best_epoch": res.best_epoch, "epochs_run": len(res.history),

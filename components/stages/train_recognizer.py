@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from components import tracking
+from components.atomic import atomic_torch_save
+from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
-from components.engine import CKPT_VERSION, FitConfig, atomic_save, fit
+from components.engine import CKPT_VERSION, FitConfig, fit
 from components.flops import count_macs
 from components.hashing import fingerprint
 from components.models.recognizers import Recognizer, create_recognizer
 from components.params import Params
-from components.stages import Paths, stage_main, write_report
-from components.stages.train_encoders import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
+from components.paths import Paths, write_report
+from components.stage_runner import stage_main
 from components.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -80,14 +82,6 @@ def clip_accuracy(model: Recognizer, bank: FeatureStore, split: str, K: int) -> 
     return float(torch.cat(hits).mean()) if hits else float("nan")
 
 
-def load_recognizer(path: Path) -> Recognizer:
-    """Rebuild a clip recognizer saved by this stage (``{"name", "cfg", "state_dict", "classes"}``)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_recognizer(ck["name"], **ck["cfg"])
-    model.load_state_dict(ck["state_dict"])
-    return model.eval()
-
-
 def run(p: Params, paths: Paths) -> dict:
     t = p.tsi
     if t.threads:
@@ -111,9 +105,9 @@ def run(p: Params, paths: Paths) -> dict:
     res = fit(model, make_step(t.seed),
               lambda ep: clip_batches(bank, "train", t.frames, t.batch_size, t.seed, ep),
               lambda: clip_batches(bank, "val", t.frames, t.batch_size, t.seed, None),
-              fcfg, paths.work / "train_recognizer" / fp, fp)
+              fcfg, paths.work / "train_recognizer" / fp, fp, log_metrics=tracking.log_metrics)
     out = paths.features.parent / "recognizers" / "tsi.pt"
-    atomic_save({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
+    atomic_torch_save({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
                  "history": res.history, "fingerprint": fp}, out)
     s = p.frames.recognizer_size
     clip = torch.zeros(1, t.frames, 3, s, s)

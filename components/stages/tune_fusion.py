@@ -25,10 +25,15 @@ from typing import Callable
 import numpy as np
 
 from components import tracking
+from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
+from components.fusion import params_fusion
 from components.params import Params
-from components.stages import Paths, stage_main, write_report
-from components.tuning import (FusionData, fusion_objective_data, input_study_name, params_fusion, pareto_study,
-                               storage_from_url, tune_fusion, write_pareto)
+from components.paths import Paths, write_report
+from components.sampler_data import load_split
+from components.stage_runner import stage_main
+from components.store import FeatureStore
+from components.tuning import (FusionData, fusion_objective_data, input_study_name, pareto_study, storage_from_url,
+                               tune_fusion, write_pareto)
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +41,6 @@ log = logging.getLogger(__name__)
 def prediction_gmacs(p: Params, paths: Paths, data: FusionData) -> Callable[[str, int], float]:
     """``gmacs(sampler, K)``: GMACs of one whole prediction (what the sampler looks at + the sampler +
     the frame recognizer on K frames), counted on the real modules as the evaluate stage does."""
-    from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
-    from components.sampler_data import load_split
-    from components.store import FeatureStore
-
     store = FeatureStore(paths.features)
     batch, _ = load_split(store, "val")
     one = {k: v[:1] for k, v in batch.items()}  # one video, to count each sampler's MACs

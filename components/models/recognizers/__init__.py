@@ -19,6 +19,7 @@ timm arch (see :func:`load_frame_state`).
 """
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import torch
@@ -81,3 +82,11 @@ def _import_members() -> None:
 
     for mod in ("tsi",):
         importlib.import_module(f"components.models.recognizers.{mod}")
+
+
+def load_recognizer(path: str | os.PathLike) -> Recognizer:
+    """Rebuild a clip recognizer saved by ``train_recognizer`` (``{"name", "cfg", "state_dict", "classes"}``)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_recognizer(ck["name"], **ck["cfg"])
+    model.load_state_dict(ck["state_dict"])
+    return model.eval()

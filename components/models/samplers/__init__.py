@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from components import selection
 from components.registry import Registry
 
 SAMPLERS = Registry("sampler")
@@ -49,9 +50,7 @@ class Sampler(nn.Module):
 
     def select(self, out: SamplerOutput, K: int) -> np.ndarray:
         """K distinct frame indices per video, [B,K] int64 (default: top-K of ``saliency``)."""
-        from components.selection import topk_select
-
-        return topk_select(out.saliency.detach().cpu().numpy(), K)
+        return selection.topk_select(out.saliency.detach().cpu().numpy(), K)
 
 
 class FeatureNorm(nn.Module):

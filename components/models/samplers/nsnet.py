@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from components import selection
 from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput
 from components.params import FusionParams, NSNetParams
 
@@ -217,17 +218,6 @@ class VGM(nn.Module):
 
 
 # ------------------------------------------------------------------------------------ model
-def fuse_scores(s_f: torch.Tensor, s_v: torch.Tensor, strategy: str, ratio: float) -> torch.Tensor:
-    """Score fusion (App. A.3) of two [B,T] saliencies; index fusions keep the FSM score."""
-    if strategy == "score_add":
-        return ratio * s_f + (1.0 - ratio) * s_v
-    if strategy == "score_mul":
-        return s_f * s_v
-    if strategy == "score_max":
-        return torch.maximum(s_f, s_v)
-    return s_f
-
-
 class NSNet(Sampler):
     trainable = True
     inputs = ("light_feats",)
@@ -251,7 +241,7 @@ class NSNet(Sampler):
         fsm_logits, s_f = self.fsm(h)  # [B,T,out], [B,T]
         alpha, logits_sal, logits_ns = self.vgm(h)  # [B,T], [B,C+1], [B,C+1]
         return SamplerOutput(
-            saliency=fuse_scores(s_f, alpha, self.strategy, self.ratio),  # [B,T]
+            saliency=self.fused(s_f, alpha),  # [B,T]
             branches={"fsm": s_f, "vgm": alpha},
             logits={"vgm": logits_sal[:, :self.C]},  # real classes, [B,C]
             aux={"fsm_logits": fsm_logits, "vgm_logits_sal": logits_sal, "vgm_logits_ns": logits_ns},
@@ -268,29 +258,33 @@ class NSNet(Sampler):
         return loss, {"loss_f": float(l_f.detach()), "loss_cls": float(l_cls.detach()),
                       "loss_ns": float(l_ns.detach()), "acc": float(acc), "n": float(labels.shape[0])}
 
+    def fused(self, s_f: torch.Tensor, s_v: torch.Tensor) -> torch.Tensor:
+        """Score fusion (App. A.3) of the two [B,T] saliencies at the current strategy / ratio, with
+        :func:`components.selection.fuse_scores` on the tensors (both are already distributions over
+        time: softmax, L1-normalised attention); index fusions keep the FSM score."""
+        if not self.strategy.startswith("score_"):
+            return s_f
+        return selection.fuse_scores(s_f, s_v, self.strategy[len("score_"):], self.ratio, normalize=False)
+
     def set_fusion(self, values: dict) -> "NSNet":
         """Set ``nsnet_strategy`` / ``nsnet_ratio`` (either or both) for later :meth:`select` calls."""
-        from components.selection import FUSION_STRATEGIES, _check_ratio
-
         unknown = set(values) - set(self.fusion_keys)
         if unknown:
             raise ValueError(f"nsnet fusion: unknown setting(s) {sorted(unknown)}; valid: {list(self.fusion_keys)}")
         if "nsnet_strategy" in values:
-            if values["nsnet_strategy"] not in FUSION_STRATEGIES:
+            if values["nsnet_strategy"] not in selection.FUSION_STRATEGIES:
                 raise ValueError(f"nsnet fusion: unknown strategy {values['nsnet_strategy']!r}; "
-                                 f"valid: {', '.join(FUSION_STRATEGIES)}")
+                                 f"valid: {', '.join(selection.FUSION_STRATEGIES)}")
             self.strategy = str(values["nsnet_strategy"])
         if "nsnet_ratio" in values:
-            self.ratio = _check_ratio(values["nsnet_ratio"], "nsnet_ratio")
+            self.ratio = selection.check_ratio(values["nsnet_ratio"], "nsnet_ratio")
         return self
 
     def select(self, out: SamplerOutput, K: int) -> np.ndarray:
         """K distinct frames per video: FSM and VGM fused by ``strategy`` / ``ratio`` (App. A.2-A.3)."""
-        from components.selection import fuse_select
-
         fsm = out.branches["fsm"].detach().float().cpu().numpy()  # [B,T]
         vgm = out.branches["vgm"].detach().float().cpu().numpy()  # [B,T]
-        return fuse_select(fsm, vgm, K, self.strategy, self.ratio)
+        return selection.fuse_select(fsm, vgm, K, self.strategy, self.ratio)
 
 
 @SAMPLERS.register("nsnet")
@@ -299,4 +293,4 @@ def nsnet(num_classes: int, light_dim: int, params: NSNetParams = NSNetParams(),
     return NSNet(num_classes, light_dim, params, max_frames, light_mean, light_std)
 
 
-__all__ = ["NSNet", "FEM", "FSM", "VGM", "nsnet", "soft_cross_entropy", "fuse_scores", "RANK_MARGIN"]
+__all__ = ["NSNet", "FEM", "FSM", "VGM", "nsnet", "soft_cross_entropy", "RANK_MARGIN"]

@@ -75,6 +75,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from components import selection
+from components.metrics import salient_recall
 from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput
 from components.params import TSQNetParams
 
@@ -333,22 +335,18 @@ class TSQNet(Sampler):
 
     def set_fusion(self, values: dict) -> "TSQNet":
         """Set ``lambda_v`` (the VQM share of the union, in [0, 1]) for later :meth:`select` calls."""
-        from components.selection import _check_ratio
-
         unknown = set(values) - set(self.fusion_keys)
         if unknown:
             raise ValueError(f"tsqnet fusion: unknown setting(s) {sorted(unknown)}; valid: {list(self.fusion_keys)}")
         if "lambda_v" in values:
-            self.lambda_v = _check_ratio(values["lambda_v"], "lambda_v")
+            self.lambda_v = selection.check_ratio(values["lambda_v"], "lambda_v")
         return self
 
     def select(self, out: SamplerOutput, K: int) -> np.ndarray:
         if len(out.branches) == 2:
-            from components.selection import tsqnet_union_select
-
             s_v = out.branches["vqm"].detach().cpu().numpy()  # [B,T]
             s_t = out.branches["tqm"].detach().cpu().numpy()  # [B,T]
-            return tsqnet_union_select(s_v, s_t, K, self.lambda_v)  # [B,K]
+            return selection.tsqnet_union_select(s_v, s_t, K, self.lambda_v)  # [B,K]
         return super().select(out, K)
 
     @torch.no_grad()
@@ -358,9 +356,6 @@ class TSQNet(Sampler):
         of the eq. 5 saliency, of the attention row of the predicted class, and of the row of the
         ground-truth class. A good ground-truth row with a poor eq. 5 score blames the coarse
         prediction; a poor ground-truth row blames the attention itself."""
-        from components.metrics import salient_recall
-        from components.selection import topk_select
-
         was = self.training
         out = self.eval()(batch)
         self.train(was)
@@ -372,9 +367,9 @@ class TSQNet(Sampler):
             zp = z.argmax(-1).numpy()
             row = (lambda c: A[rows, c]) if A.shape[1] > 1 else (lambda c: A[:, 0])
             res[name] = {"video_top1": float(np.mean(np.asarray(labels)[rows, zp] > 0)),
-                         "recall_eq5": salient_recall(topk_select(out.branches[name].numpy(), K), salient),
-                         "recall_predicted_row": salient_recall(topk_select(row(zp), K), salient),
-                         "recall_true_row": salient_recall(topk_select(row(y), K), salient)}
+                         "recall_eq5": salient_recall(selection.topk_select(out.branches[name].numpy(), K), salient),
+                         "recall_predicted_row": salient_recall(selection.topk_select(row(zp), K), salient),
+                         "recall_true_row": salient_recall(selection.topk_select(row(y), K), salient)}
         return res
 
 

@@ -1,7 +1,7 @@
 """``salient serve``: a local Prefect server, a work pool, the deployments of ``prefect.yaml`` and
 worker(s), in one command; Ctrl-C stops every process it started.
 
-    python -m components.serve [--port 4200] [--pool gpu] [--workers 1]
+    python -m flows.serve [--port 4200] [--pool gpu] [--workers 1]     # = salient serve [...]
 
 then, in another terminal (the command is printed once everything is up)::
 
@@ -18,35 +18,34 @@ What it does, in order (each step is a plain Prefect CLI call, so it can be done
 4. ``prefect worker start --pool POOL --type process`` (``workers`` of them), each in its own process
    group, with ``SALIENT_PROJECT_DIR`` set: ``prefect.yaml``'s pull step changes into it.
 
-Stopping (:func:`stop_group`): a Prefect worker treats its first SIGTERM / SIGINT as "stop polling,
-wait for the running flow runs" and only the second as "exit now" (SIGKILL to itself), and it starts
-flow runs in process groups of their own; so every process tree is snapshotted first (``psutil``),
-signalled twice, killed after a grace period, and every descendant seen is checked to be gone.
+Ctrl-C stops the workers (two SIGTERMs: a Prefect worker's first one only stops polling; then the
+flow runs it started in sessions of their own), then the server, with
+:func:`components.processes.stop_group`.
 
-The reusable pieces (:func:`free_port`, :func:`start_group`, :func:`wait_healthy`,
-:func:`stop_group`, :func:`prefect_env` and the :class:`LocalPrefect` context manager) are what the
-tests use to run a real server + worker on a free port with a throw-away ``PREFECT_HOME``.
+Here: :data:`PREFECT_QUIET` / :func:`prefect_env` (the environment of every Prefect process),
+:func:`read_deployments` and :func:`run_command_text` (``prefect.yaml``), the :class:`LocalPrefect`
+context manager (what the tests use to run a real server + worker on a free port with a throw-away
+``PREFECT_HOME``) and the entry points :func:`serve` / :func:`main`. The process plumbing (ports,
+process groups, health checks) is :mod:`components.processes`. Prefect itself is only run as
+subprocesses (``python -m prefect``), never imported here.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import components  # noqa: F401  (telemetry off, PREFECT_HOME inside the project, before prefect is imported)
+import components  # noqa: F401  (telemetry off, PREFECT_HOME inside the project, before prefect runs)
+from components.processes import (ProcessError, Proc, port_in_use, start_group, stop_group, venv_env,
+                                  wait_healthy)
 from components.runtime import state_dir
 
 log = logging.getLogger(__name__)
@@ -70,27 +69,9 @@ PREFECT_QUIET = {
 }
 
 
-class ServeError(RuntimeError):
-    """A step of bringing the local Prefect stack up failed (its output is in the message)."""
-
-
-# ------------------------------------------------------------------------------ process groups
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def venv_path(env: Mapping[str, str]) -> str:
-    """``PATH`` with this interpreter's bin folder first (dvc, python of this venv for DVC stages)."""
-    return str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", os.defpath)
+class ServeError(ProcessError):
+    """A step of bringing the local Prefect stack up failed (its output is in the message); a server
+    that does not get healthy raises the base class, from :func:`~components.processes.wait_healthy`."""
 
 
 def prefect_env(api_url: str | None = None, *, home: str | os.PathLike | None = None,
@@ -101,7 +82,7 @@ def prefect_env(api_url: str | None = None, *, home: str | os.PathLike | None = 
     ``api_url`` (removed when None, so a server never points at another one); telemetry off;
     the venv's bin first on ``PATH``; ``extra`` last (wins).
     """
-    env = dict(os.environ if base is None else base)
+    env = venv_env(base)
     for k, v in PREFECT_QUIET.items():
         env.setdefault(k, v)
     env["PREFECT_HOME"] = str(Path(home).absolute()) if home else env.get("PREFECT_HOME") or str(state_dir() / "prefect")
@@ -109,141 +90,8 @@ def prefect_env(api_url: str | None = None, *, home: str | os.PathLike | None = 
         env["PREFECT_API_URL"] = api_url
     else:
         env.pop("PREFECT_API_URL", None)
-    env["PATH"] = venv_path(env)
     env.update(extra or {})
     return env
-
-
-@dataclass
-class Proc:
-    """A process started in its own process group (session), with the descendants seen so far."""
-
-    name: str
-    popen: subprocess.Popen
-    log_path: Path | None = None
-    seen: set[int] = field(default_factory=set)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def remember_children(self) -> set[int]:
-        """Record the current descendants (flow runs start in sessions of their own: killing the
-        group would miss them)."""
-        import psutil
-
-        try:
-            self.seen |= {c.pid for c in psutil.Process(self.pid).children(recursive=True)}
-        except psutil.Error:
-            pass
-        return self.seen
-
-    def tail(self, n: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-n:]
-
-
-def start_group(cmd: Sequence[str], *, name: str, env: Mapping[str, str] | None = None,
-                cwd: str | os.PathLike | None = None, log_path: str | os.PathLike | None = None) -> Proc:
-    """Start ``cmd`` in a new session (its own process group): Ctrl-C in the terminal reaches only
-    us, and :func:`stop_group` can signal the whole group. Output goes to ``log_path`` (appended)
-    or, when None, to our stdout / stderr."""
-    out: IO[Any] | None = None
-    if log_path is not None:
-        log_path = Path(log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed in stop_group
-    try:
-        popen = subprocess.Popen(list(map(str, cmd)), cwd=cwd, env=dict(env) if env is not None else None,
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                 start_new_session=True)
-    finally:
-        if out is not None:
-            out.close()  # the child has its own copy of the descriptor
-    log.info("started %s (pid %d): %s", name, popen.pid, " ".join(map(str, cmd)))
-    return Proc(name, popen, log_path)
-
-
-def wait_healthy(url: str, *, proc: Proc | None = None, timeout: float = 180.0, interval: float = 0.5) -> float:
-    """Poll ``url`` until it answers 200; returns the seconds waited. Raises :class:`ServeError` when
-    ``proc`` exits first (with its output) or after ``timeout`` seconds."""
-    t0 = time.monotonic()
-    last = ""
-    while time.monotonic() - t0 < timeout:
-        if proc is not None and not proc.alive():
-            raise ServeError(f"{proc.name} exited with {proc.popen.returncode} before {url} was healthy:\n{proc.tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return time.monotonic() - t0
-                last = f"HTTP {r.status}"
-        except (urllib.error.URLError, OSError) as e:
-            last = str(e)
-        time.sleep(interval)
-    raise ServeError(f"{url} not healthy after {timeout:.0f} s ({last})" + (f":\n{proc.tail()}" if proc else ""))
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _alive(pids: set[int]) -> list:
-    import psutil
-
-    out = []
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-def stop_group(proc: Proc, *, signals: Sequence[int] = (signal.SIGTERM, signal.SIGTERM),
-               interval: float = 3.0, grace: float = 15.0) -> list[int]:
-    """Stop ``proc``'s process group and every descendant seen: the ``signals`` in turn
-    (``interval`` s apart, a Prefect worker needs two), then SIGKILL after ``grace`` s in all.
-    Returns the pids still alive afterwards (an empty list when everything is gone)."""
-    import psutil
-
-    proc.remember_children()
-    t0 = time.monotonic()
-    for i, sig in enumerate(signals):
-        if not proc.alive():
-            break
-        if i:
-            proc.remember_children()
-        _signal_group(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(interval if i < len(signals) - 1 else max(grace - (time.monotonic() - t0), 0.5))
-    if proc.alive():
-        log.warning("%s (pid %d) ignored %d signals: SIGKILL", proc.name, proc.pid, len(signals))
-        _signal_group(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(10)
-    # descendants in other process groups (flow runs) or left behind by the group leader
-    rest = _alive(proc.seen)
-    for p in rest:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, still = psutil.wait_procs(rest, timeout=5)
-    for p in still:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(still, timeout=5)
-    left = [p.pid for p in _alive(proc.seen | {proc.pid})]
-    if left:
-        log.error("%s: processes still alive after stopping: %s", proc.name, left)
-    else:
-        log.info("stopped %s (pid %d, exit %s)", proc.name, proc.pid, proc.popen.returncode)
-    return left
 
 
 # ------------------------------------------------------------------------------ prefect.yaml
@@ -475,7 +323,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, pool: str = DEFAULT
             time.sleep(2)
     except KeyboardInterrupt:
         print("\nstopping ...", file=sys.stderr, flush=True)
-    except ServeError as e:
+    except ProcessError as e:  # a ServeError, or the server not getting healthy (wait_healthy)
         print(f"error: {e}", file=sys.stderr)
         rc = 1
     finally:

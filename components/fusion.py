@@ -1,0 +1,105 @@
+"""Fusion *settings*: how a two-branch sampler fuses its branches at inference, and where the values
+come from. Read by evaluate, the reports, ``predict``, the val objective and the tuner.
+
+* :data:`FUSION_KEYS` - samplers with inference-time fusion settings and their ``fusion.*`` keys
+  (TSQNet's union ratio ``lambda_v``, TSQNet §3.4 "Multi-modality Saliency Fusion"; NSNet's strategy and ratio, NSNet supp. §A.3).
+* :func:`params_fusion` - the ``fusion`` section's values per sampler.
+* :func:`fusion_values` - what evaluate uses: the params' values, or ``data/tuned_fusion.json``
+  (written by ``tune_fusion``, checked against the stored saliencies by :func:`saliency_digest`).
+* :func:`set_fusion` - apply settings to a loaded sampler before ``select``.
+
+Fusion is an inference-time setting, so changing it never retrains a sampler. The fusion *math*
+(score / index fusion, TSQNet's union) is in :mod:`components.selection`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from components.params import Params, variant_params
+from components.paths import Paths
+
+log = logging.getLogger(__name__)
+
+TUNED_FUSION = "tuned_fusion.json"  # beside the feature store: data/tuned_fusion.json
+#: Samplers with inference-time fusion settings, and their ``fusion.*`` keys.
+FUSION_KEYS: dict[str, tuple[str, ...]] = {"tsqnet": ("lambda_v",), "nsnet": ("nsnet_strategy", "nsnet_ratio")}
+#: NSNet strategies that read the ratio (the others ignore it, so it is not searched for them).
+RATIO_STRATEGIES = ("index_union", "score_add")
+
+
+def params_fusion(p: Params) -> dict[str, dict]:
+    """The ``fusion`` section's values per sampler (what evaluate uses with ``fusion.source: params``)."""
+    f = p.fusion
+    return {"tsqnet": {"lambda_v": f.lambda_v},
+            "nsnet": {"nsnet_strategy": f.nsnet_strategy, "nsnet_ratio": f.nsnet_ratio}}
+
+
+def set_fusion(model: Any, values: Mapping[str, Any] | None) -> Any:
+    """Apply inference-time fusion settings to a loaded sampler (before ``select``); samplers without
+    any (baselines) accept only an empty mapping. Returns the model."""
+    if not values:
+        return model
+    fn = getattr(model, "set_fusion", None)
+    if fn is None:
+        raise ValueError(f"{type(model).__name__} has no fusion settings, got {dict(values)}")
+    fn(dict(values))
+    return model
+
+
+def tuned_fusion_path(paths: Paths) -> Path:
+    """``data/tuned_fusion.json``: beside the feature store."""
+    return paths.data / TUNED_FUSION
+
+
+def saliency_digest(root: Path, name: str, split: str = "val") -> str:
+    """Content digest of every seed's stored ``split`` saliency of sampler ``name`` (arrays, not file
+    bytes: ``np.savez`` stamps times into the zip)."""
+    h = hashlib.sha1()
+    for f in sorted(Path(root, name).glob("saliency_seed*.npz"), key=lambda c: int(c.stem[len("saliency_seed"):])):
+        h.update(f.name.encode())
+        with np.load(f) as z:
+            for k in sorted(k for k in z.files if k.startswith(f"{split}/")):
+                a = z[k]
+                h.update(k.encode() + str(a.dtype).encode() + str(a.shape).encode())
+                h.update(np.ascontiguousarray(a).tobytes() if a.dtype.kind != "U" else "\n".join(a).encode())
+    return h.hexdigest()[:16]
+
+
+def fusion_values(p: Params, paths: Paths) -> dict[str, dict]:
+    """Fusion settings per sampler for evaluate / reports.
+
+    ``fusion.source: params`` -> the ``fusion`` section. ``tuned`` -> ``data/tuned_fusion.json`` for
+    every sampler it holds (a sampler it skipped keeps the params' values, with a log line); a
+    missing file, or one tuned on other saliencies than the ones now stored, is an error.
+    """
+    values = params_fusion(p)
+    for name in p.ablations:  # variants: the params' values of their own (modified) sampler section
+        base, vp = variant_params(p, name)
+        values[name] = params_fusion(vp).get(base, {})
+    if p.fusion.source == "params":
+        return values
+    f = tuned_fusion_path(paths)
+    if not f.exists():
+        raise FileNotFoundError(f"fusion.source is 'tuned' but {f} does not exist: run the tune_fusion stage "
+                                f"(`dvc repro tune_fusion` or `python -m components.stages.tune_fusion`) "
+                                f"or set fusion.source: params")
+    tuned = json.loads(f.read_text())
+    root = paths.data / "samplers"
+    for name, keys in FUSION_KEYS.items():
+        if name not in tuned:
+            log.info("%s has no tuned fusion for %s: using the params' %s", f, name, values[name])
+            continue
+        want = tuned.get("inputs", {}).get(name)
+        if want is not None and (Path(root, name).exists()) and saliency_digest(root, name) != want:
+            raise ValueError(f"{f} was tuned on other {name} saliencies than data/samplers/{name} holds now "
+                             f"(retrained?): rerun tune_fusion, or set fusion.source: params")
+        values[name] = {k: tuned[name][k] for k in keys}
+    return values
+
+

@@ -1,0 +1,36 @@
+"""Where stages read and write (:class:`Paths`, the ``dvc.yaml`` outputs) and the report writer.
+
+:class:`Paths` is handed to every stage's ``run(params, paths)`` and to the library functions they
+call; tests point it at a temp dir with :meth:`Paths.under`. :func:`write_report` writes one
+``reports/<name>`` JSON (a DVC metrics file) atomically.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from components.atomic import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where stages read and write; the defaults are the ``dvc.yaml`` outputs, relative to the project."""
+    prepared: Path = Path("data/prepared")  # manifest.csv, classes.txt (+ synthetic videos/)
+    encoders: Path = Path("data/encoders")  # light.pt, recognizer.pt, audio.pt
+    features: Path = Path("data/features")  # the feature store
+    reports: Path = Path("reports")
+    work: Path = Path(".salient/work")  # resumable scratch (checkpoints, partial banks); never a DVC output
+
+    def under(self, root: Path) -> "Paths":
+        return replace(self, **{k: Path(root) / v for k, v in self.__dict__.items()})
+
+    @property
+    def data(self) -> Path:
+        """The folder beside the feature store that holds samplers/, recognizers/, prototypes.npz, ..."""
+        return Path(self.features).parent
+
+
+def write_report(paths: Paths, name: str, obj: object) -> Path:
+    """``reports/<name>`` as indented JSON (a DVC metrics file), written atomically."""
+    return atomic_write_text(paths.reports / name, json.dumps(obj, indent=1) + "\n")

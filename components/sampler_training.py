@@ -1,0 +1,130 @@
+"""Build, train, load and run samplers on the feature store: what the ``train_sampler`` stage, the
+loss-weight sweep, the val objective, evaluate, the reports and ``predict`` share.
+
+* :func:`sampler_kwargs` - a registered sampler's constructor arguments from params and the store's
+  priors (light-space prototypes and text embeddings for TSQNet, train-split feature statistics).
+* :func:`train_one` - build sampler ``name`` for one seed and train it with the one engine
+  (:func:`components.engine.fit`; early stopping on ``train_sampler.monitor``, by default the val mAP
+  of each branch's top-K, :func:`components.validation.branch_val_score`).
+* :func:`load_sampler` - a trained sampler from its ``seed<s>.pt``, in eval mode, default fusion.
+* :func:`load_train_val` - the train and val splits as tensors, with NSNet's pseudo labels.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from components import tracking
+from components.engine import CKPT_VERSION, FitConfig, fit
+from components.hashing import fingerprint
+from components.models.samplers import Sampler, create_sampler
+from components.params import Params, to_dict
+from components.paths import Paths
+from components.sampler_data import batches, load_split
+from components.store import FeatureStore
+from components.validation import branch_val_score, load_val
+
+#: Constructor arguments that older checkpoints stored but that are inference-time settings now
+#: (``fusion.*``, applied after loading with ``set_fusion``): dropped when a checkpoint is loaded.
+STALE_KWARGS = frozenset({"lambda_v"})
+
+
+def sampler_kwargs(name: str, p: Params, store: FeatureStore, seed: int) -> dict:
+    """Constructor arguments of a registered sampler, from params and the store's priors."""
+    C, d = len(store.classes), store.array("train", "light_feats").shape[-1]
+    if name in ("tsqnet", "nsnet"):
+        mean, std = light_stats(store)
+    if name == "tsqnet":
+        protos = np.load(store.folder.parent / "prototypes.npz")["light"]
+        return {"num_classes": C, "light_dim": d, "params": p.tsqnet,
+                "visual_prototypes": torch.from_numpy(protos), "object_text": torch.from_numpy(store.load("text_objects")),
+                "class_text": torch.from_numpy(store.load("text_classes")), "light_mean": mean, "light_std": std}
+    if name == "nsnet":
+        return {"num_classes": C, "light_dim": d, "params": p.nsnet, "light_mean": mean, "light_std": std}
+    if name == "random":
+        return {"seed": seed}
+    return {}
+
+
+def describe_kwargs(kwargs: dict) -> dict:
+    """kwargs as hashable data: tensors by content digest, params sections as dicts."""
+    return {k: hashlib.sha1(v.numpy().tobytes()).hexdigest() if torch.is_tensor(v) else to_dict(v)
+            for k, v in kwargs.items()}
+
+
+def light_stats(store: FeatureStore) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean / std of the training split's light features (valid videos, all frames)."""
+    valid = np.asarray(store.array("train", "valid"), dtype=bool)
+    x = np.asarray(store.array("train", "light_feats"))[valid].astype(np.float64)
+    x = x.reshape(-1, x.shape[-1])
+    return torch.from_numpy(x.mean(0)).float(), torch.from_numpy(x.std(0)).float()
+
+
+def load_sampler(path: Path) -> Sampler:
+    """A trained sampler from ``seed<s>.pt``, in eval mode, with the *default* fusion settings; callers
+    that select frames apply the configured / tuned ones (:func:`components.fusion.fusion_values`)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_sampler(ck["name"], **{k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS})
+    if ck.get("state_dict"):
+        model.load_state_dict(ck["state_dict"])
+    return model.eval()
+
+
+def _extra(paths: Paths, split: str) -> dict:
+    f = paths.data / "pseudo_labels" / f"{split}.npz"
+    return {"ns_labels": np.load(f)["ns"]} if f.exists() else {}
+
+
+def load_train_val(store: FeatureStore, paths: Paths) -> tuple[dict, dict]:
+    """The train and val splits as tensors, with NSNet's pseudo labels where they exist."""
+    train, _ = load_split(store, "train", extra=_extra(paths, "train"))
+    val, _ = load_split(store, "val", extra=_extra(paths, "val"))
+    return train, val
+
+
+def _step(m, batch, train_mode):
+    return m.loss(batch, m(batch))
+
+
+def train_one(p: Params, paths: Paths, name: str, seed: int,
+              on_epoch: Callable[[Sampler, int, dict[str, float]], None] | None = None, *,
+              store: FeatureStore | None = None, data: Callable[[], tuple[dict, dict]] | tuple[dict, dict] | None = None,
+              ckpt_dir: Path | None = None) -> tuple[Sampler, dict, list[dict] | None]:
+    """Build sampler ``name`` for ``seed`` from the registry and, if it is trainable, train it with the
+    engine on the train split (``p.train_sampler``: epochs, lr, early stopping on ``monitor``: val mAP
+    of each branch's top-K, see :func:`components.validation.branch_val_score`, or val loss).
+
+    Shared by the ``train_sampler`` stage and the loss-weight sweep (:mod:`components.tuning`), which
+    passes ``on_epoch(model, epoch, row)`` (called by the engine after every epoch with the model
+    being trained and the epoch's losses, e.g. to report val mAP to an Optuna pruner; raising stops
+    training) and its own ``ckpt_dir``. ``data`` is ``(train, val)`` tensors or a callable returning
+    them (called only for a trainable sampler); default: loaded from the store. Checkpoints go to
+    ``ckpt_dir`` (default ``<work>/train_sampler/<name>/<fingerprint>``; resumed when the
+    configuration is the same). Epoch rows go to MLflow (:func:`components.tracking.log_metrics`).
+    Returns ``(model, constructor kwargs, loss history or None for untrained baselines)``.
+    """
+    store = store if store is not None else FeatureStore(paths.features)
+    kwargs = sampler_kwargs(name, p, store, seed)
+    torch.manual_seed(seed)
+    model = create_sampler(name, **kwargs)
+    if not model.trainable:
+        return model, kwargs, None
+    train, val = (data() if callable(data) else data) if data is not None else load_train_val(store, paths)
+    t = p.train_sampler
+    cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
+                    desc=f"train {name} seed {seed}", grad_clip=1.0, monitor=t.monitor,
+                    mode="max" if t.monitor == "val_map" else "min")
+    val_metrics = None
+    if t.monitor == "val_map":  # what the sampler is for: the recognizer's val mAP on its selections
+        val_set = load_val(p, paths, store)
+        val_metrics = lambda: {"map": branch_val_score(model, val, val_set, t.val_budgets)}  # noqa: E731
+    fp = fingerprint(store.meta["fingerprint"], name, describe_kwargs(kwargs), repr(cfg), CKPT_VERSION)
+    res = fit(model, _step, lambda ep: batches(train, t.batch_size, seed, ep), lambda: batches(val, t.batch_size),
+              cfg, ckpt_dir if ckpt_dir is not None else paths.work / "train_sampler" / name / fp, fp,
+              on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
+              val_metrics=val_metrics, log_metrics=tracking.log_metrics)
+    return model, kwargs, res.history

@@ -1,0 +1,85 @@
+"""What every DVC stage's ``main()`` shares: parse ``--params`` / ``--set``, load typed params, run
+the stage inside an MLflow stage run, log its numbers (:func:`stage_main`).
+
+``python -m components.stages.<name> [--params params.yaml] [--set key=value ...]``. ``--set``
+exists for quick experiments outside DVC; under ``dvc repro`` edit ``params.yaml`` (or use
+``dvc exp run -S key=value``) so DVC sees the change. :func:`stage_params` is the slice of params a
+stage declares in ``dvc.yaml`` (what its MLflow run records as params).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from components import tracking
+from components.params import Params, ParamsError, load_params, to_dict
+from components.paths import Paths
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def stage_params(stage: str, p: Params, dvc_yaml: Path = Path("dvc.yaml")) -> dict:
+    """The slice of params a DVC stage declares in ``dvc.yaml`` (``train_sampler@tsqnet`` resolves its
+    per-item section); the whole params when the stage is not declared there."""
+    full = to_dict(p)
+    name, _, item = stage.partition("@")
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text())["stages"][name]
+    except (OSError, KeyError, TypeError):
+        return full
+    keys = [str(k) for k in (spec.get("do") or spec).get("params", [])]
+    if item:  # a foreach item: resolve ${key} and ${item.<field>} from the literal dict or the params var
+        items = spec.get("foreach")
+        if isinstance(items, str) and items.startswith("${"):
+            items = full.get(items.strip("${}"), {})
+        fields = items.get(item, {}) if isinstance(items, dict) else {}
+        keys = [k.replace("${key}", item) for k in keys]
+        keys = [re.sub(r"\$\{item\.(\w+)\}", lambda m: str(fields.get(m.group(1), "")), k) for k in keys]
+    out: dict = {}
+    for key in keys:
+        node, parts = full, str(key).split(".")
+        try:
+            for part in parts:
+                node = node[part]
+        except (KeyError, TypeError):
+            continue
+        tgt = out
+        for part in parts[:-1]:
+            tgt = tgt.setdefault(part, {})
+        tgt[parts[-1]] = node
+    return out
+
+
+def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str] | None = None,
+               run_name: str | Callable[[Params], str] | None = None) -> int:
+    """Parse ``--params`` / ``--set``, run the stage inside an MLflow stage run (a child of
+    ``$SALIENT_PARENT_RUN_ID`` when a flow or sweep set it; off with ``SALIENT_TRACKING=0``),
+    log its returned numbers as metrics, and return the exit status."""
+    ap = argparse.ArgumentParser(prog=f"python -m components.stages.{name}")
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    args = ap.parse_args(argv)
+    setup_logging()
+    log = logging.getLogger(f"components.stages.{name}")
+    try:
+        params = load_params(args.params, args.set)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    stage = (run_name(params) if callable(run_name) else run_name) or name  # the DVC stage, e.g. ablate@x
+    with tracking.stage_run(stage, stage_params(stage, params), tags={"dvc.stage": stage}, tracking=params):
+        result = run(params, Paths())
+        seconds = time.perf_counter() - t0
+        tracking.log_metrics({"stage_seconds": seconds, **(result if isinstance(result, dict) else {})})
+    log.info("stage %s finished in %.1f s", stage, seconds)
+    return 0

@@ -1,0 +1,141 @@
+"""Accuracy vs cost on val: an NSGA-II study over (sampler, K, fusion settings) maximising val mAP
+and minimising GMACs per video (:func:`pareto_study`), the exact non-dominated set
+(:func:`pareto_front`), and the CSV + plot of it (:func:`write_pareto`, ``reports/pareto.csv``,
+``reports/figures/pareto.png``).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from components.fusion import FUSION_KEYS
+from components.tuning.fusion_search import FusionData, _enqueue_defaults, suggest_fusion
+from components.tuning.storage import _complete, _progress, _quiet_optuna, _study
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+
+def pareto_front(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Indices (ascending) of the non-dominated rows of ``points [n, 2] = (accuracy, cost)``, accuracy
+    maximised and cost minimised: row i is dominated when some row j has ``acc_j >= acc_i`` and
+    ``cost_j <= cost_i`` with one of them strict (identical rows do not dominate each other). Rows
+    with a NaN are never on the front. O(n log n): sort by cost, sweep the best accuracy so far."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    ok = ~np.isnan(pts).any(1)
+    idx = np.flatnonzero(ok)
+    if not len(idx):
+        return idx
+    acc, cost = pts[idx, 0], pts[idx, 1]
+    order = np.lexsort((-acc, cost))  # cost ascending, then accuracy descending
+    front, best_lower = [], -np.inf  # best accuracy among strictly cheaper rows
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and cost[order[j]] == cost[order[i]]:
+            j += 1
+        group = order[i:j]
+        top = acc[group].max()
+        if top > best_lower:
+            front += [g for g in group if acc[g] == top]
+        best_lower = max(best_lower, top)
+        i = j
+    return np.sort(idx[np.asarray(front, dtype=np.int64)])
+
+
+def pareto_study(data: FusionData, budgets: Iterable[int], gmacs: Callable[[str, int], float], n_trials: int,
+                 seed: int = 0, storage: Any = None, study_name: str | None = None,
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None) -> tuple["optuna.Study", list[dict], np.ndarray]:
+    """NSGA-II (seeded) over (sampler in ``data.runs``, K in ``budgets``, the sampler's fusion
+    settings), maximising val mAP at K (mean over seeds) and minimising ``gmacs(sampler, K)`` per video.
+
+    ``storage``: an Optuna storage (or None: in memory); an existing study of that name is topped up
+    to ``n_trials`` complete trials. Returns ``(study, rows, front)``: one row per complete trial
+    (``number, sampler, k, map, gmacs`` and the fusion values), ``front`` the indices of
+    :func:`pareto_front` into ``rows`` (the same set as Optuna's ``study.best_trials``).
+    """
+    import optuna
+
+    names = list(data.runs)
+    ks = sorted(set(int(k) for k in budgets))
+    if not names:
+        raise ValueError("pareto_study: no trained sampler with fusion settings to search")
+    study = _study(study_name or "pareto", storage,
+                   optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, n_trials // 3))),
+                   directions=("maximize", "minimize"))
+    if defaults and not study.trials:
+        for name in names:  # the params' settings at every K: the front is never worse than them
+            for k in ks:
+                _enqueue_defaults(study, name, defaults[name], {"sampler": name, "k": k})
+    todo = max(0, n_trials - len(_complete(study)))
+
+    def objective(trial):
+        name = trial.suggest_categorical("sampler", names)
+        k = trial.suggest_categorical("k", ks)
+        values = suggest_fusion(trial, name, (defaults or {}).get(name) or {"nsnet_ratio": 0.6})
+        trial.set_user_attr("values", values)
+        return data.score(name, values, budgets=(k,)), float(gmacs(name, k))
+
+    with _quiet_optuna():
+        study.optimize(objective, n_trials=todo, show_progress_bar=todo > 0 and _progress())
+    rows = []
+    for t in _complete(study):
+        vals = t.user_attrs.get("values", {})
+        rows.append({"number": t.number, "sampler": t.params["sampler"], "k": int(t.params["k"]),
+                     "map": float(t.values[0]), "gmacs": float(t.values[1]),
+                     **{key: vals.get(key, "") for keys in FUSION_KEYS.values() for key in keys}})
+    front = pareto_front([(r["map"], r["gmacs"]) for r in rows])
+    return study, rows, front
+
+
+PARETO_COLUMNS = ("number", "sampler", "k", "map", "gmacs", "pareto", "lambda_v", "nsnet_strategy", "nsnet_ratio")
+
+
+def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, png_path: Path | None = None,
+                 title: str = "val mAP vs GMACs per video") -> None:
+    """``csv_path``: every trial with a ``pareto`` 0/1 column (front first, by cost); ``png_path``: all
+    trials in grey, the front highlighted per sampler and joined as a staircase."""
+    front = set(int(i) for i in front)
+    order = sorted(range(len(rows)), key=lambda i: (i not in front, rows[i]["gmacs"], -rows[i]["map"]))
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=PARETO_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for i in order:
+            r = rows[i]
+            w.writerow({**{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()},
+                        "pareto": int(i in front)})
+    if png_path is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.scatter([r["gmacs"] for r in rows], [r["map"] for r in rows], s=14, c="0.75", label="all trials", zorder=1)
+    fr = sorted({(rows[i]["gmacs"], rows[i]["map"]): rows[i] for i in front}.values(),  # repeats drawn once
+                key=lambda r: (r["gmacs"], -r["map"]))
+    if fr:
+        ax.step([r["gmacs"] for r in fr], [r["map"] for r in fr], where="post", c="k", lw=1, zorder=2)
+    for name in sorted({r["sampler"] for r in fr}):
+        pts = [r for r in fr if r["sampler"] == name]
+        ax.scatter([r["gmacs"] for r in pts], [r["map"] for r in pts], s=40, zorder=3, label=f"front: {name}")
+        for r in pts:
+            ax.annotate(f"K={r['k']}", (r["gmacs"], r["map"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("GMACs per video")
+    ax.set_ylabel("val mAP")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
