@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from components import tracking
 from components.params import load_params, to_dict
+from components.processes import ProcessError, free_port, start_group, stop_group, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,12 +177,6 @@ def test_helpers(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ real server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 10.0) -> dict | str:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         body = r.read().decode()
@@ -194,28 +188,18 @@ def _get(url: str, timeout: float = 10.0) -> dict | str:
 
 @pytest.mark.slow
 def test_real_mlflow_server(tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = tracking.server_env({k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")})
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}", "--serve-artifacts",
            "--artifacts-destination", str(tmp_path / "art"), "--workers", "1"]
-    logf = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                              start_new_session=True)  # its own process group: stopped with its workers
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"mlflow server exited {server.returncode}:\n{(tmp_path / 'server.log').read_text()}")
-            try:
-                if _get(f"{base}/health", timeout=2) == "OK":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy in 90 s:\n{(tmp_path / 'server.log').read_text()}")
-            time.sleep(0.5)
+    server = start_group(cmd, name="mlflow server", env=env, cwd=tmp_path, log_path=tmp_path / "server.log")
+    try:  # its own process group: stopped with its workers
+        try:
+            wait_healthy(f"{base}/health", proc=server, timeout=90)
+        except ProcessError as e:
+            pytest.fail(str(e))
 
         monkeypatch.setenv("SALIENT_TRACKING", "1")
         monkeypatch.setenv("MLFLOW_TRACKING_URI", base)
@@ -252,25 +236,7 @@ def test_real_mlflow_server(tmp_path, monkeypatch):
         found = _get(f"{base}/api/2.0/mlflow/registered-models/alias?name=tsqnet-sampler&alias=best")
         assert found["model_version"]["run_id"] == run.run_id
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=20)
-        # the whole group is gone (uvicorn workers included)
-        for _ in range(40):
-            try:
-                os.killpg(server.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.25)
-        else:
-            os.killpg(server.pid, signal.SIGKILL)
-        logf.close()
+        assert stop_group(server, signals=(signal.SIGTERM,), grace=20) == []  # the whole group is gone (workers too)
 
 
 def test_metric_names_are_made_valid(tracked):

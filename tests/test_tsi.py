@@ -214,8 +214,10 @@ def test_identity_init_equals_the_frame_recognizer_mean_logits(arch):
             frame_logits = tsn.frames(x.flatten(0, 1))[1].view(2, K, C)
             want = frame_logits.mean(1)
             assert want.std() > 0.05  # a non-trivial network
-            torch.testing.assert_close(tsi(x), want, atol=1e-5, rtol=0)
-            torch.testing.assert_close(plain(x), want, atol=1e-5, rtol=0)
+            # equal up to float32 rounding: the TSI path scales by 1.5 and back and sums in another
+            # order; 3.5e-5 measured on one of our 2-core machines (oneDNN kernels differ by CPU)
+            torch.testing.assert_close(tsi(x), want, atol=1e-4, rtol=0)
+            torch.testing.assert_close(plain(x), want, atol=1e-4, rtol=0)
 
 
 # -------------------------------------------------------------------------- temporal sensitivity
