@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from components.data.manifest import read_manifest
 from components.features import stream_split
-from components.hashing import fingerprint
+from components.hashing import code_fingerprint, fingerprint
 from components.params import Params
 from components.paths import Paths
 from components.store import ArraySpec, FeatureStore, StoreWriter
@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def bank_fingerprint(p: Params, paths: Paths) -> str:
-    """The bank's identity: the manifest, the frame / audio settings and the frames per video."""
-    return fingerprint(Path(paths.prepared / "manifest.csv"), p.frames, p.audio, p.train_encoders.bank_frames)
+    """The bank's identity: the manifest, the frame / audio settings, the frames per video and the
+    decoding code (a bank decoded by other code is rebuilt, never reused)."""
+    return fingerprint(Path(paths.prepared / "manifest.csv"), p.frames, p.audio, p.train_encoders.bank_frames,
+                       code_fingerprint("components.banks"))
 
 
 def build_bank(p: Params, paths: Paths, fp: str) -> FeatureStore:

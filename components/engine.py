@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -68,6 +69,14 @@ class FitResult:
     best_score: float = math.inf  # the monitored value, sign-flipped for mode=max (lower is better)
     resumed_from: int = 0
     stopped_early: bool = False
+
+
+def remove_checkpoints(dirs: Iterable[Path]) -> None:
+    """Delete resume checkpoints once the outputs they led to are written. They exist to resume an
+    *interrupted* run; a later run of the same stage (``dvc repro -f``, or a dependency change)
+    must train again, not pick up the finished state and call it a new result."""
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def seed_everything(seed: int) -> None:

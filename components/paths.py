@@ -2,7 +2,8 @@
 
 :class:`Paths` is handed to every stage's ``run(params, paths)`` and to the library functions they
 call; tests point it at a temp dir with :meth:`Paths.under`. :func:`write_report` writes one
-``reports/<name>`` JSON (a DVC metrics file) atomically.
+``reports/<name>`` JSON (a DVC metrics file) atomically; :func:`write_timings` the measured wall
+times of a stage, in a file of their own (``reports/timings/<stage>.json``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ class Paths:
     def data(self) -> Path:
         """The folder beside the feature store that holds samplers/, recognizers/, prototypes.npz, ..."""
         return Path(self.features).parent
+
+
+def write_timings(paths: Paths, stage: str, obj: object) -> Path:
+    """``reports/timings/<stage>.json``: measured wall times, kept out of every other output so that
+    the same commit, params and machine give byte-identical stage outputs (only these files differ)."""
+    return write_report(paths, f"timings/{stage}.json", obj)
 
 
 def write_report(paths: Paths, name: str, obj: object) -> Path:

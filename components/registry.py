@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 
 class Registry:
@@ -31,6 +32,15 @@ class Registry:
 
     def list(self) -> list[str]:
         return sorted(self._fns)
+
+    @property
+    def members(self) -> Mapping[str, Callable[..., Any]]:
+        """name -> registered callable, read-only."""
+        return MappingProxyType(self._fns)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plugin or a test that registered a member for a while)."""
+        self._fns.pop(name)
 
     def __contains__(self, name: str) -> bool:
         return name in self._fns

@@ -96,3 +96,13 @@ def _compiled_ops_load(spec) -> bool:
     except (AttributeError, RuntimeError):
         return False
     return True
+
+
+def deterministic_torch() -> None:
+    """Deterministic kernels for everything a stage computes (DESIGN.md §4b): torch refuses an op
+    that has no deterministic implementation instead of silently varying; cuBLAS gets the workspace
+    setting its deterministic mode needs (used only on a GPU)."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from components import tracking
 from components.engine import CKPT_VERSION, FitConfig, fit
-from components.hashing import fingerprint
+from components.hashing import code_fingerprint, fingerprint
 from components.models.samplers import Sampler, create_sampler
 from components.params import Params, to_dict
 from components.paths import Paths
@@ -86,6 +86,13 @@ def load_train_val(store: FeatureStore, paths: Paths) -> tuple[dict, dict]:
     return train, val
 
 
+class Trained(NamedTuple):
+    model: Sampler
+    kwargs: dict
+    history: list[dict] | None  # None: an untrained baseline
+    ckpt_dir: Path | None  # where its resume checkpoint lives (None: nothing was trained)
+
+
 def _step(m, batch, train_mode):
     return m.loss(batch, m(batch))
 
@@ -93,7 +100,7 @@ def _step(m, batch, train_mode):
 def train_one(p: Params, paths: Paths, name: str, seed: int,
               on_epoch: Callable[[Sampler, int, dict[str, float]], None] | None = None, *,
               store: FeatureStore | None = None, data: Callable[[], tuple[dict, dict]] | tuple[dict, dict] | None = None,
-              ckpt_dir: Path | None = None) -> tuple[Sampler, dict, list[dict] | None]:
+              ckpt_dir: Path | None = None) -> "Trained":
     """Build sampler ``name`` for ``seed`` from the registry and, if it is trainable, train it with the
     engine on the train split (``p.train_sampler``: epochs, lr, early stopping on ``monitor``: val mAP
     of each branch's top-K, see :func:`components.validation.branch_val_score`, or val loss).
@@ -105,14 +112,16 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     them (called only for a trainable sampler); default: loaded from the store. Checkpoints go to
     ``ckpt_dir`` (default ``<work>/train_sampler/<name>/<fingerprint>``; resumed when the
     configuration is the same). Epoch rows go to MLflow (:func:`components.tracking.log_metrics`).
-    Returns ``(model, constructor kwargs, loss history or None for untrained baselines)``.
+    Returns :class:`Trained` ``(model, constructor kwargs, loss history or None for untrained
+    baselines, the checkpoint folder or None)``; the caller removes the folder once its outputs are
+    written (:func:`components.engine.remove_checkpoints`).
     """
     store = store if store is not None else FeatureStore(paths.features)
     kwargs = sampler_kwargs(name, p, store, seed)
     torch.manual_seed(seed)
     model = create_sampler(name, **kwargs)
     if not model.trainable:
-        return model, kwargs, None
+        return Trained(model, kwargs, None, None)
     train, val = (data() if callable(data) else data) if data is not None else load_train_val(store, paths)
     t = p.train_sampler
     cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
@@ -122,9 +131,10 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     if t.monitor == "val_map":  # what the sampler is for: the recognizer's val mAP on its selections
         val_set = load_val(p, paths, store)
         val_metrics = lambda: {"map": branch_val_score(model, val, val_set, t.val_budgets)}  # noqa: E731
-    fp = fingerprint(store.meta["fingerprint"], name, describe_kwargs(kwargs), repr(cfg), CKPT_VERSION)
+    fp = fingerprint(store.meta["fingerprint"], name, describe_kwargs(kwargs), repr(cfg), CKPT_VERSION,
+                     code_fingerprint("components.sampler_training"))  # other training code never resumes it
+    ckpt_dir = ckpt_dir if ckpt_dir is not None else paths.work / "train_sampler" / name / fp
     res = fit(model, _step, lambda ep: batches(train, t.batch_size, seed, ep), lambda: batches(val, t.batch_size),
-              cfg, ckpt_dir if ckpt_dir is not None else paths.work / "train_sampler" / name / fp, fp,
-              on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
+              cfg, ckpt_dir, fp, on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
               val_metrics=val_metrics, log_metrics=tracking.log_metrics)
-    return model, kwargs, res.history
+    return Trained(model, kwargs, res.history, ckpt_dir)

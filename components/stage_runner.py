@@ -21,6 +21,7 @@ import yaml
 from components import tracking
 from components.params import Params, ParamsError, load_params, to_dict
 from components.paths import Paths
+from components.runtime import deterministic_torch
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -75,6 +76,7 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    deterministic_torch()
     t0 = time.perf_counter()
     stage = (run_name(params) if callable(run_name) else run_name) or name  # the DVC stage, e.g. ablate@x
     with tracking.stage_run(stage, stage_params(stage, params), tags={"dvc.stage": stage}, tracking=params):

@@ -64,7 +64,7 @@ def test_register_adapter_from_another_module():
         assert A.get_adapter("unit_test_dummy") is dummy
         assert "unit_test_dummy" in A.list_adapters()
     finally:
-        A.ADAPTERS.pop("unit_test_dummy")
+        A.ADAPTER_REGISTRY.unregister("unit_test_dummy")
 
 
 def test_stable_fraction_is_sha1_based_and_uniform():

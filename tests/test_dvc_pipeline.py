@@ -1,5 +1,6 @@
 """The real DVC pipeline on the shrunk real config: `dvc repro` end to end in a copy of the project,
-a no-op rerun, and that a recognizer param change does not invalidate `prepare`."""
+a no-op rerun, that a recognizer param change does not invalidate `prepare`, and that two runs of
+the same commit and params in two directories give byte-identical outputs, stage by stage."""
 import json
 import os
 import shutil
@@ -27,11 +28,58 @@ def _run(args, cwd, check=True):
     return out
 
 
+#: Outputs that hold measured wall times, and only those: the one thing allowed to differ between runs.
+TIMING_OUTS = ("reports/timings/",)
+_LOCKS: dict[str, dict] = {}  # dvc.lock right after each project's first `dvc repro`
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     dst = copy_tiny_project(tmp_path_factory.mktemp("proj"))
     _run([str(BIN / "dvc"), "repro"], dst)
+    _LOCKS["project"] = yaml.safe_load((dst / "dvc.lock").read_text())
     return dst
+
+
+def _stage_outs(lock: dict) -> dict[str, dict[str, str]]:
+    """stage -> {out path: content hash} from a dvc.lock (timing files left out)."""
+    return {stage: {o["path"]: o.get("md5") or o.get("hash") or str(o) for o in spec.get("outs", [])
+                    if not o["path"].startswith(TIMING_OUTS)}
+            for stage, spec in lock["stages"].items()}
+
+
+def first_difference(a: dict, b: dict, order: list[str]) -> tuple[str, list[str]] | None:
+    """The first stage (in ``order``) whose outputs differ between two dvc.lock files, and which."""
+    sa, sb = _stage_outs(a), _stage_outs(b)
+    for stage in order:
+        oa, ob = sa.get(stage, {}), sb.get(stage, {})
+        diff = sorted(k for k in set(oa) | set(ob) if oa.get(k) != ob.get(k))
+        if diff:
+            return stage, diff
+    return None
+
+
+def test_first_difference_names_the_stage():
+    a = {"stages": {"prepare": {"outs": [{"path": "data/prepared", "md5": "1.dir"}]},
+                    "extract": {"outs": [{"path": "data/features", "md5": "2.dir"},
+                                         {"path": "reports/timings/extract.json", "md5": "t1"}]}}}
+    b = {"stages": {"prepare": {"outs": [{"path": "data/prepared", "md5": "1.dir"}]},
+                    "extract": {"outs": [{"path": "data/features", "md5": "3.dir"},
+                                         {"path": "reports/timings/extract.json", "md5": "t2"}]}}}
+    assert first_difference(a, a, ["prepare", "extract"]) is None
+    assert first_difference(a, b, ["prepare", "extract"]) == ("extract", ["data/features"])
+
+
+def test_two_runs_in_two_directories_give_byte_identical_outputs(project, tmp_path):
+    """The same commit and params, run again from scratch in another directory (another absolute path,
+    another process, another hash seed): every stage's outputs hash the same, wall times excepted."""
+    twin = copy_tiny_project(tmp_path / "twin")
+    _run([str(BIN / "dvc"), "repro"], twin)
+    mine, theirs = _LOCKS["project"], yaml.safe_load((twin / "dvc.lock").read_text())
+    order = list(mine["stages"])
+    assert len(order) > 15 and set(order) == set(theirs["stages"])
+    diff = first_difference(mine, theirs, order)
+    assert diff is None, f"first stage whose outputs differ between two runs: {diff[0]} ({diff[1]})"
 
 
 def test_repro_builds_every_stage(project):

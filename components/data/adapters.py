@@ -58,7 +58,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from components.data.synthetic import generate as generate_synthetic
 from components.params import DataParams
@@ -89,7 +89,7 @@ class AdapterResult:
 
 Adapter = Callable[[DataParams], AdapterResult]
 ADAPTER_REGISTRY = Registry("dataset adapter")
-ADAPTERS: dict[str, Adapter] = ADAPTER_REGISTRY._fns  # name -> adapter, the registry's own table (read it only)
+ADAPTERS: Mapping[str, Adapter] = ADAPTER_REGISTRY.members  # name -> adapter, read-only
 
 
 def register_adapter(name: str) -> Callable[[Adapter], Adapter]:

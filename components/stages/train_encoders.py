@@ -28,11 +28,11 @@ from components import tracking
 from components.atomic import atomic_torch_save
 from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
-from components.engine import CKPT_VERSION, FitConfig, fit
-from components.hashing import fingerprint
+from components.engine import CKPT_VERSION, FitConfig, fit, remove_checkpoints, seed_everything
+from components.hashing import code_fingerprint, fingerprint
 from components.models.encoders import create_encoder
 from components.params import Params
-from components.paths import Paths, write_report
+from components.paths import Paths, write_report, write_timings
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 
@@ -115,13 +115,16 @@ def run(p: Params, paths: Paths) -> dict:
             "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": e.recognizer_pretrained},
             "audio": {"num_classes": C, "dim": e.audio_dim}}
     pretrained = {"light": e.light_weights != "none", "recognizer": e.recognizer_pretrained, "audio": False}
-    summary = {}
+    summary, seconds, ckpts = {}, {}, []
+    code = code_fingerprint("components.stages.train_encoders")  # other code never resumes these checkpoints
     for role in ROLES:
         t0 = time.perf_counter()
+        seed_everything(t.seed)  # before the model exists: a new classifier head draws from the generator
         model = create_encoder(role, **cfgs[role])
         cfg = FitConfig(epochs=t.epochs, lr=t.pretrained_lr if pretrained[role] else t.lr, weight_decay=t.weight_decay, patience=t.patience,
                         seed=t.seed, desc=f"train {role}", monitor="val_acc", mode="max")
-        rfp = fingerprint(fp, role, cfgs[role], t, repr(cfg), CKPT_VERSION)
+        rfp = fingerprint(fp, role, cfgs[role], t, repr(cfg), CKPT_VERSION, code)
+        ckpts.append(paths.work / "train_encoders" / rfp)
         res = fit(model, make_step(role, t.seed),
                   lambda ep, r=role: batches_for(bank, "train", r, t.batch_size, t.seed, ep, t.epoch_repeats),
                   lambda r=role: batches_for(bank, "val", r, t.batch_size, t.seed, None, 1),
@@ -131,10 +134,12 @@ def run(p: Params, paths: Paths) -> dict:
         best = res.history[res.best_epoch] if res.history else {}
         summary[role] = {"lr": cfg.lr, "best_epoch": res.best_epoch, "epochs_run": len(res.history),
                          "val_loss": best.get("val_loss"), "val_video_acc_monitored": best.get("val_acc"),
-                         "val_video_acc": video_accuracy(model, bank, "val", role),
-                         "seconds": round(time.perf_counter() - t0, 1)}
-        log.info("%s: %s", role, summary[role])
+                         "val_video_acc": video_accuracy(model, bank, "val", role)}
+        seconds[role] = round(time.perf_counter() - t0, 1)
+        log.info("%s: %s (%.1f s)", role, summary[role], seconds[role])
     write_report(paths, "train_encoders.json", summary)
+    write_timings(paths, "train_encoders", {"seconds": seconds})
+    remove_checkpoints(ckpts)  # outputs written: a forced or dependency-triggered rerun trains again
     return summary
 
 

@@ -23,12 +23,12 @@ from components import tracking
 from components.atomic import atomic_torch_save
 from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
-from components.engine import CKPT_VERSION, FitConfig, fit
+from components.engine import CKPT_VERSION, FitConfig, fit, remove_checkpoints
 from components.flops import count_macs
-from components.hashing import fingerprint
+from components.hashing import code_fingerprint, fingerprint
 from components.models.recognizers import Recognizer, create_recognizer
 from components.params import Params
-from components.paths import Paths, write_report
+from components.paths import Paths, write_report, write_timings
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 
@@ -101,7 +101,8 @@ def run(p: Params, paths: Paths) -> dict:
     t0 = time.perf_counter()
     fcfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=t.seed,
                      desc="train tsi", monitor="val_acc", mode="max", grad_clip=5.0)
-    fp = fingerprint(bank.meta["fingerprint"], frame_ck.get("fingerprint", ""), cfg, from_frames, repr(fcfg), CKPT_VERSION)
+    fp = fingerprint(bank.meta["fingerprint"], frame_ck.get("fingerprint", ""), cfg, from_frames, repr(fcfg), CKPT_VERSION,
+                     code_fingerprint("components.stages.train_recognizer"))  # other code never resumes it
     res = fit(model, make_step(t.seed),
               lambda ep: clip_batches(bank, "train", t.frames, t.batch_size, t.seed, ep),
               lambda: clip_batches(bank, "val", t.frames, t.batch_size, t.seed, None),
@@ -114,14 +115,16 @@ def run(p: Params, paths: Paths) -> dict:
     summary = {"arch": arch, "init": "frame recognizer + identity TSI blocks" if from_frames else "random",
                "clip_frames": t.frames, "best_epoch": res.best_epoch, "epochs_run": len(res.history),
                "val_clip_acc_tsi": clip_accuracy(model, bank, "val", t.frames),
-               "gmacs_per_clip_tsi": count_macs(lambda: model(clip)) / 1e9,
-               "seconds": round(time.perf_counter() - t0, 1)}
+               "gmacs_per_clip_tsi": count_macs(lambda: model(clip)) / 1e9}
+    seconds = round(time.perf_counter() - t0, 1)
     if tsn is not None:
         summary["val_clip_acc_tsn"] = clip_accuracy(tsn, bank, "val", t.frames)
         summary["gmacs_per_clip_tsn"] = count_macs(lambda: tsn(clip)) / 1e9
         summary["gmacs_ratio_tsi_over_tsn"] = summary["gmacs_per_clip_tsi"] / summary["gmacs_per_clip_tsn"]
     write_report(paths, "train_recognizer.json", summary)
-    log.info("train_recognizer: %s", summary)
+    write_timings(paths, "train_recognizer", {"seconds": seconds})
+    remove_checkpoints([paths.work / "train_recognizer" / fp])  # outputs written: a rerun trains again
+    log.info("train_recognizer: %s (%.1f s)", summary, seconds)
     return summary
 
 

@@ -28,6 +28,7 @@ import torch
 
 from components import tracking
 from components.atomic import atomic_savez, atomic_torch_save
+from components.engine import remove_checkpoints
 from components.params import Params, variant_params
 from components.paths import Paths, write_report
 from components.sampler_data import check_store, load_split, predict_split
@@ -56,9 +57,10 @@ def run(p: Params, paths: Paths, name: str) -> dict:
             loaded.append(load_train_val(store, paths))
         return loaded[0]
 
-    histories = {}
+    histories, ckpts = {}, []
     for seed in t.seeds:
-        model, kwargs, history = train_one(p, paths, registered, seed, store=store, data=data)
+        model, kwargs, history, ckpt = train_one(p, paths, registered, seed, store=store, data=data)
+        ckpts += [ckpt] if ckpt is not None else []
         if history is not None:
             histories[seed] = history
         atomic_torch_save({"name": registered, "variant": name, "kwargs": kwargs,
@@ -72,6 +74,7 @@ def run(p: Params, paths: Paths, name: str) -> dict:
             arrays[f"{split}/ids"] = np.array(ids)
         atomic_savez(out_dir / f"saliency_seed{seed}.npz", **arrays)
     write_report(paths, f"samplers/{name}_history.json", histories)
+    remove_checkpoints(ckpts)  # every seed's outputs written: a forced or dependency-triggered rerun retrains
     tracking.log_artifacts([out_dir], artifact_path=f"samplers/{name}")
     return histories
 
