@@ -17,7 +17,7 @@ from components.params import load_params
 from components.paths import Paths
 from components.stages import extract, headroom, prepare
 from components.store import FeatureStore
-from tests.conftest import ROOT, write_video
+from tests.conftest import ROOT, TINY, write_video
 
 
 def _bad_inputs(folder: Path) -> dict[str, str]:
@@ -173,3 +173,64 @@ def test_frame_accuracy_by_kind_hand_computed():
     kinds = {"salient": np.array([[True, True, False]]), "generic": np.array([[False, False, True]]),
              "lowq": np.zeros((1, 3), bool)}
     assert headroom.frame_accuracy(logits, labels, kinds) == {"salient": 0.5, "generic": 0.0, "lowq": None}
+
+
+def _copy_inputs(src, dst, *names):
+    import shutil
+
+    for n in names:
+        shutil.copytree(getattr(src, n), getattr(dst, n))
+
+
+def test_train_encoders_does_not_depend_on_the_generator_state_it_finds(tiny_pipeline, tiny_params, tmp_path):
+    """The light encoder's new classifier head used to be drawn before training seeded the generator:
+    two processes whose generators had moved differently (a resumed bank, another import order) wrote
+    different encoders. Now the stage seeds before it builds any module."""
+    from components.paths import Paths
+    from components.stages import train_encoders
+
+    p = load_params(ROOT / "params.yaml", [*TINY, "train_encoders.epochs=1"])
+    out = {}
+    for i, state in enumerate((1, 12345)):
+        paths = Paths().under(tmp_path / str(i))
+        _copy_inputs(tiny_pipeline, paths, "prepared")
+        torch.manual_seed(state)  # what ran before the stage in this process
+        torch.rand(state % 97)
+        train_encoders.run(p, paths)
+        out[i] = {r: (paths.encoders / f"{r}.pt").read_bytes() for r in ("light", "recognizer", "audio")}
+        assert not any((paths.work / "train_encoders").glob("*/last.pt"))  # outputs written: checkpoints gone
+    assert out[0] == out[1]
+
+
+def test_a_finished_sampler_is_retrained_not_resumed(tiny_samplers, tiny_params, tmp_path, monkeypatch):
+    """A rerun of a finished stage (dvc repro -f, or a code change DVC saw) trains again: the resume
+    checkpoints are deleted with the outputs written, and they are keyed by the training code."""
+    from components import engine, sampler_training
+    from components.stages import train_sampler
+
+    calls = []
+    real_fit = engine.fit
+    monkeypatch.setattr(sampler_training, "fit", lambda *a, **k: calls.append(a[5]) or real_fit(*a, **k))
+    train_sampler.run(tiny_params, tiny_samplers, "nsnet")
+    assert calls and not any(d.exists() for d in calls)  # trained; its checkpoint folders are gone
+    first = (tiny_samplers.data / "samplers" / "nsnet" / "seed0.pt").read_bytes()
+    calls.clear()
+    train_sampler.run(tiny_params, tiny_samplers, "nsnet")
+    assert calls and (tiny_samplers.data / "samplers" / "nsnet" / "seed0.pt").read_bytes() == first  # retrained, same bytes
+
+
+def test_code_fingerprint_follows_the_imported_files(tmp_path, monkeypatch):
+    from components import hashing
+
+    for rel, src in {"components/__init__.py": "", "components/a.py": "from components import b\n",
+                     "components/b.py": "X = 1\n", "components/c.py": "Y = 2\n", "flows/__init__.py": ""}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(src)
+    monkeypatch.setattr(hashing, "PROJECT_ROOT", tmp_path)
+    fp = lambda: (hashing.code_fingerprint.cache_clear(), hashing.code_fingerprint("components.a"))[1]  # noqa: E731
+    a = fp()
+    (tmp_path / "components/c.py").write_text("Y = 3\n")  # not imported by a
+    assert fp() == a
+    (tmp_path / "components/b.py").write_text("X = 2\n")  # imported by a
+    assert fp() != a
+    hashing.code_fingerprint.cache_clear()
