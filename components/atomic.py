@@ -6,8 +6,8 @@ crash or a kill mid-write leaves either the old file or no file, never half of o
 * :func:`atomic_path` - the context manager under all of them: yields a per-process temp path in the
   target's folder (``<name>.<pid>.tmp<suffix>``), fsyncs and ``os.replace``-s it on success, removes
   it on any error (including ``KeyboardInterrupt``).
-* :func:`atomic_write_text`, :func:`atomic_write_json`, :func:`atomic_savez` - text, JSON and
-  ``np.savez`` through it; :func:`atomic_torch_save` - ``torch.save`` the same way, from a private
+* :func:`atomic_write_text`, :func:`atomic_write_json`, :func:`atomic_savez`,
+  :func:`atomic_savefig` - text, JSON, ``np.savez`` and matplotlib figures through it; :func:`atomic_torch_save` - ``torch.save`` the same way, from a private
   temp folder (torch stamps the temp file's name into the archive).
 
 The temp name carries the pid, so two processes writing the same target never share a temp file;
@@ -80,6 +80,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return path
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """``fig.savefig(path, **kwargs)`` (matplotlib) atomically; the format follows ``path``'s suffix."""
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return Path(path)
 
 
 def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

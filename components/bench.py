@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.atomic import atomic_write_json
 from components.data.clips import Clip, iter_clips
 from components.data.manifest import read_manifest
 from components.data.synthetic import plan_video, render_video
@@ -254,14 +255,14 @@ def main(argv: list[str] | None = None) -> int:
             print("data/samplers missing: run `make demo` first for the predict numbers", file=sys.stderr)
         out = Path(args.out.replace("bench_extract", "bench_predict"))
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=1) + "\n")
+        atomic_write_json(out, res)
         return 0
     if args.what == "samplers":
         res = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                            "torch": torch.__version__}, **bench_samplers(args.params)}
         out = Path(args.out.replace("bench_extract", "bench_samplers"))
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=1) + "\n")
+        atomic_write_json(out, res)
         print(json.dumps(res, indent=1))
         return 0
     res: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if timing.exists():
         res["demo_pipeline"] = json.loads(timing.read_text())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    atomic_write_json(args.out, res)
     print(f"wrote {args.out}")
     return 0
 

@@ -30,6 +30,7 @@ from components.paths import Paths
 from components.plots import render_dvc_plots
 from components.processes import dvc_command, venv_env
 from components.stage_runner import setup_logging
+from components.atomic import atomic_write_text
 from flows import serve
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
@@ -106,8 +107,7 @@ def cmd_demo(args) -> int:
             print(f"dvc repro failed (exit {rc})", file=sys.stderr)
             raise SystemExit(rc)  # the MLflow parent run ends FAILED
     wall = time.perf_counter() - t0
-    Path("reports").mkdir(exist_ok=True)
-    Path("reports/demo_timing.json").write_text(json.dumps(
+    atomic_write_text("reports/demo_timing.json", json.dumps(
         {"command": "salient demo (dvc repro " + " ".join(args.targets or ["<all>"]) + ")", "wall_seconds": round(wall, 1),
          "cpu_threads": os.cpu_count(), "note": "includes only stages DVC found out of date"}, indent=1) + "\n")
     print(f"\nDemo pipeline finished in {wall:.0f} s.")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from components.flops import FlopsRow, total_gmacs
+from components.atomic import atomic_path, atomic_write_text
 
 CSV_COLUMNS = ("component", "model", "resolution", "gmacs_per_call", "calls", "gmacs", "paper_gmacs")
 
@@ -43,9 +44,7 @@ def write_flops_tables(tables: Mapping[str, tuple[Sequence[FlopsRow], float | No
                        md_path: str | Path | None = None) -> None:
     """``csv_path``: one line per row, columns ``setting`` + :data:`CSV_COLUMNS` (empty ``paper_gmacs`` =
     none); ``md_path``: one :func:`markdown_table` per setting (title -> (rows, paper total or None))."""
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as fh:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(("setting", *CSV_COLUMNS))
         for setting, (rows, _) in tables.items():
@@ -59,9 +58,7 @@ def write_flops_tables(tables: Mapping[str, tuple[Sequence[FlopsRow], float | No
              "on the real modules at the listed input size.", ""]
     for setting, (rows, paper_total) in tables.items():
         lines += markdown_table(rows, setting, paper_total)
-    md_path = Path(md_path)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text("\n".join(lines))
+    atomic_write_text(md_path, "\n".join(lines))
 
 
 def read_flops_table(csv_path: str | Path) -> list[FlopsRow]:

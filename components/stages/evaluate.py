@@ -34,6 +34,7 @@ from components.models.recognizers import load_recognizer
 from components.sampler_training import load_sampler
 from components.store import FeatureStore
 from components.fusion import fusion_values, set_fusion
+from components.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ def run(p: Params, paths: Paths) -> dict:
     ablation_rows, ablation_kept = evaluate_grid(extra, p.evaluate.budgets, labels, salient, gflops, frame_probs,
                                                  None, p.evaluate.map_variant, keep_scores=True)
     rows, kept = rows + ablation_rows, {**kept, **ablation_kept}
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    with open(paths.reports / "curves.csv", "w", newline="") as f:
+    with atomic_path(paths.reports / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
         w.writeheader()
         for r in rows:
@@ -140,9 +140,12 @@ def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> 
     n = len(labels)
     show = set(p.evaluate.sampler_budgets)
 
+    def rounded(ci) -> list[float]:  # to the cells' precision, so a CI ending at its estimate still holds it
+        return [round(float(x), 5) for x in ci]
+
     def paired_ci(a: np.ndarray, b: np.ndarray) -> list[float]:  # mAP(a) - mAP(b), resampling videos
-        return list(bootstrap_ci(lambda ix: mean_average_precision(a[ix], labels[ix], variant=v)
-                                 - mean_average_precision(b[ix], labels[ix], variant=v), n, n_boot=p.evaluate.bootstrap))
+        return rounded(bootstrap_ci(lambda ix: mean_average_precision(a[ix], labels[ix], variant=v)
+                                    - mean_average_precision(b[ix], labels[ix], variant=v), n, n_boot=p.evaluate.bootstrap))
 
     for s in summary:
         if s["k"] not in show:
@@ -154,8 +157,8 @@ def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> 
         sc = kept[(s["sampler"], s["recognizer"], s["k"], first)]
         base = kept.get(("uniform", s["recognizer"], s["k"], 0))
         if p.evaluate.bootstrap:
-            cell["map_ci"] = list(bootstrap_ci(lambda ix: mean_average_precision(sc[ix], labels[ix], variant=v), n,
-                                               n_boot=p.evaluate.bootstrap))
+            cell["map_ci"] = rounded(bootstrap_ci(lambda ix: mean_average_precision(sc[ix], labels[ix], variant=v), n,
+                                                  n_boot=p.evaluate.bootstrap))
             if base is not None and s["sampler"] != "uniform":
                 cell["map_minus_uniform_ci"] = paired_ci(sc, base)
             fused = kept.get((s["sampler"].split("[")[0], s["recognizer"], s["k"], first))

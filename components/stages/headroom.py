@@ -21,6 +21,7 @@ from components.selection import average_predictions, oracle_select, random_sele
 from components.paths import Paths, write_report
 from components.stage_runner import stage_main
 from components.store import FeatureStore
+from components.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def run(p: Params, paths: Paths) -> dict:
                   for k, v in result["frame_acc"].items() if v is not None) + ".",
               "", "Per-frame accuracy of the light encoder's classifier (the features every sampler reads): " + ", ".join(
                   f"{k} {100 * v:.1f}%" for k, v in result["light_frame_acc"].items() if v is not None) + "."]
-    (paths.reports / "headroom.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(paths.reports / "headroom.md", "\n".join(lines) + "\n")
     log.info("headroom at K=%d: oracle %.3f vs uniform %.3f", K0, result["oracle_top1"], result["uniform_top1"])
     return result
 

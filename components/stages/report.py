@@ -33,6 +33,7 @@ from components.stage_runner import stage_main  # noqa: E402
 from components.sampler_training import load_sampler  # noqa: E402
 from components.store import FeatureStore  # noqa: E402
 from components.fusion import fusion_values, set_fusion  # noqa: E402
+from components.atomic import atomic_savefig, atomic_write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
 LEARNED = ("tsqnet", "nsnet", "maxconf_l")
@@ -70,7 +71,7 @@ def plot_curves(summary: list[dict], out) -> None:
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle("Accuracy vs cost on the test split (mean over seeds; K grows along each line)")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    atomic_savefig(fig, out, dpi=120)
     plt.close(fig)
 
 
@@ -110,7 +111,7 @@ def plot_saliency(p: Params, paths: Paths, store: FeatureStore, ids: list[str], 
     axes.flat[0].legend(fontsize=6)
     fig.supxlabel("frame index")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    atomic_savefig(fig, out, dpi=110)
     plt.close(fig)
     return [vid for _, vid in picks]
 
@@ -146,7 +147,7 @@ def plot_frames(paths: Paths, store: FeatureStore, ids: list[str], runs: dict, K
                     ax.set_ylabel(f"{vid}\n{name}", fontsize=5, rotation=0, ha="right", va="center")
             r += 1
     fig.suptitle(f"Frames picked at K={K} (red); grey outline = salient by ground truth", fontsize=8)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
+    atomic_savefig(fig, out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -246,7 +247,7 @@ def run(p: Params, paths: Paths) -> dict:
     shown = {n: runs[n] for n in ("uniform", "maxconf_l", "tsqnet", "nsnet", "oracle") if n in runs}
     plot_frames(paths, store, ids, shown, min(p.evaluate.headroom_k, store.T), fig_dir / "frames.png")
     text = "\n".join(tables(p, summary, metrics)) + "\n"
-    (paths.reports / "README.md").write_text(text)
+    atomic_write_text(paths.reports / "README.md", text)
     tracking.log_artifacts([fig_dir, paths.reports / "README.md"])
     log.info("\n%s", text)
     return {"figures": sorted(str(f) for f in fig_dir.glob("*.png"))}

@@ -23,6 +23,7 @@ from components.stage_runner import stage_main
 from components.sampler_training import load_sampler
 from components.store import FeatureStore
 from components.fusion import fusion_values, set_fusion
+from components.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def run(p: Params, paths: Paths) -> dict:
         for n, by_b in result["attention_diagnostics"]["samplers"].items():
             lines += [f"| {n} | {b} | {100 * d['video_top1']:.1f} | {d['recall_eq5']:.2f} | "
                       f"{d['recall_predicted_row']:.2f} | {d['recall_true_row']:.2f} |" for b, d in by_b.items()]
-    (paths.reports / "samplers.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(paths.reports / "samplers.md", "\n".join(lines) + "\n")
     log.info("\n%s", "\n".join(lines))
     return result
 

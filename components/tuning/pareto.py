@@ -14,6 +14,7 @@ import numpy as np
 from components.fusion import FUSION_KEYS
 from components.tuning.fusion_search import FusionData, _enqueue_defaults, suggest_fusion
 from components.tuning.storage import _complete, _progress, _quiet_optuna, _study
+from components.atomic import atomic_path, atomic_savefig
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -100,9 +101,7 @@ def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, 
     trials in grey, the front highlighted per sampler and joined as a staircase."""
     front = set(int(i) for i in front)
     order = sorted(range(len(rows)), key=lambda i: (i not in front, rows[i]["gmacs"], -rows[i]["map"]))
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=PARETO_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for i in order:
@@ -135,7 +134,7 @@ def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
+    atomic_savefig(fig, png_path, dpi=120)
     plt.close(fig)
 
 
