@@ -21,8 +21,9 @@ from components.engine import FitConfig, fit  # noqa: E402
 from components.metrics import salient_mask  # noqa: E402
 from components.models.encoders import create_encoder  # noqa: E402
 from components.params import load_params  # noqa: E402
-from components.stages import Paths  # noqa: E402
-from components.stages.train_encoders import bank_fingerprint, batches_for, make_step, video_accuracy  # noqa: E402
+from components.banks import bank_fingerprint  # noqa: E402
+from components.paths import Paths  # noqa: E402
+from components.stages.train_encoders import batches_for, make_step, video_accuracy  # noqa: E402
 from components.store import FeatureStore  # noqa: E402
 
 ap = argparse.ArgumentParser()

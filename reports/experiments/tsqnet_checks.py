@@ -32,8 +32,8 @@ from components.models.samplers import tsqnet as tsq  # noqa: E402
 from components.params import load_params  # noqa: E402
 from components.sampler_data import load_split  # noqa: E402
 from components.selection import topk_select  # noqa: E402
-from components.stages import Paths  # noqa: E402
-from components.stages.train_sampler import load_train_val, sampler_kwargs, train_one  # noqa: E402
+from components.paths import Paths  # noqa: E402
+from components.sampler_training import load_train_val, sampler_kwargs, train_one  # noqa: E402
 from components.store import FeatureStore  # noqa: E402
 from components.validation import branch_val_score, load_val, sampler_val_score  # noqa: E402
 
@@ -77,7 +77,7 @@ for setting, overrides, patched in (("default", [], False), ("prior_attention_in
     for seed in p.train_sampler.seeds:
         ckpt = paths.work / "experiments" / "tsqnet_checks" / setting / str(seed)
         shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run, never a resume
-        model, _, _ = train_one(p, paths, "tsqnet", seed, store=store, data=data, ckpt_dir=ckpt)
+        model = train_one(p, paths, "tsqnet", seed, store=store, data=data, ckpt_dir=ckpt).model
         rows.append([branch_val_score(model, data[1], val, p.train_sampler.val_budgets)]
                     + [sampler_val_score(model, data[1], val, {"lambda_v": lam}) for lam in (0.3, 0.6, 1.0)])
     r = np.mean(rows, 0)
