@@ -8,9 +8,14 @@ export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OF
 
 .PHONY: install demo test test-fast bench clean-demo
 
+# uv installs the same pinned set as pip in ~1 min instead of ~4 (measured on a 2-core machine, no
+# cache, byte-code compiled); it sees a local wheel folder only through UV_FIND_LINKS, which takes
+# PIP_FIND_LINKS when set. Plain pip is the fallback when uv cannot be installed or fails.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	( $(BIN)/pip install -q uv && UV_FIND_LINKS="$${UV_FIND_LINKS:-$${PIP_FIND_LINKS:-}}" \
+	    $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -r requirements.txt ) \
+	  || $(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip check
 	touch $(STAMP)

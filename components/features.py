@@ -55,7 +55,7 @@ class FrameEncoders:
         return store_specs(T, num_classes, self.light.num_features, self.recognizer.num_features,
                            self.audio.num_features)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
         """Clips of T frames each -> per-video feature dicts (see :func:`store_specs`)."""
         B, T = len(clips), len(clips[0].frame_indices)

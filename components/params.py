@@ -120,7 +120,7 @@ class TrainEncodersParams:
     weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
     bank_frames: int = _f(24, lo=1, hi=10_000, help="frames decoded per train/val video into the sampling bank")
     epoch_repeats: int = _f(4, lo=1, hi=1000, help="times each train video is drawn per epoch (one random frame each)")
-    patience: int = _f(6, lo=1, help="early stopping on val video accuracy, in epochs")
+    patience: int = _f(4, lo=1, help="early stopping on val video accuracy, in epochs (best epochs on the demo: 1-7)")
     threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
     seed: int = _f(0, lo=0)
 

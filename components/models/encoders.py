@@ -54,16 +54,28 @@ def _timm():
 class FrameClassifier(nn.Module):
     """A timm backbone with its own normalisation; ``forward`` returns (features [B,D], logits [B,C])."""
 
-    def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool = True):
         super().__init__()
         self.backbone = backbone
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.num_features = backbone.num_features
         self.num_classes = backbone.num_classes
+        self.set_channels_last(channels_last)
+
+    def set_channels_last(self, flag: bool) -> "FrameClassifier":
+        """Run the backbone in NHWC (weights and inputs). On 2 CPU threads this made the encoders
+        1.5-2.7x faster at inference and 1.2-1.6x in training (EfficientNet-Lite0 96², ResNet-18 112²,
+        batch 32-128; ``salient bench extract`` measures it). Same values up to float
+        rounding; deterministic. Modules that reshape frames into time (TSI) switch it off."""
+        self.channels_last = bool(flag)
+        self.backbone.to(memory_format=torch.channels_last if flag else torch.contiguous_format)
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # [B,3,H,W] in [0,1] -> [B,D]
         x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:  # [B,D] -> [B,C]

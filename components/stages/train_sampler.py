@@ -1,6 +1,7 @@
 """Stage ``train_sampler@<name>``: train one sampler per seed on the feature store, write its saliency.
 
-``python -m components.stages.train_sampler --sampler tsqnet``. For every seed in
+``python -m components.stages.train_sampler --sampler tsqnet`` (``--sampler`` repeated: several in one
+process, as the ``baselines`` stage runs the training-free ones). For every seed in
 ``train_sampler.seeds``: build the sampler from the registry (priors: light-space prototypes and
 text embeddings for TSQNet), train it with the one engine on the train split (early stopping on
 ``train_sampler.monitor``, by default the val mAP of the frame recognizer over the top-K frames of
@@ -81,10 +82,20 @@ def run(p: Params, paths: Paths, name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(add_help=False)
-    ap.add_argument("--sampler", required=True)
+    ap.add_argument("--sampler", required=True, action="append",
+                    help="a sampler or ablation name; repeat it to run several in one process (the baselines stage)")
     known, rest = ap.parse_known_args(argv)
-    return stage_main("train_sampler", lambda p, paths: run(p, paths, known.sampler), rest,
-                      run_name=lambda p: f"{'ablate' if known.sampler in p.ablations else 'train_sampler'}@{known.sampler}")
+    names = known.sampler
+
+    def run_all(p: Params, paths: Paths) -> dict:
+        return {name: run(p, paths, name) for name in names} if len(names) > 1 else run(p, paths, names[0])
+
+    def run_name(p: Params) -> str:
+        if len(names) > 1:
+            return "baselines"
+        return f"{'ablate' if names[0] in p.ablations else 'train_sampler'}@{names[0]}"
+
+    return stage_main("baselines" if len(names) > 1 else "train_sampler", run_all, rest, run_name=run_name)
 
 
 if __name__ == "__main__":

@@ -256,6 +256,7 @@ class TSINet(Recognizer):
                  reduction: int = 16, kv_stride: int = 2, identity_init: bool = False):
         super().__init__(arch, num_classes, num_frames, pretrained_state)
         self.cfg = TSIConfig(pyramid=pyramid, groups=groups, reduction=reduction, kv_stride=kv_stride)
+        self.frames.set_channels_last(False)  # the TSI blocks view [B*K,C,H,W] as [B,K,C,H,W]
         for site in insert_tsi_blocks(self.frames.backbone, self.cfg, num_frames):
             if identity_init:
                 fold_inverse_(site.conv, site.tsi.init_identity_())
