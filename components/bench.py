@@ -2,7 +2,7 @@
 
 * sparse vs full decoding of a 300-frame H.264 video (keyframe every 16 frames): T=16 uniform
   frames through :func:`read_frames` vs decoding every frame, median of repeats, as a ratio;
-* extraction throughput on the demo set (needs ``data/prepared`` and ``data/encoders`` from
+* extraction throughput on the demo set (needs ``data/prepared`` and ``data/s0/encoders`` from
   ``make demo``): decode-only; each encoder in isolation; the models-only rate inside the extraction
   loop (decode workers running) and its ratio to the isolated rate; end-to-end frames/s;
 * peak RSS of end-to-end extraction of N and 4N videos, each in a fresh process;
@@ -87,7 +87,7 @@ from components.store import StoreWriter
 p = load_params({params!r})
 recs, classes = read_manifest(Path('data/prepared'))
 recs = recs[:{n}]
-enc = FrameEncoders.load(p, Path('data/encoders'))
+enc = FrameEncoders.load(p, Path('data/s0/encoders'))
 with tempfile.TemporaryDirectory() as d:
     w = StoreWriter(Path(d) / 'f', 'bench')
     sw = w.split('all', [r.video_id for r in recs], enc.specs(p.frames.T, len(classes)))
@@ -133,7 +133,7 @@ def bench_extract_throughput(params: str, n: int) -> dict:
     recs, classes = read_manifest(Path("data/prepared"))
     recs = recs[:n]
     T = p.frames.T
-    enc = FrameEncoders.load(p, Path("data/encoders"))
+    enc = FrameEncoders.load(p, Path("data/s0/encoders"))
     idx = [uniform_indices(r.num_frames, T) for r in recs]
     t0 = time.perf_counter()
     clips = [c for c in iter_clips(recs, idx, enc.sizes, p.audio, workers=0) if isinstance(c, Clip)]
@@ -242,13 +242,13 @@ def bench_eval_grid(params: str, n: int = 1000, T: int = 16, C: int = 200, seeds
             "seeds": seeds, "cells": len(rows), "seconds": dt, "cells_per_s": len(rows) / dt, "target_s": 30.0}
 
 
-def bench_predict(params: str, ckpt_dir: str = "data", K: int = 5, batches=(1, 32), n_videos: int = 32,
+def bench_predict(params: str, ckpt_dir: str = "data/s0", K: int = 5, batches=(1, 32), n_videos: int = 32,
                   samplers=("tsqnet", "uniform"), device: str = "cpu", workers: int = 0,
                   overrides: tuple[str, ...] = ()) -> dict:
     """``salient predict`` throughput on the demo's test videos: videos/s at each batch size and the
     share of wall time per phase (probe + decode, light encoder(s), sampler + fusion, recognizer)."""
     p = load_params(params, overrides)
-    files = [r.path for r in read_manifest(Path(ckpt_dir) / "prepared")[0] if r.split == "test"][:n_videos]
+    files = [r.path for r in read_manifest(Path("data/prepared"))[0] if r.split == "test"][:n_videos]
     files = (files * (-(-n_videos // max(len(files), 1))))[:n_videos]
     dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu"
     out: dict = {"K": K, "videos": len(files), "device": f"{device} ({dev_name})", "threads": torch.get_num_threads(),
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
     ap.add_argument("--out", default="reports/bench_extract.json")
     ap.add_argument("--device", default="cpu", help="predict: torch device")
-    ap.add_argument("--ckpt-dir", default="data", help="predict: folder with prepared/, encoders/, samplers/")
+    ap.add_argument("--ckpt-dir", default="data/s0", help="predict: one pipeline seed's folder (encoders/, samplers/)")
     ap.add_argument("--workers", type=int, default=0, help="predict: decoding processes")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="predict: params override")
     args = ap.parse_args(argv)
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                              "torch": torch.__version__}, "params": args.params}
     res["sparse_decoding"] = bench_sparse()
     print(json.dumps(res["sparse_decoding"], indent=1))
-    if Path("data/encoders/recognizer.pt").exists():
+    if Path("data/s0/encoders/recognizer.pt").exists():
         res["throughput"] = bench_extract_throughput(args.params, 2 * args.n)
         print(json.dumps(res["throughput"], indent=1))
         small, big = _extract_subset(args.n, args.params), _extract_subset(4 * args.n, args.params)
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                              "target_rss_growth": 0.10}
         print(json.dumps(res["end_to_end"], indent=1))
     else:
-        print("data/encoders missing: run `make demo` first for the extraction numbers", file=sys.stderr)
+        print("data/s0/encoders missing: run `make demo` first for the extraction numbers", file=sys.stderr)
     timing = Path("reports/demo_timing.json")
     if timing.exists():
         res["demo_pipeline"] = json.loads(timing.read_text())

@@ -34,7 +34,7 @@ from components.atomic import atomic_write_text
 from flows import serve
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
-          "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "report")
+          "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "report", "summary")
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
@@ -92,6 +92,15 @@ def cmd_stage(args) -> int:
             print("error: train_sampler needs --sampler NAME", file=sys.stderr)
             return 2
         argv += ["--sampler", args.sampler]
+    if args.name not in ("prepare", "summary"):
+        seed = args.pipeline_seed
+        if seed is None:
+            try:
+                seed = load_params(args.params, args.set).pipeline.seeds[0]
+            except ParamsError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+        argv += ["--pipeline-seed", str(seed)]
     return mod.main(argv)
 
 
@@ -143,7 +152,7 @@ def cmd_predict(args) -> int:
             ck = ck / f"seed{args.seed}.pt" if ck.is_dir() else ck
         if not ck.exists():
             raise FileNotFoundError(f"{ck}: no trained {args.sampler!r} (seed {args.seed}); "
-                                    f"run `dvc repro train_sampler@{args.sampler}` or pass --checkpoint")
+                                    f"run `dvc repro train_sampler@{ck_dir.name.lstrip('s')}-{args.sampler}` or pass --checkpoint")
         fusion = fusion_values(p, Paths(features=ck_dir / "features"))  # as evaluate: tuned or params
         pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer, device=args.device, fusion=fusion)
         pred.frame_chunk = max(1, args.frame_chunk)
@@ -212,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--params", default="params.yaml")
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     st.add_argument("--sampler", help="for train_sampler: the registered sampler to train")
+    st.add_argument("--pipeline-seed", type=int, help="the pipeline seed (default: the first of pipeline.seeds); "
+                    "not used by prepare and summary, which serve every seed")
     st.set_defaults(fn=cmd_stage)
     d = sub.add_parser("demo", help="dvc repro the demo pipeline")
     d.add_argument("targets", nargs="*", help="dvc repro targets (default: the whole pipeline)")
@@ -225,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--sampler", default="tsqnet")
     pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
     pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"])
-    pd.add_argument("--checkpoint-dir", default="data", help="folder with encoders/, samplers/, recognizers/")
+    pd.add_argument("--checkpoint-dir", default="data/s0",
+                    help="folder with encoders/, samplers/, recognizers/: one pipeline seed's data/s<seed>")
     pd.add_argument("--checkpoint", help="a sampler checkpoint file or a registered model, e.g. "
                     "models:/salient-sampler@best (overrides --checkpoint-dir/samplers/...)")
     pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")

@@ -294,9 +294,21 @@ class TrackingParams:
     experiment: str = _f("salient")
 
 
+SEED_STRIDE = 1000  # pipeline seed s offsets every training seed by s * SEED_STRIDE (s = 0: the seeds as written)
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    seeds: tuple[int, ...] = _f((0,), help="full-pipeline seeds: every stage after prepare runs once per seed "
+                                           "(dvc.yaml matrix), writing data/s<seed>/ and reports/s<seed>/; "
+                                           "seed s adds s*1000 to train_encoders.seed, tsi.seed, "
+                                           "train_sampler.seeds and seed; the summary stage aggregates them")
+
+
 @dataclass(frozen=True)
 class Params:
     seed: int = _f(0, lo=0)
+    pipeline: PipelineParams = _f(factory=PipelineParams)
     data: DataParams = _f(factory=DataParams)
     frames: FramesParams = _f(factory=FramesParams)
     audio: AudioParams = _f(factory=AudioParams)
@@ -400,6 +412,9 @@ def _build(cls: type, raw: Mapping, prefix: str) -> Any:
 
 def _validate(p: Params) -> Params:
     T = p.frames.T
+    seeds = p.pipeline.seeds
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ParamsError(f"pipeline.seeds: {list(seeds)} must be distinct non-negative integers, at least one")
     for key, ks in (("evaluate.budgets", p.evaluate.budgets), ("evaluate.sampler_budgets", p.evaluate.sampler_budgets),
                     ("tsi.budgets", p.tsi.budgets), ("fusion.budgets", p.fusion.budgets),
                     ("train_sampler.val_budgets", p.train_sampler.val_budgets)):
@@ -518,6 +533,19 @@ def variant_params(p: Params, name: str) -> tuple[str, Params]:
     tree = to_dict(p)
     tree["ablations"] = {}
     return ab.sampler, params_from_dict(tree, ab.set)
+
+
+def for_pipeline_seed(p: Params, s: int) -> Params:
+    """The params a stage runs with for pipeline seed ``s`` (one of ``pipeline.seeds``): every training
+    seed offset by ``s * SEED_STRIDE``; the data (``data.synthetic.seed``, splits) stays the same."""
+    if s not in p.pipeline.seeds:
+        raise ParamsError(f"pipeline seed {s} is not one of pipeline.seeds {list(p.pipeline.seeds)}")
+    off = s * SEED_STRIDE
+    return dataclasses.replace(
+        p, seed=p.seed + off,
+        train_encoders=dataclasses.replace(p.train_encoders, seed=p.train_encoders.seed + off),
+        tsi=dataclasses.replace(p.tsi, seed=p.tsi.seed + off),
+        train_sampler=dataclasses.replace(p.train_sampler, seeds=tuple(x + off for x in p.train_sampler.seeds)))
 
 
 def evaluated_samplers(p: Params) -> tuple[str, ...]:

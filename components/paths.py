@@ -21,10 +21,19 @@ class Paths:
     encoders: Path = Path("data/encoders")  # light.pt, recognizer.pt, audio.pt
     features: Path = Path("data/features")  # the feature store
     reports: Path = Path("reports")
+    results: Path = Path("results")  # evaluate's per-seed grid (curves.csv, metrics.json, scores.npz), read by summary
     work: Path = Path(".salient/work")  # resumable scratch (checkpoints, partial banks); never a DVC output
 
     def under(self, root: Path) -> "Paths":
         return replace(self, **{k: Path(root) / v for k, v in self.__dict__.items()})
+
+    def seeded(self, seed: int) -> "Paths":
+        """Where pipeline seed ``seed`` reads and writes: the prepared data and the scratch space are
+        shared; encoders, the feature store and everything beside it go to ``data/s<seed>/``, reports
+        to ``reports/s<seed>/``, evaluation results to ``results/s<seed>/``."""
+        data = Path(self.features).parent / f"s{seed}"
+        return replace(self, encoders=data / "encoders", features=data / "features",
+                       reports=Path(self.reports) / f"s{seed}", results=Path(self.results) / f"s{seed}")
 
     @property
     def data(self) -> Path:

@@ -19,7 +19,7 @@ from typing import Callable
 import yaml
 
 from components import tracking
-from components.params import Params, ParamsError, load_params, to_dict
+from components.params import Params, ParamsError, for_pipeline_seed, load_params, to_dict
 from components.paths import Paths
 from components.runtime import deterministic_torch
 
@@ -38,7 +38,10 @@ def stage_params(stage: str, p: Params, dvc_yaml: Path = Path("dvc.yaml")) -> di
     except (OSError, KeyError, TypeError):
         return full
     keys = [str(k) for k in (spec.get("do") or spec).get("params", [])]
-    if item:  # a foreach item: resolve ${key} and ${item.<field>} from the literal dict or the params var
+    if item and "matrix" in spec:  # a matrix item: its values joined by '-' in the matrix's key order
+        fields = dict(zip(spec["matrix"], item.split("-", len(spec["matrix"]) - 1)))
+        keys = [re.sub(r"\$\{item\.(\w+)\}", lambda m: str(fields.get(m.group(1), "")), k) for k in keys]
+    elif item:  # a foreach item: resolve ${key} and ${item.<field>} from the literal dict or the params var
         items = spec.get("foreach")
         if isinstance(items, str) and items.startswith("${"):
             items = full.get(items.strip("${}"), {})
@@ -68,19 +71,31 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
     ap = argparse.ArgumentParser(prog=f"python -m components.stages.{name}")
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    ap.add_argument("--pipeline-seed", type=int, default=None, metavar="S",
+                    help="run for pipeline seed S (one of pipeline.seeds): seeds offset, outputs under "
+                         "data/s<S>/ and reports/s<S>/ (what dvc.yaml's matrix stages pass)")
     args = ap.parse_args(argv)
     setup_logging()
     log = logging.getLogger(f"components.stages.{name}")
     try:
         params = load_params(args.params, args.set)
+        run_params = params if args.pipeline_seed is None else for_pipeline_seed(params, args.pipeline_seed)
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     deterministic_torch()
     t0 = time.perf_counter()
-    stage = (run_name(params) if callable(run_name) else run_name) or name  # the DVC stage, e.g. ablate@x
-    with tracking.stage_run(stage, stage_params(stage, params), tags={"dvc.stage": stage}, tracking=params):
-        result = run(params, Paths())
+    stage = (run_name(params) if callable(run_name) else run_name) or name  # e.g. ablate@x
+    paths, tags = Paths(), {}
+    if args.pipeline_seed is not None:  # the matrix stage DVC runs: seed first, e.g. ablate@0-x
+        group, _, item = stage.partition("@")
+        stage = f"{group}@{args.pipeline_seed}" + (f"-{item}" if item else "")
+        paths, tags = paths.seeded(args.pipeline_seed), {"pipeline_seed": str(args.pipeline_seed)}
+    logged = stage_params(stage, params)
+    if args.pipeline_seed is not None:
+        logged["pipeline_seed"] = args.pipeline_seed
+    with tracking.stage_run(stage, logged, tags={"dvc.stage": stage, **tags}, tracking=params):
+        result = run(run_params, paths)
         seconds = time.perf_counter() - t0
         tracking.log_metrics({"stage_seconds": seconds, **(result if isinstance(result, dict) else {})})
     log.info("stage %s finished in %.1f s", stage, seconds)

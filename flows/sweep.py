@@ -35,7 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from components import tracking
-from components.params import Params, load_params, to_dict
+from components.params import Params, for_pipeline_seed, load_params, to_dict
 from components.paths import Paths
 from components.stage_runner import setup_logging
 from components.tuning import run_sweep, storage_from_url, sweep_study_name, write_best_losses
@@ -52,17 +52,21 @@ def split_trials(n_trials: int, workers: int) -> list[int]:
 
 
 def _params(params_file: str, overrides: Sequence[str]) -> Params:
-    return load_params(params_file, list(overrides))
+    """The params of the first pipeline seed (a sweep tunes loss weights on one pipeline seed's features)."""
+    p = load_params(params_file, list(overrides))
+    return for_pipeline_seed(p, p.pipeline.seeds[0])
 
 
-def _paths(project: str) -> Paths:
-    return Paths().under(Path(project)) if project not in ("", ".") else Paths()
+def _paths(project: str, p: Params) -> Paths:
+    base = Paths().under(Path(project)) if project not in ("", ".") else Paths()
+    return base.seeded(p.pipeline.seeds[0])
 
 
 @task(cache_policy=NO_CACHE, name="sweep-trials")
 def sweep_trials(params_file: str, overrides: list[str], n_trials: int, worker_id: int, project: str = ".") -> dict:
     """``n_trials`` trials of the study (one Prefect task); the flow's parent MLflow run is inherited."""
-    return run_sweep(_params(params_file, overrides), _paths(project), n_trials, worker_id, parent=False,
+    p = _params(params_file, overrides)
+    return run_sweep(p, _paths(project, p), n_trials, worker_id, parent=False,
                      write_best=False)
 
 
@@ -70,7 +74,7 @@ def _best(p: Params, project: str = ".") -> dict | None:
     import optuna
 
     study = optuna.load_study(study_name=sweep_study_name(p), storage=storage_from_url(p.sweep.storage))
-    return write_best_losses(p, _paths(project), study, p.sweep.storage)
+    return write_best_losses(p, _paths(project, p), study, p.sweep.storage)
 
 
 @flow(name="sweep")
@@ -123,7 +127,7 @@ def launch_workers(params_file: str, overrides: Sequence[str], n_trials: int, wo
     best = _best(p)
     if best:
         log.info("best %s: %s (val %.4f) -> %s", best["study"], best["params"], best["best_value"],
-                 Path(Paths().features).parent / "tuned_losses.json")
+                 _paths(".", p).data / "tuned_losses.json")
     return failed
 
 
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workers > 1:
         return 1 if launch_workers(args.params, args.set, n, args.workers) else 0
-    res = run_sweep(p, Paths(), n, args.worker_id, parent=not args.no_parent, write_best=not args.no_best)
+    res = run_sweep(p, _paths(".", p), n, args.worker_id, parent=not args.no_parent, write_best=not args.no_best)
     log.info("sweep worker %d done: %s", args.worker_id, res.get("trials"))
     return 0
 

@@ -1,6 +1,7 @@
-"""The real DVC pipeline on the shrunk real config: `dvc repro` end to end in a copy of the project,
-a no-op rerun, that a recognizer param change does not invalidate `prepare`, and that two runs of
-the same commit and params in two directories give byte-identical outputs, stage by stage."""
+"""The real DVC pipeline on the shrunk real config with two pipeline seeds: `dvc repro` end to end in a
+copy of the project (every stage after prepare once per seed, the summary pooling both), a no-op
+rerun, that a recognizer param change does not invalidate `prepare`, and that two runs of the same
+commit and params in two directories give byte-identical outputs, stage by stage."""
 import json
 import os
 import shutil
@@ -29,13 +30,14 @@ def _run(args, cwd, check=True):
 
 
 #: Outputs that hold measured wall times, and only those: the one thing allowed to differ between runs.
-TIMING_OUTS = ("reports/timings/",)
+TIMING_OUTS = ("reports/timings/", "reports/s0/timings/", "reports/s1/timings/")
+SEEDS = ["pipeline.seeds=[0,1]"]
 _LOCKS: dict[str, dict] = {}  # dvc.lock right after each project's first `dvc repro`
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    dst = copy_tiny_project(tmp_path_factory.mktemp("proj"))
+    dst = copy_tiny_project(tmp_path_factory.mktemp("proj"), SEEDS)
     _run([str(BIN / "dvc"), "repro"], dst)
     _LOCKS["project"] = yaml.safe_load((dst / "dvc.lock").read_text())
     return dst
@@ -73,7 +75,7 @@ def test_first_difference_names_the_stage():
 def test_two_runs_in_two_directories_give_byte_identical_outputs(project, tmp_path):
     """The same commit and params, run again from scratch in another directory (another absolute path,
     another process, another hash seed): every stage's outputs hash the same, wall times excepted."""
-    twin = copy_tiny_project(tmp_path / "twin")
+    twin = copy_tiny_project(tmp_path / "twin", SEEDS)
     _run([str(BIN / "dvc"), "repro"], twin)
     mine, theirs = _LOCKS["project"], yaml.safe_load((twin / "dvc.lock").read_text())
     order = list(mine["stages"])
@@ -84,15 +86,27 @@ def test_two_runs_in_two_directories_give_byte_identical_outputs(project, tmp_pa
 
 def test_repro_builds_every_stage(project):
     assert (project / "data/prepared/manifest.csv").exists()
-    assert json.loads((project / "data/features/meta.json").read_text())["complete"]
-    assert (project / "data/encoders/recognizer.pt").exists()
-    head = json.loads((project / "reports/headroom.json").read_text())
-    assert head["k"] == 3 and 0 <= head["oracle_top1"] <= 1
+    for s in (0, 1):  # one full pipeline per seed
+        assert json.loads((project / f"data/s{s}/features/meta.json").read_text())["complete"]
+        assert (project / f"data/s{s}/encoders/recognizer.pt").exists()
+        head = json.loads((project / f"reports/s{s}/headroom.json").read_text())
+        assert head["k"] == 3 and 0 <= head["oracle_top1"] <= 1
+        for f in ("reports/s{s}/README.md", "reports/s{s}/flops.csv", "reports/s{s}/figures/curves.png",
+                  "results/s{s}/curves.csv", "results/s{s}/scores.npz", "data/s{s}/tuned_fusion.json",
+                  "data/s{s}/recognizers/tsi.pt", "data/s{s}/samplers/nsnet_mlp/seed{o}.pt"):
+            assert (project / f.format(s=s, o=1000 * s)).exists(), f.format(s=s, o=1000 * s)
+    # the two seeds trained different encoders (seed 1 offsets every training seed by 1000)
+    a, b = ((project / f"data/s{s}/encoders/light.pt").read_bytes() for s in (0, 1))
+    assert a != b
     metrics = _run([str(BIN / "dvc"), "metrics", "show", "--json"], project).stdout
-    assert "headroom.json" in metrics and "prepare.json" in metrics and "metrics.json" in metrics
-    for f in ("reports/curves.csv", "reports/README.md", "reports/flops.csv", "reports/figures/curves.png",
-              "data/tuned_fusion.json", "data/recognizers/tsi.pt", "data/samplers/nsnet_mlp/seed0.pt"):
+    assert "headroom.json" in metrics and "prepare.json" in metrics and "summary.json" in metrics
+    for f in ("reports/curves.csv", "reports/README.md", "reports/summary.json", "reports/figures/curves.png"):
         assert (project / f).exists(), f
+    summary = json.loads((project / "reports/summary.json").read_text())
+    assert summary["pipeline_seeds"] == [0, 1] and summary["failed_seeds"] == {}
+    cell = summary["headline"]["nsnet"]["frame"]["3"]
+    assert cell["pipeline_seeds"] == 2 and set(cell["map_by_pipeline_seed"]) == {"0", "1"}
+    assert "0,uniform" in (project / "reports/curves.csv").read_text() and "1,uniform" in (project / "reports/curves.csv").read_text()
 
 
 def test_plots_render_offline(project):
@@ -113,7 +127,8 @@ def test_fusion_change_reruns_only_what_reads_it(project):
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     try:
         status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
-        assert set(status) == {"tune_fusion", "sampler_report", "evaluate", "report"}
+        assert set(status) == {f"{st}@{s}" for st in ("tune_fusion", "sampler_report", "evaluate", "report")
+                               for s in (0, 1)}
     finally:
         p["fusion"]["lambda_v"] = 0.6
         (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
@@ -130,11 +145,11 @@ def test_exp_run_and_a_local_remote(project, tmp_path):
     _run([str(BIN / "dvc"), "checkout", "-f"], project)
     _run([str(BIN / "dvc"), "remote", "add", "-d", "store", str(tmp_path / "remote")], project)
     _run([str(BIN / "dvc"), "push"], project)
-    before = (project / "data/features/train/light_feats.npy").read_bytes()
-    shutil.rmtree(project / "data/features")
+    before = (project / "data/s0/features/train/light_feats.npy").read_bytes()
+    shutil.rmtree(project / "data/s0/features")
     shutil.rmtree(project / ".dvc/cache")
     _run([str(BIN / "dvc"), "pull"], project)
-    assert (project / "data/features/train/light_feats.npy").read_bytes() == before
+    assert (project / "data/s0/features/train/light_feats.npy").read_bytes() == before
     out = _run([str(BIN / "dvc"), "status"], project)
     assert "changed" not in out.stdout
 
@@ -142,7 +157,7 @@ def test_exp_run_and_a_local_remote(project, tmp_path):
 def test_concurrent_repro_fails_fast_with_the_lock_message(project):
     import time
 
-    first = subprocess.Popen([str(BIN / "dvc"), "repro", "-f", "-s", "evaluate"], cwd=project, env=_env(),
+    first = subprocess.Popen([str(BIN / "dvc"), "repro", "-f", "-s", "evaluate@0"], cwd=project, env=_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in first.stdout:  # the stage is running: the first process holds the repo lock
@@ -169,7 +184,7 @@ def test_recognizer_param_does_not_invalidate_prepare(project):
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     try:
         status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
-        assert "train_encoders" in status and "extract" in status
+        assert {"train_encoders@0", "train_encoders@1", "extract@0", "extract@1"} <= set(status)
         assert "prepare" not in status
     finally:
         p["encoders"]["recognizer_arch"] = "resnet10t"

@@ -25,7 +25,7 @@ def evaluated(tiny_samplers, tiny_params):
 
 
 def _rows(paths):
-    with open(paths.reports / "curves.csv") as f:
+    with open(paths.results / "curves.csv") as f:
         return list(csv.DictReader(f))
 
 
@@ -75,7 +75,7 @@ def test_gflops_grow_with_k_and_tsi_costs_what_it_runs(evaluated):
     uni = sorted((int(r["k"]), float(r["gflops"])) for r in rows if r["sampler"] == "uniform" and r["recognizer"] == "frame")
     steps = np.diff([g for _, g in uni])
     assert (steps > 0).all() and np.allclose(steps, steps[0], rtol=1e-3)  # recognizer x K, nothing else
-    m = json.loads((evaluated.reports / "metrics.json").read_text())
+    m = json.loads((evaluated.results / "metrics.json").read_text())
     assert m["map_definition"] and m["recognizers"] == ["frame", "tsi"]
     assert m["tsi_clips_run"] > 0
     assert set(m["headline"]["nsnet"]["tsi"]) == {"2"}  # K=4 is not in evaluate.sampler_budgets
@@ -245,7 +245,7 @@ def test_fused_minus_branch_ci_is_the_paired_bootstrap_of_the_two_selections(eva
     from components.fusion import fusion_values, set_fusion
 
     logits, labels = _test_logits_labels(evaluated)
-    m = json.loads((evaluated.reports / "metrics.json").read_text())["headline"]
+    m = json.loads((evaluated.results / "metrics.json").read_text())["headline"]
     root = evaluated.features.parent / "samplers" / "nsnet"
     model = load_sampler(root / "seed0.pt")
     set_fusion(model, fusion_values(tiny_params, evaluated).get("nsnet"))

@@ -63,3 +63,47 @@ def test_params_are_frozen():
     p = Params()
     with pytest.raises(Exception):
         p.frames.T = 3  # type: ignore[misc]
+
+
+def test_pipeline_seed_offsets_every_training_seed_and_keeps_the_data():
+    from components.params import SEED_STRIDE, for_pipeline_seed
+
+    p = load_params(ROOT / "params.yaml", ["pipeline.seeds=[0,2]"])
+    assert for_pipeline_seed(p, 0) == p
+    q = for_pipeline_seed(p, 2)
+    assert q.train_encoders.seed == p.train_encoders.seed + 2 * SEED_STRIDE
+    assert q.tsi.seed == p.tsi.seed + 2 * SEED_STRIDE and q.seed == p.seed + 2 * SEED_STRIDE
+    assert q.train_sampler.seeds == tuple(s + 2 * SEED_STRIDE for s in p.train_sampler.seeds)
+    assert q.data == p.data  # the videos and splits are the same for every pipeline seed
+    with pytest.raises(ParamsError, match="pipeline seed 1 is not one of pipeline.seeds"):
+        for_pipeline_seed(p, 1)
+    for bad in ("[]", "[0,0]", "[-1]"):
+        with pytest.raises(ParamsError, match="pipeline.seeds"):
+            load_params(ROOT / "params.yaml", [f"pipeline.seeds={bad}"])
+
+
+def test_seeded_paths_share_the_data_and_split_the_rest():
+    from components.paths import Paths
+
+    s = Paths().seeded(3)
+    assert s.prepared == Path("data/prepared") and s.work == Path(".salient/work")
+    assert (s.encoders, s.features, s.data) == (Path("data/s3/encoders"), Path("data/s3/features"), Path("data/s3"))
+    assert (s.reports, s.results) == (Path("reports/s3"), Path("results/s3"))
+
+
+def test_stage_params_resolve_matrix_items():
+    from components.stage_runner import stage_params
+
+    p = load_params(ROOT / "params.yaml")
+    got = stage_params("train_sampler@0-nsnet", p, ROOT / "dvc.yaml")
+    assert "nsnet" in got and "tsqnet" not in got and "train_sampler" in got
+    name = next(iter(p.ablations))
+    got = stage_params(f"ablate@0-{name}", p, ROOT / "dvc.yaml")
+    assert got["ablations"] == {name: to_dict(p.ablations[name])}
+    assert "evaluate" in stage_params("evaluate@0", p, ROOT / "dvc.yaml")
+
+
+def test_ablation_names_cannot_hold_the_matrix_separator():
+    """'-' joins a DVC matrix item's values (ablate@0-<name>): a name holding one would be ambiguous."""
+    with pytest.raises(ParamsError, match="not a valid name"):
+        load_params(ROOT / "params.yaml", ["ablations={a-b: {sampler: nsnet, set: [nsnet.fem=mlp]}}"])

@@ -79,11 +79,11 @@ def test_stage_plan_targets_keep_only_their_upstream(dvc_graph):
 
     nodes, edges = dvc_graph
     assert stage_plan(nodes, edges, ["prepare"]) == [("prepare", ["prepare"])]
-    steps = stage_plan(nodes, edges, ["train_sampler@tsqnet"])
+    steps = stage_plan(nodes, edges, ["train_sampler@0-tsqnet"])
     flat = [s for _, ss in steps for s in ss]
-    assert set(flat) == upstream_closure(["train_sampler@tsqnet"], edges)
-    assert steps[-1] == ("train_sampler", ["train_sampler@tsqnet"])
-    assert "headroom" not in flat and "train_sampler@nsnet" not in flat
+    assert set(flat) == upstream_closure(["train_sampler@0-tsqnet"], edges)
+    assert steps[-1] == ("train_sampler", ["train_sampler@0-tsqnet"])
+    assert "headroom" not in flat and "train_sampler@0-nsnet" not in flat
     whole_group = stage_plan(nodes, edges, ["train_sampler"])[-1][1]
     assert whole_group == [n for n in nodes if n.startswith("train_sampler@")]
     with pytest.raises(ValueError, match="unknown DVC stage 'nope'"):

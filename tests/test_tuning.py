@@ -298,7 +298,7 @@ def test_tune_fusion_stage_and_evaluate_use_it(trained, tiny_params, tmp_path):
 
     pt = replace(p, fusion=replace(p.fusion, source="tuned"))
     res = evaluate.run(pt, trained)
-    metrics_json = json.loads((trained.reports / "metrics.json").read_text())
+    metrics_json = json.loads((trained.results / "metrics.json").read_text())
     assert metrics_json["fusion"]["source"] == "tuned"
     assert metrics_json["fusion"]["tsqnet"] == {"lambda_v": tuned["tsqnet"]["lambda_v"]}
     assert res["videos"] > 0
@@ -358,7 +358,10 @@ def test_sweep_nsnet_with_halving_pruner_through_the_flow_body(trained, tmp_path
     assert split_trials(5, 2) == [3, 2] and split_trials(1, 4) == [1] and sum(split_trials(12, 5)) == 12
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     over = [*TINY, "sweep.sampler=nsnet", "sweep.pruner=halving", "sweep.epochs=2", f"sweep.storage={storage}"]
-    project = trained.features.parent.parent  # the fixture's Paths().under(root)
+    project = tmp_path / "proj"  # a project whose pipeline seed 0 is the fixture's data
+    (project / "data").mkdir(parents=True)
+    (project / "data/s0").symlink_to(trained.features.parent.resolve(), target_is_directory=True)
+    (project / "data/prepared").symlink_to(Path(trained.prepared).resolve(), target_is_directory=True)
     res = sweep_flow.fn(n_trials=2, workers=1, overrides=over, params_file=str(ROOT / "params.yaml"),
                         project=str(project))  # no Prefect server: tasks run as plain calls
     assert set(res["params"]) == {"nsnet.gamma"} and 0 <= res["params"]["nsnet.gamma"] <= 1

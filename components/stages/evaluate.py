@@ -6,10 +6,11 @@ selected frames) at every K of ``evaluate.budgets``, and ``tsi`` (the temporal r
 mAP (``evaluate.map_variant``, its definition recorded in the output), top-1, saliency recall@K
 against ground truth, and GMACs per video of the whole prediction.
 
-Writes ``reports/curves.csv`` (``sampler,recognizer,k,seed,gflops,map,top1,salient_recall``, a DVC
-plots file) and ``reports/metrics.json`` (DVC metrics: mean ± std over seeds at
-``evaluate.sampler_budgets``, with bootstrap CIs over test videos and the paired difference to
-uniform).
+Writes, per pipeline seed, ``results/s<seed>/curves.csv``
+(``sampler,recognizer,k,seed,gflops,map,top1,salient_recall``), ``metrics.json`` (mean ± std over
+sampler seeds at ``evaluate.sampler_budgets``, with first-seed bootstrap CIs over test videos and the
+paired difference to uniform) and ``scores.npz`` (every run's per-video class scores at those K, with
+the labels and ids), from which the ``summary`` stage pools all pipeline seeds.
 """
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ from components.flops import count_macs, encoder_gmacs, sampler_gmacs, video_gma
 from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision, salient_mask
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
-from components.paths import Paths, write_report
+from components.paths import Paths
 from components.stage_runner import stage_main
 from components.models.recognizers import load_recognizer
 from components.sampler_training import load_sampler
 from components.store import FeatureStore
 from components.fusion import fusion_values, set_fusion
-from components.atomic import atomic_path
+from components.atomic import atomic_path, atomic_savez, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ def run(p: Params, paths: Paths) -> dict:
     ablation_rows, ablation_kept = evaluate_grid(extra, p.evaluate.budgets, labels, salient, gflops, frame_probs,
                                                  None, p.evaluate.map_variant, keep_scores=True)
     rows, kept = rows + ablation_rows, {**kept, **ablation_kept}
-    with atomic_path(paths.reports / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
+    paths.results.mkdir(parents=True, exist_ok=True)
+    with atomic_path(paths.results / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
         w.writeheader()
         for r in rows:
@@ -122,12 +124,15 @@ def run(p: Params, paths: Paths) -> dict:
     if scorers:
         result["tsi_clips_run"] = scorers["tsi"][0].calls
         result["tsi_gmacs_per_clip"] = {str(k): v for k, v in clip_gmacs.items()}
-    write_report(paths, "metrics.json", result)
+    atomic_write_json(paths.results / "metrics.json", result)
+    show = set(p.evaluate.sampler_budgets)  # per-video scores of every run, for the summary's pooled CIs
+    atomic_savez(paths.results / "scores.npz", labels=labels, ids=np.array(ids),
+                 **{"|".join(map(str, key)): sc.astype(np.float32) for key, sc in kept.items() if key[2] in show})
     for key in {(r["sampler"], r["recognizer"]) for r in rows}:  # MLflow: step = K, so the UI charts the curves
         cells = sorted((c for c in summary if (c["sampler"], c["recognizer"]) == key), key=lambda c: c["k"])
         tracking.log_budget_curve("/".join(key), [c["k"] for c in cells],
                                   {m: [c[m] for c in cells] for m in ("map", "top1", "salient_recall", "gflops")})
-    tracking.log_artifacts([paths.reports / "curves.csv", paths.reports / "metrics.json"])
+    tracking.log_artifacts([paths.results / "curves.csv", paths.results / "metrics.json"])
     return {"videos": len(ids)}
 
 

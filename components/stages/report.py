@@ -27,6 +27,7 @@ from components import tracking  # noqa: E402
 from components.data.manifest import read_manifest  # noqa: E402
 from components.data.video import read_frames  # noqa: E402
 from components.evaluation import load_runs, summarize  # noqa: E402
+from components.figures import plot_curves, read_curves  # noqa: E402
 from components.params import Params  # noqa: E402
 from components.paths import Paths  # noqa: E402
 from components.stage_runner import stage_main  # noqa: E402
@@ -39,40 +40,12 @@ log = logging.getLogger(__name__)
 LEARNED = ("tsqnet", "nsnet", "maxconf_l")
 
 
-def read_curves(path) -> list[dict]:
-    import csv
-
-    with open(path) as f:
-        return [{**r, "k": int(r["k"]), "seed": int(r["seed"]),
-                 **{m: float(r[m]) for m in ("gflops", "map", "top1", "salient_recall")}} for r in csv.DictReader(f)]
-
-
 def ema(x: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Exponential moving average along the last axis: y_0 = x_0, y_t = α x_t + (1-α) y_{t-1}."""
     y = np.array(x, dtype=np.float64)
     for t in range(1, y.shape[-1]):
         y[..., t] = alpha * y[..., t] + (1 - alpha) * y[..., t - 1]
     return y
-
-
-def plot_curves(summary: list[dict], out) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    names = list(dict.fromkeys(s["sampler"] for s in summary))
-    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
-    for ax, metric, label in ((axes[0], "map", "mAP (%)"), (axes[1], "top1", "top-1 (%)")):
-        for (name, rec) in dict.fromkeys((s["sampler"], s["recognizer"]) for s in summary):
-            pts = sorted((s["gflops"], 100 * s[metric]) for s in summary if (s["sampler"], s["recognizer"]) == (name, rec))
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, "-o" if rec == "frame" else "--s", color=colors[name], ms=3,
-                    label=name if rec == "frame" else f"{name} ({rec})")
-        ax.set_xlabel("GMACs per video")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle("Accuracy vs cost on the test split (mean over seeds; K grows along each line)")
-    fig.tight_layout()
-    atomic_savefig(fig, out, dpi=120)
-    plt.close(fig)
 
 
 def plot_saliency(p: Params, paths: Paths, store: FeatureStore, ids: list[str], runs: dict, out) -> list[str]:
@@ -228,8 +201,8 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
 
 
 def run(p: Params, paths: Paths) -> dict:
-    metrics = json.loads((paths.reports / "metrics.json").read_text())
-    rows = read_curves(paths.reports / "curves.csv")
+    metrics = json.loads((paths.results / "metrics.json").read_text())
+    rows = read_curves(paths.results / "curves.csv")
     summary = summarize(rows)
     fig_dir = paths.reports / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

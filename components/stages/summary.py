@@ -1,0 +1,141 @@
+"""Stage ``summary``: every pipeline seed's evaluation pooled into the headline tables.
+
+Reads ``results/s<seed>/`` for each of ``pipeline.seeds`` (:mod:`components.summary`) and writes
+
+* ``reports/curves.csv``: the whole grid of every seed, with a ``pipeline_seed`` column (DVC plots);
+* ``reports/summary.json`` (DVC metrics): per sampler × recognizer × K at ``evaluate.sampler_budgets``,
+  mAP as the mean over pipeline seeds ± the std over them, the pooled bootstrap CI over test videos,
+  and the paired CIs of the difference to uniform and of fused − branch, each marked resolved or not;
+* ``reports/README.md``: those tables, a difference stated only where its CI excludes 0;
+* ``reports/figures/curves.png``: accuracy vs GMACs, mean over all runs.
+
+A seed whose results are missing is named as failed in every output, never averaged away.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+
+from components import tracking
+from components.atomic import atomic_path, atomic_write_text
+from components.evaluation import CURVE_COLUMNS, summarize
+from components.figures import plot_curves
+from components.metrics import MAP_DEFINITIONS
+from components.params import Params
+from components.paths import Paths, write_report
+from components.stage_runner import stage_main
+from components.summary import load_seed, pool
+
+log = logging.getLogger(__name__)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def ci_text(ci) -> str:
+    lo, hi = ci
+    tag = "" if lo > 0 or hi < 0 else " (not resolved)"
+    return f"[{100 * lo:+.1f}, {100 * hi:+.1f}]{tag}"
+
+
+def tables(p: Params, out: dict) -> list[str]:
+    hl, Ks = out["headline"], list(p.evaluate.sampler_budgets)
+    seeds, failed = out["pipeline_seeds"], out["failed_seeds"]
+    lines = [f"# Results over {len(seeds)} pipeline seed(s) ({', '.join(map(str, seeds))}), "
+             f"{out['videos']} test videos", ""]
+    if failed:
+        lines += ["**Failed pipeline seeds (not in any number below): " +
+                  "; ".join(f"{s}: {r}" for s, r in failed.items()) + "**", ""]
+    lines += [f"mAP definition (`evaluate.map_variant={out['map_variant']}`): {out['map_definition']}", "",
+              "Each pipeline seed trains its own encoders, recognizer and samplers (`pipeline.seeds`); a run is one "
+              "(pipeline seed, sampler seed). mAP = mean over pipeline seeds of each seed's mean over sampler "
+              "seeds, ± the std over pipeline seeds. CIs: percentile bootstrap over test videos (95%), "
+              f"{p.evaluate.bootstrap} resamples, the mean over runs recomputed on each resample; differences "
+              "are paired (same resamples, same pipeline seed). A CI containing 0 is marked *not resolved*.", ""]
+    for rec in ("frame", "tsi"):
+        ks = [k for k in Ks if any(str(k) in hl[s].get(rec, {}) for s in hl)]
+        if not ks:
+            continue
+        lines += [f"## {rec} recognizer: mAP (%) by K", "",
+                  "| sampler | " + " | ".join(f"K={k}" for k in ks) + f" | GMACs at K={ks[-1]} |",
+                  "|---|" + "---|" * (len(ks) + 1)]
+        for s, by_rec in hl.items():
+            cells = by_rec.get(rec, {})
+            if not cells or "[" in s:
+                continue
+            row = [f"{pct(cells[str(k)]['map'])} ± {pct(cells[str(k)]['map_std_pipeline'])}" if str(k) in cells
+                   else "–" for k in ks]
+            g = cells.get(str(ks[-1]), {}).get("gflops")
+            lines.append(f"| {s} | " + " | ".join(row) + (f" | {g:.3f} |" if g is not None else " | – |"))
+        lines += ["", f"### {rec} recognizer: mAP − uniform (points), paired 95% CI", "",
+                  "| sampler | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for s, by_rec in hl.items():
+            cells = by_rec.get(rec, {})
+            if s == "uniform" or "[" in s or not any("map_minus_uniform_ci" in cells.get(str(k), {}) for k in ks):
+                continue
+            lines.append(f"| {s} | " + " | ".join(
+                f"{100 * cells[str(k)]['map_minus_uniform']:+.1f} {ci_text(cells[str(k)]['map_minus_uniform_ci'])}"
+                if "map_minus_uniform_ci" in cells.get(str(k), {}) else "–" for k in ks) + " |")
+        lines.append("")
+    branches = [b for b in hl if "[" in b and "fused_minus_branch_ci" in str(hl[b])]
+    if branches:
+        lines += ["## Fused − branch (frame recognizer, same models): points, paired 95% CI", "",
+                  "| fused − branch | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
+        for b in branches:
+            cells = hl[b].get("frame", {})
+            lines.append(f"| {b.split('[')[0]} − {b} | " + " | ".join(
+                f"{100 * cells[str(k)]['fused_minus_branch']:+.1f} {ci_text(cells[str(k)]['fused_minus_branch_ci'])}"
+                if "fused_minus_branch_ci" in cells.get(str(k), {}) else "–" for k in Ks) + " |")
+        lines.append("")
+    lines += ["## Saliency recall@K against ground truth (frame recognizer rows)", "",
+              "| sampler | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
+    for s, by_rec in hl.items():
+        cells = by_rec.get("frame", {})
+        lines.append(f"| {s} | " + " | ".join(f"{cells[str(k)]['salient_recall']:.2f}" if str(k) in cells else "–"
+                                              for k in Ks) + " |")
+    lines += ["", "Per-seed reports: `reports/s<seed>/README.md`. Full grid: `curves.csv`. Figure: "
+              "`figures/curves.png`. Regenerate: `dvc repro summary`."]
+    return lines
+
+
+def run(p: Params, paths: Paths) -> dict:
+    loaded, failed = [], {}
+    for s in p.pipeline.seeds:
+        try:
+            loaded.append(load_seed(paths.results, s))
+        except (FileNotFoundError, ValueError) as e:
+            failed[str(s)] = str(e)
+            log.error("pipeline seed %d: %s", s, e)
+    if not loaded:
+        raise RuntimeError("no pipeline seed has results: " + "; ".join(failed.values()))
+    rows = [r for s in loaded for r in s.curves]
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    cols = ("pipeline_seed", *CURVE_COLUMNS)
+    with atomic_path(paths.reports / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in cols})
+    out = {"pipeline_seeds": [s.seed for s in loaded], "failed_seeds": failed, "videos": len(loaded[0].ids),
+           "map_variant": p.evaluate.map_variant, "map_definition": MAP_DEFINITIONS[p.evaluate.map_variant],
+           "headline": pool(loaded, list(p.evaluate.sampler_budgets), p.evaluate.map_variant, p.evaluate.bootstrap)}
+    write_report(paths, "summary.json", out)
+    fig_dir = paths.reports / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    plot_curves(summarize(rows), fig_dir / "curves.png",
+                title=f"Accuracy vs cost on the test split (mean over {len(loaded)} pipeline seed(s) and their "
+                      "sampler seeds; K grows along each line)")
+    text = "\n".join(tables(p, out)) + "\n"
+    atomic_write_text(paths.reports / "README.md", text)
+    tracking.log_artifacts([paths.reports / "README.md", paths.reports / "summary.json", fig_dir / "curves.png"])
+    log.info("\n%s", text)
+    return {"pipeline_seeds": len(loaded), "failed_seeds": len(failed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("summary", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Pool the evaluation of every pipeline seed (DESIGN.md §4b: seeds are an axis of the whole pipeline).
+
+Each pipeline seed ``s`` trains its own encoders, recognizer and samplers and evaluates them on the same
+test videos (``results/s<s>/``: ``curves.csv``, ``metrics.json``, ``scores.npz``). A *run* is one
+(pipeline seed, sampler seed) pair. For each (sampler, recognizer, K) at ``evaluate.sampler_budgets``:
+
+* ``map``: the mean over pipeline seeds of each seed's mean over its sampler seeds (equal weight per
+  pipeline seed); ``map_std_pipeline``: the std over pipeline seeds of those per-seed means (the
+  spread the headline tables show); ``map_std_runs``: the std over all runs;
+* ``map_ci``: percentile bootstrap 95% CI over test videos of the mean over runs of mAP;
+* ``map_minus_uniform`` and ``map_minus_uniform_ci``: the paired difference to uniform, run by run
+  (uniform of the same pipeline seed), averaged over runs, with the *same* video resamples for both
+  sides (paired bootstrap); ``resolved_vs_uniform``: the CI excludes 0;
+* for a branch row ``name[branch]``: ``fused_minus_branch`` / ``_ci`` (same trained models).
+
+A pipeline seed whose results are missing or unreadable is listed in ``failed_seeds`` and named in the
+tables; it is never silently dropped from a mean that claims to cover it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.figures import read_curves
+from components.metrics import bootstrap_ci, mean_average_precision_batch
+
+
+@dataclass
+class SeedResults:
+    seed: int
+    curves: list[dict]
+    metrics: dict
+    labels: np.ndarray  # [N,C]
+    ids: list[str]
+    scores: dict[tuple[str, str, int, int], np.ndarray]  # (sampler, recognizer, K, sampler seed) -> [N,C]
+
+
+def load_seed(results: Path, seed: int) -> SeedResults:
+    """``results/s<seed>/``; raises ``FileNotFoundError`` / ``ValueError`` naming the file when incomplete."""
+    folder = Path(results) / f"s{seed}"
+    for f in ("curves.csv", "metrics.json", "scores.npz"):
+        if not (folder / f).is_file():
+            raise FileNotFoundError(f"{folder / f} missing (pipeline seed {seed} did not finish evaluate)")
+    try:
+        with np.load(folder / "scores.npz") as z:
+            labels, ids = z["labels"], [str(x) for x in z["ids"]]
+            scores = {}
+            for key in z.files:
+                if key in ("labels", "ids"):
+                    continue
+                name, rec, k, sd = key.split("|")
+                scores[(name, rec, int(k), int(sd))] = z[key].astype(np.float64)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        curves = read_curves(folder / "curves.csv")
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{folder}: unreadable results ({e})") from e
+    return SeedResults(seed, [{**r, "pipeline_seed": seed} for r in curves], metrics, labels, ids, scores)
+
+
+def _mean_map(runs: list[np.ndarray], labels: np.ndarray, variant: str):
+    """metric(I [b,n]) -> [b]: the mean over runs of mAP on the resampled videos."""
+    def metric(I):
+        return np.mean([mean_average_precision_batch(r[I], labels[I], variant) for r in runs], axis=0)
+    return metric
+
+
+def _diff(pairs: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, variant: str):
+    def metric(I):
+        return np.mean([mean_average_precision_batch(a[I], labels[I], variant)
+                        - mean_average_precision_batch(b[I], labels[I], variant) for a, b in pairs], axis=0)
+    return metric
+
+
+def _point(metric, n: int) -> float:
+    return float(metric(np.arange(n)[None])[0])
+
+
+def _ci(metric, n: int, n_boot: int) -> list[float]:
+    lo, hi = bootstrap_ci(metric, n, n_boot=n_boot, vectorized=True)
+    return [round(float(lo), 5), round(float(hi), 5)]
+
+
+def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int) -> dict:
+    """The pooled headline (module docstring) over the given, complete pipeline seeds."""
+    if not seeds:
+        return {}
+    ids, labels = seeds[0].ids, seeds[0].labels
+    for s in seeds[1:]:
+        if s.ids != ids or not np.array_equal(s.labels, labels):
+            raise ValueError(f"pipeline seeds {seeds[0].seed} and {s.seed} were evaluated on different test videos; "
+                             "their results cannot be paired")
+    n = len(ids)
+    out: dict = {}
+    cells = {}
+    for s in seeds:
+        for (name, rec, k, sd), sc in s.scores.items():
+            if k in budgets:
+                cells.setdefault((name, rec, k), []).append((s.seed, sd, sc))
+    rows = [r for s in seeds for r in s.curves]
+    for (name, rec, k), runs in cells.items():
+        per_seed = {}
+        for r in rows:
+            if (r["sampler"], r["recognizer"], r["k"]) == (name, rec, k):
+                per_seed.setdefault(r["pipeline_seed"], []).append(r)
+        means = {ps: {m: float(np.mean([r[m] for r in rs])) for m in ("map", "top1", "salient_recall", "gflops")}
+                 for ps, rs in per_seed.items()}
+        all_maps = [r["map"] for rs in per_seed.values() for r in rs]
+        cell = {m: round(float(np.mean([v[m] for v in means.values()])), 5) for m in ("map", "top1", "salient_recall",
+                                                                                          "gflops")}
+        cell.update({"map_std_pipeline": round(float(np.std([v["map"] for v in means.values()])), 5),
+                     "map_std_runs": round(float(np.std(all_maps)), 5),
+                     "map_by_pipeline_seed": {str(ps): round(v["map"], 5) for ps, v in sorted(means.items())},
+                     "pipeline_seeds": len(means), "runs": len(all_maps)})
+        if n_boot:
+            cell["map_ci"] = _ci(_mean_map([sc for _, _, sc in runs], labels, variant), n, n_boot)
+            base = {ps: sc for (nm, rc, kk), rs in cells.items() if (nm, rc, kk) == ("uniform", rec, k)
+                    for ps, _, sc in rs}
+            if name != "uniform" and base:
+                pairs = [(sc, base[ps]) for ps, _, sc in runs if ps in base]
+                d = _diff(pairs, labels, variant)
+                cell["map_minus_uniform"] = round(_point(d, n), 5)
+                ci = cell["map_minus_uniform_ci"] = _ci(d, n, n_boot)
+                cell["resolved_vs_uniform"] = bool(ci[0] > 0 or ci[1] < 0)
+            fused = {(ps, sd): sc for ps, sd, sc in cells.get((name.split("[")[0], rec, k), [])}
+            if "[" in name and fused:
+                d = _diff([(fused[(ps, sd)], sc) for ps, sd, sc in runs if (ps, sd) in fused], labels, variant)
+                cell["fused_minus_branch"] = round(_point(d, n), 5)
+                cell["fused_minus_branch_ci"] = _ci(d, n, n_boot)
+        out.setdefault(name, {}).setdefault(rec, {})[str(k)] = cell
+    return out
