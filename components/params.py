@@ -44,7 +44,7 @@ def _f(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float
 class SyntheticParams:
     """The synthetic benchmark with ground-truth saliency (``components/data/synthetic.py``)."""
     num_classes: int = _f(12, lo=2, hi=64, help="number of classes C")
-    videos_per_class: int = _f(20, lo=1, help="videos generated per class")
+    videos_per_class: int = _f(16, lo=1, help="videos generated per class (the demo: 16 x 12 classes = 192)")
     preset: str = _f("untrimmed", choices=("untrimmed", "trimmed"), help="untrimmed-like or short trimmed clips")
     min_frames: int = _f(60, lo=4, help="shortest video length L (untrimmed preset)")
     max_frames: int = _f(300, lo=4, help="longest video length L (untrimmed preset)")
@@ -110,7 +110,7 @@ class EncoderParams:
 
 @dataclass(frozen=True)
 class TrainEncodersParams:
-    epochs: int = _f(30, lo=1, hi=10_000)
+    epochs: int = _f(15, lo=1, hi=10_000, help="at most; early stopping on val video accuracy ends them sooner")
     batch_size: int = _f(32, lo=1, hi=4096)
     lr: float = _f(2e-3, lo=1e-7, hi=10.0, help="lr of encoders trained from scratch (recognizer, audio)")
     pretrained_lr: float = _f(3e-4, lo=1e-7, hi=10.0,
@@ -120,7 +120,7 @@ class TrainEncodersParams:
     weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
     bank_frames: int = _f(24, lo=1, hi=10_000, help="frames decoded per train/val video into the sampling bank")
     epoch_repeats: int = _f(4, lo=1, hi=1000, help="times each train video is drawn per epoch (one random frame each)")
-    patience: int = _f(4, lo=1, help="early stopping on val video accuracy, in epochs (best epochs on the demo: 1-7)")
+    patience: int = _f(6, lo=1, help="early stopping on val video accuracy, in epochs")
     threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
     seed: int = _f(0, lo=0)
 

@@ -26,7 +26,7 @@ from components.data.manifest import read_manifest
 from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
                                    summarize)
 from components.flops import count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
-from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision, salient_mask
+from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision_batch, salient_mask
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
 from components.paths import Paths
@@ -149,8 +149,9 @@ def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> 
         return [round(float(x), 5) for x in ci]
 
     def paired_ci(a: np.ndarray, b: np.ndarray) -> list[float]:  # mAP(a) - mAP(b), resampling videos
-        return rounded(bootstrap_ci(lambda ix: mean_average_precision(a[ix], labels[ix], variant=v)
-                                    - mean_average_precision(b[ix], labels[ix], variant=v), n, n_boot=p.evaluate.bootstrap))
+        return rounded(bootstrap_ci(lambda I: mean_average_precision_batch(a[I], labels[I], variant=v)
+                                    - mean_average_precision_batch(b[I], labels[I], variant=v), n,
+                                    n_boot=p.evaluate.bootstrap, vectorized=True))
 
     for s in summary:
         if s["k"] not in show:
@@ -162,8 +163,8 @@ def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> 
         sc = kept[(s["sampler"], s["recognizer"], s["k"], first)]
         base = kept.get(("uniform", s["recognizer"], s["k"], 0))
         if p.evaluate.bootstrap:
-            cell["map_ci"] = rounded(bootstrap_ci(lambda ix: mean_average_precision(sc[ix], labels[ix], variant=v), n,
-                                                  n_boot=p.evaluate.bootstrap))
+            cell["map_ci"] = rounded(bootstrap_ci(lambda I: mean_average_precision_batch(sc[I], labels[I], variant=v), n,
+                                                  n_boot=p.evaluate.bootstrap, vectorized=True))
             if base is not None and s["sampler"] != "uniform":
                 cell["map_minus_uniform_ci"] = paired_ci(sc, base)
             fused = kept.get((s["sampler"].split("[")[0], s["recognizer"], s["k"], first))
