@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1 \
        HF_HUB_DISABLE_TELEMETRY=1 PREFECT_SERVER_ANALYTICS_ENABLED=false TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test test-fast bench clean-demo
+.PHONY: install demo test test-fast bench benchmark clean-demo
 
 # uv installs the same pinned set as pip in ~1 min instead of ~4 (measured on a 2-core machine, no
 # cache, byte-code compiled); it sees a local wheel folder only through UV_FIND_LINKS, which takes
@@ -32,6 +32,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+## make benchmark: profiles/benchmark.yaml (>= 1,000 videos, 3 pipeline seeds) in .salient/bench/benchmark/,
+## recorded in benchmarks/benchmark/; rerun to resume.
+benchmark: $(STAMP)
+	$(BIN)/salient benchmark
 
 bench: $(STAMP)
 	$(BIN)/salient bench extract

@@ -9,6 +9,7 @@
     salient serve                   local Prefect server + `gpu` work pool + worker, deployments from prefect.yaml
     salient ui                      the MLflow UI on 127.0.0.1 for the configured tracking store
     salient bench extract|samplers|predict  benchmarks -> reports/bench_*.json
+    salient benchmark [--profile F]         the benchmark profile end to end -> benchmarks/<profile>/
 """
 from __future__ import annotations
 
@@ -195,6 +196,17 @@ def cmd_ui(args) -> int:
     return subprocess.run(cmd, env=tracking.server_env(os.environ)).returncode
 
 
+def cmd_benchmark(args) -> int:
+    from components.benchmark import run_benchmark
+
+    try:
+        return run_benchmark(Path("."), Path(args.profile), Path(args.workspace) if args.workspace else None,
+                             Path(args.record) if args.record else None, args.targets)
+    except ParamsError as e:
+        print(f"error: {args.profile}: {e}", file=sys.stderr)
+        return 2
+
+
 def cmd_bench(args) -> int:
     # deferred: the benchmarks import torch, decord and the models; the other commands never need them
     from components import bench
@@ -227,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="dvc repro the demo pipeline")
     d.add_argument("targets", nargs="*", help="dvc repro targets (default: the whole pipeline)")
     d.set_defaults(fn=cmd_demo)
+    bm = sub.add_parser("benchmark", help="the benchmark profile end to end in its own workspace (resumable); "
+                        "records dvc.lock and reports/ in benchmarks/<profile>/")
+    bm.add_argument("--profile", default="profiles/benchmark.yaml", help="params merged over params.yaml")
+    bm.add_argument("--workspace", help="where it runs (default .salient/bench/<profile>)")
+    bm.add_argument("--record", help="where the finished run is recorded (default benchmarks/<profile>)")
+    bm.add_argument("targets", nargs="*", help="dvc repro targets (default: all; a partial run records nothing)")
+    bm.set_defaults(fn=cmd_benchmark)
     b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json")
     b.add_argument("what", choices=["extract", "samplers", "predict"])
     b.add_argument("rest", nargs=argparse.REMAINDER)

@@ -59,6 +59,11 @@ class SyntheticParams:
     jitter: int = _f(3, lo=0, hi=64, help="max camera shake in pixels")
     audio_missing_fraction: float = _f(0.05, lo=0.0, hi=1.0, help="share of videos written without audio")
     split: tuple[float, float, float] = _f((0.6, 0.2, 0.2), help="train / val / test fractions per class")
+    fine_classes: int = _f(1, lo=1, hi=8, help="classes per coarse signature: 1 = each class its own colour, "
+                           "shape, motion, tint and sound; g >= 2 = g classes share them and differ only in the "
+                           "orientation of a fine grating on their objects (resolved at the recognizer's "
+                           "resolution, not at half of it): the papers' regime, light encoder << recognizer")
+    fine_period: float = _f(3.0, lo=2.0, hi=16.0, help="the grating's period in pixels at data.synthetic.size")
     seed: int = _f(0, lo=0)
 
 
@@ -447,6 +452,8 @@ def _validate(p: Params) -> Params:
     s = p.data.synthetic
     if s.min_frames > s.max_frames:
         raise ParamsError(f"data.synthetic.min_frames: {s.min_frames} > data.synthetic.max_frames={s.max_frames}")
+    if s.num_classes % s.fine_classes or s.num_classes // s.fine_classes > 64:
+        raise ParamsError(f"data.synthetic.fine_classes: {s.fine_classes} must divide num_classes={s.num_classes}")
     if s.size % 2:
         raise ParamsError(f"data.synthetic.size: {s.size} must be even (H.264 4:2:0)")
     if any(x < 0 for x in s.split) or abs(sum(s.split) - 1.0) > 1e-6:

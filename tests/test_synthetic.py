@@ -101,7 +101,7 @@ def test_plan_invariants(p):
 
 
 def test_trimmed_lengths():
-    p = SyntheticParams(preset="trimmed", min_frames=60, max_frames=300)
+    p = SyntheticParams(preset="trimmed", min_frames=60, max_frames=300, videos_per_class=20)
     lengths = {syn.plan_video(p, i, c).num_frames for i in range(20) for c in range(12)}
     assert syn._length_range(p) == (15, 30) and min(lengths) >= 15 and max(lengths) <= 30
 
@@ -238,3 +238,47 @@ def test_deterministic_and_resume(generated, tmp_path):
     assert victim.read_bytes() == original
     assert [c.path for c in cands3] == [c.path for c in cands2]
     assert not any(".tmp" in c.path for c in cands3)
+
+
+def test_fine_classes_share_the_coarse_signature_and_differ_in_the_grating():
+    """fine_classes=3: classes 3q..3q+2 share colour, shape, motion, tint and sound; only the grating's
+    orientation differs, measured here as the peak of the sprite's 2-D spectrum."""
+    from components.data.synthetic import _class_sprite, class_signature
+
+    for c in range(6):
+        a, b = class_signature(c, 3), class_signature(c // 3)  # the coarse signature of group c // 3
+        assert (a.rgb, a.shape, a.motion, a.tint, a.tone_hz, a.beep_hz) == (b.rgb, b.shape, b.motion, b.tint,
+                                                                          b.tone_hz, b.beep_hz)
+        assert a.fine_index == c % 3 and a.grating_deg == 60 * (c % 3)
+        alpha, rgb = _class_sprite(c, 24, 0, 3, 3.0)
+        lum = rgb[..., 0] * alpha[..., 0]
+        spec = np.abs(np.fft.fftshift(np.fft.fft2(lum - lum.mean())))
+        h, w = spec.shape
+        yy, xx = np.mgrid[:h, :w]
+        r = np.hypot(yy - h // 2, xx - w // 2)
+        spec[r < h / 6] = 0  # the object's outline lives at low frequencies; the grating near h / period
+        ky, kx = np.unravel_index(spec.argmax(), spec.shape)
+        deg = np.degrees(np.arctan2(ky - h // 2, kx - w // 2)) % 180
+        assert min(abs(deg - a.grating_deg), 180 - abs(deg - a.grating_deg)) < 8, (c, deg)
+        assert abs(r[ky, kx] - h / 3.0) < 2  # period 3 px
+
+
+def test_fine_grating_is_resolved_at_full_size_and_gone_at_half():
+    """The regime's premise: the grating survives at the rendered size and an antialiased resize to half
+    of it flattens it (period 1.5 px < 2), so a light encoder at half resolution cannot read it."""
+    from components.data.synthetic import _class_sprite
+    from components.data.video import resize_center
+
+    alpha, rgb = _class_sprite(4, 40, 0, 3, 3.0)
+    img = np.clip(rgb * alpha, 0, 255).astype(np.uint8)[None]  # [1,h,w,3]
+    full = resize_center(img, img.shape[1])[0, 0].numpy()
+    half = resize_center(img, img.shape[1] // 2)[0, 0].numpy()
+    inner = lambda x: x[x.shape[0] // 3: 2 * x.shape[0] // 3, x.shape[1] // 3: 2 * x.shape[1] // 3]  # noqa: E731
+    assert inner(full).std() > 4 * inner(half).std(), (inner(full).std(), inner(half).std())
+
+
+def test_fine_classes_must_divide_the_classes():
+    from components.params import ParamsError, load_params
+
+    with pytest.raises(ParamsError, match="fine_classes: 5 must divide num_classes=12"):
+        load_params("params.yaml", ["data.synthetic.fine_classes=5"])

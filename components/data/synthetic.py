@@ -48,6 +48,7 @@ pixels (and, with the same library versions, byte-identical files).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -101,10 +102,18 @@ class ClassSignature:
     tone_hz: float
     tone2_hz: float  # 0 = no second tone
     beep_hz: float  # 0 = continuous tone
+    fine_index: int = 0  # which of the classes sharing this coarse signature (fine_classes > 1)
+    fine_classes: int = 1
 
     @property
     def name(self) -> str:
-        return f"{self.colour}_{self.shape}_{self.motion}"
+        base = f"{self.colour}_{self.shape}_{self.motion}"
+        return base if self.fine_classes == 1 else f"{base}_{self.grating_deg}deg"
+
+    @property
+    def grating_deg(self) -> int:
+        """Orientation of the fine grating on the key objects (fine_classes > 1)."""
+        return int(round(180 * self.fine_index / self.fine_classes))
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -116,10 +125,19 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=None)
-def class_signature(c: int) -> ClassSignature:
-    """The deterministic signature of class ``c`` (independent of the number of classes)."""
+def class_signature(c: int, fine_classes: int = 1) -> ClassSignature:
+    """The deterministic signature of class ``c`` (independent of the number of classes).
+
+    ``fine_classes = g > 1``: classes ``c`` with the same ``c // g`` share one *coarse* signature
+    (colour, shape, texture, motion, background tint, sound: everything below computed from ``c // g``)
+    and differ only in ``fine_index = c % g``, the orientation of a fine grating drawn on their key
+    objects (:func:`_class_sprite`)."""
     if not 0 <= c < 64:
         raise ValueError(f"class index {c} outside [0, 64)")
+    if fine_classes > 1:
+        coarse = class_signature(c // fine_classes)
+        return dataclasses.replace(coarse, index=c, texture="solid", fine_index=c % fine_classes,
+                                   fine_classes=fine_classes)
     colour, rgb = COLOURS[c % 12]
     shape = SHAPES[(c + 5 * (c // 12)) % 12]
     texture = TEXTURES[(c + c // 12) % 3]
@@ -131,11 +149,11 @@ def class_signature(c: int) -> ClassSignature:
     return ClassSignature(c, colour, rgb, shape, texture, motion, tint, tone, tone2, beep)
 
 
-def class_names(num_classes: int) -> list[str]:
+def class_names(num_classes: int, fine_classes: int = 1) -> list[str]:
     """Human-readable, unique class names, e.g. ``red_circle_linear`` (row i = class i)."""
     if not 1 <= num_classes <= 64:
         raise ValueError(f"num_classes={num_classes} outside [1, 64]")
-    return [class_signature(c).name for c in range(num_classes)]
+    return [class_signature(c, fine_classes).name for c in range(num_classes)]
 
 
 # ------------------------------------------------------------------------------------ plan
@@ -352,13 +370,23 @@ def _downsample2(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4096)
-def _class_sprite(c: int, radius: int, angle_q: int) -> tuple[np.ndarray, np.ndarray]:
-    """(alpha [h,w,1], rgb [h,w,3]) float32 of class ``c``'s key object."""
-    sig = class_signature(c)
+def _class_sprite(c: int, radius: int, angle_q: int, fine_classes: int = 1,
+                  fine_period: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha [h,w,1], rgb [h,w,3]) float32 of class ``c``'s key object.
+
+    With ``fine_classes > 1`` the object carries a grating of ``fine_period`` pixels whose orientation
+    (``grating_deg``, fixed in image coordinates, so an object that rotates keeps it) is the only thing
+    that tells apart the classes of one coarse group: resolved at the rendered size, averaged to a flat
+    colour by an antialiased resize to half of it (period < 2 px)."""
+    sig = class_signature(c, fine_classes)
     u, v = _grid(radius, 2 * math.pi * angle_q / _N_ANGLES)
     mask = _shape_mask(sig.shape, u, v).astype(np.float32)
     rgb = np.asarray(sig.rgb, dtype=np.float32)
     col = np.broadcast_to(rgb, u.shape + (3,)).copy()
+    if fine_classes > 1:
+        x, y = (w * (radius + 0.5) for w in _grid(radius, 0.0))  # unrotated, in pixels
+        th = math.radians(sig.grating_deg)
+        col[((x * math.cos(th) + y * math.sin(th)) / fine_period % 1.0) < 0.5] = rgb * 0.3
     if sig.texture == "stripes":
         stripe = ((u + v) / 0.42 % 1.0) < 0.5
         col[stripe] = rgb * 0.35
@@ -526,7 +554,7 @@ def render_frames(p: SyntheticParams, plan: VideoPlan) -> Iterator[np.ndarray]:
         seg_of[seg.start:seg.end] = si
         tau = np.arange(seg.end - seg.start, dtype=np.float64)
         if seg.kind in ("salient", "distractor"):
-            tracks[si] = _object_track(class_signature(seg.code).motion, tau, S, P, rng)
+            tracks[si] = _object_track(class_signature(seg.code, p.fine_classes).motion, tau, S, P, rng)
         elif seg.kind == "blur":
             lowq[si] = (max(2, S // 14),)
         elif seg.kind == "dark":
@@ -542,7 +570,8 @@ def render_frames(p: SyntheticParams, plan: VideoPlan) -> Iterator[np.ndarray]:
         if seg is not None and seg.code >= 0:
             c = seg.code
             if c not in tint_bg:
-                tint_bg[c] = (0.55 * bg + 0.45 * np.asarray(class_signature(c).tint, np.float32)).astype(np.float32)
+                tint_bg[c] = (0.55 * bg + 0.45 * np.asarray(class_signature(c, p.fine_classes).tint,
+                                                             np.float32)).astype(np.float32)
             canvas = tint_bg[c].copy()
         else:
             canvas = bg.copy()
@@ -552,7 +581,7 @@ def render_frames(p: SyntheticParams, plan: VideoPlan) -> Iterator[np.ndarray]:
             xs, ys, rad, ang = tracks[si]
             k = f - seg.start
             for o in range(2):
-                alpha, rgb = _class_sprite(seg.code, int(rad[o, k]), int(ang[o, k]))
+                alpha, rgb = _class_sprite(seg.code, int(rad[o, k]), int(ang[o, k]), p.fine_classes, p.fine_period)
                 _blit(canvas, alpha, rgb, xs[o, k], ys[o, k])
         frame = canvas[J + jy[f]:J + jy[f] + S, J + jx[f]:J + jx[f] + S]
         if seg is not None and seg.kind == "blur":
@@ -581,7 +610,7 @@ def render_audio(p: SyntheticParams, plan: VideoPlan) -> np.ndarray:
     for c in np.unique(code[code >= 0]):
         m = code == c
         tm = t[m]
-        sig_c = class_signature(int(c))
+        sig_c = class_signature(int(c), p.fine_classes)
         tone = np.sin(2 * math.pi * sig_c.tone_hz * tm)
         if sig_c.tone2_hz > 0:
             tone = (tone + 0.6 * np.sin(2 * math.pi * sig_c.tone2_hz * tm)) / 1.6
@@ -665,7 +694,7 @@ def generate(p: SyntheticParams, out_dir: Path, workers: int = 2) -> tuple[list[
     out_dir = Path(out_dir).resolve()
     vdir = out_dir / "videos"
     vdir.mkdir(parents=True, exist_ok=True)
-    names = class_names(p.num_classes)
+    names = class_names(p.num_classes, p.fine_classes)
     plans = [plan_video(p, i, c) for c in range(p.num_classes) for i in range(p.videos_per_class)]
     cands, jobs = [], []
     for plan in plans:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from components import tracking
-from components.atomic import atomic_torch_save
+from components.atomic import atomic_torch_save, atomic_write_text
 from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
 from components.engine import CKPT_VERSION, FitConfig, fit, remove_checkpoints
@@ -84,6 +84,14 @@ def clip_accuracy(model: Recognizer, bank: FeatureStore, split: str, K: int) -> 
 
 def run(p: Params, paths: Paths) -> dict:
     t = p.tsi
+    if not t.enabled:  # evaluate runs no TSI rows: train nothing, say so in the outputs DVC expects
+        out = paths.features.parent / "recognizers"
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "DISABLED", "tsi.enabled is false: no TSI recognizer was trained\n")
+        summary = {"enabled": False}
+        write_report(paths, "train_recognizer.json", summary)
+        write_timings(paths, "train_recognizer", {"seconds": 0.0})
+        return summary
     if t.threads:
         torch.set_num_threads(t.threads)
     _, classes = read_manifest(paths.prepared)
