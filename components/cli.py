@@ -26,6 +26,7 @@ from pathlib import Path
 from components import tracking
 from components.data.video import VIDEO_EXTENSIONS, validate_paths
 from components.fusion import fusion_values
+from components.benchmark import run_benchmark
 from components.params import ParamsError, load_params, to_dict
 from components.paths import Paths
 from components.plots import render_dvc_plots
@@ -197,8 +198,6 @@ def cmd_ui(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from components.benchmark import run_benchmark
-
     try:
         return run_benchmark(Path("."), Path(args.profile), Path(args.workspace) if args.workspace else None,
                              Path(args.record) if args.record else None, args.targets)
