@@ -91,7 +91,7 @@ def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
     """One pass; returns batch-weighted means of ``loss`` and every metric the step reports."""
     model.train(train)
     sums: dict[str, float] = {}
-    count = 0
+    count = steps = 0
     with torch.set_grad_enabled(train):
         for batch in tqdm(batches, desc=desc, leave=False, disable=None):
             loss, metrics = step(model, batch, train)
@@ -104,11 +104,15 @@ def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
                 if grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 optimizer.step()
+                steps += 1
             n = int(metrics.pop("n", 1))
             count += n
             for k, v in {"loss": float(loss.detach()), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
-    return {k: v / max(count, 1) for k, v in sums.items()}
+    out = {k: v / max(count, 1) for k, v in sums.items()}
+    if train:
+        out["steps"] = float(steps)  # optimizer steps of this epoch (a count, not a mean)
+    return out
 
 
 def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable],
@@ -159,8 +163,10 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
     bar = tqdm(range(start, cfg.epochs), desc=cfg.desc, initial=start, total=cfg.epochs, disable=None)
     for epoch in bar:
         row = {"epoch": float(epoch), "lr": opt.param_groups[0]["lr"]}
-        row.update({f"train_{k}": v for k, v in
-                    run_epoch(model, step, train_batches(epoch), True, opt, cfg.grad_clip, f"{cfg.desc} e{epoch}").items()})
+        trained = run_epoch(model, step, train_batches(epoch), True, opt, cfg.grad_clip, f"{cfg.desc} e{epoch}")
+        # optimizer steps so far, this epoch included (steps to the best epoch = its row's value)
+        row["steps"] = trained.pop("steps") + (result.history[-1].get("steps", 0.0) if result.history else 0.0)
+        row.update({f"train_{k}": v for k, v in trained.items()})
         sched.step()
         if val_batches is not None:
             row.update({f"val_{k}": v for k, v in run_epoch(model, step, val_batches(), False, desc="val").items()})

@@ -91,6 +91,7 @@ class Trained(NamedTuple):
     kwargs: dict
     history: list[dict] | None  # None: an untrained baseline
     ckpt_dir: Path | None  # where its resume checkpoint lives (None: nothing was trained)
+    best_epoch: int | None = None  # the epoch whose weights were kept (None: untrained)
 
 
 def _step(m, batch, train_mode):
@@ -137,4 +138,4 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     res = fit(model, _step, lambda ep: batches(train, t.batch_size, seed, ep), lambda: batches(val, t.batch_size),
               cfg, ckpt_dir, fp, on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
               val_metrics=val_metrics, log_metrics=tracking.log_metrics)
-    return Trained(model, kwargs, res.history, ckpt_dir)
+    return Trained(model, kwargs, res.history, ckpt_dir, res.best_epoch)

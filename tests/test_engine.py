@@ -44,6 +44,8 @@ def test_fit_learns(tmp_path):
     res = fit(m, _step, _batches, _val, FitConfig(epochs=30, lr=0.05, patience=100), tmp_path, "fp")
     assert res.history[-1]["val_acc"] > 0.9
     assert res.history[0]["train_loss"] > res.history[-1]["train_loss"]
+    # optimizer steps, cumulative: 64 samples in batches of 16 = 4 per epoch, by hand
+    assert [r["steps"] for r in res.history] == [4.0 * (e + 1) for e in range(30)]
 
 
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
@@ -65,6 +67,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
     res = fit(m2, _step, _batches, _val, cfg, tmp_path / "run", "fp")
     assert res.resumed_from == 2  # epoch 2 was not checkpointed (killed before the save) and is redone
     assert len(res.history) == 6
+    assert res.history[-1]["steps"] == 24.0  # the count carries across the resume
     for a, b in zip(ref.state_dict().values(), m2.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
 

@@ -75,6 +75,8 @@ def test_pipeline_seed_offsets_every_training_seed_and_keeps_the_data():
     assert q.tsi.seed == p.tsi.seed + 2 * SEED_STRIDE and q.seed == p.seed + 2 * SEED_STRIDE
     assert q.train_sampler.seeds == tuple(s + 2 * SEED_STRIDE for s in p.train_sampler.seeds)
     assert q.data == p.data  # the videos and splits are the same for every pipeline seed
+    from components.params import variant_params  # an ablation's own seeds are offset as well
+    assert variant_params(q, "nsnet_fsm_baseline")[1].train_sampler.seeds == (2 * SEED_STRIDE,)
     with pytest.raises(ParamsError, match="pipeline seed 1 is not one of pipeline.seeds"):
         for_pipeline_seed(p, 1)
     for bad in ("[]", "[0,0]", "[-1]"):

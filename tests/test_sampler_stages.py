@@ -27,6 +27,12 @@ def test_report_covers_every_sampler_and_budget(sampler_run, tiny_params):
     assert (paths.reports / "samplers.md").read_text().startswith("# Samplers")
     hist = json.loads((paths.reports / "samplers" / "tsqnet_history.json").read_text())
     assert len(hist["0"]) == 2 and "val_loss" in hist["0"][0]
+    # steps to the kept epoch, by hand: ceil(train videos / batch size) per epoch
+    n_train = len(load_split(FeatureStore(paths.features), "train")[1])
+    per_epoch = -(-n_train // tiny_params.train_sampler.batch_size)
+    tr = res["training"]["tsqnet"]["0"]
+    assert tr["steps_per_epoch"] == per_epoch and tr["steps_to_best"] == per_epoch * (tr["best_epoch"] + 1)
+    assert "uniform" not in res["training"] and "| tsqnet | 0 |" in (paths.reports / "samplers.md").read_text()
 
 
 def test_pseudo_labels_rows_are_distributions(sampler_run):

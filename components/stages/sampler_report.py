@@ -7,6 +7,7 @@ sampler's own ``select``, so TSQNet's λ_v union and NSNet's fusion apply). Writ
 """
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -76,6 +77,8 @@ def run(p: Params, paths: Paths) -> dict:
         costs[name] = {"sampler_gmacs": own, "video_gmacs_k5": total5,
                        "sampler_share_k5": own / total5 if total5 else 0.0}
     result["costs"] = costs
+    result["training"] = {n: json.loads((root / n / "training.json").read_text())
+                          for n in evaluated_samplers(p) if (root / n / "training.json").exists()}
     result["attention_diagnostics"] = {"k": Kd, "samplers": {
         n: {b: {m: float(np.mean([d[b][m] for d in ds])) for m in ds[0][b]} for b in ds[0]} for n, ds in diag.items()}}
     write_report(paths, "samplers.json", result)
@@ -103,6 +106,12 @@ def run(p: Params, paths: Paths) -> dict:
         for n, by_b in result["attention_diagnostics"]["samplers"].items():
             lines += [f"| {n} | {b} | {100 * d['video_top1']:.1f} | {d['recall_eq5']:.2f} | "
                       f"{d['recall_predicted_row']:.2f} | {d['recall_true_row']:.2f} |" for b, d in by_b.items()]
+    if result["training"]:
+        lines += ["", "Training (per sampler seed): optimizer steps up to the kept epoch (early stopping on "
+                  f"`train_sampler.monitor` = {p.train_sampler.monitor}), the best epoch and the epochs run.", "",
+                  "| sampler | seed | steps to best | best epoch | epochs run | steps per epoch |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {sd} | {r['steps_to_best']} | {r['best_epoch']} | {r['epochs_run']} | {r['steps_per_epoch']} |"
+                  for n, by_seed in result["training"].items() for sd, r in by_seed.items()]
     atomic_write_text(paths.reports / "samplers.md", "\n".join(lines) + "\n")
     log.info("\n%s", "\n".join(lines))
     return result

@@ -33,6 +33,12 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def map_text(c: dict) -> str:
+    """mAP ± the std over pipeline seeds (over sampler seeds when there is one pipeline seed; none for one run)."""
+    std = c["map_std_pipeline"] if c["pipeline_seeds"] > 1 else c["map_std_runs"]
+    return pct(c["map"]) + (f" ± {pct(std)}" if c["runs"] > 1 else "")
+
+
 def ci_text(ci) -> str:
     lo, hi = ci
     tag = "" if lo > 0 or hi < 0 else " (not resolved)"
@@ -50,7 +56,8 @@ def tables(p: Params, out: dict) -> list[str]:
     lines += [f"mAP definition (`evaluate.map_variant={out['map_variant']}`): {out['map_definition']}", "",
               "Each pipeline seed trains its own encoders, recognizer and samplers (`pipeline.seeds`); a run is one "
               "(pipeline seed, sampler seed). mAP = mean over pipeline seeds of each seed's mean over sampler "
-              "seeds, ± the std over pipeline seeds. CIs: percentile bootstrap over test videos (95%), "
+              "seeds, ± the std over pipeline seeds (with one pipeline seed: over sampler seeds; no ± for a single "
+              "run). CIs: percentile bootstrap over test videos (95%), "
               f"{p.evaluate.bootstrap} resamples, the mean over runs recomputed on each resample; differences "
               "are paired (same resamples, same pipeline seed). A CI containing 0 is marked *not resolved*.", ""]
     for rec in ("frame", "tsi"):
@@ -64,8 +71,7 @@ def tables(p: Params, out: dict) -> list[str]:
             cells = by_rec.get(rec, {})
             if not cells or "[" in s:
                 continue
-            row = [f"{pct(cells[str(k)]['map'])} ± {pct(cells[str(k)]['map_std_pipeline'])}" if str(k) in cells
-                   else "–" for k in ks]
+            row = [map_text(cells[str(k)]) if str(k) in cells else "–" for k in ks]
             g = cells.get(str(ks[-1]), {}).get("gflops")
             lines.append(f"| {s} | " + " | ".join(row) + (f" | {g:.3f} |" if g is not None else " | – |"))
         lines += ["", f"### {rec} recognizer: mAP − uniform (points), paired 95% CI", "",

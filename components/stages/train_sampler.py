@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from components import tracking
-from components.atomic import atomic_savez, atomic_torch_save
+from components.atomic import atomic_savez, atomic_torch_save, atomic_write_json
 from components.engine import remove_checkpoints
 from components.params import Params, variant_params
 from components.paths import Paths, write_report
@@ -58,12 +58,15 @@ def run(p: Params, paths: Paths, name: str) -> dict:
             loaded.append(load_train_val(store, paths))
         return loaded[0]
 
-    histories, ckpts = {}, []
+    histories, training, ckpts = {}, {}, []
     for seed in t.seeds:
-        model, kwargs, history, ckpt = train_one(p, paths, registered, seed, store=store, data=data)
+        model, kwargs, history, ckpt, best = train_one(p, paths, registered, seed, store=store, data=data)
         ckpts += [ckpt] if ckpt is not None else []
         if history is not None:
             histories[seed] = history
+            training[str(seed)] = {"best_epoch": best, "epochs_run": len(history),
+                                   "steps_per_epoch": int(history[0]["steps"]) if history else 0,
+                                   "steps_to_best": int(history[best]["steps"]) if history and best >= 0 else 0}
         atomic_torch_save({"name": registered, "variant": name, "kwargs": kwargs,
                      "state_dict": model.state_dict() if model.trainable else None,
                      "seed": seed, "classes": store.classes}, out_dir / f"seed{seed}.pt")
@@ -75,6 +78,8 @@ def run(p: Params, paths: Paths, name: str) -> dict:
             arrays[f"{split}/ids"] = np.array(ids)
         atomic_savez(out_dir / f"saliency_seed{seed}.npz", **arrays)
     write_report(paths, f"samplers/{name}_history.json", histories)
+    if training:  # beside the checkpoints (a DVC output): what sampler_report's training table reads
+        atomic_write_json(out_dir / "training.json", training)
     remove_checkpoints(ckpts)  # every seed's outputs written: a forced or dependency-triggered rerun retrains
     tracking.log_artifacts([out_dir], artifact_path=f"samplers/{name}")
     return histories

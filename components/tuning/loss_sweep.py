@@ -96,7 +96,7 @@ def sweep_objective(p: Params, paths: Paths, study_name: str) -> Callable[["optu
                     raise optuna.TrialPruned(f"epoch {epoch}: val mAP {v:.4f}")
 
             try:
-                model, kwargs, history, _ = train_one(pt, paths, name, seed, on_epoch, store=store,
+                model, kwargs, history, *_ = train_one(pt, paths, name, seed, on_epoch, store=store,
                                                    data=(train, val_data), ckpt_dir=ckpt)
             except optuna.TrialPruned as e:
                 run.set_tags({"optuna.state": "PRUNED"})
