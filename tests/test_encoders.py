@@ -69,3 +69,20 @@ def test_light_encoder_from_the_offline_imagenet_lite0():
     assert light.num_classes == 5 and light(torch.rand(2, 3, 64, 64))[1].shape == (2, 5)
     with pytest.raises(ValueError, match="tf_efficientnet_lite0 only"):
         create_encoder("light", arch="mobilenetv2_100", num_classes=5, weights="package")
+
+
+def test_recognizer_can_start_from_the_offline_imagenet_weights():
+    """encoders.recognizer_weights=package: the recognizer starts from the same ImageNet Lite0 as the light
+    encoder (every backbone tensor equal), with its own new head; other archs are refused at load time."""
+    import torch
+
+    from components.models.encoders import create_encoder
+    from components.params import ParamsError, load_params
+
+    rec = create_encoder("recognizer", arch="tf_efficientnet_lite0", num_classes=5, weights="package")
+    light = create_encoder("light", arch="tf_efficientnet_lite0", num_classes=5, weights="package")
+    a, b = rec.state_dict(), light.state_dict()
+    body = [k for k in a if "classifier" not in k]
+    assert body and all(torch.equal(a[k], b[k]) for k in body)
+    with pytest.raises(ParamsError, match="recognizer_weights: 'package' ships tf_efficientnet_lite0"):
+        load_params("params.yaml", ["encoders.recognizer_weights=package"])  # with the default resnet18

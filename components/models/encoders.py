@@ -111,7 +111,13 @@ def light_encoder(arch: str = "mobilenetv2_100", num_classes: int = 2, weights: 
 
 
 @ENCODERS.register("recognizer")
-def frame_recognizer(arch: str = "resnet18", num_classes: int = 2, pretrained: bool = False) -> FrameClassifier:
+def frame_recognizer(arch: str = "resnet18", num_classes: int = 2, pretrained: bool = False,
+                     weights: str = "none") -> FrameClassifier:
+    """The frame recognizer: from scratch, timm hub weights (``pretrained``) or, with ``weights="package"``,
+    the offline ImageNet EfficientNet-Lite0 with a new head (the same start as the light encoder, run
+    at the recognizer's higher resolution)."""
+    if weights == "package":
+        return light_encoder(arch, num_classes, weights="package")
     return _timm_classifier(arch, num_classes, pretrained)
 
 

@@ -112,9 +112,11 @@ def run(p: Params, paths: Paths) -> dict:
     fp = bank_fingerprint(p, paths)
     bank = build_bank(p, paths, fp)
     cfgs = {"light": {"arch": e.light_arch, "num_classes": C, "weights": e.light_weights},
-            "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": e.recognizer_pretrained},
+            "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": e.recognizer_pretrained,
+                           "weights": e.recognizer_weights},
             "audio": {"num_classes": C, "dim": e.audio_dim}}
-    pretrained = {"light": e.light_weights != "none", "recognizer": e.recognizer_pretrained, "audio": False}
+    pretrained = {"light": e.light_weights != "none",
+                  "recognizer": e.recognizer_pretrained or e.recognizer_weights != "none", "audio": False}
     summary, seconds, ckpts = {}, {}, []
     code = code_fingerprint("components.stages.train_encoders")  # other code never resumes these checkpoints
     for role in ROLES:
