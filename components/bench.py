@@ -124,11 +124,14 @@ def _isolated_rates(enc: FrameEncoders, clips: list[Clip], repeats: int = 3) -> 
             "all_encoders_frames_per_s": frames / sum(seconds.values())}
 
 
-def bench_extract_throughput(params: str, n: int) -> dict:
+def bench_extract_throughput(params: str, n: int, repeats: int = 3) -> dict:
     """Extraction's rates in one run: decoding alone; the encoders in isolation on decoded frames; and
     the extraction loop itself (:func:`stream_split` with the configured decode workers) with the
     time spent inside its model calls measured, i.e. the models-only rate *inside the pipeline*, whose
-    ratio to the isolated rate (target >= 0.70) shows what decoding / batching / writing cost the models."""
+    ratio to the isolated rate (target >= 0.70) shows what decoding / batching / writing cost the models.
+    The isolated and in-pipeline measurements alternate ``repeats`` times and the ratio is the median of
+    the per-round ratios: one round is noisy on a shared 2-core machine (isolated rates of 72.6-90.4
+    frames/s were seen for the same code)."""
     p = load_params(params)
     recs, classes = read_manifest(Path("data/prepared"))
     recs = recs[:n]
@@ -139,30 +142,36 @@ def bench_extract_throughput(params: str, n: int) -> dict:
     clips = [c for c in iter_clips(recs, idx, enc.sizes, p.audio, workers=0) if isinstance(c, Clip)]
     decode_s = time.perf_counter() - t0
     B = p.extract.batch_videos
-    isolated = _isolated_rates(enc, clips[:B])
-    model_s = 0.0
-
-    def timed_encode(batch):
-        nonlocal model_s
-        t = time.perf_counter()
-        out = enc.encode(batch)
-        model_s += time.perf_counter() - t
-        return out
-
-    with tempfile.TemporaryDirectory() as d:
-        sw = StoreWriter(Path(d) / "f", "bench").split("all", [r.video_id for r in recs], enc.specs(T, len(classes)))
-        t0 = time.perf_counter()
-        stream_split(sw, recs, T, enc.sizes, p.audio, timed_encode, len(classes), B, p.extract.flush_every,
-                     p.extract.decode_workers, desc="bench")
-        e2e_s = time.perf_counter() - t0
     frames = len(clips) * T
-    in_pipeline = frames / model_s
+    rounds = []
+    for _ in range(max(1, repeats)):
+        isolated = _isolated_rates(enc, clips[:B])
+        model_s = 0.0
+
+        def timed_encode(batch):
+            nonlocal model_s
+            t = time.perf_counter()
+            out = enc.encode(batch)
+            model_s += time.perf_counter() - t
+            return out
+
+        with tempfile.TemporaryDirectory() as d:
+            sw = StoreWriter(Path(d) / "f", "bench").split("all", [r.video_id for r in recs],
+                                                            enc.specs(T, len(classes)))
+            t0 = time.perf_counter()
+            stream_split(sw, recs, T, enc.sizes, p.audio, timed_encode, len(classes), B, p.extract.flush_every,
+                         p.extract.decode_workers, desc="bench")
+            e2e_s = time.perf_counter() - t0
+        rounds.append({"isolated": isolated, "models_only_in_pipeline_frames_per_s": frames / model_s,
+                       "models_only_over_isolated": frames / model_s / isolated["all_encoders_frames_per_s"],
+                       "end_to_end_frames_per_s": frames / e2e_s})
+    ratios = [r["models_only_over_isolated"] for r in rounds]
     return {"videos": len(clips), "T": T, "sizes": enc.sizes, "batch_videos": B,
             "decode_workers": p.extract.decode_workers, "decode_frames_per_s": frames / decode_s,
-            "isolated": isolated, "models_only_in_pipeline_frames_per_s": in_pipeline,
-            "models_only_over_isolated": in_pipeline / isolated["all_encoders_frames_per_s"],
-            "target_models_only_over_isolated": 0.70,
-            "end_to_end_frames_per_s": frames / e2e_s, "decode_s": decode_s, "model_s": model_s, "end_to_end_s": e2e_s}
+            "rounds": rounds, "models_only_over_isolated_median": statistics.median(ratios),
+            "models_only_over_isolated_range": [min(ratios), max(ratios)],
+            "end_to_end_frames_per_s_median": statistics.median(r["end_to_end_frames_per_s"] for r in rounds),
+            "target_models_only_over_isolated": 0.70}
 
 
 def bench_samplers(params: str, n: int = 1000, T: int = 50, C: int = 12, d: int = 1280, e: int = 384,
