@@ -109,9 +109,8 @@ def _isolated_rates(enc: FrameEncoders, clips: list[Clip], repeats: int = 3) -> 
     modules and memory format): frames/s per encoder and for the four in sequence."""
     seconds = {}
     with torch.inference_mode():
-        for name, size_key, model in (("light", "light", enc.light), ("object", "object", enc.objects),
-                                      ("recognizer", "recognizer", enc.recognizer)):
-            x = torch.cat([c.frames[size_key] for c in clips]).float().div_(255.0)
+        for name, model in (("light", enc.light), ("object", enc.objects), ("recognizer", enc.recognizer)):
+            x = torch.cat([c.frames[name] for c in clips]).float().div_(255.0)
             model(x[:2])  # warm-up (oneDNN primitive creation)
             seconds[name] = _median_time(lambda: model(x), repeats)
         with_audio = [c for c in clips if c.audio is not None]

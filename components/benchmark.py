@@ -104,6 +104,7 @@ def run_benchmark(root: Path, profile: Path, workspace: Path | None = None, reco
         log.error("dvc repro failed (exit %d) after %.0f s; rerun `salient benchmark` to resume", rc, wall)
         return rc
     if not targets:
-        record(ws, record_to or root / "benchmarks" / name, wall, profile)
-        log.info("benchmark %s finished in %.0f s; recorded in %s", name, wall, record_to or root / "benchmarks" / name)
+        dest = record_to or root / "benchmarks" / name
+        record(ws, dest, wall, profile)
+        log.info("benchmark %s finished in %.0f s; recorded in %s", name, wall, dest)
     return 0

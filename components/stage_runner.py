@@ -86,15 +86,14 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
     deterministic_torch()
     t0 = time.perf_counter()
     stage = (run_name(params) if callable(run_name) else run_name) or name  # e.g. ablate@x
-    paths, tags = Paths(), {}
+    paths, seeded = Paths(), {}
     if args.pipeline_seed is not None:  # the matrix stage DVC runs: seed first, e.g. ablate@0-x
         group, _, item = stage.partition("@")
         stage = f"{group}@{args.pipeline_seed}" + (f"-{item}" if item else "")
-        paths, tags = paths.seeded(args.pipeline_seed), {"pipeline_seed": str(args.pipeline_seed)}
-    logged = stage_params(stage, params)
-    if args.pipeline_seed is not None:
-        logged["pipeline_seed"] = args.pipeline_seed
-    with tracking.stage_run(stage, logged, tags={"dvc.stage": stage, **tags}, tracking=params):
+        paths, seeded = paths.seeded(args.pipeline_seed), {"pipeline_seed": args.pipeline_seed}
+    logged = {**stage_params(stage, params), **seeded}
+    tags = {"dvc.stage": stage, **{k: str(v) for k, v in seeded.items()}}
+    with tracking.stage_run(stage, logged, tags=tags, tracking=params):
         result = run(run_params, paths)
         seconds = time.perf_counter() - t0
         tracking.log_metrics({"stage_seconds": seconds, **(result if isinstance(result, dict) else {})})

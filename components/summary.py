@@ -32,7 +32,6 @@ from components.metrics import bootstrap_ci, mean_average_precision_batch
 class SeedResults:
     seed: int
     curves: list[dict]
-    metrics: dict
     labels: np.ndarray  # [N,C]
     ids: list[str]
     scores: dict[tuple[str, str, int, int], np.ndarray]  # (sampler, recognizer, K, sampler seed) -> [N,C]
@@ -53,11 +52,11 @@ def load_seed(results: Path, seed: int) -> SeedResults:
                     continue
                 name, rec, k, sd = key.split("|")
                 scores[(name, rec, int(k), int(sd))] = z[key].astype(np.float64)
-        metrics = json.loads((folder / "metrics.json").read_text())
+        json.loads((folder / "metrics.json").read_text())  # evaluate finished it: it must parse
         curves = read_curves(folder / "curves.csv")
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"{folder}: unreadable results ({e})") from e
-    return SeedResults(seed, [{**r, "pipeline_seed": seed} for r in curves], metrics, labels, ids, scores)
+    return SeedResults(seed, [{**r, "pipeline_seed": seed} for r in curves], labels, ids, scores)
 
 
 def _mean_map(runs: list[np.ndarray], labels: np.ndarray, variant: str):
@@ -99,12 +98,12 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
         for (name, rec, k, sd), sc in s.scores.items():
             if k in budgets:
                 cells.setdefault((name, rec, k), []).append((s.seed, sd, sc))
-    rows = [r for s in seeds for r in s.curves]
+    grid: dict[tuple, dict[int, list[dict]]] = {}  # (sampler, recognizer, K) -> pipeline seed -> curve rows
+    for s in seeds:
+        for r in s.curves:
+            grid.setdefault((r["sampler"], r["recognizer"], r["k"]), {}).setdefault(s.seed, []).append(r)
     for (name, rec, k), runs in cells.items():
-        per_seed = {}
-        for r in rows:
-            if (r["sampler"], r["recognizer"], r["k"]) == (name, rec, k):
-                per_seed.setdefault(r["pipeline_seed"], []).append(r)
+        per_seed = grid.get((name, rec, k), {})
         means = {ps: {m: float(np.mean([r[m] for r in rs])) for m in ("map", "top1", "salient_recall", "gflops")}
                  for ps, rs in per_seed.items()}
         all_maps = [r["map"] for rs in per_seed.values() for r in rs]
@@ -116,8 +115,7 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
                      "pipeline_seeds": len(means), "runs": len(all_maps)})
         if n_boot:
             cell["map_ci"] = _ci(_mean_map([sc for _, _, sc in runs], labels, variant), n, n_boot)
-            base = {ps: sc for (nm, rc, kk), rs in cells.items() if (nm, rc, kk) == ("uniform", rec, k)
-                    for ps, _, sc in rs}
+            base = {ps: sc for ps, _, sc in cells.get(("uniform", rec, k), [])}
             if name != "uniform" and base:
                 pairs = [(sc, base[ps]) for ps, _, sc in runs if ps in base]
                 d = _diff(pairs, labels, variant)

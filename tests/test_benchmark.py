@@ -10,7 +10,7 @@ import yaml
 
 from components.benchmark import merge, profile_params, record, run_benchmark
 from components.params import ParamsError
-from tests.conftest import TINY, copy_tiny_project
+from tests.conftest import copy_tiny_project
 
 BIN = Path(sys.executable).parent
 
