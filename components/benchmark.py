@@ -49,18 +49,24 @@ def profile_params(root: Path, profile: Path) -> dict:
         return to_dict(load_params(f))
 
 
-def sync_workspace(root: Path, ws: Path, params: dict) -> None:
-    """Copy the checkout's files into ``ws`` (outputs and params excepted) and write its params.yaml."""
+def copy_checkout(root: Path, dst: Path, skip: tuple[str, ...]) -> None:
+    """The checkout's files (``git ls-files``: tracked plus untracked, not ignored) into ``dst``, except
+    paths starting with one of ``skip``; a file already there with the same bytes is left alone."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
                            capture_output=True, text=True, check=True).stdout.split()
-    ws.mkdir(parents=True, exist_ok=True)
+    dst.mkdir(parents=True, exist_ok=True)
     for f in files:
-        src = root / f
-        if src.is_file() and not f.startswith(SKIP):
-            dst = ws / f
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if not dst.exists() or dst.read_bytes() != src.read_bytes():
-                shutil.copy2(src, dst)
+        src = Path(root) / f
+        if src.is_file() and not f.startswith(skip):
+            out = dst / f
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if not out.exists() or out.read_bytes() != src.read_bytes():
+                shutil.copy2(src, out)
+
+
+def sync_workspace(root: Path, ws: Path, params: dict) -> None:
+    """Copy the checkout's files into ``ws`` (outputs and params excepted) and write its params.yaml."""
+    copy_checkout(root, ws, SKIP)
     atomic_write_text(ws / "params.yaml", yaml.safe_dump(params, sort_keys=False))
     if not (ws / ".git").exists():  # a repository of its own: the checkout's git ignores .salient/
         subprocess.run(["git", "init", "-q"], cwd=ws, check=True)

@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -139,6 +140,12 @@ def _video_files(items: list[str]) -> list[str]:
     return out
 
 
+def _sampler_stage(ck_dir: Path, sampler: str) -> str:
+    """The DVC stage that trains ``sampler`` into ``ck_dir`` (``data/s<seed>`` -> ``train_sampler@<seed>-<name>``)."""
+    m = re.fullmatch(r"s(\d+)", ck_dir.name)
+    return f"train_sampler@{m[1]}-{sampler}" if m else "train_sampler"
+
+
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
@@ -154,7 +161,7 @@ def cmd_predict(args) -> int:
             ck = ck / f"seed{args.seed}.pt" if ck.is_dir() else ck
         if not ck.exists():
             raise FileNotFoundError(f"{ck}: no trained {args.sampler!r} (seed {args.seed}); "
-                                    f"run `dvc repro train_sampler@{ck_dir.name.lstrip('s')}-{args.sampler}` or pass --checkpoint")
+                                    f"run `dvc repro {_sampler_stage(ck_dir, args.sampler)}` or pass --checkpoint")
         fusion = fusion_values(p, Paths(features=ck_dir / "features"))  # as evaluate: tuned or params
         pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer, device=args.device, fusion=fusion)
         pred.frame_chunk = max(1, args.frame_chunk)

@@ -137,19 +137,14 @@ TINY = [
 def copy_tiny_project(dst: Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """A git + DVC project at ``dst``: this checkout's files (no reports/ or dvc.lock) with the TINY
     params.yaml (plus ``overrides``), committed; for tests that run the real `dvc repro` / Prefect flows on it."""
-    import shutil
     import subprocess
 
     import yaml
 
+    from components.benchmark import copy_checkout
     from components.params import load_params, to_dict
 
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("reports/", "dvc.lock")):
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
+    copy_checkout(ROOT, dst, ("reports/", "dvc.lock"))
     (dst / "params.yaml").write_text(yaml.safe_dump(to_dict(load_params(ROOT / "params.yaml", [*TINY, *overrides])), sort_keys=False))
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     for args in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "init"]):
