@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1 \
        HF_HUB_DISABLE_TELEMETRY=1 PREFECT_SERVER_ANALYTICS_ENABLED=false TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test test-fast bench benchmark clean-demo
+.PHONY: install demo test test-fast bench benchmark robustness clean-demo
 
 # uv installs the same pinned set as pip in ~1 min instead of ~4 (measured on a 2-core machine, no
 # cache, byte-code compiled); it sees a local wheel folder only through UV_FIND_LINKS, which takes
@@ -37,6 +37,11 @@ test-fast: $(STAMP)
 ## recorded in benchmarks/benchmark/; rerun to resume.
 benchmark: $(STAMP)
 	$(BIN)/salient benchmark
+
+## make robustness: profiles/distractors.yaml at distractor_fraction 0, 0.1, 0.2, 0.3, one whole run each,
+## recorded in benchmarks/distractors/ (tables, figure); rerun to resume.
+robustness: $(STAMP)
+	$(BIN)/salient robustness
 
 bench: $(STAMP)
 	$(BIN)/salient bench extract

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Mapping
 
 import yaml
 
@@ -38,15 +39,16 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def profile_params(root: Path, profile: Path) -> dict:
-    """The merged, validated params tree of ``profile`` over ``root/params.yaml``."""
+def profile_params(root: Path, profile: Path, overrides: Mapping[str, Any] | None = None) -> dict:
+    """The merged, validated params tree of ``profile`` over ``root/params.yaml``, then the dotted
+    ``overrides`` (``{"data.synthetic.distractor_fraction": 0.3}``: one point of a sweep)."""
     base = yaml.safe_load((root / "params.yaml").read_text()) or {}
     over = yaml.safe_load(Path(profile).read_text()) or {}
     tree = merge(base, over)
     with tempfile.TemporaryDirectory() as d:  # the typed loader's errors name the key
         f = Path(d) / "params.yaml"
         f.write_text(yaml.safe_dump(tree, sort_keys=False))
-        return to_dict(load_params(f))
+        return to_dict(load_params(f, dict(overrides or {})))
 
 
 def copy_checkout(root: Path, dst: Path, skip: tuple[str, ...]) -> None:
@@ -74,7 +76,7 @@ def sync_workspace(root: Path, ws: Path, params: dict) -> None:
         subprocess.run(dvc_command() + ["init", "-q"], cwd=ws, check=True)
 
 
-def record(ws: Path, dest: Path, wall: float, profile: Path) -> None:
+def record(ws: Path, dest: Path, wall: float, profile: Path, overrides: Mapping[str, Any] | None = None) -> None:
     """``ws``'s dvc.lock, params.yaml and reports/ -> ``dest`` (swapped in whole)."""
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -82,7 +84,8 @@ def record(ws: Path, dest: Path, wall: float, profile: Path) -> None:
     shutil.copy2(ws / "dvc.lock", tmp / "dvc.lock")
     shutil.copy2(ws / "params.yaml", tmp / "params.yaml")
     shutil.copytree(ws / "reports", tmp / "reports")
-    atomic_write_text(tmp / "timing.json", json.dumps({"profile": str(profile), "wall_seconds": round(wall, 1),
+    atomic_write_text(tmp / "timing.json", json.dumps({"profile": str(profile), "overrides": dict(overrides or {}),
+                                                       "wall_seconds": round(wall, 1),
                                                        "cpu_threads": os.cpu_count(),
                                                        "note": "this invocation only: stages DVC found up to date "
                                                                "were not rerun"}, indent=1) + "\n")
@@ -95,11 +98,13 @@ def record(ws: Path, dest: Path, wall: float, profile: Path) -> None:
 
 
 def run_benchmark(root: Path, profile: Path, workspace: Path | None = None, record_to: Path | None = None,
-                  targets: list[str] | None = None) -> int:
+                  targets: list[str] | None = None, overrides: Mapping[str, Any] | None = None) -> int:
+    """Run ``profile`` (plus dotted ``overrides``) end to end in ``workspace`` and, when the whole
+    pipeline finished, record it in ``record_to`` (default ``benchmarks/<profile>``). Returns the exit code."""
     root = Path(root).resolve()
     name = Path(profile).stem
     ws = Path(workspace) if workspace else root / ".salient" / "bench" / name
-    params = profile_params(root, Path(profile))
+    params = profile_params(root, Path(profile), overrides)
     sync_workspace(root, ws, params)
     seeds = params["pipeline"]["seeds"]
     log.info("benchmark %s in %s: pipeline seeds %s", name, ws, seeds)
@@ -111,6 +116,6 @@ def run_benchmark(root: Path, profile: Path, workspace: Path | None = None, reco
         return rc
     if not targets:
         dest = record_to or root / "benchmarks" / name
-        record(ws, dest, wall, profile)
+        record(ws, dest, wall, profile, overrides)
         log.info("benchmark %s finished in %.0f s; recorded in %s", name, wall, dest)
     return 0

@@ -10,6 +10,7 @@
     salient ui                      the MLflow UI on 127.0.0.1 for the configured tracking store
     salient bench extract|samplers|predict  benchmarks -> reports/bench_*.json
     salient benchmark [--profile F]         the benchmark profile end to end -> benchmarks/<profile>/
+    salient robustness [--values V ...]     the distractor sweep: one run per value -> benchmarks/distractors/
 """
 from __future__ import annotations
 
@@ -24,10 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from components import tracking
 from components.data.video import VIDEO_EXTENSIONS, validate_paths
 from components.fusion import fusion_values
 from components.benchmark import run_benchmark
+from components.robustness import DEFAULT_KEY, run_sweep
 from components.params import ParamsError, load_params, to_dict
 from components.paths import Paths
 from components.plots import render_dvc_plots
@@ -213,6 +217,14 @@ def cmd_benchmark(args) -> int:
         return 2
 
 
+def cmd_robustness(args) -> int:
+    try:
+        return run_sweep(Path("."), Path(args.profile), args.key, [yaml.safe_load(v) for v in args.values], args.k)
+    except ParamsError as e:
+        print(f"error: {args.profile}: {e}", file=sys.stderr)
+        return 2
+
+
 def cmd_bench(args) -> int:
     # deferred: the benchmarks import torch, decord and the models; the other commands never need them
     from components import bench
@@ -252,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     bm.add_argument("--record", help="where the finished run is recorded (default benchmarks/<profile>)")
     bm.add_argument("targets", nargs="*", help="dvc repro targets (default: all; a partial run records nothing)")
     bm.set_defaults(fn=cmd_benchmark)
+    rb = sub.add_parser("robustness", help="a profile run end to end at each value of one param (default: the "
+                        "share of distractor frames) -> benchmarks/<profile>/ tables and figure; resumable")
+    rb.add_argument("--profile", default="profiles/distractors.yaml", help="params merged over params.yaml")
+    rb.add_argument("--key", default=DEFAULT_KEY, help="the dotted param swept")
+    rb.add_argument("--values", nargs="+", default=["0", "0.1", "0.2", "0.3"], help="its values (YAML scalars)")
+    rb.add_argument("--k", type=int, default=3, help="the frame budget the tables report")
+    rb.set_defaults(fn=cmd_robustness)
     b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json")
     b.add_argument("what", choices=["extract", "samplers", "predict"])
     b.add_argument("rest", nargs=argparse.REMAINDER)

@@ -24,14 +24,15 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from components.metrics import mean_average_precision, mean_class_accuracy, salient_recall, top1, topk_accuracy
+from components.metrics import (distractor_share, mean_average_precision, mean_class_accuracy, salient_recall, top1,
+                                topk_accuracy)
 from components.models.samplers import Sampler, SamplerOutput
 from components.selection import topk_select
 
 log = logging.getLogger(__name__)
 
 #: Columns of ``reports/curves.csv``.
-CURVE_COLUMNS = ("sampler", "recognizer", "k", "seed", "gflops", "map", "top1", "salient_recall")
+CURVE_COLUMNS = ("sampler", "recognizer", "k", "seed", "gflops", "map", "top1", "salient_recall", "distractor_share")
 
 
 @dataclass
@@ -97,12 +98,13 @@ def mean_selected(probs: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def score_metrics(scores: np.ndarray, labels: np.ndarray, idx: np.ndarray, salient: np.ndarray | None,
-                  map_variant: str) -> dict[str, float]:
-    """mAP (``map_variant``), top-1, top-5, mean-class accuracy and saliency recall of one
-    (sampler, K, recognizer, seed) cell."""
+                  map_variant: str, distractor: np.ndarray | None = None) -> dict[str, float]:
+    """mAP (``map_variant``), top-1, top-5, mean-class accuracy, saliency recall and the share of
+    distractor frames among the picks of one (sampler, K, recognizer, seed) cell (NaN without ground truth)."""
     return {"map": mean_average_precision(scores, labels, variant=map_variant), "top1": top1(scores, labels),
             "top5": topk_accuracy(scores, labels, min(5, scores.shape[1])), "mean_class_acc": mean_class_accuracy(scores, labels),
-            "salient_recall": salient_recall(idx, salient) if salient is not None else float("nan")}
+            "salient_recall": salient_recall(idx, salient) if salient is not None else float("nan"),
+            "distractor_share": distractor_share(idx, distractor) if distractor is not None else float("nan")}
 
 
 class ClipScorer:
@@ -132,7 +134,8 @@ class ClipScorer:
 def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np.ndarray,
                   salient: np.ndarray | None, gflops: Callable[[SamplerRun, str, int], float],
                   frame_probs: np.ndarray, clip_scorers: dict[str, tuple[ClipScorer, tuple[int, ...]]] | None = None,
-                  map_variant: str = "sklearn", keep_scores: bool = False) -> tuple[list[dict], dict]:
+                  map_variant: str = "sklearn", keep_scores: bool = False,
+                  distractor: np.ndarray | None = None) -> tuple[list[dict], dict]:
     """All rows of the curves table: the frame recognizer at ``budgets``, each clip recognizer of
     ``clip_scorers`` (name -> (scorer, its budgets)) at its own budgets.
 
@@ -150,14 +153,14 @@ def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np
                     cells.append((rname, scorer.scores(idx)))
             for rname, scores in cells:
                 rows.append({"sampler": run.name, "recognizer": rname, "k": K, "seed": run.seed,
-                             "gflops": gflops(run, rname, K), **score_metrics(scores, labels, idx, salient, map_variant)})
+                             "gflops": gflops(run, rname, K), **score_metrics(scores, labels, idx, salient, map_variant, distractor)})
                 if keep_scores:
                     kept[(run.name, rname, K, run.seed)] = scores
     return rows, kept
 
 
 def summarize(rows: list[dict], metrics: tuple[str, ...] = ("map", "top1", "top5", "mean_class_acc", "salient_recall",
-                                                           "gflops")) -> list[dict]:
+                                                           "distractor_share", "gflops")) -> list[dict]:
     """Mean ± std over seeds per (sampler, recognizer, k), in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -11,13 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from components.atomic import atomic_savefig  # noqa: E402
 
-METRICS = ("gflops", "map", "top1", "salient_recall")
+METRICS = ("gflops", "map", "top1", "salient_recall", "distractor_share")
 
 
 def read_curves(path) -> list[dict]:
+    """``curves.csv`` rows with typed numbers (a metric column an older file lacks reads as NaN)."""
     with open(path) as f:
         return [{**r, "k": int(r["k"]), "seed": int(r["seed"]),
-                 **{m: float(r[m]) for m in METRICS}} for r in csv.DictReader(f)]
+                 **{m: float(r.get(m) or "nan") for m in METRICS}} for r in csv.DictReader(f)]
 
 
 def plot_curves(summary: list[dict], out, title: str = "Accuracy vs cost on the test split (mean over seeds; "

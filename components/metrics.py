@@ -228,6 +228,19 @@ def salient_mask(gt: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (gt >= 0) & np.take_along_axis(np.asarray(labels).astype(bool), codes, axis=1)
 
 
+def distractor_mask(gt: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[N,T] ground-truth codes + [N,C] multi-hot -> [N,T] bool: the frame shows the scene of a class the
+    video does not have (a distractor segment; generic and low-quality frames are not distractors)."""
+    return (np.asarray(gt) >= 0) & ~salient_mask(gt, labels)
+
+
+def distractor_share(idx: np.ndarray, distractor: np.ndarray) -> float:
+    """Share of the selected frames ``idx [N,K]`` that are distractors: |selected ∩ distractor| / K,
+    averaged over all videos (a video without distractor frames counts 0)."""
+    hits = np.take_along_axis(np.asarray(distractor, dtype=bool), idx, axis=1)
+    return float(hits.mean()) if hits.size else float("nan")
+
+
 def salient_recall(idx: np.ndarray, salient: np.ndarray) -> float:
     """Recall@K of salient frames: |selected ∩ salient| / min(K, |salient|), averaged over videos that
     have at least one salient observation frame (NaN when none has)."""

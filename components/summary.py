@@ -11,6 +11,8 @@ test videos (``results/s<s>/``: ``curves.csv``, ``metrics.json``, ``scores.npz``
 * ``map_minus_uniform`` and ``map_minus_uniform_ci``: the paired difference to uniform, run by run
   (uniform of the same pipeline seed), averaged over runs, with the *same* video resamples for both
   sides (paired bootstrap); ``resolved_vs_uniform``: the CI excludes 0;
+* ``top1``, ``salient_recall``, ``distractor_share`` (share of the picks showing another class's scene),
+  ``gflops``: pooled like ``map``;
 * for a branch row ``name[branch]``: ``fused_minus_branch`` / ``_ci`` (same trained models).
 
 A pipeline seed whose results are missing or unreadable is listed in ``failed_seeds`` and named in the
@@ -26,6 +28,9 @@ import numpy as np
 
 from components.figures import read_curves
 from components.metrics import bootstrap_ci, mean_average_precision_batch
+
+#: Curve metrics pooled as the mean over pipeline seeds of each seed's mean over sampler seeds.
+POOLED = ("map", "top1", "salient_recall", "distractor_share", "gflops")
 
 
 @dataclass
@@ -104,11 +109,9 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
             grid.setdefault((r["sampler"], r["recognizer"], r["k"]), {}).setdefault(s.seed, []).append(r)
     for (name, rec, k), runs in cells.items():
         per_seed = grid.get((name, rec, k), {})
-        means = {ps: {m: float(np.mean([r[m] for r in rs])) for m in ("map", "top1", "salient_recall", "gflops")}
-                 for ps, rs in per_seed.items()}
+        means = {ps: {m: float(np.mean([r[m] for r in rs])) for m in POOLED} for ps, rs in per_seed.items()}
         all_maps = [r["map"] for rs in per_seed.values() for r in rs]
-        cell = {m: round(float(np.mean([v[m] for v in means.values()])), 5) for m in ("map", "top1", "salient_recall",
-                                                                                          "gflops")}
+        cell = {m: round(float(np.mean([v[m] for v in means.values()])), 5) for m in POOLED}
         cell.update({"map_std_pipeline": round(float(np.std([v["map"] for v in means.values()])), 5),
                      "map_std_runs": round(float(np.std(all_maps)), 5),
                      "map_by_pipeline_seed": {str(ps): round(v["map"], 5) for ps, v in sorted(means.items())},

@@ -49,6 +49,23 @@ def test_curves_cover_the_grid(evaluated, tiny_params):
         assert 0 <= float(r["map"]) <= 1 and 0 <= float(r["top1"]) <= 1 and float(r["gflops"]) > 0
     oracle = [r for r in rows if r["sampler"] == "oracle"]
     assert all(float(r["salient_recall"]) == 1.0 for r in oracle)
+    share = {(r["sampler"], r["k"]): float(r["distractor_share"]) for r in rows if r["recognizer"] == "frame"}
+    assert all(share[("oracle", k)] <= share[("uniform", k)] for s, k in share if s == "oracle")  # salient first
+
+
+def test_distractor_share_matches_a_brute_force_count(evaluated, tiny_params):
+    """The share of picks showing another class's scene, counted frame by frame from the store's ground truth."""
+    store = FeatureStore(evaluated.features)
+    valid = np.asarray(store.array("test", "valid"), bool)
+    gt, labels = np.asarray(store.array("test", "gt"))[valid], np.asarray(store.array("test", "labels"))[valid]
+    rows = {(r["sampler"], int(r["k"])): r for r in _rows(evaluated) if r["recognizer"] == "frame"}
+    z = np.load(evaluated.features.parent / "samplers" / "maxconf_l" / "saliency_seed0.npz")
+    pos = {str(v): i for i, v in enumerate(z["test/ids"])}
+    sal = z["test/saliency"][[pos[v] for v, ok in zip(store.ids("test"), valid) if ok]]
+    for K in (1, 3):
+        idx = np.argsort(-sal, axis=1, kind="stable")[:, :K]
+        want = np.mean([[g >= 0 and not labels[n, g] for g in gt[n, idx[n]]] for n in range(len(gt))])
+        assert float(rows[("maxconf_l", K)]["distractor_share"]) == pytest.approx(want, abs=1e-5)
 
 
 def test_frame_rows_match_a_brute_force_recomputation(evaluated, tiny_params):

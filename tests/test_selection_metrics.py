@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from components.metrics import mean_average_precision, salient_recall, top1
+from components.metrics import distractor_mask, distractor_share, mean_average_precision, salient_recall, top1
 from components.selection import (average_predictions, oracle_select, random_select, topk_select, uniform_positions,
                                   uniform_select)
 
@@ -52,6 +52,16 @@ def test_average_predictions_and_metrics_by_hand():
     sal = np.array([[1, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], bool)
     # video 0: picks {0,2}: 1 hit / min(2,2) = .5; video 1: picks {1,3}: 1 / min(2,1) = 1; video 2 excluded
     assert salient_recall(np.array([[0, 2], [1, 3], [0, 1]]), sal) == pytest.approx(0.75)
+
+
+def test_distractor_mask_and_share_by_hand():
+    # codes: >= 0 the class shown, -1 generic, -2 low quality; video 0 has class 1, video 1 classes 0 and 2
+    gt = np.array([[1, 0, 2, -1], [0, 2, 1, -2]])
+    labels = np.array([[0, 1, 0], [1, 0, 1]])
+    assert distractor_mask(gt, labels).tolist() == [[False, True, True, False], [False, False, True, False]]
+    # picks {1,3} of video 0: 1 distractor of 2; {2,0} of video 1: 1 of 2; {0,3}: 0 of 2 -> (0.5 + 0.5) / 2, (0 + 0.5) / 2
+    assert distractor_share(np.array([[1, 3], [2, 0]]), distractor_mask(gt, labels)) == pytest.approx(0.5)
+    assert distractor_share(np.array([[0, 3], [2, 3]]), distractor_mask(gt, labels)) == pytest.approx(0.25)
 
 
 def test_paired_bootstrap_ci_brackets_the_difference():

@@ -7,7 +7,7 @@ mAP (``evaluate.map_variant``, its definition recorded in the output), top-1, sa
 against ground truth, and GMACs per video of the whole prediction.
 
 Writes, per pipeline seed, ``results/s<seed>/curves.csv``
-(``sampler,recognizer,k,seed,gflops,map,top1,salient_recall``), ``metrics.json`` (mean ± std over
+(``sampler,recognizer,k,seed,gflops,map,top1,salient_recall,distractor_share``), ``metrics.json`` (mean ± std over
 sampler seeds at ``evaluate.sampler_budgets``, with first-seed bootstrap CIs over test videos and the
 paired difference to uniform) and ``scores.npz`` (every run's per-video class scores at those K, with
 the labels and ids), from which the ``summary`` stage pools all pipeline seeds.
@@ -26,7 +26,8 @@ from components.data.manifest import read_manifest
 from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
                                    summarize)
 from components.flops import count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
-from components.metrics import MAP_DEFINITIONS, bootstrap_ci, mean_average_precision_batch, salient_mask
+from components.metrics import (MAP_DEFINITIONS, bootstrap_ci, distractor_mask, mean_average_precision_batch,
+                                salient_mask)
 from components.params import Params, evaluated_samplers
 from components.sampler_data import check_store, load_split
 from components.paths import Paths
@@ -64,6 +65,7 @@ def run(p: Params, paths: Paths) -> dict:
     labels = np.asarray(store.array("test", "labels"))[valid].astype(np.int64)
     gt = np.asarray(store.array("test", "gt"))[valid]
     salient = salient_mask(gt, labels) if (gt >= -2).any() else None
+    distractor = distractor_mask(gt, labels) if salient is not None else None
     frame_probs = softmax(np.asarray(store.array("test", "rec_logits"))[valid])  # [N,T,C]
     enc = encoder_gmacs(p, paths.encoders)
     data, _ = load_split(store, "test")
@@ -103,10 +105,11 @@ def run(p: Params, paths: Paths) -> dict:
 
     base = [r for r in runs if r.name in p.evaluate.samplers]  # the clip recognizer runs for these only
     rows, kept = evaluate_grid(base, p.evaluate.budgets, labels, salient, gflops, frame_probs, scorers,
-                               p.evaluate.map_variant, keep_scores=True)
+                               p.evaluate.map_variant, keep_scores=True, distractor=distractor)
     extra = [r for r in runs if r.name in p.ablations] + [b for r in base for b in r.branches()]
     ablation_rows, ablation_kept = evaluate_grid(extra, p.evaluate.budgets, labels, salient, gflops, frame_probs,
-                                                 None, p.evaluate.map_variant, keep_scores=True)
+                                                 None, p.evaluate.map_variant, keep_scores=True,
+                                                 distractor=distractor)
     rows, kept = rows + ablation_rows, {**kept, **ablation_kept}
     paths.results.mkdir(parents=True, exist_ok=True)
     with atomic_path(paths.results / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -131,7 +134,8 @@ def run(p: Params, paths: Paths) -> dict:
     for key in {(r["sampler"], r["recognizer"]) for r in rows}:  # MLflow: step = K, so the UI charts the curves
         cells = sorted((c for c in summary if (c["sampler"], c["recognizer"]) == key), key=lambda c: c["k"])
         tracking.log_budget_curve("/".join(key), [c["k"] for c in cells],
-                                  {m: [c[m] for c in cells] for m in ("map", "top1", "salient_recall", "gflops")})
+                                  {m: [c[m] for c in cells] for m in ("map", "top1", "salient_recall",
+                                                                       "distractor_share", "gflops")})
     tracking.log_artifacts([paths.results / "curves.csv", paths.results / "metrics.json"])
     return {"videos": len(ids)}
 

@@ -100,6 +100,13 @@ def tables(p: Params, out: dict) -> list[str]:
         cells = by_rec.get("frame", {})
         lines.append(f"| {s} | " + " | ".join(f"{cells[str(k)]['salient_recall']:.2f}" if str(k) in cells else "–"
                                               for k in Ks) + " |")
+    if any(c.get("distractor_share") == c.get("distractor_share") for by in hl.values() for c in by.get("frame", {}).values()):
+        lines += ["", "## Share of distractor frames (another class's scene) among the K picks (frame recognizer rows)", "",
+                  "| sampler | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks)]
+        for s, by_rec in hl.items():
+            cells = by_rec.get("frame", {})
+            lines.append(f"| {s} | " + " | ".join(f"{cells[str(k)]['distractor_share']:.3f}" if str(k) in cells
+                                                  else "–" for k in Ks) + " |")
     lines += ["", "Per-seed reports: `reports/s<seed>/README.md`. Full grid: `curves.csv`. Figure: "
               "`figures/curves.png`. Regenerate: `dvc repro summary`."]
     return lines
