@@ -13,6 +13,9 @@ test videos (``results/s<s>/``: ``curves.csv``, ``metrics.json``, ``scores.npz``
   sides (paired bootstrap); ``resolved_vs_uniform``: the CI excludes 0;
 * ``top1``, ``salient_recall``, ``distractor_share`` (share of the picks showing another class's scene),
   ``gflops``: pooled like ``map``;
+* ``vs[ref]``: ``diff``, ``ci``, ``resolved``, ``pairs``: the same paired difference against each
+  ``references`` sampler (``evaluate.references``: MaxConf-L, VideoConf-L, ...) and, for an
+  ablation, against its base sampler (:func:`_pairs` says which runs are paired);
 * for a branch row ``name[branch]``: ``fused_minus_branch`` / ``_ci`` (same trained models).
 
 A pipeline seed whose results are missing or unreadable is listed in ``failed_seeds`` and named in the
@@ -78,6 +81,18 @@ def _diff(pairs: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, varian
     return metric
 
 
+def _pairs(runs: list[tuple], ref: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each run ``(pipeline seed, sampler seed, scores)`` paired with the reference's run of the same
+    pipeline seed and sampler seed, else with the reference's first run of that pipeline seed (a
+    training-free reference has one run per pipeline seed); runs of a pipeline seed the reference
+    lacks are left out."""
+    exact = {(ps, sd): sc for ps, sd, sc in ref}
+    first: dict[int, np.ndarray] = {}
+    for ps, _, sc in ref:
+        first.setdefault(ps, sc)
+    return [(sc, exact.get((ps, sd), first.get(ps))) for ps, sd, sc in runs if ps in first]
+
+
 def _point(metric, n: int) -> float:
     return float(metric(np.arange(n)[None])[0])
 
@@ -87,8 +102,11 @@ def _ci(metric, n: int, n_boot: int) -> list[float]:
     return [round(float(lo), 5), round(float(hi), 5)]
 
 
-def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int) -> dict:
-    """The pooled headline (module docstring) over the given, complete pipeline seeds."""
+def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int,
+         references: tuple[str, ...] = (), bases: dict[str, str] | None = None) -> dict:
+    """The pooled headline (module docstring) over the given, complete pipeline seeds; each sampler is
+    also compared with every sampler of ``references`` and each ablation of ``bases`` (name -> the
+    sampler it varies) with its base, in ``vs``."""
     if not seeds:
         return {}
     ids, labels = seeds[0].ids, seeds[0].labels
@@ -125,6 +143,14 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
                 cell["map_minus_uniform"] = round(_point(d, n), 5)
                 ci = cell["map_minus_uniform_ci"] = _ci(d, n, n_boot)
                 cell["resolved_vs_uniform"] = bool(ci[0] > 0 or ci[1] < 0)
+            others = [r for r in references if r != name] + ([bases[name]] if name in (bases or {}) else [])
+            for ref in dict.fromkeys(others):
+                pairs = _pairs(runs, cells.get((ref, rec, k), []))
+                if pairs:
+                    d = _diff(pairs, labels, variant)
+                    ci = _ci(d, n, n_boot)
+                    cell.setdefault("vs", {})[ref] = {"diff": round(_point(d, n), 5), "ci": ci,
+                                                      "resolved": bool(ci[0] > 0 or ci[1] < 0), "pairs": len(pairs)}
             fused = {(ps, sd): sc for ps, sd, sc in cells.get((name.split("[")[0], rec, k), [])}
             if "[" in name and fused:
                 d = _diff([(fused[(ps, sd)], sc) for ps, sd, sc in runs if (ps, sd) in fused], labels, variant)

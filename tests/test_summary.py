@@ -94,3 +94,20 @@ def test_seeds_evaluated_on_different_videos_are_refused(tmp_path):
     atomic_savez(tmp_path / "s1/scores.npz", **arrays)
     with pytest.raises(ValueError, match="different test videos"):
         pool([load_seed(tmp_path, s) for s in (0, 1)], [K], "sklearn", n_boot=10)
+
+
+def test_paired_comparisons_with_references_and_bases(tmp_path):
+    """vs[ref]: the same paired statistic as map_minus_uniform; a branch against its fused model is
+    minus fused − branch (same runs); the reference's runs pair by (pipeline seed, sampler seed)."""
+    rng = np.random.default_rng(3)
+    for s in (0, 1):
+        _write_seed(tmp_path, s, rng)
+    seeds = [load_seed(tmp_path, s) for s in (0, 1)]
+    out = pool(seeds, [K], "sklearn", n_boot=40, references=("uniform",), bases={"tsqnet[vqm]": "tsqnet"})
+    cell = out["tsqnet"]["frame"][str(K)]
+    assert cell["vs"]["uniform"]["diff"] == cell["map_minus_uniform"]
+    assert cell["vs"]["uniform"]["ci"] == cell["map_minus_uniform_ci"] and cell["vs"]["uniform"]["pairs"] == 4
+    assert "vs" not in out["uniform"]["frame"][str(K)]  # never against itself
+    br = out["tsqnet[vqm]"]["frame"][str(K)]
+    assert br["vs"]["tsqnet"]["diff"] == pytest.approx(-br["fused_minus_branch"], abs=2e-5)
+    assert br["vs"]["tsqnet"]["ci"] == pytest.approx(sorted(-x for x in br["fused_minus_branch_ci"]), abs=2e-5)

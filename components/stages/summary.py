@@ -45,6 +45,25 @@ def ci_text(ci) -> str:
     return f"[{100 * lo:+.1f}, {100 * hi:+.1f}]{tag}"
 
 
+def comparisons(p: Params, hl: dict, Ks: list[int]) -> list[str]:
+    """Frame recognizer: each sampler against each reference other than uniform (its own table above),
+    and each ablation against the sampler it varies; paired 95% CIs."""
+    rows = []
+    for s, by_rec in hl.items():
+        cells = by_rec.get("frame", {})
+        refs = dict.fromkeys(r for k in Ks for r in cells.get(str(k), {}).get("vs", {}) if r != "uniform")
+        for ref in refs:
+            rows.append(f"| {s} − {ref} | " + " | ".join(
+                f"{100 * v['diff']:+.1f} {ci_text(v['ci'])}" if (v := cells.get(str(k), {}).get("vs", {}).get(ref))
+                else "–" for k in Ks) + " |")
+    if not rows:
+        return []
+    return ["## Paired comparisons (frame recognizer): points, 95% CI", "",
+            f"Every sampler against `evaluate.references` ({', '.join(p.evaluate.references)}) and each ablation "
+            "against its base sampler; runs paired by pipeline seed (and sampler seed where both have it).", "",
+            "| difference | " + " | ".join(f"K={k}" for k in Ks) + " |", "|---|" + "---|" * len(Ks), *rows, ""]
+
+
 def tables(p: Params, out: dict) -> list[str]:
     hl, Ks = out["headline"], list(p.evaluate.sampler_budgets)
     seeds, failed = out["pipeline_seeds"], out["failed_seeds"]
@@ -84,6 +103,7 @@ def tables(p: Params, out: dict) -> list[str]:
                 f"{100 * cells[str(k)]['map_minus_uniform']:+.1f} {ci_text(cells[str(k)]['map_minus_uniform_ci'])}"
                 if "map_minus_uniform_ci" in cells.get(str(k), {}) else "–" for k in ks) + " |")
         lines.append("")
+    lines += comparisons(p, hl, Ks)
     branches = [b for b in hl if "[" in b and "fused_minus_branch_ci" in str(hl[b])]
     if branches:
         lines += ["## Fused − branch (frame recognizer, same models): points, paired 95% CI", "",
@@ -132,7 +152,9 @@ def run(p: Params, paths: Paths) -> dict:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in cols})
     out = {"pipeline_seeds": [s.seed for s in loaded], "failed_seeds": failed, "videos": len(loaded[0].ids),
            "map_variant": p.evaluate.map_variant, "map_definition": MAP_DEFINITIONS[p.evaluate.map_variant],
-           "headline": pool(loaded, list(p.evaluate.sampler_budgets), p.evaluate.map_variant, p.evaluate.bootstrap)}
+           "references": list(p.evaluate.references),
+           "headline": pool(loaded, list(p.evaluate.sampler_budgets), p.evaluate.map_variant, p.evaluate.bootstrap,
+                            tuple(p.evaluate.references), {n: a.sampler for n, a in p.ablations.items()})}
     write_report(paths, "summary.json", out)
     fig_dir = paths.reports / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
