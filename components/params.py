@@ -527,9 +527,15 @@ def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] | Map
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping")
     try:
-        return params_from_dict(raw, overrides)
+        p = params_from_dict(raw, overrides)
     except ParamsError as e:
         raise ParamsError(f"{path}: {e}") from None
+    missing = [f.name for f in dataclasses.fields(Params) if f.name not in raw]
+    if missing:  # dvc.yaml interpolates from the file itself: a partial one would run on values it does not show
+        raise ParamsError(f"{path}: missing top-level key(s) {', '.join(missing)}: every section must be in the "
+                          "file (dvc.yaml reads them from it, e.g. ${ablations}); copy them from the shipped "
+                          "params.yaml (`git show HEAD:params.yaml`)")
+    return p
 
 
 def to_dict(p: Any) -> dict:

@@ -57,6 +57,10 @@ def test_file_errors_name_the_file(tmp_path):
     f.write_text("- a list\n")
     with pytest.raises(ParamsError, match="top level must be a mapping"):
         load_params(f)
+    for text in ("", "seed: 0\n"):  # valid values, but dvc.yaml's ${ablations} etc. would not resolve
+        f.write_text(text)
+        with pytest.raises(ParamsError, match=r"p.yaml: missing top-level key\(s\) .*ablations"):
+            load_params(f)
 
 
 def test_params_are_frozen():
