@@ -393,3 +393,24 @@ def test_best_sampler_is_registered_and_predict_loads_it(trained, tiny_params, t
     video = [r.path for r in read_manifest(trained.prepared)[0] if r.split == "test"][0]
     (out,) = Predictor.load(p, ck, trained.encoders, 2).predict([video])
     assert isinstance(out, Prediction)
+
+
+def test_a_rerun_or_extension_of_a_sweep_proposes_new_trials(tmp_path, monkeypatch):
+    """Issue 12 item 3: the same command run again on the same study must not repeat its trials (TPE's
+    startup trials are random draws from its seed), while the seed stays a function of the study state."""
+    from components.tuning.loss_sweep import sampler_seed, suggest_losses
+
+    monkeypatch.setenv("SALIENT_TRACKING", "0")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    p = load_params(ROOT / "params.yaml", [*TINY, "sweep.trials=3", f"sweep.storage={storage}", "sweep.study=re"])
+    paths = Paths().under(tmp_path)
+
+    def cheap(objective):  # the real search space, no training: only the proposals matter here
+        return lambda trial: sum(suggest_losses(trial, "tsqnet").values())
+
+    for _ in range(2):
+        tuning.run_sweep(p, paths, worker_id=1, parent=False, write_best=False, objective_wrapper=cheap)
+    study = optuna.load_study(study_name="re-tsqnet", storage=tuning.storage_from_url(storage))
+    proposals = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(proposals) == 6 and len(set(proposals)) == 6
+    assert sampler_seed(0, 1, 3) == sampler_seed(0, 1, 3) != sampler_seed(0, 1, 0) != sampler_seed(0, 2, 0)

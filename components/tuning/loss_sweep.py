@@ -9,6 +9,7 @@ command out). ``flows/sweep.py`` runs it from several processes / Prefect tasks 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -141,14 +142,24 @@ def write_best_losses(p: Params, paths: Paths, study: "optuna.Study", storage_ur
     return out
 
 
+def sampler_seed(seed: int, worker_id: int, trials_before: int) -> int:
+    """The TPE seed of one sweep process: from the params seed, the worker and the number of trials the
+    study already holds, so the same command on the same study state proposes the same trials, while a
+    rerun or an extension of a sweep (more trials in the study) or another worker proposes new ones.
+    (Seeding by ``seed * 1000 + worker_id`` alone made every rerun repeat its first trials: TPE's
+    startup trials are random draws from the seed.)"""
+    digest = hashlib.sha256(f"{seed}|{worker_id}|{trials_before}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def run_sweep(p: Params, paths: Paths, n_trials: int | None = None, worker_id: int = 0, *,
               parent: bool = True, write_best: bool = True,
               objective_wrapper: Callable[[Callable], Callable] | None = None) -> dict:
     """Run ``n_trials`` (default ``sweep.trials``) loss-weight trials into the study ``sweep.study``
     in ``sweep.storage``; several calls (processes, machines, Prefect tasks) fill one study.
 
-    ``worker_id`` seeds this caller's TPE sampler differently (``seed * 1000 + worker_id``; the
-    constant liar keeps concurrent workers apart). ``parent``: open the MLflow parent run
+    ``worker_id`` and the trials already in the study seed this caller's TPE sampler
+    (:func:`sampler_seed`; the constant liar keeps concurrent workers apart). ``parent``: open the MLflow parent run
     ``sweep <study>`` (off when a launcher already opened it for its workers). A trial that raises is
     recorded FAIL and the study continues (``catch=Exception``). ``objective_wrapper`` wraps the
     trial objective (fault injection in tests, extra logging). With ``write_best``, the study's best
@@ -160,8 +171,9 @@ def run_sweep(p: Params, paths: Paths, n_trials: int | None = None, worker_id: i
     n = p.sweep.trials if n_trials is None else int(n_trials)
     name = sweep_study_name(p)
     storage = storage_from_url(p.sweep.storage)
-    study = _study(name, storage, optuna.samplers.TPESampler(seed=p.seed * 1000 + worker_id, constant_liar=True),
-                   pruner=make_pruner(p.sweep.pruner))
+    study = _study(name, storage, None, pruner=make_pruner(p.sweep.pruner))
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(p.seed, worker_id, len(study.trials)),
+                                               constant_liar=True)
     objective = sweep_objective(p, paths, name)
     if objective_wrapper is not None:
         objective = objective_wrapper(objective)
