@@ -89,8 +89,8 @@ class Predictor:
         section; the CLI passes ``components.fusion.fusion_values`` so predict selects as evaluate)."""
         T = p.frames.T
         check_k(K, T)
+        sampler = load_sampler(checkpoint).eval()  # first: it names a damaged file
         ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        sampler = load_sampler(checkpoint).eval()
         name = ck["name"]
         set_fusion(sampler, (fusion if fusion is not None else params_fusion(p)).get(name))
         missing = set(sampler.inputs) - COMPUTABLE

@@ -64,13 +64,48 @@ def light_stats(store: FeatureStore) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x.mean(0)).float(), torch.from_numpy(x.std(0)).float()
 
 
+class CheckpointError(ValueError):
+    """A sampler checkpoint that cannot be trusted: unreadable, or its weights not the ones saved."""
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes (any dtype)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def sampler_checkpoint(model: Sampler, name: str, kwargs: dict, seed: int, classes: list[str], **extra) -> dict:
+    """What ``seed<s>.pt`` holds: how to rebuild the sampler, its weights (None for a training-free
+    one) and their digest, which :func:`load_sampler` checks."""
+    state = model.state_dict() if model.trainable else None
+    return {"name": name, "kwargs": kwargs, "state_dict": state, "state_digest": state_digest(state) if state else None,
+            "seed": seed, "classes": classes, **extra}
+
+
 def load_sampler(path: Path) -> Sampler:
     """A trained sampler from ``seed<s>.pt``, in eval mode, with the *default* fusion settings; callers
-    that select frames apply the configured / tuned ones (:func:`components.fusion.fusion_values`)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_sampler(ck["name"], **{k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS})
+    that select frames apply the configured / tuned ones (:func:`components.fusion.fusion_values`).
+    Raises :class:`CheckpointError` naming the file when it does not load or its weights do not match
+    the digest written with them (a file damaged with its zip layout intact would otherwise load)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        model = create_sampler(ck["name"], **{k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS})
+        if ck.get("state_dict"):
+            model.load_state_dict(ck["state_dict"])
+    except Exception as e:  # noqa: BLE001 - any failure here means the same thing: this file is not usable
+        raise CheckpointError(f"{path}: not a loadable sampler checkpoint ({type(e).__name__}: {e}); retrain it "
+                              "(`dvc repro -f train_sampler@<seed>-<name>`)") from e
     if ck.get("state_dict"):
-        model.load_state_dict(ck["state_dict"])
+        if not ck.get("state_digest"):
+            raise CheckpointError(f"{path}: no weight digest (written before checkpoints carried one); retrain it")
+        got = state_digest(ck["state_dict"])
+        if got != ck["state_digest"]:
+            raise CheckpointError(f"{path}: weights changed since they were saved (digest {got[:12]} != "
+                                  f"{ck['state_digest'][:12]}); retrain it")
     return model.eval()
 
 

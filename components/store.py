@@ -172,7 +172,18 @@ class FeatureStore:
         self._check_split(split)
         if name not in self.meta["splits"][split]["arrays"]:
             raise StoreError(f"split {split}: no array {name!r}; has {sorted(self.meta['splits'][split]['arrays'])}")
-        return np.load(self.folder / split / f"{name}.npy", mmap_mode="r")
+        path = self.folder / split / f"{name}.npy"
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:  # truncated, overwritten, not an .npy any more
+            raise StoreError(f"{path}: unreadable ({e}); the store was changed after extract: rerun "
+                             f"`dvc repro -f extract@<seed>`") from e
+        spec = self.meta["splits"][split]["arrays"][name]
+        want = (int(self.meta["splits"][split]["n"]), *spec["shape"])
+        if arr.shape != want or arr.dtype != np.dtype(spec["dtype"]):
+            raise StoreError(f"{path}: shape {arr.shape} {arr.dtype}, but meta.json records {want} {spec['dtype']}; "
+                             "the store was changed after extract: rerun `dvc repro -f extract@<seed>`")
+        return arr
 
     def load(self, name: str) -> np.ndarray:
         return np.load(self.folder / f"{name}.npy")

@@ -118,3 +118,26 @@ def test_samplers_stop_on_val_map_of_each_branch_top_k(tiny_samplers, tiny_param
     want = np.mean([val.map_at(topk_select(sal[f"val/{b}"], k)) for b in ("fsm", "vgm") for k in ks])
     assert got == pytest.approx(want, abs=1e-9)
     assert got == pytest.approx(max(maps), abs=1e-9)  # the restored weights are the best epoch's
+
+
+def test_a_damaged_sampler_checkpoint_is_named_never_loaded(tiny_samplers, tmp_path):
+    """Issue 12 item 5: random bytes, a truncated file and weights partly zeroed with the zip layout
+    intact (which loaded silently and gave wrong predictions) each raise naming the file."""
+    import torch
+
+    from components.sampler_training import CheckpointError, load_sampler
+
+    good = tiny_samplers.features.parent / "samplers" / "nsnet" / "seed0.pt"
+    load_sampler(good)  # the real one loads
+    data = good.read_bytes()
+    bad = tmp_path / "seed0.pt"
+    for damaged in (np.random.default_rng(0).bytes(len(data)), data[: len(data) // 2]):
+        bad.write_bytes(damaged)
+        with pytest.raises(CheckpointError, match=r"seed0\.pt: not a loadable sampler checkpoint"):
+            load_sampler(bad)
+    ck = torch.load(good, weights_only=False)
+    first = next(k for k, v in ck["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    ck["state_dict"][first][: max(1, len(ck["state_dict"][first]) // 2)] = 0
+    torch.save(ck, bad)
+    with pytest.raises(CheckpointError, match=r"seed0\.pt: weights changed since they were saved"):
+        load_sampler(bad)

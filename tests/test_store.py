@@ -77,3 +77,23 @@ def test_row_shape_checked(tmp_path):
     sw = StoreWriter(tmp_path / "feat", "fp").split("train", ["a"], SPECS)
     with pytest.raises(StoreError, match="row shape"):
         sw.write(0, {"x": np.zeros((3, 3)), "valid": True})
+
+
+def test_a_truncated_or_replaced_array_is_named(tmp_path):
+    """Issue 12 item 5: a half-truncated array gave numpy's 'mmap length is greater than file size' with
+    no path; an array of another shape loaded silently."""
+    w = StoreWriter(tmp_path / "feat", "fp1")
+    sw = w.split("train", ["a", "b", "c"], SPECS)
+    _fill(sw, 0, 3)
+    sw.checkpoint(3)
+    sw.close()
+    out = w.finalize({"T": 4, "classes": ["p", "q"]})
+    f = out / "train" / "x.npy"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match=r"train/x\.npy: unreadable .*rerun"):
+        FeatureStore(out).array("train", "x")
+    np.save(f, np.zeros((2, 4, 3), np.float32))  # a valid .npy, but not what extract wrote
+    with pytest.raises(StoreError, match=r"train/x\.npy: shape \(2, 4, 3\) float32, but meta.json records \(3, 4, 3\)"):
+        FeatureStore(out).array("train", "x")
+    assert FeatureStore(out).array("train", "valid").shape == (3,)

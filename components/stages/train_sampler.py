@@ -33,7 +33,7 @@ from components.engine import remove_checkpoints
 from components.params import Params, variant_params
 from components.paths import Paths, write_report
 from components.sampler_data import check_store, load_split, predict_split
-from components.sampler_training import load_train_val, train_one
+from components.sampler_training import load_train_val, sampler_checkpoint, train_one
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 
@@ -67,9 +67,8 @@ def run(p: Params, paths: Paths, name: str) -> dict:
             training[str(seed)] = {"best_epoch": best, "epochs_run": len(history),
                                    "steps_per_epoch": int(history[0]["steps"]) if history else 0,
                                    "steps_to_best": int(history[best]["steps"]) if history and best >= 0 else 0}
-        atomic_torch_save({"name": registered, "variant": name, "kwargs": kwargs,
-                     "state_dict": model.state_dict() if model.trainable else None,
-                     "seed": seed, "classes": store.classes}, out_dir / f"seed{seed}.pt")
+        atomic_torch_save(sampler_checkpoint(model, registered, kwargs, seed, store.classes, variant=name),
+                          out_dir / f"seed{seed}.pt")
         arrays = {}
         for split in ("val", "test"):
             rows, ids = load_split(store, split)

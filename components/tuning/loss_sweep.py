@@ -20,7 +20,7 @@ from components.atomic import atomic_torch_save, atomic_write_json
 from components.fusion import params_fusion
 from components.params import SWEEP_SPACES, Params, params_from_dict, to_dict
 from components.paths import Paths
-from components.sampler_training import load_train_val, train_one
+from components.sampler_training import load_train_val, sampler_checkpoint, train_one
 from components.store import FeatureStore
 from components.tuning.storage import _complete, _study, storage_from_url
 from components.validation import load_val, sampler_val_score
@@ -104,8 +104,7 @@ def sweep_objective(p: Params, paths: Paths, study_name: str) -> Callable[["optu
                 pruned = e
             else:
                 value = sampler_val_score(model, val_data, val, fusion)
-                atomic_torch_save({"name": name, "kwargs": kwargs, "state_dict": model.state_dict(), "seed": seed,
-                             "classes": store.classes}, ckpt / "sampler.pt")
+                atomic_torch_save(sampler_checkpoint(model, name, kwargs, seed, store.classes), ckpt / "sampler.pt")
                 run.log_metrics({"val_map_final": value, "epochs_run": len(history or [])})
                 run.set_tags({"optuna.state": "COMPLETE"})
                 trial.set_user_attr("checkpoint", str(ckpt / "sampler.pt"))
