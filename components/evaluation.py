@@ -65,12 +65,23 @@ class SamplerRun:
 
 
 def load_runs(root: Path, name: str, split: str, ids: list[str],
-              load: Callable[[Path], Sampler]) -> list[SamplerRun]:
-    """Every seed of sampler ``name`` under ``root/name`` with its ``split`` saliency; the rows must be
-    exactly ``ids`` (the split's valid videos in store order), else the saliency is stale."""
-    cks = sorted(Path(root, name).glob("seed*.pt"), key=lambda c: int(c.stem[4:]))
+              load: Callable[[Path], Sampler], seeds: Iterable[int] | None = None) -> list[SamplerRun]:
+    """The seeds of sampler ``name`` under ``root/name`` with their ``split`` saliency; the rows must be
+    exactly ``ids`` (the split's valid videos in store order), else the saliency is stale. ``seeds``
+    (the configured ``train_sampler.seeds`` of that sampler): every one must be there, and only those
+    are loaded, so a folder left with 1 of 3 seeds by an interrupted run is refused, never used as if
+    complete. ``None``: whatever seeds the folder holds."""
+    folder = Path(root, name)
+    cks = sorted(folder.glob("seed*.pt"), key=lambda c: int(c.stem[4:]))
     if not cks:
-        raise FileNotFoundError(f"no trained {name!r} in {Path(root, name)}: run `dvc repro train_sampler@{name}`")
+        raise FileNotFoundError(f"no trained {name!r} in {folder}: run `dvc repro train_sampler@{name}`")
+    if seeds is not None:
+        want = list(seeds)
+        missing = sorted(set(want) - {int(c.stem[4:]) for c in cks})
+        if missing:
+            raise FileNotFoundError(f"{folder}: seed(s) {missing} of the configured {want} missing (an interrupted "
+                                    f"or older training run?); rerun `dvc repro train_sampler@<pipeline seed>-{name}`")
+        cks = [c for c in cks if int(c.stem[4:]) in set(want)]
     runs = []
     for ck in cks:
         f = np.load(ck.with_name(f"saliency_{ck.stem}.npz"))

@@ -22,7 +22,7 @@ from components import tracking
 from components.engine import CKPT_VERSION, FitConfig, fit
 from components.hashing import code_fingerprint, fingerprint
 from components.models.samplers import Sampler, create_sampler
-from components.params import Params, to_dict
+from components.params import Params, to_dict, variant_params
 from components.paths import Paths
 from components.sampler_data import batches, load_split
 from components.store import FeatureStore
@@ -62,6 +62,11 @@ def light_stats(store: FeatureStore) -> tuple[torch.Tensor, torch.Tensor]:
     x = np.asarray(store.array("train", "light_feats"))[valid].astype(np.float64)
     x = x.reshape(-1, x.shape[-1])
     return torch.from_numpy(x.mean(0)).float(), torch.from_numpy(x.std(0)).float()
+
+
+def sampler_seeds(p: Params, name: str) -> tuple[int, ...]:
+    """The seeds ``train_sampler`` writes for sampler or ablation ``name`` (an ablation may set its own)."""
+    return tuple(variant_params(p, name)[1].train_sampler.seeds)
 
 
 class CheckpointError(ValueError):

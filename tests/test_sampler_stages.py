@@ -141,3 +141,21 @@ def test_a_damaged_sampler_checkpoint_is_named_never_loaded(tiny_samplers, tmp_p
     torch.save(ck, bad)
     with pytest.raises(CheckpointError, match=r"seed0\.pt: weights changed since they were saved"):
         load_sampler(bad)
+
+
+def test_a_sampler_folder_missing_a_configured_seed_is_refused(tiny_samplers, tiny_params, tmp_path):
+    """Issue 12 item 7: tune_fusion used a folder holding 1 of 3 seeds (after a kill) without a word."""
+    import shutil
+
+    from components.evaluation import load_runs
+    from components.sampler_training import load_sampler, sampler_seeds
+
+    store = FeatureStore(tiny_samplers.features)
+    valid = np.asarray(store.array("val", "valid"), bool)
+    ids = [i for i, v in zip(store.ids("val"), valid) if v]
+    root = tmp_path / "samplers"
+    shutil.copytree(tiny_samplers.features.parent / "samplers" / "tsqnet", root / "tsqnet")
+    have = sampler_seeds(tiny_params, "tsqnet")
+    assert [r.seed for r in load_runs(root, "tsqnet", "val", ids, load_sampler, have)] == list(have)
+    with pytest.raises(FileNotFoundError, match=r"tsqnet: seed\(s\) \[7\] of the configured .* missing"):
+        load_runs(root, "tsqnet", "val", ids, load_sampler, (*have, 7))

@@ -33,7 +33,7 @@ from components.sampler_data import check_store, load_split
 from components.paths import Paths
 from components.stage_runner import stage_main
 from components.models.recognizers import load_recognizer
-from components.sampler_training import load_sampler
+from components.sampler_training import load_sampler, sampler_seeds
 from components.store import FeatureStore
 from components.fusion import fusion_values, set_fusion
 from components.atomic import atomic_path, atomic_savez, atomic_write_json
@@ -75,7 +75,7 @@ def run(p: Params, paths: Paths) -> dict:
     own_gmacs: dict[str, float] = {}  # each sampler's own layers
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
     for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
-        rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler)
+        rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler, sampler_seeds(p, name))
         for r in rs:
             set_fusion(r.model, fusion.get(name))
         runs += rs

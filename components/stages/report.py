@@ -31,7 +31,7 @@ from components.figures import plot_curves, read_curves  # noqa: E402
 from components.params import Params  # noqa: E402
 from components.paths import Paths  # noqa: E402
 from components.stage_runner import stage_main  # noqa: E402
-from components.sampler_training import load_sampler  # noqa: E402
+from components.sampler_training import load_sampler, sampler_seeds  # noqa: E402
 from components.store import FeatureStore  # noqa: E402
 from components.fusion import fusion_values, set_fusion  # noqa: E402
 from components.atomic import atomic_savefig, atomic_write_text  # noqa: E402
@@ -212,7 +212,8 @@ def run(p: Params, paths: Paths) -> dict:
     ids = [i for i, v in zip(store.ids("test"), valid) if v]
     root = paths.features.parent / "samplers"
     fusion = fusion_values(p, paths)  # the settings evaluate used
-    runs = {name: load_runs(root, name, "test", ids, load_sampler)[0] for name in p.evaluate.samplers}
+    runs = {name: load_runs(root, name, "test", ids, load_sampler, sampler_seeds(p, name))[0]
+            for name in p.evaluate.samplers}
     for name, r in runs.items():
         set_fusion(r.model, fusion.get(name))
     learned = {n: r for n, r in runs.items() if n in LEARNED}

@@ -25,7 +25,7 @@ from components.evaluation import SamplerRun, load_runs
 from components.fusion import FUSION_KEYS, RATIO_STRATEGIES, params_fusion, saliency_digest, set_fusion, tuned_fusion_path
 from components.params import Params
 from components.paths import Paths
-from components.sampler_training import load_sampler
+from components.sampler_training import load_sampler, sampler_seeds
 from components.selection import FUSION_STRATEGIES
 from components.tuning.storage import _complete, _progress, _quiet_optuna, _study, _trials_per_second, storage_from_url
 from components.validation import ValSet, load_val
@@ -68,7 +68,7 @@ def fusion_objective_data(p: Params, paths: Paths, names: Iterable[str] = tuple(
         if not list(Path(root, name).glob("seed*.pt")):
             log.info("tune_fusion: %s is not trained (no %s/seed*.pt): skipped", name, Path(root, name))
             continue
-        runs[name] = load_runs(root, name, "val", val.ids, load_sampler)
+        runs[name] = load_runs(root, name, "val", val.ids, load_sampler, sampler_seeds(p, name))
         inputs[name] = saliency_digest(root, name)
     return FusionData(val, runs, inputs)
 
