@@ -283,6 +283,9 @@ class SweepParams:
     storage: str = _f("sqlite:///.salient/optuna.db",
                       help="Optuna storage shared by the workers: sqlite:///file, postgresql://..., journal:<file>")
     study: str = _f("sweep", help="study name (the sampler name is appended)")
+    heartbeat: int = _f(30, lo=0, hi=3600,
+                        help="seconds between a running trial's heartbeats (SQL storages); a trial silent for "
+                             "2x this (its worker was killed) is failed and retried once by the next worker; 0: off")
 
 
 @dataclass(frozen=True)

@@ -414,3 +414,58 @@ def test_a_rerun_or_extension_of_a_sweep_proposes_new_trials(tmp_path, monkeypat
     proposals = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(proposals) == 6 and len(set(proposals)) == 6
     assert sampler_seed(0, 1, 3) == sampler_seed(0, 1, 3) != sampler_seed(0, 1, 0) != sampler_seed(0, 2, 0)
+
+
+HANGING_WORKER = """
+import sys, time
+from components import tuning
+from components.params import load_params
+from components.paths import Paths
+from components.tuning.loss_sweep import suggest_losses
+from tests.conftest import ROOT, TINY
+storage, root = sys.argv[1], sys.argv[2]
+p = load_params(ROOT / "params.yaml", [*TINY, "sweep.trials=1", f"sweep.storage={storage}", "sweep.study=kill",
+                                       "sweep.heartbeat=1"])
+def hang(objective):
+    def trial_fn(trial):
+        suggest_losses(trial, "tsqnet")
+        print("RUNNING", trial.number, flush=True)
+        time.sleep(600)  # killed here
+    return trial_fn
+tuning.run_sweep(p, Paths().under(root), worker_id=1, parent=False, write_best=False, objective_wrapper=hang)
+"""
+
+
+def test_a_sigkilled_sweep_worker_leaves_no_trial_running(tmp_path, monkeypatch):
+    """Issue 12 item 2: kill -9 a worker mid-trial; the next worker fails the silent trial (heartbeat)
+    and retries its parameters, so nothing stays RUNNING and nothing is lost."""
+    import os
+    import signal
+    import time
+
+    from components.tuning.loss_sweep import suggest_losses
+
+    monkeypatch.setenv("SALIENT_TRACKING", "0")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = subprocess.Popen([sys.executable, "-c", HANGING_WORKER, storage, str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SALIENT_TRACKING": "0"})
+    try:
+        assert proc.stdout.readline().split() == ["RUNNING", "0"], proc.stderr.read()[-2000:]
+        time.sleep(1.5)  # at least one heartbeat recorded
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    study = optuna.load_study(study_name="kill-tsqnet", storage=tuning.storage_from_url(storage))
+    (killed,) = study.get_trials()
+    assert killed.state.name == "RUNNING"  # what SIGKILL leaves: nobody said otherwise
+    time.sleep(2.5)  # past the grace period (2 x heartbeat)
+    p = load_params(ROOT / "params.yaml", [*TINY, "sweep.trials=2", f"sweep.storage={storage}", "sweep.study=kill",
+                                           "sweep.heartbeat=1"])
+    tuning.run_sweep(p, Paths().under(tmp_path), worker_id=2, parent=False, write_best=False,
+                     objective_wrapper=lambda obj: lambda trial: sum(suggest_losses(trial, "tsqnet").values()))
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[0].state.name == "FAIL" and not [t for t in trials.values() if t.state.name == "RUNNING"]
+    retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE" and retried[0].params == trials[0].params

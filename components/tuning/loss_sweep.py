@@ -169,7 +169,7 @@ def run_sweep(p: Params, paths: Paths, n_trials: int | None = None, worker_id: i
 
     n = p.sweep.trials if n_trials is None else int(n_trials)
     name = sweep_study_name(p)
-    storage = storage_from_url(p.sweep.storage)
+    storage = storage_from_url(p.sweep.storage, p.sweep.heartbeat)
     study = _study(name, storage, None, pruner=make_pruner(p.sweep.pruner))
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(p.seed, worker_id, len(study.trials)),
                                                constant_liar=True)

@@ -8,6 +8,7 @@ for Optuna's journal file storage (NFS-friendly, no database), ``memory:`` for a
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -15,11 +16,24 @@ if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
 
-def storage_from_url(url: str | None) -> "optuna.storages.BaseStorage":
+def storage_from_url(url: str | None, heartbeat: int = 0) -> "optuna.storages.BaseStorage":
     """An Optuna storage for ``url``: ``sqlite:///file`` (parent folders created; WAL journal, see
     :func:`_sqlite_connect`; a URL with ``?query`` options is passed as is), another SQLAlchemy URL (``postgresql://...``) as is,
-    ``journal:<path>`` -> ``JournalStorage(JournalFileBackend(path))``, ``memory:`` -> in memory."""
+    ``journal:<path>`` -> ``JournalStorage(JournalFileBackend(path))``, ``memory:`` -> in memory.
+
+    ``heartbeat`` > 0 (SQL storages): each running trial records a heartbeat every ``heartbeat``
+    seconds; when a worker starts a trial, Optuna fails every trial of the study silent for longer
+    than ``2 * heartbeat`` (its process was killed: SIGKILL leaves no chance to say so) and
+    :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues it once more, so no trial stays
+    RUNNING forever and the killed trial's parameters are still evaluated."""
     import optuna
+
+    hb = {}
+    if heartbeat:
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.8, and Optuna's only stale-trial handling
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            hb = {"heartbeat_interval": heartbeat, "grace_period": 2 * heartbeat,
+                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
 
     url = (url or "").strip()
     if url in ("", "memory", "memory:"):
@@ -35,13 +49,21 @@ def storage_from_url(url: str | None) -> "optuna.storages.BaseStorage":
     if url.startswith("sqlite:"):
         db = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
         if not db or db == ":memory:" or "?" in url:
-            return optuna.storages.RDBStorage(url)
+            return _rdb(url, hb)
         Path(db).parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(Path(db + ".lock")):  # two processes creating one new database race on its schema
-            return optuna.storages.RDBStorage(url, engine_kwargs={"creator": lambda: _sqlite_connect(db)})
+            return _rdb(url, hb, engine_kwargs={"creator": lambda: _sqlite_connect(db)})
     if "://" in url:
-        return optuna.storages.RDBStorage(url)
+        return _rdb(url, hb)
     raise ValueError(f"optuna storage {url!r}: expected sqlite:///file, postgresql://..., journal:<file> or memory:")
+
+
+def _rdb(url: str, heartbeat: dict, **kwargs: Any) -> "optuna.storages.RDBStorage":
+    import optuna
+
+    with warnings.catch_warnings():  # the heartbeat arguments are flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, **kwargs, **heartbeat)
 
 
 @contextlib.contextmanager
