@@ -420,6 +420,54 @@ def _status_for(exc: BaseException | None) -> str:
     return "FAILED"
 
 
+def _process_start(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``; "" elsewhere or when
+    it is gone): with the pid it names one process, even after the pid is reused."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return not start or _process_start(pid) in ("", start)
+
+
+def reap_dead_runs(c: Any, exp_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of experiment ``exp_id`` that this host started from a process that
+    no longer exists (SIGKILL, OOM killer, power loss: nothing could end them), tagged
+    ``salient.reaped``. Runs of other hosts are left alone (their processes cannot be checked from
+    here). Called whenever a run is opened; returns the reaped run ids."""
+    host, reaped = socket.gethostname(), []
+    try:
+        running = c.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=1000)
+    except Exception as e:  # noqa: BLE001 - housekeeping must never stop a stage
+        log.debug("could not list running MLflow runs: %s", e)
+        return reaped
+    for r in running:
+        tags = r.data.tags
+        if tags.get("host") != host or not tags.get("salient.pid", "").isdigit():
+            continue
+        if _alive(int(tags["salient.pid"]), tags.get("salient.pid_start", "")):
+            continue
+        try:
+            c.set_tag(r.info.run_id, "salient.reaped", f"process {tags['salient.pid']} was gone; marked KILLED by "
+                                                      f"process {os.getpid()} (end time: when it was found)")
+            c.set_terminated(r.info.run_id, "KILLED")
+            reaped.append(r.info.run_id)
+            log.warning("MLflow run %s (%s) was left RUNNING by process %s, which no longer exists: marked KILLED",
+                        r.info.run_id, r.info.run_name, tags["salient.pid"])
+        except Exception as e:  # noqa: BLE001
+            log.debug("could not mark run %s KILLED: %s", r.info.run_id, e)
+    return reaped
+
+
 @contextlib.contextmanager
 def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: str | None,
               tracking: Any) -> Iterator[TrackedRun]:
@@ -444,10 +492,12 @@ def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: st
     except Exception as e:  # noqa: BLE001 - mlflow internals; the run still gets our tags
         log.debug("mlflow context tags unavailable: %s", e)
     all_tags.update(git_info())
-    all_tags.update({"host": socket.gethostname(), "salient.version": _salient_version()})
+    all_tags.update({"host": socket.gethostname(), "salient.version": _salient_version(),
+                     "salient.pid": os.getpid(), "salient.pid_start": _process_start(os.getpid())})
     all_tags.update({k: v for k, v in tags.items() if v is not None})
     if parent:
         all_tags[PARENT_TAG] = parent
+    reap_dead_runs(c, exp_id)
     run = c.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
     handle = TrackedRun(c, run.info.run_id, exp_id, uri)
     log.info("MLflow run %s (%s) at %s%s", handle.run_id, name, uri, f", child of {parent}" if parent else "")

@@ -121,6 +121,37 @@ def test_exception_marks_run_failed(tracked):
     assert c.get_run(out.stdout.split()[0]).info.status == "KILLED"
 
 
+def test_a_sigkilled_stage_run_is_marked_killed_by_the_next_run(tracked):
+    """Issue 12 item 1: kill -9 leaves a run RUNNING with no end time; the next run opened on this host
+    finds its process gone and marks it KILLED. A live process's run is left alone."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracked)
+    code = ("import time\nfrom components import tracking\n"
+            "with tracking.stage_run('extract', {'a': 1}) as run:\n    print(run.run_id, flush=True)\n"
+            "    time.sleep(600)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        killed_id, alive_id = (p.stdout.readline().strip() for p in procs)
+        os.kill(procs[0].pid, signal.SIGKILL)
+        procs[0].wait(timeout=30)
+        assert c.get_run(killed_id).info.status == "RUNNING"  # what SIGKILL leaves behind
+        with tracking.stage_run("prepare", {"b": 2}):
+            pass
+        killed = c.get_run(killed_id)
+        assert killed.info.status == "KILLED" and killed.info.end_time is not None
+        assert "was gone" in killed.data.tags["salient.reaped"]
+        assert c.get_run(alive_id).info.status == "RUNNING"  # still working: left alone
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=30)
+        time.sleep(0.1)
+
+
 def test_disabled_tracking_is_a_noop(monkeypatch, tmp_path):
     db = tmp_path / "off.db"
     monkeypatch.setenv("SALIENT_TRACKING", "0")
