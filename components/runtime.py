@@ -112,3 +112,25 @@ def deterministic_torch() -> None:
     torch._C._set_deterministic_algorithms(True, warn_only=False)
     if "torch._inductor.config" in sys.modules:
         sys.modules["torch._inductor.config"].deterministic = True
+
+
+def die_with_parent(sig: int | None = None) -> bool:
+    """Have the kernel send this process ``sig`` (default SIGKILL) when its parent dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``; returns False elsewhere). For helper processes such as decode
+    workers: one blocked writing to a pipe its dead parent no longer reads never reaches its own
+    liveness check and would live on, orphaned, holding its memory. Exits at once when the parent
+    died during the call."""
+    import ctypes
+    import signal
+
+    sig = signal.SIGKILL if sig is None else sig
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(sig), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):  # not Linux
+        return False
+    if os.getppid() != parent:  # the parent died between the two reads: reparented already
+        os._exit(1)
+    return True

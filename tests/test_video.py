@@ -378,3 +378,46 @@ def test_read_audio_windows_other_rate_and_mels(vids):
     w = V.read_audio_windows(vids["avi"], np.array([0.5]), sample_rate=8000, n_mels=40, window_frames=20)
     assert w.shape == (1, 20, 40)
     assert int(w[0].mean(axis=0).argmax()) == _mel_bin_of(440.0, n_mels=40, hi=4000.0)
+
+
+ORPHAN = """
+import sys, time
+import numpy as np
+from pathlib import Path
+from components.data.clips import iter_clips
+from components.data.manifest import VideoRecord
+from components.data.video import probe
+paths = sys.argv[1:]
+recs = [VideoRecord.from_info(probe(p), video_id=str(i), path=p, labels=(0,), split="train") for i, p in enumerate(paths)]
+it = iter_clips(recs, [np.arange(8)] * len(recs), {"light": 32}, workers=1)
+next(it)
+print("READY", flush=True)
+time.sleep(600)  # stops reading: the worker fills its queue and blocks, as under a killed extract
+"""
+
+
+def test_a_killed_reader_takes_its_decode_worker_with_it(make_video, tmp_path):
+    """Issue 12 item 4: kill -9 the process iterating clips; its DataLoader decode worker (blocked on a
+    queue nobody reads) must die with it instead of living on reparented to PID 1."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import psutil
+
+    paths = [str(make_video(tmp_path / f"v{i}.mp4", num_frames=16)) for i in range(12)]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN, *paths], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY", proc.stderr.read()[-2000:]
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers, "no decode worker started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"decode worker(s) {[w.pid for w in alive]} outlived their killed parent"
+    finally:
+        proc.kill()

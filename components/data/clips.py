@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from components.data.manifest import VideoRecord
 from components.data.video import VideoError, read_audio_windows, read_frames, resize_center
 from components.params import AudioParams
+from components.runtime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,17 @@ class _ClipDataset(Dataset):
             return ClipError(i, rec.video_id, rec.path, str(e))
 
 
+def _worker_init(_: int) -> None:
+    die_with_parent()  # a killed extract must not leave its decode worker behind (issue 12 item 4)
+
+
 def iter_clips(records: Sequence[VideoRecord], indices: Sequence[np.ndarray], sizes: Mapping[str, int],
                audio: AudioParams | None = None, workers: int = 0, start: int = 0) -> Iterator[Clip | ClipError]:
     """Yield one :class:`Clip` (or :class:`ClipError`) per record, in order, from ``start``."""
     ds = _ClipDataset(records[start:], indices[start:], sizes, audio)
     loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
+                        prefetch_factor=4 if workers else None, persistent_workers=False,
+                        worker_init_fn=_worker_init if workers else None)
     for item in loader:
         item.index += start
         yield item
