@@ -421,6 +421,8 @@ def test_a_killed_reader_takes_its_decode_worker_with_it(make_video, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         _, alive = psutil.wait_procs(workers, timeout=15)
+        for w in alive:  # leave nothing behind, also when the check fails
+            w.kill()
         assert not alive, f"decode worker(s) {[w.pid for w in alive]} outlived their killed parent"
     finally:
         proc.kill()
