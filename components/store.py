@@ -19,6 +19,7 @@ any folder without a complete ``meta.json``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -45,6 +46,27 @@ class ArraySpec:
     dtype: str
 
 
+def reserve(path: Path) -> None:
+    """Allocate every block of a memory-mapped file now (``posix_fallocate``). A memmap file is sparse:
+    without this, a full disk shows up later as SIGBUS when a row is written (the process dies with no
+    message, exit 135); with it, as an error naming the file and the space needed, before any work."""
+    size = path.stat().st_size
+    if not size or not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreError(f"{path}: no space left for {size / 2**20:.1f} MiB of features "
+                             f"({shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free); free some and rerun "
+                             "(finished rows are kept)") from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: as before
+            raise
+    finally:
+        os.close(fd)
+
+
 class SplitWriter:
     def __init__(self, folder: Path, ids: list[str], specs: Mapping[str, ArraySpec], fingerprint: str):
         self.folder, self.ids, self.specs = folder, list(ids), dict(specs)
@@ -66,6 +88,7 @@ class SplitWriter:
                 self.done = 0 if mode == "r+" else self.done
                 self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(spec.dtype),
                                                               shape=(len(self.ids), *spec.shape))
+            reserve(path)
         (folder / "ids.txt").write_text("".join(f"{i}\n" for i in self.ids))
         if self.done:
             log.info("%s: resuming at video %d / %d", folder.name, self.done, len(self.ids))

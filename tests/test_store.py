@@ -97,3 +97,21 @@ def test_a_truncated_or_replaced_array_is_named(tmp_path):
     with pytest.raises(StoreError, match=r"train/x\.npy: shape \(2, 4, 3\) float32, but meta.json records \(3, 4, 3\)"):
         FeatureStore(out).array("train", "x")
     assert FeatureStore(out).array("train", "valid").shape == (3,)
+
+
+def test_a_full_disk_is_an_error_naming_the_file_not_a_sigbus(tmp_path):
+    """Issue 12 item 6: on a full disk extract died of SIGBUS (exit 135, no message) when it wrote a row
+    into its sparse memmap. The store now allocates its arrays up front: a real 1 MiB tmpfs, a 2 MiB array."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    try:
+        w = StoreWriter(mnt / "feat", "fp1")
+        big = {"x": ArraySpec((512, 256), "float32")}  # 4 videos x 512 KiB
+        with pytest.raises(StoreError, match=r"feat.partial/train/x.npy: no space left for 2.0 MiB"):
+            w.split("train", ["a", "b", "c", "d"], big)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
