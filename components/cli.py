@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from components import tracking
+from components.atomic import atomic_write_text
 from components.data.video import VIDEO_EXTENSIONS, validate_paths
 from components.fusion import fusion_values
 from components.benchmark import run_benchmark
@@ -174,15 +175,24 @@ def cmd_predict(args) -> int:
         return 2
     files = _video_files(args.videos)
     results = []
-    with tqdm(total=len(files), unit="video", disable=None if not args.json else True) as bar:
+    quiet = args.json or bool(args.output)
+    with tqdm(total=len(files), unit="video", disable=None if not quiet else True) as bar:
         for i in range(0, len(files), args.batch_size):
             chunk = files[i:i + args.batch_size]
             results += pred.predict(chunk, top=args.top, workers=args.workers)
             bar.update(len(chunk))
-    if args.json:
-        print(json.dumps({"sampler": args.sampler, "recognizer": args.recognizer, "k": args.k,
-                          "gflops_per_video": round(pred.gflops, 4), "results": [r.as_dict() for r in results],
-                          "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}, indent=1))
+    doc = {"sampler": pred.sampler_name, "checkpoint": str(ck), "recognizer": args.recognizer, "k": args.k,
+           "gflops_per_video": round(pred.gflops, 4), "results": [r.as_dict() for r in results],
+           "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
+    if args.output:  # written whole or not at all: a full disk leaves no truncated JSON behind
+        try:
+            atomic_write_text(Path(args.output), json.dumps(doc, indent=1) + "\n")
+        except OSError as e:
+            print(f"error: {args.output}: could not write the results ({e}); nothing was written", file=sys.stderr)
+            return 2
+        print(f"{len(results)} result(s) -> {args.output}", file=sys.stderr)
+    elif args.json:
+        print(json.dumps(doc, indent=1))
     else:
         rows = [{"video": Path(r.path).name, "top-1": f"{r.top[0][0]} ({r.top[0][1]:.2f})",
                  "frames": " ".join(map(str, r.frames)), "seconds": " ".join(f"{t:.1f}" for t in r.timestamps),
@@ -291,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--frame-chunk", type=int, default=16, help="frames per encoder call (raise on a GPU)")
     pd.add_argument("--top", type=int, default=5)
     pd.add_argument("--json", action="store_true")
+    pd.add_argument("--output", metavar="FILE", help="write the JSON result to FILE (atomically: complete or absent)")
     pd.add_argument("--params", default="params.yaml")
     pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     pd.set_defaults(fn=cmd_predict)

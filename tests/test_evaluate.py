@@ -188,6 +188,39 @@ def test_predict_reports_bad_files_and_goes_on(evaluated, tiny_params, tmp_path)
     assert isinstance(out[0], PredictError) and isinstance(out[1], Prediction) and out[2].reason == "missing"
 
 
+def test_predict_cli_writes_its_result_whole_or_not_at_all(evaluated, tiny_params, tmp_path):
+    """Issue 12 item 6 / 13: ``--output`` writes the JSON atomically (a full disk leaves no truncated
+    file), and the result names the sampler the checkpoint holds, not the flag's default."""
+    import subprocess
+
+    import yaml
+
+    from components.cli import main
+    from components.data.manifest import read_manifest
+    from components.params import to_dict
+
+    video = [r.path for r in read_manifest(evaluated.prepared)[0] if r.split == "test"][0]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(to_dict(tiny_params)))
+    ck = evaluated.features.parent / "samplers" / "nsnet" / "seed0.pt"
+    args = ["predict", video, "--checkpoint-dir", str(evaluated.features.parent), "--checkpoint", str(ck),
+            "--k", "2", "--params", str(params)]
+    out = tmp_path / "pred.json"
+    assert main([*args, "--output", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["sampler"] == "nsnet" and doc["checkpoint"] == str(ck) and len(doc["results"]) == 1
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(full)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    try:
+        (full / "filler").write_bytes(b"x" * 4096)  # nothing left
+        assert main([*args, "--output", str(full / "pred.json")]) == 2
+        assert sorted(f.name for f in full.iterdir()) == ["filler"]  # no partial JSON, no temp file
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+
+
 def test_predict_refuses_bad_requests_before_any_work(evaluated, tiny_params):
     ck = evaluated.features.parent / "samplers"
     with pytest.raises(ValueError, match="K"):
