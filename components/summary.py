@@ -14,8 +14,9 @@ test videos (``results/s<s>/``: ``curves.csv``, ``metrics.json``, ``scores.npz``
 * ``top1``, ``salient_recall``, ``distractor_share`` (share of the picks showing another class's scene),
   ``gflops``: pooled like ``map``;
 * ``vs[ref]``: ``diff``, ``ci``, ``resolved``, ``pairs``: the same paired difference against each
-  ``references`` sampler (``evaluate.references``: MaxConf-L, VideoConf-L, ...) and, for an
-  ablation, against its base sampler (:func:`_pairs` says which runs are paired);
+  ``references`` sampler (``evaluate.references``: MaxConf-L, VideoConf-L, ...; not for the
+  references themselves nor branch rows) and, for an ablation, against its base sampler
+  (:func:`_pairs` says which runs are paired);
 * for a branch row ``name[branch]``: ``fused_minus_branch`` / ``_ci`` (same trained models).
 
 A pipeline seed whose results are missing or unreadable is listed in ``failed_seeds`` and named in the
@@ -143,7 +144,10 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
                 cell["map_minus_uniform"] = round(_point(d, n), 5)
                 ci = cell["map_minus_uniform_ci"] = _ci(d, n, n_boot)
                 cell["resolved_vs_uniform"] = bool(ci[0] > 0 or ci[1] < 0)
-            others = [r for r in references if r != name] + ([bases[name]] if name in (bases or {}) else [])
+            # a reference is not compared with the others (each pair once, from the other side's rows); a
+            # branch row has its own comparison with its fused model (fused_minus_branch)
+            others = ([r for r in references if name not in references and "[" not in name]
+                      + ([bases[name]] if name in (bases or {}) else []))
             for ref in dict.fromkeys(others):
                 pairs = _pairs(runs, cells.get((ref, rec, k), []))
                 if pairs:
