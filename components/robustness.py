@@ -30,8 +30,6 @@ from components.benchmark import run_benchmark
 log = logging.getLogger(__name__)
 
 DEFAULT_KEY = "data.synthetic.distractor_fraction"
-#: Training-free references, drawn dashed; the learned samplers solid.
-BASELINES = ("uniform", "random", "dense", "maxconf", "maxconf_l", "videoconf_l", "oracle")
 
 
 def value_label(v: Any) -> str:
@@ -135,20 +133,16 @@ def tables(out: dict) -> list[str]:
 
 
 def plot(out: dict, path: Path) -> None:
-    import matplotlib  # here, not at import: the CLI imports this module and never needs it otherwise
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # deferred: figures imports matplotlib (~1 s), which the CLI that imports this module never needs otherwise
+    from components.figures import plt, series_style
 
     vals = [v for v in out["values"] if v in out["by_value"]]
     xs = [float(v) for v in vals]
     names = _samplers(out)
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     step = (max(xs) - min(xs) or 1.0) / 150  # a small offset per sampler, so error bars do not hide each other
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     for i, n in enumerate(names):
-        style = dict(color=cmap(i % cmap.N), ls="--" if n in BASELINES else "-", marker="o" if n not in BASELINES else "s",
-                     ms=4, lw=1.6 if n not in BASELINES else 1.1)
+        style = series_style(n, "frame", i)
         pts = [(x, out["by_value"][v]["samplers"].get(n)) for x, v in zip(xs, vals)]
         pts = [(x, c) for x, c in pts if c]
         if not pts:
