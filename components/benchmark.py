@@ -6,7 +6,7 @@ checkout are untouched: this checkout's files (``git ls-files``, so uncommitted 
 there, ``params.yaml`` is the merged tree (validated by the typed loader first), and ``dvc repro`` runs
 the whole pipeline, every pipeline seed included. Stopping and rerunning resumes: DVC skips the
 finished stages and the trainers resume their checkpoints. When it finishes, the workspace's
-``dvc.lock``, ``params.yaml`` and ``reports/`` are recorded under ``benchmarks/<name>/`` in the
+``dvc.lock``, ``params.yaml``, ``reports/`` and ``results/`` are recorded under ``benchmarks/<name>/`` in the
 checkout (replaced as a whole, never half-written), with the wall time in ``timing.json``.
 """
 from __future__ import annotations
@@ -77,13 +77,15 @@ def sync_workspace(root: Path, ws: Path, params: dict) -> None:
 
 
 def record(ws: Path, dest: Path, wall: float, profile: Path, overrides: Mapping[str, Any] | None = None) -> None:
-    """``ws``'s dvc.lock, params.yaml and reports/ -> ``dest`` (swapped in whole)."""
+    """``ws``'s dvc.lock, params.yaml, reports/ and results/ -> ``dest`` (swapped in whole)."""
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copy2(ws / "dvc.lock", tmp / "dvc.lock")
     shutil.copy2(ws / "params.yaml", tmp / "params.yaml")
     shutil.copytree(ws / "reports", tmp / "reports")
+    if (ws / "results").is_dir():  # evaluate's per-seed grids and scores: `summary` reruns from them alone
+        shutil.copytree(ws / "results", tmp / "results")
     atomic_write_text(tmp / "timing.json", json.dumps({"profile": str(profile), "overrides": dict(overrides or {}),
                                                        "wall_seconds": round(wall, 1),
                                                        "cpu_threads": os.cpu_count(),

@@ -135,7 +135,7 @@ TINY = [
 
 
 def copy_tiny_project(dst: Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
-    """A git + DVC project at ``dst``: this checkout's files (no reports/ or dvc.lock) with the TINY
+    """A git + DVC project at ``dst``: this checkout's files (no reports/, results/, benchmarks/ or dvc.lock) with the TINY
     params.yaml (plus ``overrides``), committed; for tests that run the real `dvc repro` / Prefect flows on it."""
     import subprocess
 
@@ -144,7 +144,7 @@ def copy_tiny_project(dst: Path, overrides: list[str] | tuple[str, ...] = ()) ->
     from components.benchmark import copy_checkout
     from components.params import load_params, to_dict
 
-    copy_checkout(ROOT, dst, ("reports/", "dvc.lock"))
+    copy_checkout(ROOT, dst, ("reports/", "dvc.lock", "results/", "benchmarks/"))  # code, not recorded outputs
     (dst / "params.yaml").write_text(yaml.safe_dump(to_dict(load_params(ROOT / "params.yaml", [*TINY, *overrides])), sort_keys=False))
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     for args in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "init"]):

@@ -72,9 +72,12 @@ def test_record_swaps_the_folder_whole(tmp_path):
     (ws / "dvc.lock").write_text("lock")
     (ws / "params.yaml").write_text("p")
     (ws / "reports/s0/x.json").write_text("{}")
+    (ws / "results/s0").mkdir(parents=True)
+    (ws / "results/s0/curves.csv").write_text("sampler\n")
     dest.mkdir(parents=True)
     (dest / "stale.txt").write_text("old run")
     record(ws, dest, 12.3, Path("profiles/b.yaml"))
-    assert sorted(f.name for f in dest.iterdir()) == ["dvc.lock", "params.yaml", "reports", "timing.json"]
+    assert sorted(f.name for f in dest.iterdir()) == ["dvc.lock", "params.yaml", "reports", "results", "timing.json"]
+    assert (dest / "results/s0/curves.csv").read_text() == "sampler\n"
     assert json.loads((dest / "timing.json").read_text())["wall_seconds"] == 12.3
     assert not any(f.name.endswith((".tmp", ".old")) for f in dest.parent.iterdir())
