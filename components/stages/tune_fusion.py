@@ -33,7 +33,7 @@ from components.sampler_data import load_split
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 from components.tuning import (FusionData, fusion_objective_data, input_study_name, pareto_study, storage_from_url,
-                               tune_fusion, write_pareto)
+                               study_lock, tune_fusion, write_pareto)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,11 @@ def register_best(paths: Paths, tuned: dict, model_name: str = "salient-sampler"
 def run(p: Params, paths: Paths) -> dict:
     data = fusion_objective_data(p, paths)
     cost_ms = objective_ms(data)
+    with study_lock(p.fusion.storage, input_study_name(p, data, "tune_fusion")):  # one filler at a time
+        return _tune(p, paths, data, cost_ms)
+
+
+def _tune(p: Params, paths: Paths, data: FusionData, cost_ms: float | None) -> dict:
     tuned = tune_fusion(p, paths, data)
     report: dict = {"objective": tuned["objective"], "storage": p.fusion.storage, "samplers": {}}
     for name in data.runs:

@@ -42,10 +42,10 @@ from components.tuning.fusion_search import (FusionData, fusion_objective_data, 
 from components.tuning.loss_sweep import (TUNED_LOSSES, make_pruner, run_sweep, suggest_losses, sweep_objective,
                                           sweep_study_name, write_best_losses)
 from components.tuning.pareto import PARETO_COLUMNS, pareto_front, pareto_study, write_pareto
-from components.tuning.storage import storage_from_url
+from components.tuning.storage import storage_from_url, study_lock
 
 __all__ = [
-    "TUNED_LOSSES", "storage_from_url", "FusionData", "fusion_objective_data", "suggest_fusion",
+    "TUNED_LOSSES", "storage_from_url", "study_lock", "FusionData", "fusion_objective_data", "suggest_fusion",
     "input_study_name", "tune_fusion", "PARETO_COLUMNS", "pareto_front", "pareto_study", "write_pareto",
     "sweep_study_name", "make_pruner", "suggest_losses", "sweep_objective", "write_best_losses", "run_sweep",
 ]

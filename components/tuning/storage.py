@@ -8,6 +8,7 @@ for Optuna's journal file storage (NFS-friendly, no database), ``memory:`` for a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -64,6 +65,27 @@ def _rdb(url: str, heartbeat: dict, **kwargs: Any) -> "optuna.storages.RDBStorag
     with warnings.catch_warnings():  # the heartbeat arguments are flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, **kwargs, **heartbeat)
+
+
+@contextlib.contextmanager
+def study_lock(url: str | None, name: str) -> Iterator[None]:
+    """Hold an exclusive lock for filling study ``name`` of a file storage (``sqlite:///file`` or
+    ``journal:<file>``; a lock file beside it), so two processes topping one study up to N trials run
+    one after the other and the second finds it full, instead of both adding N (60 + 60 = 120 trials
+    and a doubled Pareto table). Other storages (PostgreSQL, memory): no lock; run one filler per study."""
+    url = (url or "").strip()
+    db = ""
+    if url.startswith("sqlite:") and ":///" in url:
+        db = url.split(":///", 1)[1].split("?", 1)[0]
+    elif url.startswith("journal:"):
+        db = url[len("journal:"):].removeprefix("//")
+    if not db or db == ":memory:":
+        yield
+        return
+    tag = hashlib.sha1(name.encode()).hexdigest()[:12]
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(Path(f"{db}.{tag}.lock")):
+        yield
 
 
 @contextlib.contextmanager
