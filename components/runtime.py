@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -133,4 +134,35 @@ def die_with_parent(sig: int | None = None) -> bool:
         return False
     if os.getppid() != parent:  # the parent died between the two reads: reparented already
         os._exit(1)
+    return True
+
+
+def end_with_launcher(names: tuple[str, ...] = ("dvc",), interval: float = 1.0) -> bool:
+    """When an ancestor process named one of ``names`` (``dvc repro`` runs each stage through a shell)
+    launched this one, send this process SIGTERM once that ancestor is gone: a stopped ``dvc repro``
+    then stops its stage (the MLflow run ends KILLED; outputs are published atomically, so nothing
+    half-written stays) instead of leaving it running, its outputs recorded nowhere. A daemon thread
+    polls every ``interval`` seconds. Returns whether a launcher was found."""
+    import signal
+    import threading
+
+    import psutil
+
+    def is_launcher(p: "psutil.Process") -> bool:
+        try:
+            return any(Path(a).name in names for a in p.cmdline()[:2])
+        except psutil.Error:
+            return False
+
+    launcher = next((p for p in psutil.Process().parents() if is_launcher(p)), None)
+    if launcher is None:
+        return False
+
+    def watch() -> None:
+        while launcher.is_running():  # compares the creation time too: a reused pid is not it
+            time.sleep(interval)
+        log.error("the launching %s process (pid %d) is gone: stopping this one", "/".join(names), launcher.pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
     return True

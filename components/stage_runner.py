@@ -21,7 +21,7 @@ import yaml
 from components import tracking
 from components.params import Params, ParamsError, for_pipeline_seed, load_params, to_dict
 from components.paths import Paths
-from components.runtime import deterministic_torch
+from components.runtime import deterministic_torch, end_with_launcher
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -84,6 +84,7 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
         print(f"error: {e}", file=sys.stderr)
         return 2
     deterministic_torch()
+    end_with_launcher()  # a stopped `dvc repro` stops its stage instead of orphaning it
     t0 = time.perf_counter()
     stage = (run_name(params) if callable(run_name) else run_name) or name  # e.g. ablate@x
     paths, seeded = Paths(), {}

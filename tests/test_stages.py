@@ -234,3 +234,44 @@ def test_code_fingerprint_follows_the_imported_files(tmp_path, monkeypatch):
     (tmp_path / "components/b.py").write_text("X = 2\n")  # imported by a
     assert fp() != a
     hashing.code_fingerprint.cache_clear()
+
+
+LAUNCHED = """
+import time
+from components.runtime import end_with_launcher
+from components import tracking
+print("watching" if end_with_launcher(interval=0.2) else "no launcher", flush=True)
+with tracking.stage_run("extract", {"a": 1}):
+    time.sleep(600)
+"""
+
+
+def test_a_stage_ends_when_its_dvc_launcher_is_killed(tmp_path):
+    """Issue 12 item 4: SIGTERM to `dvc repro` left the stage running after dvc exited. A stand-in
+    launcher named `dvc` runs the stage through `sh -c`, as DVC does; killing it ends the stage."""
+    import os
+    import signal
+    import stat
+    import sys
+
+    import psutil
+
+    fake = tmp_path / "dvc"
+    fake.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
+                    f"subprocess.run(['sh', '-c', {repr(sys.executable)} + ' -c \"$0\"', sys.argv[1]])\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "SALIENT_TRACKING": "0"}
+    launcher = subprocess.Popen([str(fake), LAUNCHED], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout.readline().strip() == "watching"
+        stage = [p for p in psutil.Process(launcher.pid).children(recursive=True)
+                 if p.cmdline()[:2] == [sys.executable, "-c"]]  # not the shell between them
+        assert len(stage) == 1
+        os.kill(launcher.pid, signal.SIGTERM)
+        launcher.wait(timeout=30)
+        gone, alive = psutil.wait_procs(stage, timeout=15)
+        for p in alive:
+            p.kill()
+        assert not alive, "the stage outlived its launcher"
+    finally:
+        launcher.kill()
