@@ -202,7 +202,8 @@ class FeatureStore:
             raise StoreError(f"{path}: unreadable ({e}); the store was changed after extract: rerun "
                              f"`dvc repro -f extract@<seed>`") from e
         spec = self.meta["splits"][split]["arrays"][name]
-        want = (int(self.meta["splits"][split]["n"]), *spec["shape"])
+        n = self.meta["splits"][split].get("n", arr.shape[0] if arr.ndim else None)
+        want = (int(n), *spec["shape"])
         if arr.shape != want or arr.dtype != np.dtype(spec["dtype"]):
             raise StoreError(f"{path}: shape {arr.shape} {arr.dtype}, but meta.json records {want} {spec['dtype']}; "
                              "the store was changed after extract: rerun `dvc repro -f extract@<seed>`")

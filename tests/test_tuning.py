@@ -87,7 +87,7 @@ def hand_built(root: Path, n: int = 12, T: int = 8, C: int = 3, seeds=(0, 1)) ->
 def hand_params(tmp: Path, *extra: str):
     return load_params(ROOT / "params.yaml", [*TINY, "fusion.budgets=[4]", "fusion.lambda_v=0.9", "fusion.trials=25",
                                               f"fusion.storage=sqlite:///{tmp / 'optuna.db'}",
-                                              "evaluate.samplers=[uniform,tsqnet]", *extra])
+                                              "evaluate.samplers=[uniform,tsqnet]", "train_sampler.seeds=[0,1]", *extra])  # the 2 seeds hand_built writes
 
 
 def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
