@@ -149,6 +149,12 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
             others = ([r for r in references if name not in references and "[" not in name]
                       + ([bases[name]] if name in (bases or {}) else []))
             for ref in dict.fromkeys(others):
+                if ref == "uniform" and "map_minus_uniform_ci" in cell:  # computed above: same pairs, same resamples
+                    ci = cell["map_minus_uniform_ci"]
+                    cell.setdefault("vs", {})[ref] = {"diff": cell["map_minus_uniform"], "ci": ci,
+                                                      "resolved": cell["resolved_vs_uniform"],
+                                                      "pairs": sum(ps in base for ps, _, _ in runs)}
+                    continue
                 pairs = _pairs(runs, cells.get((ref, rec, k), []))
                 if pairs:
                     d = _diff(pairs, labels, variant)
