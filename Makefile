@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1 \
        HF_HUB_DISABLE_TELEMETRY=1 PREFECT_SERVER_ANALYTICS_ENABLED=false TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test test-fast bench benchmark robustness clean-demo
+.PHONY: install browser demo test test-fast bench benchmark robustness clean-demo
 
 # uv installs the same pinned set as pip in ~1 min instead of ~4 (measured on a 2-core machine, no
 # cache, byte-code compiled); it sees a local wheel folder only through UV_FIND_LINKS, which takes
@@ -26,11 +26,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/salient demo
 
-## make test: the whole suite (slow-marked end-to-end tests included).
-test: $(STAMP)
+## make browser: Debian's Chromium and its chromedriver, which tests/test_browser.py drives (never a
+## downloaded browser); installed with apt (sudo when not root) only when missing.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium chromium-driver; \
+	fi
+
+## make test: the whole suite (slow-marked end-to-end tests and the browser tests included).
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 ## make benchmark: profiles/benchmark.yaml (>= 1,000 videos, 3 pipeline seeds) in .salient/bench/benchmark/,

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib
 import json
 import os
-import re
+import signal
 import subprocess
 import sys
 import time
@@ -36,13 +37,54 @@ from components.robustness import DEFAULT_KEY, run_sweep
 from components.params import ParamsError, load_params, to_dict
 from components.paths import Paths
 from components.plots import render_dvc_plots
-from components.processes import dvc_command, venv_env
+from components.processes import ProcessError, dvc_command, start_group, stop_group, venv_env, wait_healthy
 from components.stage_runner import setup_logging
-from components.atomic import atomic_write_text
 from flows import serve
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
           "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "report", "summary")
+
+
+SAMPLER_LIST = "{registered samplers}"  # replaced in --help by the registry's names (only when help is shown)
+
+
+def _sampler_names() -> list[str]:
+    # deferred: the samplers import torch (~2 s); only predict and its --help need the names
+    from components.models.samplers import list_samplers
+
+    return list_samplers()
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Docstrings keep their layout; every option with a help text and a default shows the default;
+    :data:`SAMPLER_LIST` in a help text becomes the registered samplers (computed only when help is shown)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if SAMPLER_LIST in text:
+            text = text.replace(SAMPLER_LIST, ", ".join(_sampler_names()))
+        d = action.default
+        if d is None or d is False or d == [] or d is argparse.SUPPRESS or "%(default)" in text:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _SubParser(argparse.ArgumentParser):
+    """A subcommand's parser: :class:`HelpFormatter` unless told otherwise."""
+
+    def __init__(self, **kw):
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(**kw)
+
+
+def unknown_name_message(kind: str, name: str, choices: dict[str, list[str]]) -> str:
+    """``unknown sampler 'nsnett' (did you mean 'nsnet'?); registered samplers: ...; ablations: ...``:
+    the closest of every choice (difflib) and each group of valid names in full."""
+    every = [c for group in choices.values() for c in group]
+    close = difflib.get_close_matches(name, every, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    groups = "; ".join(f"{label}: {', '.join(names)}" for label, names in choices.items() if names)
+    return f"unknown {kind} {name!r}{hint}; {groups}"
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
@@ -132,7 +174,10 @@ def cmd_demo(args) -> int:
         print(Path("reports/README.md").read_text())
     print("Report: reports/README.md (figures in reports/figures/, the full grid in reports/curves.csv)")
     print("Metrics: `dvc metrics show`   Plots offline: `salient plots`")
-    if parent:
+    if parent and not tracking.has_children(parent):  # DVC found everything up to date: nothing to compare
+        tracking.delete_empty(parent, "no stage ran: DVC found every stage up to date")
+        print(f"MLflow: no stage ran, so the empty parent run {parent.run_id} was deleted")
+    elif parent:
         print(f"MLflow: parent run {parent.run_id} with one child run per stage; open the UI with:  salient ui")
     return 0
 
@@ -145,10 +190,33 @@ def _video_files(items: list[str]) -> list[str]:
     return out
 
 
-def _sampler_stage(ck_dir: Path, sampler: str) -> str:
-    """The DVC stage that trains ``sampler`` into ``ck_dir`` (``data/s<seed>`` -> ``train_sampler@<seed>-<name>``)."""
-    m = re.fullmatch(r"s(\d+)", ck_dir.name)
-    return f"train_sampler@{m[1]}-{sampler}" if m else "train_sampler"
+def _stage_writing(path: Path) -> str | None:
+    """The DVC stage (as ``dvc repro`` names it) whose outputs hold ``path``, asked of DVC itself over
+    the project in the working directory; None outside a DVC project or when no stage writes it."""
+    try:
+        # deferred: DVC's index (~1.5 s) is read only on this error path
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
+    except ImportError:
+        return None
+    try:
+        with Repo() as repo:
+            outs = repo.find_outs_by_path(str(path.absolute()))
+    except DvcException:
+        return None
+    return outs[0].stage.addressing if outs else None
+
+
+def _missing_checkpoint(ck: Path, sampler: str, seed: int) -> str:
+    """Why ``ck`` is absent and a command that really makes it (a DVC stage of this project), if any."""
+    msg = f"{ck}: no trained {sampler!r} (seed {seed})"
+    seeds = sorted(f.stem.removeprefix("seed") for f in ck.parent.glob("seed*.pt"))
+    if seeds:
+        return f"{msg}; trained seeds in {ck.parent}: {', '.join(seeds)} (--seed), or pass --checkpoint"
+    stage = _stage_writing(ck.parent)
+    how = (f"run `dvc repro {stage}`, or pass --checkpoint" if stage else
+           "pass the --checkpoint-dir of a trained pipeline seed, or --checkpoint FILE or models:/NAME@ALIAS")
+    return f"{msg}; {how}"
 
 
 def cmd_predict(args) -> int:
@@ -156,18 +224,22 @@ def cmd_predict(args) -> int:
 
     # deferred: components.predict imports torch and timm (~4 s); the other commands never need them
     from components.predict import Prediction, Predictor
+    from components.sampler_training import resolve_checkpoint  # deferred: torch, as components.predict
 
     try:
         p = load_params(args.params, args.set)
         ck_dir = Path(args.checkpoint_dir)
-        ck = ck_dir / "samplers" / args.sampler / f"seed{args.seed}.pt"
-        if args.checkpoint:  # a file, or a registered model: models:/salient-sampler@best
-            ck = tracking.resolve_model_uri(args.checkpoint, tracking=p)
-            ck = ck / f"seed{args.seed}.pt" if ck.is_dir() else ck
+        if not args.checkpoint and args.sampler not in {*_sampler_names(), *p.ablations}:
+            raise ValueError(unknown_name_message("sampler", args.sampler, {
+                "registered samplers": _sampler_names(), f"ablations of {args.params}": list(p.ablations)}))
+        ck, model = ck_dir / "samplers" / args.sampler / f"seed{args.seed}.pt", None
+        if args.checkpoint:  # a file, a folder of seeds, or a registered model: models:/salient-sampler@best
+            ck, model = resolve_checkpoint(args.checkpoint, args.seed, tracking_params=p)
         if not ck.exists():
-            raise FileNotFoundError(f"{ck}: no trained {args.sampler!r} (seed {args.seed}); "
-                                    f"run `dvc repro {_sampler_stage(ck_dir, args.sampler)}` or pass --checkpoint")
-        fusion = fusion_values(p, Paths(features=ck_dir / "features"))  # as evaluate: tuned or params
+            raise FileNotFoundError(_missing_checkpoint(ck, args.sampler, args.seed))
+        # as evaluate: tuned or params; a registered model brings the fusion it was tuned with
+        fusion = ({model["sampler"]: model.get("fusion") or {}} if model else
+                  fusion_values(p, Paths(features=ck_dir / "features")))
         pred = Predictor.load(p, ck, ck_dir / "encoders", args.k, args.recognizer, device=args.device, fusion=fusion)
         pred.frame_chunk = max(1, args.frame_chunk)
     except (ParamsError, ValueError, FileNotFoundError) as e:
@@ -181,7 +253,9 @@ def cmd_predict(args) -> int:
             chunk = files[i:i + args.batch_size]
             results += pred.predict(chunk, top=args.top, workers=args.workers)
             bar.update(len(chunk))
-    doc = {"sampler": pred.sampler_name, "checkpoint": str(ck), "recognizer": args.recognizer, "k": args.k,
+    doc = {"sampler": pred.sampler_name, "checkpoint": str(ck), **({"model": {"uri": args.checkpoint, **model}}
+                                                                     if model else {}),
+           "recognizer": args.recognizer, "k": args.k,
            "gflops_per_video": round(pred.gflops, 4), "results": [r.as_dict() for r in results],
            "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
     if args.output:  # written whole or not at all: a full disk leaves no truncated JSON behind
@@ -194,12 +268,32 @@ def cmd_predict(args) -> int:
     elif args.json:
         print(json.dumps(doc, indent=1))
     else:
-        rows = [{"video": Path(r.path).name, "top-1": f"{r.top[0][0]} ({r.top[0][1]:.2f})",
-                 "frames": " ".join(map(str, r.frames)), "seconds": " ".join(f"{t:.1f}" for t in r.timestamps),
-                 "GMACs": f"{r.gflops:.3f}"} if isinstance(r, Prediction) else
-                {"video": Path(r.path).name, "top-1": f"ERROR {r.reason}", "frames": r.detail[:60]} for r in results]
-        print(_table(rows, ["video", "top-1", "frames", "seconds", "GMACs"]))
+        print(prediction_table(results))
     return 1 if any(not isinstance(r, Prediction) for r in results) else 0
+
+
+def prediction_table(results: list) -> str:
+    """One row per class of each video's top list (rank, class, probability; the video's frames,
+    their times and GMACs on its first row), an ERROR row per unusable file, then every error's
+    detail in full below the table (never cut: a decoder's message is what one needs to fix a file)."""
+    # deferred: components.predict imports torch; the caller has imported it already
+    from components.predict import Prediction
+
+    rows, errors = [], []
+    for r in results:
+        name = Path(r.path).name
+        if not isinstance(r, Prediction):
+            rows.append({"video": name, "class": f"ERROR {r.reason}"})
+            errors.append(f"{r.path}: {r.reason}" + (f": {r.detail}" if r.detail else ""))
+            continue
+        for i, (cls, prob) in enumerate(r.top):
+            rows.append({"video": name if i == 0 else "", "rank": i + 1, "class": cls, "prob": f"{prob:.3f}"})
+        rows[-len(r.top)].update({"frames": " ".join(map(str, r.frames)),
+                                  "seconds": " ".join(f"{t:.1f}" for t in r.timestamps), "GMACs": f"{r.gflops:.3f}"})
+    out = _table(rows, ["video", "rank", "class", "prob", "frames", "seconds", "GMACs"])
+    if errors:
+        out += "\n\nerrors:\n" + "\n".join(f"  {e}" for e in errors)
+    return out
 
 
 def cmd_plots(args) -> int:
@@ -209,13 +303,56 @@ def cmd_plots(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    return serve.main(args.rest)
+    return serve.main(args.rest)  # its own parser: `salient serve --help` lists flows.serve's options
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def _experiment_id(p) -> str | None:
+    """The configured experiment's id, None when it does not exist yet (or the store cannot say)."""
+    try:
+        exp = tracking.client(p).get_experiment_by_name(tracking.experiment_name(p))
+    except Exception as e:  # noqa: BLE001 - only the link printed depends on it
+        print(f"note: experiment lookup failed ({e})", file=sys.stderr)
+        return None
+    return exp.experiment_id if exp is not None else None
 
 
 def cmd_ui(args) -> int:
-    cmd = tracking.ui_command(load_params(args.params), port=args.port)
+    """The MLflow server in a process group of its own, stopped as a whole (its gunicorn / uvicorn
+    workers included) when we get SIGTERM, SIGINT or SIGHUP, or exit for any other reason."""
+    p = load_params(args.params)
+    cmd = tracking.ui_command(p, port=args.port)
     print(" ".join(cmd), file=sys.stderr)
-    return subprocess.run(cmd, env=tracking.server_env(os.environ)).returncode
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    old = {s: signal.signal(s, _raise_interrupt) for s in stops}
+    proc = None
+    try:
+        proc = start_group(cmd, name="mlflow ui", env=tracking.server_env(os.environ))
+        try:
+            wait_healthy(f"http://127.0.0.1:{args.port}/health", proc=proc, timeout=180)
+        except ProcessError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"\nMLflow UI, the experiment's runs:  {tracking.ui_url(args.port, _experiment_id(p))}\n"
+              "Ctrl-C stops it.", file=sys.stderr, flush=True)
+        while proc.alive():  # polled, not wait(): the signal handler runs between two polls
+            proc.remember_children()
+            time.sleep(0.5)
+        return proc.popen.returncode
+    except KeyboardInterrupt:
+        print("\nstopping the MLflow UI ...", file=sys.stderr)
+        return 0
+    finally:
+        for s in stops:  # a second signal while stopping must not interrupt the stop itself
+            signal.signal(s, signal.SIG_IGN)
+        left = stop_group(proc, signals=(signal.SIGTERM,), grace=10) if proc is not None else []
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if left:
+            print(f"error: processes still alive: {left}", file=sys.stderr)
 
 
 def cmd_benchmark(args) -> int:
@@ -243,8 +380,8 @@ def cmd_bench(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="salient", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = argparse.ArgumentParser(prog="salient", description=__doc__, formatter_class=HelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_SubParser)
     v = sub.add_parser("validate", help="check video files or folders")
     v.add_argument("paths", nargs="+")
     v.add_argument("--min-frames", type=int, default=2)
@@ -287,36 +424,44 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(fn=cmd_bench)
     pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")
     pd.add_argument("videos", nargs="+", help="video files or folders")
-    pd.add_argument("--sampler", default="tsqnet")
+    pd.add_argument("--sampler", default="tsqnet", help=f"a registered sampler ({SAMPLER_LIST}) or an ablation "
+                    "named in the params' `ablations`; its checkpoint is --checkpoint-dir/samplers/NAME/seedS.pt")
     pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
-    pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"])
+    pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"],
+                    help="frame: the per-frame recognizer, mean over the K frames; tsi: the clip recognizer")
     pd.add_argument("--checkpoint-dir", default="data/s0",
                     help="folder with encoders/, samplers/, recognizers/: one pipeline seed's data/s<seed>")
-    pd.add_argument("--checkpoint", help="a sampler checkpoint file or a registered model, e.g. "
-                    "models:/salient-sampler@best (overrides --checkpoint-dir/samplers/...)")
+    pd.add_argument("--checkpoint", help="a sampler checkpoint file, a folder of seed<S>.pt, or a registered model, "
+                    "e.g. models:/salient-sampler@best, which brings its own sampler, seed and tuned fusion "
+                    "(overrides --checkpoint-dir/samplers/...)")
     pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
     pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
     pd.add_argument("--workers", type=int, default=0, help="decoding processes")
     pd.add_argument("--device", default="cpu", help="torch device of the models (cpu, cuda, cuda:1)")
     pd.add_argument("--frame-chunk", type=int, default=16, help="frames per encoder call (raise on a GPU)")
-    pd.add_argument("--top", type=int, default=5)
-    pd.add_argument("--json", action="store_true")
+    pd.add_argument("--top", type=int, default=5, help="classes listed per video, best first")
+    pd.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     pd.add_argument("--output", metavar="FILE", help="write the JSON result to FILE (atomically: complete or absent)")
-    pd.add_argument("--params", default="params.yaml")
-    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pd.add_argument("--params", default="params.yaml", help="the params file (frames, fusion, ablations)")
+    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     pd.set_defaults(fn=cmd_predict)
     pl = sub.add_parser("plots", help="render the dvc.yaml plots offline")
     pl.add_argument("--out", default="reports/plots")
     pl.add_argument("--format", default="html", choices=["html", "svg", "png"])
     pl.set_defaults(fn=cmd_plots)
-    sv = sub.add_parser("serve", help="start a local Prefect server, work pool and worker (Ctrl-C stops all)")
-    sv.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m flows.serve (--port, --pool, ...)")
-    sv.set_defaults(fn=cmd_serve)
+    # every option (--help too) goes to flows.serve's own parser, so its help lists them
+    sv = sub.add_parser("serve", help="start a local Prefect server, work pool and worker (Ctrl-C stops all); "
+                        "`salient serve --help` lists its options", add_help=False)
+    sv.set_defaults(fn=cmd_serve, passthrough=True)
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--params", default="params.yaml")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1")
+    ui.add_argument("--params", default="params.yaml", help="the params file naming the tracking store")
     ui.set_defaults(fn=cmd_ui)
-    args = ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.rest = rest
+    elif rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     setup_logging()
     return args.fn(args)
 

@@ -54,6 +54,9 @@ class FitConfig:
     seed: int = 0
     grad_clip: float = 0.0
     desc: str = "train"
+    # MLflow names of the epoch rows: "<log_prefix>/<key>"; None: desc ("train nsnet seed 0/val_map"); "":
+    # the bare key, for a run that holds one training only (a sampler's (variant, seed) run: "val_map")
+    log_prefix: str | None = None
     monitor: str = "val_loss"  # a key of the epoch row; falls back to train_<x> without val batches
     mode: str = "min"  # min | max
 
@@ -126,7 +129,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
     ``val_metrics()`` (optional) adds task metrics that are not batch means (e.g. a sampler's val mAP
     of its selections) to each epoch's row as ``val_<name>``, before the monitored value is read.
     ``log_metrics`` (the tracker, handed in by the caller; the engine imports none) receives each
-    epoch's row as ``{"<desc>/<key>": value}`` with ``step=epoch``."""
+    epoch's row as ``{"<log_prefix or desc>/<key>": value}`` (``{"<key>": value}`` for
+    ``log_prefix=""``) with ``step=epoch``."""
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.pt"
     fingerprint = f"{fingerprint}|{cfg!r}|v{CKPT_VERSION}"  # another FitConfig or layout never resumes
@@ -185,7 +189,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith(("loss", "acc"))})
         log.info("%s epoch %d: %s", cfg.desc, epoch, {k: round(v, 4) for k, v in row.items()})
         if log_metrics is not None:
-            log_metrics({f"{cfg.desc}/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+            prefix = cfg.desc if cfg.log_prefix is None else cfg.log_prefix
+            log_metrics({f"{prefix}/{k}" if prefix else k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         if on_epoch is not None:
             on_epoch(epoch, row)
         atomic_torch_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),

@@ -71,19 +71,9 @@ def load_runs(root: Path, name: str, split: str, ids: list[str],
     (the configured ``train_sampler.seeds`` of that sampler): every one must be there, and only those
     are loaded, so a folder left with 1 of 3 seeds by an interrupted run is refused, never used as if
     complete. ``None``: whatever seeds the folder holds."""
-    folder = Path(root, name)
-    cks = sorted(folder.glob("seed*.pt"), key=lambda c: int(c.stem[4:]))
-    if not cks:
-        raise FileNotFoundError(f"no trained {name!r} in {folder}: run `dvc repro train_sampler@{name}`")
-    if seeds is not None:
-        want = list(seeds)
-        missing = sorted(set(want) - {int(c.stem[4:]) for c in cks})
-        if missing:
-            raise FileNotFoundError(f"{folder}: seed(s) {missing} of the configured {want} missing (an interrupted "
-                                    f"or older training run?); rerun `dvc repro train_sampler@<pipeline seed>-{name}`")
-        cks = [c for c in cks if int(c.stem[4:]) in set(want)]
+    cks = seed_checkpoints(root, name, seeds)
     runs = []
-    for ck in cks:
+    for seed, ck in cks:
         f = np.load(ck.with_name(f"saliency_{ck.stem}.npz"))
         if list(f[f"{split}/ids"]) != list(ids):
             raise ValueError(f"{ck}: saliency rows do not match the feature store's {split} split; "
@@ -91,8 +81,29 @@ def load_runs(root: Path, name: str, split: str, ids: list[str],
         branches = {k.split("/", 1)[1]: torch.from_numpy(f[k]) for k in f.files
                     if k.startswith(f"{split}/") and k not in (f"{split}/ids", f"{split}/saliency")}
         out = SamplerOutput(saliency=torch.from_numpy(f[f"{split}/saliency"]), branches=branches)
-        runs.append(SamplerRun(name, int(ck.stem[4:]), load(ck), out))
+        runs.append(SamplerRun(name, seed, load(ck), out))
     return runs
+
+
+def seed_checkpoints(root: Path, name: str, seeds: Iterable[int] | None = None) -> list[tuple[int, Path]]:
+    """``(seed, root/name/seed<seed>.pt)`` in seed order. ``seeds`` (the configured seeds of that sampler):
+    every one must be there and only those are returned, so a folder left with 1 of 3 seeds by an
+    interrupted run is refused, never used as if complete; ``None``: whatever the folder holds."""
+    folder = Path(root, name)
+    found = {}
+    for c in folder.glob("seed*.pt"):
+        if c.stem[4:].isdigit():
+            found[int(c.stem[4:])] = c
+    if not found:
+        raise FileNotFoundError(f"no trained {name!r} in {folder}: run `dvc repro train_sampler@{name}`")
+    if seeds is not None:
+        want = list(seeds)
+        missing = sorted(set(want) - set(found))
+        if missing:
+            raise FileNotFoundError(f"{folder}: seed(s) {missing} of the configured {want} missing (an interrupted "
+                                    f"or older training run?); rerun `dvc repro train_sampler@<pipeline seed>-{name}`")
+        found = {s: found[s] for s in set(want)}
+    return sorted(found.items())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

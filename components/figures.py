@@ -1,13 +1,31 @@
-"""Figures shared by the per-seed ``report`` and the all-seeds ``summary``: the evaluation grid read
-back from ``curves.csv`` (:func:`read_curves`) and accuracy vs GMACs (:func:`plot_curves`, the papers' Fig. 3)."""
+"""Figures shared by the per-seed ``report`` and the all-seeds ``summary``.
+
+* :func:`plot_curves` — the main figure (the papers' Fig. 3): mAP and top-1 against GMACs per video
+  of the learned samplers against the key baselines (uniform, MaxConf-L, the oracle; dense as one
+  point), each line the mean over runs (pipeline seed × sampler seed) with the min–max band over them;
+  the TSI recognizer's rows as open diamonds in their sampler's colour.
+* :func:`plot_variants` — small multiples: one panel per learned sampler with its ablations and
+  branches (uniform as the grey reference), and one panel with every training-free baseline.
+* :func:`plot_frame_picks` — the T observation frames of a few videos with each sampler's K picks
+  (TSQNet Fig. 5).
+
+A series' role comes from its name (:func:`kind`): ``BASELINES`` are the training-free samplers,
+``<sampler>[<branch>]`` one branch of a fused sampler, an ablation is named in ``params.yaml``'s
+``ablations`` (without that map: ``<sampler>_<change>``), everything else is learned. The Vega-Lite
+templates in ``plots/`` (``dvc plots show``, ``salient plots``) draw the same two groups.
+"""
 from __future__ import annotations
 
 import csv
+from typing import Mapping, NamedTuple
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from components.atomic import atomic_savefig  # noqa: E402
 
@@ -21,46 +39,262 @@ def read_curves(path) -> list[dict]:
                  **{m: float(r.get(m) or "nan") for m in METRICS}} for r in csv.DictReader(f)]
 
 
-#: Training-free references; drawn dashed with square markers (learned samplers solid, circles).
+#: The training-free samplers (no weights; tests check this against the sampler registry).
 BASELINES = ("uniform", "random", "dense", "maxconf", "maxconf_l", "videoconf_l", "oracle")
+#: The baselines the main figure draws against the learned samplers (dense: one point, all T frames).
+KEY_BASELINES = ("uniform", "maxconf_l", "oracle", "dense")
+#: Names a reader sees; a name not here is shown as it is in the tables.
+LABELS = {"uniform": "Uniform", "random": "Random", "dense": "Dense (all T frames)", "maxconf": "MaxConf",
+          "maxconf_l": "MaxConf-L", "videoconf_l": "VideoConf-L", "oracle": "Oracle (true salient frames)",
+          "tsqnet": "TSQNet", "nsnet": "NSNet"}
+#: Axis titles for the columns of ``curves.csv``.
+AXES = {"gflops": "GMACs per video", "map": "mAP (%)", "top1": "top-1 accuracy (%)",
+        "salient_recall": "saliency recall@K (%)", "distractor_share": "distractor frames among the K picks (%)",
+        "k": "frames selected (K)"}
+#: Fixed colours, the same in every figure; every other series takes the next of ``PALETTE``.
+COLOURS = {"tsqnet": "#1f77b4", "nsnet": "#d62728", "uniform": "#7f7f7f", "maxconf_l": "#2ca02c",
+           "oracle": "#ff7f0e", "dense": "#000000"}
+#: The other series' colours, each far from every one of ``COLOURS`` and from each other.
+PALETTE = ("#17becf", "#9467bd", "#e7298a", "#8c564b", "#bcbd22", "#1b9e77", "#e6ab02", "#f4a6c8")
+LINES = {"learned": "-", "baseline": "--", "ablation": ":", "branch": "-."}
+MARKERS = {"learned": "o", "baseline": "s", "ablation": "v", "branch": "^"}
 
 
-def series_style(name: str, recognizer: str, index: int) -> dict:
-    """One distinct look per series: a colour per sampler (23 distinct ones: tab10, Dark2, Set1) and the
-    line by kind: learned solid, training-free baseline dashed, ablation dotted, branch dash-dot
-    (thin); a clip recognizer (TSI) row gets open markers."""
-    import matplotlib.pyplot as plt
+def kind(name: str, ablations: Mapping[str, str] | None = None) -> str:
+    """``learned``, ``baseline`` (training-free), ``ablation`` or ``branch`` (``<sampler>[<branch>]``)."""
+    if "[" in name:
+        return "branch"
+    if name in BASELINES:
+        return "baseline"
+    if ablations is not None:
+        return "ablation" if name in ablations else "learned"
+    return "ablation" if "_" in name else "learned"
 
-    kind = ("branch" if "[" in name else "baseline" if name in BASELINES else
-            "learned" if name in ("tsqnet", "nsnet", "avgn") else "ablation")
-    ls = {"learned": "-", "baseline": "--", "ablation": ":", "branch": "-."}[kind]
-    palette = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors, *plt.get_cmap("Set1").colors[:5]]
-    style = {"color": palette[index % len(palette)], "ls": ls, "lw": 2.0 if kind == "learned" else 1.2,
-             "marker": "o" if kind in ("learned", "ablation") else "s" if kind == "baseline" else "^", "ms": 3.5}
+
+def base_of(name: str, ablations: Mapping[str, str] | None = None) -> str:
+    """The learned sampler a branch or an ablation varies (the name itself for anything else)."""
+    k = kind(name, ablations)
+    if k == "branch":
+        return name.split("[")[0]
+    if k == "ablation":
+        return (ablations or {}).get(name) or name.split("_")[0]
+    return name
+
+
+def label(name: str, ablations: Mapping[str, str] | None = None) -> str:
+    """What a legend calls a series: ``TSQNet``, ``TSQNet: VQM branch``, an ablation by its params name."""
+    if kind(name, ablations) == "branch":
+        base, branch = name[:-1].split("[")
+        return f"{LABELS.get(base, base)}: {branch.upper()} branch only"
+    return LABELS.get(name, name)
+
+
+def series_style(name: str, recognizer: str, index: int, ablations: Mapping[str, str] | None = None) -> dict:
+    """Matplotlib keywords of one series: the colour of ``COLOURS`` or else ``PALETTE[index]`` (give each
+    series of a figure without a fixed colour its own index), the line and marker by :func:`kind` (learned
+    solid, training-free dashed, ablation dotted, branch dash-dot); a clip recognizer's (TSI) row is
+    open diamonds without a line (it is evaluated at a few K only)."""
+    k = kind(name, ablations)
+    style = {"color": COLOURS.get(name) or PALETTE[index % len(PALETTE)], "ls": LINES[k],
+             "lw": 2.2 if k == "learned" else 1.6, "marker": MARKERS[k], "ms": 4.5,
+             "zorder": 2 if k == "learned" else 3}  # thin lines over thick ones: both stay visible
     if recognizer != "frame":
-        style["mfc"] = "none"
+        style.update(ls="none", marker="D", ms=7, mfc="none", mew=1.6)
     return style
 
 
-def plot_curves(summary: list[dict], out, title: str = "Accuracy vs cost on the test split (mean over seeds; "
-                "K grows along each line)") -> None:
-    """mAP and top-1 against GMACs per video, one line per (sampler, recognizer); the legend sits
-    outside the axes and says which line style is which kind of sampler."""
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
-    series = list(dict.fromkeys((s["sampler"], s["recognizer"]) for s in summary))
-    names = list(dict.fromkeys(n for n, _ in series))
-    for ax, metric, label in ((axes[0], "map", "mAP (%)"), (axes[1], "top1", "top-1 (%)")):
-        for (name, rec) in series:
-            pts = sorted((s["gflops"], 100 * s[metric]) for s in summary if (s["sampler"], s["recognizer"]) == (name, rec))
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, label=name if rec == "frame" else f"{name} ({rec})",
-                    **series_style(name, rec, names.index(name)))
-        ax.set_xlabel("GMACs per video")
-        ax.set_ylabel(label)
+def figure_styles(names: list[str], ablations: Mapping[str, str] | None = None) -> dict[str, dict]:
+    """Frame-recognizer styles of ``names`` with distinct colours: palette colours in order of appearance."""
+    free = [n for n in dict.fromkeys(names) if n not in COLOURS]
+    return {n: series_style(n, "frame", free.index(n) if n in free else 0, ablations) for n in names}
+
+
+class Spread(NamedTuple):
+    """One series over K: arrays of K, mean GMACs, and the metric's mean, min and max over runs."""
+    k: np.ndarray
+    x: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    runs: np.ndarray
+
+    @property
+    def is_point(self) -> bool:
+        """Every K at the same cost and accuracy (one K; or dense: all T frames whatever K)."""
+        return bool(np.ptp(self.x) < 1e-9 and np.ptp(self.mean) < 1e-9 and np.ptp(self.lo) < 1e-9
+                    and np.ptp(self.hi) < 1e-9)
+
+
+def spread(rows: list[dict], metric: str, x: str = "gflops") -> dict[tuple[str, str], Spread]:
+    """(sampler, recognizer) -> :class:`Spread` of ``metric`` (in %) over the runs of each K, a run being
+    one row per (pipeline seed, sampler seed); first-seen order."""
+    groups: dict[tuple[str, str], dict[int, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((r["sampler"], r["recognizer"]), {}).setdefault(r["k"], []).append(r)
+    out = {}
+    for key, by_k in groups.items():
+        ks = sorted(by_k)
+        vals = [100 * np.array([r[metric] for r in by_k[k]], dtype=np.float64) for k in ks]
+        out[key] = Spread(np.array(ks), np.array([np.mean([r[x] for r in by_k[k]]) for k in ks], dtype=np.float64),
+                          np.array([v.mean() for v in vals]), np.array([v.min() for v in vals]),
+                          np.array([v.max() for v in vals]), np.array([len(v) for v in vals]))
+    return out
+
+
+def _draw(ax, s: Spread, style: dict, text: str, band: bool = True) -> None:
+    """The mean line and its min–max band (where the runs differ); a series of markers only (a TSI row)
+    gets min–max bars; a series whose K all fall on one point (dense) is one star."""
+    if s.is_point or style.get("ls") == "none":
+        star = s.is_point and len(s.k) > 1 and style.get("mfc") != "none"
+        at = slice(-1, None) if s.is_point else slice(None)
+        mean, lo, hi = s.mean[at], s.lo[at], s.hi[at]
+        ax.errorbar(s.x[at], mean, yerr=np.clip([mean - lo, hi - mean], 0, None), capsize=3, label=text,
+                    **{**style, "ls": "none", "marker": "*" if star else style["marker"],
+                       "ms": 12 if star else style["ms"]})
+        return
+    ax.plot(s.x, s.mean, label=text, **style)
+    if band and np.any(s.hi - s.lo > 1e-9):
+        ax.fill_between(s.x, s.lo, s.hi, color=style["color"], alpha=0.15, lw=0)
+
+
+def _runs_text(spreads: dict, names) -> str:
+    n = sorted({int(r) for (s, _), v in spreads.items() if s in names for r in v.runs})
+    return str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
+
+
+def main_names(rows: list[dict], ablations: Mapping[str, str] | None = None) -> list[str]:
+    """The samplers of the main figure: the learned ones, then the key baselines present."""
+    names = list(dict.fromkeys(r["sampler"] for r in rows))
+    return ([n for n in names if kind(n, ablations) == "learned"] +
+            [n for n in KEY_BASELINES if n in names])
+
+
+def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, title: str | None = None):
+    """The main figure (see the module docstring); returns the matplotlib figure."""
+    names = main_names(rows, ablations)
+    styles = figure_styles(names, ablations)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.8))
+    for ax, metric in zip(axes, ("map", "top1")):
+        for (name, rec), s in spread(rows, metric).items():
+            if name in names:
+                text = label(name, ablations) + ("" if rec == "frame" else f" + {rec.upper()} recognizer")
+                _draw(ax, s, styles[name] if rec == "frame" else series_style(name, rec, 0, ablations) | {
+                    "color": styles[name]["color"]}, text)
+        ax.set_xlabel(AXES["gflops"], fontsize=11)
+        ax.set_ylabel(AXES[metric], fontsize=11)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="solid: learned; dashed: "
-                   "training-free;\ndotted: ablation; dash-dot: one branch", title_fontsize=7.5)
-    fig.suptitle(title)
+    drawn = dict(zip(*axes[0].get_legend_handles_labels()[::-1]))  # text -> handle
+    texts = [label(n, ablations) for n in names if label(n, ablations) in drawn]
+    handles = [drawn[t] for t in texts]
+    sp = spread(rows, "map")
+    for rec in sorted({rec for (n, rec) in sp if rec != "frame" and n in names}):
+        ks = sorted({r["k"] for r in rows if r["recognizer"] == rec})
+        handles.append(Line2D([], [], ls="none", marker="D", ms=7, mfc="none", mew=1.6, color="0.3"))
+        texts.append(f"{rec.upper()} recognizer at K={','.join(map(str, ks))}\n(open diamond, sampler's colour)")
+    handles.append(Patch(color="0.5", alpha=0.25))
+    texts.append("min–max over runs")
+    fig.legend(handles, texts, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=10, frameon=False,
+               title="solid: learned; dashed: training-free", title_fontsize=10)
+    ks = sorted({r["k"] for r in rows if r["recognizer"] == "frame"})
+    fig.suptitle(title or "Accuracy vs cost on the test split: learned samplers against the key baselines",
+                 fontsize=13)
+    runs = _runs_text(sp, names)
+    fig.text(0.5, 0.915, f"Lines: mean over {runs} run{'' if runs == '1' else 's'} (pipeline seed × sampler seed); "
+             f"bands: min–max over them. K = {ks[0]}…{ks[-1]} frames along each line.", ha="center", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.91))
+    return fig
+
+
+def draw_variants(rows: list[dict], ablations: Mapping[str, str] | None = None, metric: str = "map"):
+    """Small multiples (frame recognizer): one panel per learned sampler with its ablations and branches,
+    uniform the grey reference; a last panel with every training-free baseline. Colours are distinct within
+    a panel (each has its own legend); bands (min–max over runs) on the full model and uniform only."""
+    rows = [r for r in rows if r["recognizer"] == "frame"]
+    sp = {n: s for (n, _), s in spread(rows, metric).items()}
+    names = list(sp)
+    ref = ["uniform"] if "uniform" in sp else []
+    panels = [(f"{label(n)}: full model vs its variants", ref, [n] + [
+        v for v in names if kind(v, ablations) in ("ablation", "branch") and base_of(v, ablations) == n])
+        for n in names if kind(n, ablations) == "learned"]
+    panels.append(("Training-free baselines", [], [n for n in names if kind(n, ablations) == "baseline"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.6), squeeze=False)
+    for ax, (title, refs, ns) in zip(axes[0], panels):
+        styles = figure_styles(refs + ns, ablations)
+        for n in refs + ns:
+            _draw(ax, sp[n], {**styles[n], "zorder": 1} if n in refs else styles[n],
+                  label(n, ablations) + (" (reference)" if n in refs else ""),
+                  band=n == "uniform" or kind(n, ablations) == "learned")
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel(AXES["gflops"], fontsize=11)
+        ax.set_ylabel(AXES[metric], fontsize=11)
+        ax.tick_params(labelsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=9.5, frameon=False, ncol=2)
+    fig.suptitle("Ablations and branches (frame recognizer): each learned sampler against its variants. "
+                 "Lines: mean over runs; bands: min–max over runs (full model and uniform)", fontsize=12)
     fig.tight_layout()
+    return fig
+
+
+def _save(fig, out) -> None:
     atomic_savefig(fig, out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(rows: list[dict], out, ablations: Mapping[str, str] | None = None, title: str | None = None) -> None:
+    """:func:`draw_curves` of ``curves.csv`` rows (every run, not a summary), saved to ``out``."""
+    _save(draw_curves(rows, ablations, title), out)
+
+
+def plot_variants(rows: list[dict], out, ablations: Mapping[str, str] | None = None) -> None:
+    """:func:`draw_variants` of ``curves.csv`` rows, saved to ``out``."""
+    _save(draw_variants(rows, ablations), out)
+
+
+class VideoPicks(NamedTuple):
+    """One video of :func:`plot_frame_picks`: thumbnails ``[T,H,W,3]`` uint8, ground-truth salient ``[T]``
+    bool (``None`` when the data has no frame labels) and sampler -> the K picked frame indices."""
+    title: str
+    thumbs: np.ndarray
+    salient: np.ndarray | None
+    picks: dict[str, list[int]]
+
+
+def draw_frame_picks(videos: list[VideoPicks], K: int):
+    """Per video a ground-truth row (salient frames outlined green) and one row per sampler (picked
+    frames outlined red and shown bright, the rest dimmed); row names at a readable size."""
+    T = len(videos[0].thumbs)
+    rows = [r for v in videos for r in ([(v, None)] if v.salient is not None else []) + [(v, s) for s in v.picks]]
+    cell, top = 0.62, 0.95  # inches: one thumbnail, the title and frame numbers above the grid
+    w, h = T * cell * 1.06, top + len(rows) * cell * 1.1
+    fig, axes = plt.subplots(len(rows), T, figsize=(w, h), squeeze=False, gridspec_kw={"wspace": 0.06, "hspace": 0.1})
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - top / h)
+    for r, (v, sampler) in enumerate(rows):
+        chosen = set(int(i) for i in v.picks[sampler]) if sampler else set()
+        for t in range(T):
+            ax = axes[r, t]
+            lit = t in chosen if sampler else bool(v.salient[t])
+            ax.imshow(v.thumbs[t], alpha=1.0 if lit else 0.35)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            colour = ("#d62728" if sampler else "#1a9850") if lit else "0.85"
+            for sp in ax.spines.values():
+                sp.set_edgecolor(colour)
+                sp.set_linewidth(3.0 if lit else 0.8)
+            if r == 0:
+                ax.set_title(str(t), fontsize=9, pad=3)
+        first = rows[r - 1][0] is not v if r else True
+        name = "ground truth" if sampler is None else LABELS.get(sampler, sampler)
+        axes[r, 0].set_ylabel((f"{v.title}\n" if first else "") + name, fontsize=10, rotation=0, ha="right",
+                              va="center", labelpad=8, fontweight="bold" if first else "normal")
+    fig.text(0, 1 - 0.05 / h, f"Frames picked at K={K}: red outline, bright\nGround truth: salient frames, green "
+             "outline; columns: observation frame t", fontsize=11, ha="left", va="top")
+    return fig
+
+
+def plot_frame_picks(videos: list[VideoPicks], K: int, out) -> None:
+    """:func:`draw_frame_picks`, saved to ``out``."""
+    fig = draw_frame_picks(videos, K)
+    atomic_savefig(fig, out, dpi=110, bbox_inches="tight")
     plt.close(fig)

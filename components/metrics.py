@@ -1,5 +1,6 @@
 """Video-level metrics: top-1 / top-k, mean class accuracy, mAP in two declared definitions, saliency
-recall@K against ground truth, and percentile bootstrap CIs over videos.
+recall@K against ground truth, spatial patch coverage of ground-truth object boxes (hit rate, IoU;
+centre-crop and random-patch reference policies), and percentile bootstrap CIs over videos.
 
 **mAP** comes in two definitions (DESIGN.md §3: always say which one a number uses; every result
 records ``MAP_DEFINITIONS[variant]``):
@@ -249,6 +250,91 @@ def salient_recall(idx: np.ndarray, salient: np.ndarray) -> float:
     denom = np.minimum(idx.shape[1], salient.sum(1))
     ok = denom > 0
     return float((hits[ok] / denom[ok]).mean()) if ok.any() else float("nan")
+
+
+# ------------------------------------------------------------------------------------ spatial coverage
+PATCH_HIT_RULES: dict[str, str] = {
+    "coverage": "the patch covers >= 50% of the ground-truth object box's area",
+    "centre": "the patch contains the centre of the ground-truth object box",
+}
+
+
+def patch_boxes(centres: np.ndarray, size: float) -> np.ndarray:
+    """Square ``size x size`` patches centred at ``centres [..., 2]`` (x, y) -> boxes ``[..., 4]``
+    ``(x0, y0, x1, y1)``, in the coordinates of the centres: continuous pixel coordinates where pixel
+    ``j`` spans ``[j, j + 1)`` (the ground truth's half-open boxes), so a frame's centre is ``(W/2, H/2)``."""
+    c = np.asarray(centres, dtype=np.float64)
+    h = size / 2.0
+    return np.concatenate([c - h, c + h], axis=-1)
+
+
+def centre_patches(shape: tuple[int, ...], frame_size: tuple[float, float], size: float) -> np.ndarray:
+    """The centre-crop policy: every frame's patch at the frame centre, ``[*shape, 4]``
+    (``frame_size = (width, height)``)."""
+    w, h = frame_size
+    return patch_boxes(np.broadcast_to(np.array([w / 2.0, h / 2.0]), (*shape, 2)), size)
+
+
+def random_patches(shape: tuple[int, ...], frame_size: tuple[float, float], size: float, seed: int = 0) -> np.ndarray:
+    """The random-patch policy: centres uniform over the positions where the patch lies inside the
+    frame (the frame centre on an axis where ``size`` exceeds the frame), ``[*shape, 4]``, seeded."""
+    lo = np.minimum(size / 2.0, np.asarray(frame_size, dtype=np.float64) / 2.0)  # [2]
+    hi = np.asarray(frame_size, dtype=np.float64) - lo
+    u = np.random.default_rng(seed).random((*shape, 2))
+    return patch_boxes(lo + u * (hi - lo), size)
+
+
+def _box_area(b: np.ndarray) -> np.ndarray:
+    return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lo, hi = np.maximum(a[..., :2], b[..., :2]), np.minimum(a[..., 2:], b[..., 2:])
+    return np.prod(np.clip(hi - lo, 0, None), axis=-1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes ``[..., 4]`` (x0, y0, x1, y1), element-wise (broadcast); NaN
+    where either box is NaN (no ground truth)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    inter = _intersection(a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (_box_area(a) + _box_area(b) - inter)
+
+
+def patch_hits(patches: np.ndarray, objects: np.ndarray, rule: str = "coverage") -> np.ndarray:
+    """Per frame 1.0 / 0.0: does the patch hit the object (:data:`PATCH_HIT_RULES`), NaN where the
+    object box is NaN. ``patches`` and ``objects`` are boxes ``[..., 4]`` in the same coordinates;
+    ``objects`` should hold only the video's own class (``FrameBoxes.target``: distractor and
+    object-free frames NaN), so they count neither as hits nor in the denominator."""
+    if rule not in PATCH_HIT_RULES:
+        raise ValueError(f"unknown patch hit rule {rule!r}; one of {sorted(PATCH_HIT_RULES)}")
+    p, o = np.asarray(patches, dtype=np.float64), np.asarray(objects, dtype=np.float64)
+    if rule == "coverage":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hit = _intersection(p, o) >= 0.5 * _box_area(o)
+    else:
+        c = (o[..., :2] + o[..., 2:]) / 2.0
+        hit = ((p[..., :2] <= c) & (c < p[..., 2:])).all(-1)
+    return np.where(np.isnan(o).any(-1), np.nan, hit.astype(np.float64))
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def patch_hit_rate(patches: np.ndarray, objects: np.ndarray, rule: str = "coverage") -> float:
+    """Share of the frames with an object box (non-NaN ``objects``) whose patch hits it
+    (:func:`patch_hits`), pooled over all frames of all videos; NaN when no frame has a box. Per-video
+    values (e.g. for :func:`bootstrap_ci`): ``np.nanmean(patch_hits(...), axis=-1)``."""
+    return _nanmean(patch_hits(patches, objects, rule))
+
+
+def patch_iou(patches: np.ndarray, objects: np.ndarray) -> float:
+    """Mean IoU of patch and object box over the frames with an object box (pooled, as
+    :func:`patch_hit_rate`); NaN when no frame has one."""
+    return _nanmean(box_iou(patches, objects))
 
 
 # ----------------------------------------------------------------------------------------- bootstrap

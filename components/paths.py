@@ -23,9 +23,10 @@ class Paths:
     reports: Path = Path("reports")
     results: Path = Path("results")  # evaluate's per-seed grid (curves.csv, metrics.json, scores.npz), read by summary
     work: Path = Path(".salient/work")  # resumable scratch (checkpoints, partial banks); never a DVC output
+    pipeline_seed: int | None = None  # set by :meth:`seeded`: the pipeline seed these paths belong to
 
     def under(self, root: Path) -> "Paths":
-        return replace(self, **{k: Path(root) / v for k, v in self.__dict__.items()})
+        return replace(self, **{k: Path(root) / v for k, v in self.__dict__.items() if k != "pipeline_seed"})
 
     def seeded(self, seed: int) -> "Paths":
         """Where pipeline seed ``seed`` reads and writes: the prepared data and the scratch space are
@@ -33,7 +34,8 @@ class Paths:
         to ``reports/s<seed>/``, evaluation results to ``results/s<seed>/``."""
         data = Path(self.features).parent / f"s{seed}"
         return replace(self, encoders=data / "encoders", features=data / "features",
-                       reports=Path(self.reports) / f"s{seed}", results=Path(self.results) / f"s{seed}")
+                       reports=Path(self.reports) / f"s{seed}", results=Path(self.results) / f"s{seed}",
+                       pipeline_seed=seed)
 
     @property
     def data(self) -> Path:

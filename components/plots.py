@@ -4,6 +4,11 @@
 network. Here DVC still resolves the plots (every definition, template and revision), via
 ``dvc plots show --json``, and ``vl-convert`` renders each Vega-Lite spec locally: HTML with the
 Vega libraries bundled in the page, or SVG / PNG files.
+
+The templates group the samplers as :mod:`components.figures` does: ``plots/curves.json`` the learned
+samplers against the key baselines (mean line, min–max band over runs, TSI as open diamonds),
+``plots/ablations.json`` one panel per learned sampler with its ablations and branches; axis titles
+come from ``x_label`` / ``y_label`` in ``dvc.yaml``.
 """
 from __future__ import annotations
 

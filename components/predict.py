@@ -90,7 +90,7 @@ class Predictor:
         T = p.frames.T
         check_k(K, T)
         sampler = load_sampler(checkpoint).eval()  # first: it names a damaged file
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        ck = sampler.checkpoint_info
         name = ck["name"]
         set_fusion(sampler, (fusion if fusion is not None else params_fusion(p)).get(name))
         missing = set(sampler.inputs) - COMPUTABLE

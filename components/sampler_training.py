@@ -12,8 +12,9 @@ loss-weight sweep, the val objective, evaluate, the reports and ``predict`` shar
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -69,6 +70,29 @@ def sampler_seeds(p: Params, name: str) -> tuple[int, ...]:
     return tuple(variant_params(p, name)[1].train_sampler.seeds)
 
 
+MODEL_META = "salient.json"  # beside the checkpoint in a registered model (components.sampler_model)
+
+
+def resolve_checkpoint(ref: str | Path, seed: int, *, tracking_params: Any = None) -> tuple[Path, dict | None]:
+    """``(checkpoint file, model metadata or None)`` for ``ref``: a checkpoint file; a folder of
+    ``seed<s>.pt`` (``seed`` picks one); or a registered model / artifact URI (``models:/name@alias``,
+    ``runs:/...``), downloaded: a model written by :mod:`components.sampler_model` brings its own
+    checkpoint, seed and sampler (``seed`` is not used), an older plain folder is read as a folder."""
+    local = tracking.resolve_model_uri(str(ref), tracking=tracking_params)
+    if not local.is_dir():
+        return local, None
+    if not (local / "MLmodel").exists():
+        return local / f"seed{seed}.pt", None
+    import yaml
+
+    try:
+        arts = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]["artifacts"]
+        return local / arts["checkpoint"]["path"], json.loads((local / arts["meta"]["path"]).read_text())
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{ref} ({local}): not a salient sampler model (no readable MLmodel naming a "
+                              f"checkpoint and {MODEL_META}: {type(e).__name__}: {e})") from e
+
+
 class CheckpointError(ValueError):
     """A sampler checkpoint that cannot be trusted: unreadable, or its weights not the ones saved."""
 
@@ -95,7 +119,8 @@ def load_sampler(path: Path) -> Sampler:
     """A trained sampler from ``seed<s>.pt``, in eval mode, with the *default* fusion settings; callers
     that select frames apply the configured / tuned ones (:func:`components.fusion.fusion_values`).
     Raises :class:`CheckpointError` naming the file when it does not load or its weights do not match
-    the digest written with them (a file damaged with its zip layout intact would otherwise load)."""
+    the digest written with them (a file damaged with its zip layout intact would otherwise load).
+    ``model.checkpoint_info`` holds the file's ``name``, ``seed``, ``classes`` and ``variant``."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         model = create_sampler(ck["name"], **{k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS})
@@ -111,6 +136,8 @@ def load_sampler(path: Path) -> Sampler:
         if got != ck["state_digest"]:
             raise CheckpointError(f"{path}: weights changed since they were saved (digest {got[:12]} != "
                                   f"{ck['state_digest'][:12]}); retrain it")
+    # what the file says about itself, so callers need not read it a second time
+    model.checkpoint_info = {k: ck.get(k) for k in ("name", "seed", "classes", "variant")}
     return model.eval()
 
 
@@ -141,7 +168,7 @@ def _step(m, batch, train_mode):
 def train_one(p: Params, paths: Paths, name: str, seed: int,
               on_epoch: Callable[[Sampler, int, dict[str, float]], None] | None = None, *,
               store: FeatureStore | None = None, data: Callable[[], tuple[dict, dict]] | tuple[dict, dict] | None = None,
-              ckpt_dir: Path | None = None) -> "Trained":
+              ckpt_dir: Path | None = None, log_prefix: str = "") -> "Trained":
     """Build sampler ``name`` for ``seed`` from the registry and, if it is trainable, train it with the
     engine on the train split (``p.train_sampler``: epochs, lr, early stopping on ``monitor``: val mAP
     of each branch's top-K, see :func:`components.validation.branch_val_score`, or val loss).
@@ -152,7 +179,9 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     training) and its own ``ckpt_dir``. ``data`` is ``(train, val)`` tensors or a callable returning
     them (called only for a trainable sampler); default: loaded from the store. Checkpoints go to
     ``ckpt_dir`` (default ``<work>/train_sampler/<name>/<fingerprint>``; resumed when the
-    configuration is the same). Epoch rows go to MLflow (:func:`components.tracking.log_metrics`).
+    configuration is the same). Epoch rows go to MLflow (:func:`components.tracking.log_metrics`, the
+    innermost open run: the (variant, seed) run of the stage), named ``<log_prefix>/<key>`` (bare keys
+    by default: ``val_map``).
     Returns :class:`Trained` ``(model, constructor kwargs, loss history or None for untrained
     baselines, the checkpoint folder or None)``; the caller removes the folder once its outputs are
     written (:func:`components.engine.remove_checkpoints`).
@@ -166,7 +195,7 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     train, val = (data() if callable(data) else data) if data is not None else load_train_val(store, paths)
     t = p.train_sampler
     cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
-                    desc=f"train {name} seed {seed}", grad_clip=1.0, monitor=t.monitor,
+                    desc=f"train {name} seed {seed}", log_prefix=log_prefix, grad_clip=1.0, monitor=t.monitor,
                     mode="max" if t.monitor == "val_map" else "min")
     val_metrics = None
     if t.monitor == "val_map":  # what the sampler is for: the recognizer's val mAP on its selections

@@ -64,10 +64,16 @@ def stage_params(stage: str, p: Params, dvc_yaml: Path = Path("dvc.yaml")) -> di
 
 
 def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str] | None = None,
-               run_name: str | Callable[[Params], str] | None = None) -> int:
+               run_name: str | Callable[[Params], str] | None = None,
+               effective: Callable[[Params], Params] | None = None) -> int:
     """Parse ``--params`` / ``--set``, run the stage inside an MLflow stage run (a child of
     ``$SALIENT_PARENT_RUN_ID`` when a flow or sweep set it; off with ``SALIENT_TRACKING=0``),
-    log its returned numbers as metrics, and return the exit status."""
+    log its returned numbers as metrics (nested mappings as ``a/b``), and return the exit status.
+
+    The run's params are the stage's ``dvc.yaml`` params slice; ``effective(params)``, when given, is
+    what the stage really runs with (an ablation's sampler with its overrides applied), and its
+    sections replace the declared ones, so ``ablate@tsqnet_vqm_only`` records ``tsqnet.branches = vqm``.
+    A stage returns no per-K table: K is a step (:mod:`components.variant_runs`), not a name part."""
     ap = argparse.ArgumentParser(prog=f"python -m components.stages.{name}")
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
@@ -92,7 +98,8 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
         group, _, item = stage.partition("@")
         stage = f"{group}@{args.pipeline_seed}" + (f"-{item}" if item else "")
         paths, seeded = paths.seeded(args.pipeline_seed), {"pipeline_seed": args.pipeline_seed}
-    logged = {**stage_params(stage, params), **seeded}
+    logged = {**stage_params(stage, params), **(stage_params(stage, effective(params)) if effective else {}),
+              **seeded}
     tags = {"dvc.stage": stage, **{k: str(v) for k, v in seeded.items()}}
     with tracking.stage_run(stage, logged, tags=tags, tracking=params):
         result = run(run_params, paths)

@@ -71,6 +71,9 @@ ENV_ENABLED = "SALIENT_TRACKING"
 ENV_PARENT = "SALIENT_PARENT_RUN_ID"
 ENV_URI = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"
+#: MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, assistant); ours hold
+#: training and evaluation runs ("custom_model_development" is its "traditional ML" kind).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 MAX_KEY = 250  # mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH
 _FALSE = {"0", "false", "no", "off"}
@@ -194,9 +197,23 @@ def _git(*args: str) -> str | None:
     return r.stdout if r.returncode == 0 else None
 
 
-def git_info() -> dict[str, str]:
+_git_cache: dict[str, tuple[float, dict[str, str]]] = {}
+
+
+def git_info(max_age: float = 0.0) -> dict[str, str]:
     """``git.commit`` (and mlflow's ``mlflow.source.git.commit``) and ``git.dirty`` of the working
-    directory's repository; empty outside a git repository or without git."""
+    directory's repository; empty outside a git repository or without git. ``max_age`` > 0 reuses an
+    answer for this working directory at most that many seconds old (one evaluation opens ~100 runs)."""
+    cwd = os.getcwd()
+    hit = _git_cache.get(cwd)
+    if max_age > 0 and hit is not None and time.monotonic() - hit[0] <= max_age:
+        return dict(hit[1])
+    out = _git_info()
+    _git_cache[cwd] = (time.monotonic(), out)
+    return dict(out)
+
+
+def _git_info() -> dict[str, str]:
     commit = _git("rev-parse", "HEAD")
     if not commit:
         return {}
@@ -252,11 +269,13 @@ def _experiment_id(c: Any, name: str, uri: str) -> str:
 
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older version or by hand
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     db = _sqlite_path(uri)
     location = (db.absolute().parent / "mlartifacts").as_uri() if db is not None else None
     try:
-        return c.create_experiment(name, artifact_location=location)
+        return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException:  # another process created it in between
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -470,7 +489,7 @@ def reap_dead_runs(c: Any, exp_id: str) -> list[str]:
 
 @contextlib.contextmanager
 def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: str | None,
-              tracking: Any) -> Iterator[TrackedRun]:
+              tracking: Any, reap: bool = True) -> Iterator[TrackedRun]:
     uri = tracking_uri(tracking)
     c = client(tracking)
     parent = parent_run_id or (active_run().run_id if active_run() else None) or os.environ.get(ENV_PARENT) or None
@@ -491,13 +510,14 @@ def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: st
         all_tags.update(resolve_tags({}))  # mlflow.user, mlflow.source.name/type, ...
     except Exception as e:  # noqa: BLE001 - mlflow internals; the run still gets our tags
         log.debug("mlflow context tags unavailable: %s", e)
-    all_tags.update(git_info())
+    all_tags.update(git_info(max_age=0 if reap else 60))
     all_tags.update({"host": socket.gethostname(), "salient.version": _salient_version(),
                      "salient.pid": os.getpid(), "salient.pid_start": _process_start(os.getpid())})
     all_tags.update({k: v for k, v in tags.items() if v is not None})
     if parent:
         all_tags[PARENT_TAG] = parent
-    reap_dead_runs(c, exp_id)
+    if reap:
+        reap_dead_runs(c, exp_id)
     run = c.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
     handle = TrackedRun(c, run.info.run_id, exp_id, uri)
     log.info("MLflow run %s (%s) at %s%s", handle.run_id, name, uri, f", child of {parent}" if parent else "")
@@ -548,6 +568,20 @@ def stage_run(name: str, params_slice: Any = None, *, tags: Mapping[str, Any] | 
 
 
 @contextlib.contextmanager
+def variant_run(name: str, params: Any = None, *, tags: Mapping[str, Any] | None = None,
+                tracking: Any = None) -> Iterator[TrackedRun | _NullRun]:
+    """A run for one evaluated or trained *variant* (sampler, ablation, branch) and seed: a child of the
+    innermost open run (the stage's), tagged ``salient.kind = variant`` unless ``tags`` says otherwise.
+    Cheaper than :func:`stage_run` (no reaping, no dvc.lock read, git asked once a minute): a stage opens
+    one per variant and seed. Yields a falsy no-op handle when tracking is off."""
+    if not tracking_enabled():
+        yield NULL_RUN
+        return
+    with _open_run(name, params, {"salient.kind": "variant", **dict(tags or {})}, None, tracking, reap=False) as run:
+        yield run
+
+
+@contextlib.contextmanager
 def parent_run(name: str, params: Any = None, *, tags: Mapping[str, Any] | None = None,
                tracking: Any = None) -> Iterator[TrackedRun | _NullRun]:
     """The parent run of a pipeline (``dvc repro``), flow run or sweep.
@@ -573,6 +607,25 @@ def parent_run(name: str, params: Any = None, *, tags: Mapping[str, Any] | None 
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+def child_runs(run: TrackedRun, max_results: int = 5000) -> list:
+    """The runs that name ``run`` as their parent (the stage runs under a pipeline's parent run), oldest
+    first, as mlflow ``Run`` objects."""
+    return list(run.client.search_runs([run.experiment_id], f"tags.`{PARENT_TAG}` = '{run.run_id}'",
+                                       max_results=max_results, order_by=["attributes.start_time ASC"]))
+
+
+def has_children(run: TrackedRun) -> bool:
+    """Whether any run names ``run`` as its parent (a stage ran under a pipeline's parent run)."""
+    return bool(child_runs(run, max_results=1))
+
+
+def delete_empty(run: TrackedRun, reason: str) -> None:
+    """Tag ``run`` ``salient.empty = reason`` and delete it (MLflow's *deleted* lifecycle stage: hidden
+    from the runs table, restorable): a parent under which nothing ran is not a result to compare."""
+    run.client.set_tag(run.run_id, "salient.empty", reason)
+    run.client.delete_run(run.run_id)
 
 
 # ------------------------------------------------------------------------------ module-level logging
@@ -614,22 +667,27 @@ def log_artifacts(paths: Any, artifact_path: str | None = None) -> list[str]:
 
 # ------------------------------------------------------------------------------ model registry
 def register_model(run_id: str, artifact_path: str, name: str, alias: str | None = None, *,
-                   tracking: Any = None):
-    """Register the run's artifact directory ``artifact_path`` as a new version of model ``name``
-    (created if needed) and point ``alias`` at it. Returns the ``ModelVersion`` (None when off)."""
+                   description: str | None = None, tags: Mapping[str, Any] | None = None, tracking: Any = None):
+    """Register the run's artifact directory ``artifact_path`` (an MLflow model directory: with an
+    ``MLmodel`` file) as a new version of model ``name`` (created if needed), with ``description``
+    and ``tags`` on the version (and the description on the model), and point ``alias`` at it.
+    Returns the ``ModelVersion`` (None when off)."""
     if not tracking_enabled():
         return None
     from mlflow.exceptions import MlflowException
 
     c = client(tracking)
     try:
-        c.create_registered_model(name)
+        c.create_registered_model(name, description=description)
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+        if description:
+            c.update_registered_model(name, description=description)
     run = c.get_run(run_id)
     source = run.info.artifact_uri.rstrip("/") + "/" + artifact_path.strip("/")
-    mv = c.create_model_version(name, source, run_id=run_id)
+    mv = c.create_model_version(name, source, run_id=run_id, description=description,
+                                tags={str(k): str(v) for k, v in (tags or {}).items() if v is not None})
     if alias:
         c.set_registered_model_alias(name, alias, mv.version)
     log.info("registered %s version %s (%s)%s", name, mv.version, source, f" as @{alias}" if alias else "")
@@ -669,6 +727,18 @@ def ui_command(params: Any = None, port: int = 5000) -> list[str]:
     return cmd
 
 
+def ui_url(port: int | str, experiment_id: str | None = None, run_id: str | None = None,
+           host: str = "127.0.0.1", base: str | None = None) -> str:
+    """The MLflow UI link that opens an experiment (or one of its runs; else the experiment list) on its
+    training runs. MLflow 3.17's UI shows an experiment in its GenAI view (traces, sessions) unless the URL
+    says ``workflowType=machine_learning`` or the user switched to "Model training" in that browser: it does
+    not read the experiment's ``mlflow.experimentKind`` tag (checked in Chromium, tests/test_browser.py).
+    ``base``: the server's URL (an ``http(s)://`` tracking URI) instead of ``http://host:port``."""
+    root = (base or f"http://{host}:{port}").rstrip("/")
+    page = "experiments" if not experiment_id else f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{root}/#/{page}?workflowType=machine_learning"
+
+
 def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for ``mlflow ui`` / ``mlflow server``: one small process instead of ~2 GB of
     workers (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``) and telemetry off."""
@@ -681,7 +751,9 @@ def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 __all__ = [
     "tracking_enabled", "tracking_uri", "experiment_name", "absolute_uri", "flatten_params", "git_info",
-    "dvc_stage_hash", "client", "TrackedRun", "Terminated", "NULL_RUN", "active_run", "stage_run", "parent_run",
+    "dvc_stage_hash", "client", "TrackedRun", "Terminated", "NULL_RUN", "active_run", "stage_run", "variant_run",
+    "parent_run",
     "log_params", "set_tags", "log_metrics", "log_curve", "log_budget_curve", "log_artifacts",
-    "register_model", "resolve_model_uri", "ui_command", "server_env",
+    "register_model", "resolve_model_uri", "ui_command", "ui_url", "server_env", "child_runs", "has_children",
+    "delete_empty",
 ]

@@ -7,41 +7,57 @@
 The flow only orchestrates (DESIGN.md §4): every piece of work is a ``dvc`` subprocess in the project
 directory, whose output is streamed line by line into the Prefect logger (visible in the UI).
 
-**Order.** The stage graph comes from DVC itself (``dvc dag --dot``: one node per stage, foreach
-items as ``group@key``, edges upstream -> downstream); :func:`stage_plan` keeps the requested
+**Order.** The stage graph comes from DVC itself (``dvc dag --dot``: one node per stage, foreach /
+matrix items as ``group@key``, edges upstream -> downstream); :func:`stage_plan` keeps the requested
 ``targets`` and everything upstream of them (what ``dvc repro TARGETS`` would consider) and sorts them
-topologically, one task per stage, or per foreach group (``train_sampler``: one task running all its
-selected items). Tasks run one after another: ``dvc repro`` holds a lock on the repository, so two
-stages of one workspace cannot run at once anyway (for the same reason two flow runs on one checkout
-serialise through DVC's lock and the task retries; give parallel workers a checkout each).
+topologically, items of one group kept next to each other where the graph allows. **One task per
+stage and per item** (``train_sampler@0-tsqnet``, ``ablate@0-nsnet_fem_mlp``): each sampler is seen,
+timed and retried on its own in the UI, and ``-p targets='["train_sampler@0-tsqnet"]'`` re-runs one.
+Tasks run one after another: ``dvc repro`` holds a lock on the repository, so two stages of one
+workspace cannot run at once anyway (for the same reason two flow runs on one checkout serialise
+through DVC's lock and the task retries; give parallel workers a checkout each).
 
-**Tasks.** ``dvc repro --single-item [--force] <stage or items>``: DVC skips what is up to date. A
-failing stage is retried ``SALIENT_TASK_RETRIES`` times (default 2), ``SALIENT_RETRY_DELAY_SECONDS``
-apart (default 10; both read when this module is imported, so a work pool's or deployment's ``env``
-job variable can set them); after the last attempt the task, and so the flow run, ends FAILED with
-the tail of the stage's output (stdout and stderr, interleaved as printed) in the exception message
-and in an ERROR log line. Downstream stages are not started.
+**Tasks.** ``dvc repro --single-item [--force] <stage>``: DVC skips what is up to date. A failing
+stage is retried ``SALIENT_TASK_RETRIES`` times (default 2), ``SALIENT_RETRY_DELAY_SECONDS`` apart
+(default 10; both read when this module is imported, so a work pool's or deployment's ``env`` job
+variable can set them); after the last attempt the task, and so the flow run, ends FAILED with the
+tail of the stage's output (stdout and stderr, interleaved as printed) in the exception message and
+in an ERROR log line. Downstream stages are not started.
 
-**Overrides: a DVC experiment, not an edit of params.yaml.** Without ``overrides`` the flow runs
-plain ``dvc repro`` stages on the workspace as it is. With ``overrides`` (``{"tsqnet.alpha": 0.4}``)
-it runs *one* task: ``dvc exp run --name <flow run name> -S key=value ... [TARGETS]``, so the change is
-recorded as a named DVC experiment (``dvc exp show``; ``dvc exp apply NAME`` brings it back later) and
-DVC itself writes the values into the params file, reproduces what they invalidate and commits the
-result to the experiment ref. We chose this over editing ``params.yaml`` from the flow because the
-experiment keeps the provenance (which values, which flow run) in git refs, needs no code of ours
-to parse or merge YAML, and is the same command a user types by hand. Workspace semantics of
-``dvc exp run`` (not ``--temp``): on success the workspace holds the experiment's params and outputs,
-exactly as after a ``dvc exp run`` by hand (``git checkout params.yaml && dvc checkout`` or
-``dvc exp apply`` another one to go back); on failure the params files are restored to what they were
-before the attempt, so a bad value never stays behind. Git HEAD never moves. The repository must be
-a git repository with a commit (DVC experiments are git refs).
+**Overrides: an isolated DVC experiment.** Without ``overrides`` the flow runs plain ``dvc repro``
+stages on the workspace as it is. With ``overrides`` (``{"tsqnet.alpha": 0.4}``) it runs *one* task:
+``dvc exp run --temp --name <flow run name> -S key=value ... [TARGETS]``. DVC builds the experiment
+in a temporary git checkout under ``.dvc/tmp/exps/`` (HEAD plus the workspace's uncommitted changes
+to tracked files), reproduces there what the values invalidate (outputs it does not rebuild come from
+the DVC cache, and from the run cache when an identical stage ran before), commits the result to the
+experiment's git ref and removes the checkout. The worker's ``params.yaml``, ``dvc.lock`` and outputs
+stay byte for byte as they were (tested), so the next plain run starts from the committed params, not
+from the experiment's. The experiment is listed by ``dvc exp show`` (``dvc exp apply NAME`` brings it
+into a workspace), its stage runs are MLflow children of the flow's parent run (tagged
+``dvc.experiment``) and its results are in the flow run's artifact. Files the temporary checkout
+lacks: untracked and git-ignored ones; the only such *input* of this pipeline is a real dataset
+(``data.root`` / ``data.annotations`` as relative paths, e.g. ``data/raw``), which is copied in with
+``--copy-paths`` when ``prepare`` is among the stages (:func:`untracked_inputs`; a dataset tracked with
+``dvc add`` or given as an absolute path is not copied). The repository must be a git repository
+with a commit (DVC experiments are git refs).
 
 **MLflow.** One parent run (``components.tracking.parent_run``) spans the flow; its id is exported as
 ``$SALIENT_PARENT_RUN_ID`` (and the absolute tracking URI as ``$MLFLOW_TRACKING_URI``) into every dvc
-subprocess, so stage runs become its children; it ends FAILED when the flow fails. Its id is logged
-and returned. The tracking URI is ``$MLFLOW_TRACKING_URI`` or the project's ``params.yaml``
-``tracking.mlflow_uri`` (a relative SQLite path is taken relative to ``project_dir``);
-``SALIENT_TRACKING=0`` turns tracking off.
+subprocess, so stage runs become its children; it ends FAILED when the flow fails. A run that
+completes without any stage run under it (DVC found everything up to date) is deleted (MLflow's
+*deleted* lifecycle stage, restorable, tagged ``salient.empty``): a user comparing runs sees one
+parent per flow run that did something, not a row of empty ones. An experiment's parent is always
+kept (it records the overrides and the experiment's name even when the run cache served every stage).
+The tracking URI is ``$MLFLOW_TRACKING_URI`` or the project's ``params.yaml`` ``tracking.mlflow_uri``
+(a relative SQLite path is taken relative to ``project_dir``); ``SALIENT_TRACKING=0`` turns tracking
+off.
+
+**Artifact.** Every flow run, completed or failed, publishes a markdown artifact (key
+``pipeline-results``, :func:`results_markdown`): the link to its MLflow parent run (a server URI's
+own page; for SQLite the page ``salient ui`` serves), the DVC experiment and its overrides, the
+headline table (frame recognizer, mAP by K and GMACs, from ``reports/summary.json``, of the experiment
+when there is one) when ``summary`` is among the stages, and one row per stage run with its MLflow
+run and status.
 """
 from __future__ import annotations
 
@@ -60,12 +76,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 import components  # noqa: F401  (imported first: telemetry off, PREFECT_HOME inside the project)
+from components.paths import Paths
 from components.processes import dvc_command, start_group, stop_group, venv_env
-from components.tracking import ENV_PARENT, ENV_URI, parent_run
+from components.tracking import ENV_PARENT, ENV_URI, NULL_RUN, child_runs, delete_empty, parent_run, ui_url
 
 RETRIES = int(os.environ.get("SALIENT_TASK_RETRIES", "2"))
 RETRY_DELAY_SECONDS = float(os.environ.get("SALIENT_RETRY_DELAY_SECONDS", "10"))
 TAIL_LINES = 40  # lines of a failed command's output put into the exception message
+ARTIFACT_KEY = "pipeline-results"
+UI_URL = "http://127.0.0.1:5000"  # where `salient ui` serves a SQLite store
 
 
 class StageFailed(RuntimeError):
@@ -160,32 +179,26 @@ def resolve_targets(targets: Iterable[str] | None, nodes: Sequence[str]) -> list
 
 
 def stage_plan(nodes: Sequence[str], edges: Sequence[tuple[str, str]],
-               targets: Iterable[str] | None = None) -> list[tuple[str, list[str]]]:
-    """The tasks to run, in dependency order: ``[(task name, [stage, ...]), ...]``.
+               targets: Iterable[str] | None = None) -> list[str]:
+    """The stages to run, one task each, in dependency order.
 
-    Keeps ``targets`` (default: every stage) and all their upstream stages; foreach items of one
-    group share a task (named after the group) unless that would create a cycle between groups, in
-    which case every item is its own task. Every edge between kept stages goes from an earlier task
-    to a later one (or stays inside one group task, where DVC orders the items itself).
+    Keeps ``targets`` (default: every stage) and all their upstream stages; every edge between kept
+    stages goes from an earlier stage to a later one. Foreach / matrix items are stages of their own;
+    among stages that are free to go next, the items of the group met first in ``nodes`` go first, so
+    a group's items stay next to each other unless an edge puts another stage between them.
     """
     keep = upstream_closure(resolve_targets(targets, nodes), edges)
-    sel = [n for n in nodes if n in keep]
-    sel_edges = [(a, b) for a, b in edges if a in keep and b in keep]
-    order = _toposort(sel, sel_edges)
+    first = {}
+    for i, n in enumerate(nodes):
+        first.setdefault(group_of(n), i)
+    sel = sorted((n for n in nodes if n in keep), key=lambda n: (first[group_of(n)], nodes.index(n)))
+    order = _toposort(sel, [(a, b) for a, b in edges if a in keep and b in keep])
     if order is None:
         raise ValueError("the DVC stage graph has a cycle")
-    groups = list(dict.fromkeys(group_of(n) for n in order))
-    g_order = _toposort(groups, [(group_of(a), group_of(b)) for a, b in sel_edges if group_of(a) != group_of(b)])
-    inner = any(group_of(a) == group_of(b) for a, b in sel_edges)
-    if g_order is None or inner:  # items of one group depend on each other or interleave with others
-        return [(n, [n]) for n in order]
-    members: dict[str, list[str]] = collections.defaultdict(list)
-    for n in order:
-        members[group_of(n)].append(n)
-    return [(g, members[g]) for g in g_order]
+    return order
 
 
-def plan(project_dir: str | os.PathLike = ".", targets: Iterable[str] | None = None) -> list[tuple[str, list[str]]]:
+def plan(project_dir: str | os.PathLike = ".", targets: Iterable[str] | None = None) -> list[str]:
     """:func:`stage_plan` of the project's DVC graph."""
     return stage_plan(*stage_graph(project_dir), targets)
 
@@ -220,19 +233,23 @@ def run_logged(cmd: Sequence[str], cwd: str | os.PathLike, env: Mapping[str, str
             stop_group(proc, signals=(signal.SIGTERM,), grace=10)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, task_run_name="{name}")
-def dvc_stage(name: str, stages: list[str], project_dir: str, force: bool = False,
-              parent_run_id: str | None = None) -> list[str]:
-    """``dvc repro --single-item [--force] STAGES`` (one stage, or the items of one foreach group)."""
+def run_dvc(args: Sequence[str], project_dir: str | os.PathLike, parent_run_id: str | None, label: str) -> None:
+    """``dvc ARGS`` in ``project_dir`` through :func:`run_logged` (in a task: its logger); raises
+    :class:`StageFailed` with the tail of the output when it exits non-zero."""
     logger = get_run_logger()
-    cmd = [*dvc_command(), "repro", "--single-item", *(["--force"] if force else []), *stages]
     t0 = time.perf_counter()
-    rc, tail = run_logged(cmd, project_dir, _dvc_env(parent_run_id), logger, name)
+    rc, tail = run_logged([*dvc_command(), *args], project_dir, _dvc_env(parent_run_id), logger, label)
     if rc:
-        logger.error("stage %s failed (exit %d); last lines:\n%s", name, rc, tail)
-        raise StageFailed(f"`dvc {' '.join(cmd[len(dvc_command()):])}` exited with {rc}; last lines:\n{tail}")
-    logger.info("stage %s done in %.1f s", name, time.perf_counter() - t0)
-    return stages
+        logger.error("%s failed (exit %d); last lines:\n%s", label, rc, tail)
+        raise StageFailed(f"`dvc {' '.join(args)}` exited with {rc}; last lines:\n{tail}")
+    logger.info("%s done in %.1f s", label, time.perf_counter() - t0)
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, task_run_name="{stage}")
+def dvc_stage(stage: str, project_dir: str, force: bool = False, parent_run_id: str | None = None) -> str:
+    """``dvc repro --single-item [--force] STAGE``: one stage, or one item of a foreach / matrix group."""
+    run_dvc(["repro", "--single-item", *(["--force"] if force else []), stage], project_dir, parent_run_id, stage)
+    return stage
 
 
 def _override_arg(key: str, value: Any) -> str:
@@ -240,53 +257,199 @@ def _override_arg(key: str, value: Any) -> str:
     return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
 
 
-def _params_files(project_dir: Path, overrides: Mapping[str, Any]) -> list[Path]:
-    files = {project_dir / "params.yaml"}
-    for k in overrides:
-        if ":" in k:  # [<filename>:]<param_name>
-            files.add(project_dir / k.split(":", 1)[0])
-    return sorted(files)
+def _git_lines(project_dir: str | os.PathLike, *args: str) -> list[str]:
+    out = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True)
+    return out.stdout.split() if out.returncode == 0 else []
+
+
+def experiment_ref(name: str, project_dir: str | os.PathLike) -> str | None:
+    """The git ref of DVC experiment ``name`` (``refs/exps/<baseline>/<name>``), None when there is none."""
+    refs = _git_lines(project_dir, "for-each-ref", "--format=%(refname)", "refs/exps")
+    return next((r for r in refs if r.count("/") >= 4 and r.rsplit("/", 1)[-1] == name), None)
 
 
 def experiment_name(base: str, project_dir: str | os.PathLike) -> str:
     """A git-ref-safe experiment name from ``base`` that no existing DVC experiment of the repo uses."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "pipeline"
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=project_dir,
-                          capture_output=True, text=True).stdout.split()
-    taken = {r.rsplit("/", 1)[-1] for r in refs}
     out, i = name, 1
-    while out in taken:
+    while experiment_ref(out, project_dir):
         i += 1
         out = f"{name}-{i}"
     return out
 
 
+def _lookup(params: Mapping, key: str) -> Any:
+    for part in key.split("."):
+        params = params.get(part) if isinstance(params, Mapping) else None
+    return params
+
+
+def untracked_inputs(project_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> list[str]:
+    """What ``prepare`` reads that a temporary git checkout lacks: ``data.root`` and ``data.annotations``
+    (after ``overrides``) of a dataset other than the synthetic one, when they are relative paths that
+    exist in the project and neither git (``git ls-files``) nor DVC (``<path>.dvc``) tracks."""
+    import yaml
+
+    project = Path(project_dir)
+    params = yaml.safe_load((project / "params.yaml").read_text()) or {}
+    get = {k: (overrides or {}).get(k, _lookup(params, k)) for k in ("data.dataset", "data.root", "data.annotations")}
+    if get["data.dataset"] in (None, "synthetic"):
+        return []
+    out = []
+    for rel in (get["data.root"], get["data.annotations"]):
+        if not rel or Path(rel).is_absolute() or not (project / rel).exists():
+            continue
+        if not (project / f"{str(rel).rstrip('/')}.dvc").exists() and not _git_lines(project, "ls-files", "--", str(rel)):
+            out.append(str(rel))
+    return out
+
+
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, task_run_name="experiment {name}")
 def dvc_experiment(name: str, overrides: dict[str, Any], targets: list[str] | None, project_dir: str,
-                   force: bool = False, parent_run_id: str | None = None) -> str:
-    """``dvc exp run --name NAME -S k=v ... [--force] [TARGETS]``; the params files are put back as
-    they were when it fails. Returns the experiment's name."""
-    logger = get_run_logger()
-    project = Path(project_dir)
-    files = _params_files(project, overrides)
-    saved = {f: f.read_bytes() if f.exists() else None for f in files}
-    exp = experiment_name(name, project)
-    cmd = [*dvc_command(), "exp", "run", "--name", exp, *(["--force"] if force else [])]
+                   force: bool = False, parent_run_id: str | None = None,
+                   copy_paths: list[str] | None = None) -> str:
+    """``dvc exp run --temp --name NAME [-C PATH ...] -S k=v ... [--force] [TARGETS]``: the experiment
+    runs in a temporary checkout; the workspace is never touched. Returns the experiment's name."""
+    exp = experiment_name(name, project_dir)
+    args = ["exp", "run", "--temp", "--name", exp, *(["--force"] if force else [])]
+    for p in copy_paths or []:
+        args += ["--copy-paths", p]
     for k, v in overrides.items():
-        cmd += ["-S", _override_arg(k, v)]
-    cmd += list(targets or [])
-    t0 = time.perf_counter()
-    rc, tail = run_logged(cmd, project, _dvc_env(parent_run_id), logger, f"exp {exp}")
-    if rc:
-        for f, data in saved.items():
-            if data is None:
-                f.unlink(missing_ok=True)
-            else:
-                f.write_bytes(data)
-        logger.error("experiment %s failed (exit %d); params files restored; last lines:\n%s", exp, rc, tail)
-        raise StageFailed(f"`dvc {' '.join(cmd[len(dvc_command()):])}` exited with {rc}; last lines:\n{tail}")
-    logger.info("experiment %s done in %.1f s (`dvc exp show` lists it)", exp, time.perf_counter() - t0)
+        args += ["-S", _override_arg(k, v)]
+    run_dvc([*args, *(targets or [])], project_dir, parent_run_id, f"exp {exp}")
+    get_run_logger().info("experiment %s: `dvc exp show` lists it, `dvc exp apply %s` applies it", exp, exp)
     return exp
+
+
+# ------------------------------------------------------------------------------ results and links
+def mlflow_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of a run: on the tracking server itself for an ``http(s)`` URI, else on the
+    local UI ``salient ui`` starts (:data:`UI_URL`); opened on training runs, not MLflow 3's GenAI view
+    (:func:`components.tracking.ui_url`)."""
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else UI_URL
+    return ui_url(0, experiment_id, run_id, base=base)
+
+
+def read_json(project_dir: str | os.PathLike, path: str | os.PathLike, ref: str | None = None) -> Any:
+    """JSON file ``path`` of the project: the workspace's, or as committed in git ``ref`` (an
+    experiment); None when it is absent or unreadable."""
+    try:
+        if ref is None:
+            return json.loads((Path(project_dir) / path).read_text())
+        out = subprocess.run(["git", "show", f"{ref}:{Path(path).as_posix()}"], cwd=project_dir,
+                             capture_output=True, text=True)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def headline_table(summary: Mapping[str, Any], recognizer: str = "frame") -> list[str]:
+    """Markdown lines: mAP (%) at each K (± the spread ``reports/README.md`` uses) and GMACs at the
+    largest K, one row per sampler of ``summary.json``'s headline (branch rows left out)."""
+    rows = {s: by_rec[recognizer] for s, by_rec in (summary.get("headline") or {}).items()
+            if "[" not in s and by_rec.get(recognizer)}
+    ks = sorted({int(k) for cells in rows.values() for k in cells})
+    if not ks:
+        return []
+
+    def cell(c: Mapping[str, Any] | None) -> str:
+        if not c or c.get("map") is None:
+            return "–"
+        std = c.get("map_std_pipeline") if c.get("pipeline_seeds", 1) > 1 else c.get("map_std_runs")
+        return f"{100 * c['map']:.1f}" + (f" ± {100 * std:.1f}" if c.get("runs", 1) > 1 and std is not None else "")
+
+    lines = ["| sampler | " + " | ".join(f"K={k}" for k in ks) + f" | GMACs at K={ks[-1]} |",
+             "|---|" + "---|" * (len(ks) + 1)]
+    for s, cells in rows.items():
+        last = cells.get(str(ks[-1])) or {}
+        gmacs = last.get("gmacs", last.get("gflops"))
+        lines.append(f"| {s} | " + " | ".join(cell(cells.get(str(k))) for k in ks)
+                     + (f" | {gmacs:.3f} |" if isinstance(gmacs, (int, float)) else " | – |"))
+    return lines
+
+
+def stage_runs(run: Any) -> list[dict[str, str]] | None:
+    """The stage runs under parent ``run`` (MLflow children), oldest first, as ``{stage, run_id, status}``;
+    None when tracking is off or they cannot be listed."""
+    if not run:
+        return None
+    try:
+        found = child_runs(run)
+    except Exception:  # noqa: BLE001 - the artifact and the cleanup must never fail the flow
+        return None
+    return [{"stage": r.data.tags.get("dvc.stage") or r.info.run_name, "run_id": r.info.run_id,
+             "status": r.info.status} for r in found]
+
+
+def results_markdown(result: Mapping[str, Any], *, tracking_uri: str | None = None,
+                     experiment_id: str | None = None, summary: Mapping[str, Any] | None = None) -> str:
+    """The flow run's artifact: MLflow link, DVC experiment, headline table, stage runs, error (see the
+    module docstring). ``result`` is what :func:`pipeline` returns."""
+    run_id, ran, exp = result.get("mlflow_run_id"), result.get("ran"), result.get("experiment")
+    status = "FAILED" if result.get("error") else "COMPLETED"
+    lines = [f"# pipeline {result.get('run_name') or ''}: {status}", ""]
+    if not run_id:
+        lines.append("**MLflow**: tracking off (`SALIENT_TRACKING=0`).")
+    elif result.get("deleted"):
+        lines.append(f"**MLflow**: nothing ran (DVC found every stage up to date), so no run was kept: the empty "
+                     f"parent run `{run_id}` was deleted (restorable from MLflow's deleted runs).")
+    else:
+        url = mlflow_url(tracking_uri or "", experiment_id or "", run_id)
+        where = ("" if (tracking_uri or "").startswith(("http://", "https://"))
+                 else f" (tracking URI `{tracking_uri}`: start the UI with `salient ui`, then open the link)")
+        lines.append(f"**MLflow**: parent run [`{run_id}`]({url}) in experiment {experiment_id}{where}.")
+    if exp:
+        sets = " ".join(f"`{_override_arg(k, v)}`" for k, v in (result.get("overrides") or {}).items())
+        lines += ["", f"**DVC experiment** `{exp}` ({sets}), run in a temporary checkout: the worker's workspace "
+                      f"is unchanged. `dvc exp show` lists it; `dvc exp apply {exp}` brings it into a workspace."]
+    table = headline_table(summary or {})
+    if table:
+        src = f"`reports/summary.json` of experiment `{exp}`" if exp else "`reports/summary.json`"
+        lines += ["", f"## Headline: frame recognizer, mAP (%) by K ({src})", "", *table]
+    lines += ["", "## Stages", ""]
+    if ran:
+        lines += ["| stage | MLflow run | status |", "|---|---|---|"]
+        link = lambda rid: f"[`{rid[:12]}`]({mlflow_url(tracking_uri or '', experiment_id or '', rid)})"  # noqa: E731
+        lines += [f"| {r['stage']} | {link(r['run_id'])} | {r['status']} |" for r in ran]
+    planned = result.get("stages") or []
+    idle = [s for s in planned if s not in {r["stage"] for r in ran or []}]
+    if ran is None or result.get("error"):
+        lines += ["", "Planned, in order: " + ", ".join(f"`{s}`" for s in planned) + "."]
+    elif idle and not exp:
+        lines += ["", "Up to date, skipped by DVC: " + ", ".join(f"`{s}`" for s in idle) + "."]
+    if result.get("error"):
+        lines += ["", f"## Error (in `{result.get('failed') or 'the flow'}`)", "",
+                  "```", str(result["error"])[-4000:], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _publish(result: Mapping[str, Any], project: Path, run: Any, logger) -> None:
+    """The markdown artifact of this flow run; a failure here is logged, never raised."""
+    from prefect.artifacts import create_markdown_artifact
+
+    try:
+        summary = None
+        if "summary" in (result.get("stages") or []):
+            ref = experiment_ref(result["experiment"], project) if result.get("experiment") else None
+            if ref or not result.get("experiment"):
+                summary = read_json(project, Paths().reports / "summary.json", ref)
+        md = results_markdown(result, tracking_uri=getattr(run, "tracking_uri", None),
+                              experiment_id=getattr(run, "experiment_id", None), summary=summary)
+        create_markdown_artifact(md, key=ARTIFACT_KEY, description=f"pipeline {result.get('run_name')}: results and "
+                                                                  "MLflow run")
+    except Exception as e:  # noqa: BLE001 - the artifact is a report; the flow's own outcome stands
+        logger.warning("could not publish the results artifact: %s", e)
+
+
+def _drop_empty(run: Any, logger) -> bool:
+    """Delete parent ``run`` (tagged ``salient.empty``): nothing ran under it."""
+    try:
+        delete_empty(run, "no stage ran: DVC found every stage up to date")
+    except Exception as e:  # noqa: BLE001
+        logger.warning("could not delete the empty MLflow parent run %s: %s", run.run_id, e)
+        return False
+    logger.info("no stage ran (DVC found every stage up to date): empty MLflow parent run %s deleted", run.run_id)
+    return True
 
 
 # ------------------------------------------------------------------------------ the flow
@@ -326,41 +489,66 @@ def pipeline(targets: list[str] | None = None, overrides: dict[str, Any] | None 
              project_dir: str = ".") -> dict[str, Any]:
     """Run the DVC pipeline (or ``targets`` and what they need) as Prefect tasks in dependency order.
 
-    targets: DVC stages (``prepare``), foreach groups (``train_sampler``) or items
-        (``train_sampler@tsqnet``); default: every stage.
-    overrides: params to change for this run, ``{"tsqnet.alpha": 0.4}``: the run becomes a DVC
-        experiment named after the flow run (``dvc exp run -S``); see the module docstring.
-    force: reproduce even what DVC finds up to date (``--force``).
-    project_dir: the DVC project (a deployment's pull step already changed into it).
+    One task per stage and per foreach item; with ``overrides``, one isolated ``dvc exp run --temp``.
+    Publishes the markdown artifact ``pipeline-results``. See the module docstring.
 
-    Returns ``{"mlflow_run_id", "tasks", "stages", "experiment"}``.
+    Args:
+        targets: DVC stages to reproduce, with everything upstream of them: a stage (`prepare`), a
+            foreach group (`train_sampler`) or one item (`train_sampler@0-tsqnet`). Empty or null:
+            every stage.
+        overrides: Params changed for this run only, as {"dotted.key": value}, e.g.
+            {"fusion.lambda_v": 0.4}. The run becomes a DVC experiment named after the flow run,
+            built in a temporary checkout: the worker's params.yaml, dvc.lock and outputs stay as
+            they are; see `dvc exp show`.
+        force: Reproduce even the stages DVC finds up to date (`dvc repro --force`).
+        project_dir: The DVC project to run in; a deployment's pull step has already changed into
+            it, so "." is the worker's checkout.
+
+    Returns:
+        ``{"mlflow_run_id", "stages", "experiment", "ran", "deleted", ...}``: ``ran`` lists the stage
+        runs MLflow recorded under the parent run (None when tracking is off).
     """
     logger = get_run_logger()
     project = Path(project_dir).absolute()
-    nodes, edges = stage_graph(project)
-    steps = stage_plan(nodes, edges, targets)
-    logger.info("project %s; tasks in order: %s", project, " -> ".join(n for n, _ in steps))
+    stages = stage_plan(*stage_graph(project), targets)
+    logger.info("project %s; %d tasks in order: %s", project, len(stages), " -> ".join(stages))
     rt = _runtime()
     run_name = rt["prefect.flow_run_name"] or time.strftime("pipeline-%Y%m%d-%H%M%S")
     params = {"targets": json.dumps(list(targets or [])), "force": force, "project_dir": str(project),
               "overrides": dict(overrides or {})}
     tags = {**_git_tags(project), **{k: v for k, v in rt.items() if v}}
-    result: dict[str, Any] = {"tasks": [n for n, _ in steps], "stages": [s for _, ss in steps for s in ss],
-                              "experiment": None}
-    with parent_run(f"pipeline {run_name}", params, tags=tags, tracking=_tracking_config(project)) as run:
-        result["mlflow_run_id"] = run.run_id
-        if run.run_id:
-            logger.info("MLflow parent run %s (%s=%s, %s=%s)", run.run_id, ENV_PARENT, run.run_id, ENV_URI,
-                        os.environ.get(ENV_URI))
-        if overrides:
-            result["experiment"] = dvc_experiment(run_name, dict(overrides), list(targets) if targets else None,
-                                                  str(project), force, run.run_id)
+    result: dict[str, Any] = {"run_name": run_name, "stages": stages, "overrides": dict(overrides or {}),
+                              "experiment": None, "mlflow_run_id": None, "ran": None, "deleted": False,
+                              "error": None, "failed": None}
+    run: Any = NULL_RUN
+    try:
+        with parent_run(f"pipeline {run_name}", params, tags=tags, tracking=_tracking_config(project)) as run:
+            result["mlflow_run_id"] = run.run_id
             if run.run_id:
+                logger.info("MLflow parent run %s (%s=%s, %s=%s)", run.run_id, ENV_PARENT, run.run_id, ENV_URI,
+                            os.environ.get(ENV_URI))
+            if overrides:
+                copy = untracked_inputs(project, overrides) if "prepare" in stages else []
+                if copy:
+                    logger.info("copying the untracked dataset paths %s into the experiment's checkout", copy)
+                result["failed"] = f"experiment {run_name}"  # the step under way: named by the artifact on error
+                result["experiment"] = dvc_experiment(run_name, dict(overrides), list(targets or []) or None,
+                                                      str(project), force, run.run_id, copy)
                 run.set_tags({"dvc.experiment": result["experiment"]})
-        else:
-            for name, stages in steps:
-                dvc_stage(name, stages, str(project), force, run.run_id)
-    logger.info("pipeline done: %s", result)
+            else:
+                for stage in stages:
+                    result["failed"] = stage
+                    dvc_stage(stage, str(project), force, run.run_id)
+            result["failed"] = None
+    except BaseException as e:
+        result["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        result["ran"] = stage_runs(run)
+        if result["ran"] == [] and not result["experiment"] and not result["error"]:
+            result["deleted"] = _drop_empty(run, logger)
+        _publish(result, project, run, logger)
+    logger.info("pipeline done: %s", {k: v for k, v in result.items() if k != "ran"})
     return result
 
 
@@ -370,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("targets", nargs="*", help="DVC stages / groups / items (default: all)")
     ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="param override (the run becomes a DVC experiment)")
+                    help="param override (the run becomes an isolated DVC experiment)")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--project-dir", default=".")
     args = ap.parse_args(argv)

@@ -80,11 +80,19 @@ def _best(p: Params, project: str = ".") -> dict | None:
 @flow(name="sweep")
 def sweep_flow(n_trials: int | None = None, workers: int = 1, overrides: list[str] | None = None,
                params_file: str = "params.yaml", trials_per_task: int = 1, project: str = ".") -> dict | None:
-    """``n_trials`` (default ``sweep.trials``) loss-weight trials as Prefect tasks of
-    ``trials_per_task`` trials each, at most ``workers`` running at once (threads of this process),
-    all in one study; then ``data/tuned_losses.json``. ``project``: the folder whose ``data/`` and
-    ``.salient/work`` are used. ``sweep_flow.fn(...)`` runs the same body without Prefect (tasks
-    become plain calls, one after another)."""
+    """``n_trials`` loss-weight trials as Prefect tasks, all in one study; then ``data/tuned_losses.json``.
+
+    ``sweep_flow.fn(...)`` runs the same body without Prefect (tasks become plain calls, one after
+    another).
+
+    Args:
+        n_trials: Trials of this run (added to the study); null: `sweep.trials` of the params file.
+        workers: Tasks running at once (threads of this process), all filling one Optuna study.
+        overrides: Params fixed for every trial, as KEY=VALUE strings, e.g. ["sweep.sampler=nsnet"].
+        params_file: The params file, relative to the working directory (the worker's checkout).
+        trials_per_task: Trials each Prefect task runs, one after another.
+        project: The folder whose `data/` (the features trained on) and `.salient/work` are used.
+    """
     overrides = list(overrides or [])
     p = _params(params_file, overrides)
     n = p.sweep.trials if n_trials is None else int(n_trials)

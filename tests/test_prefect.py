@@ -1,9 +1,11 @@
 """Prefect orchestration: the stage order of flows/pipeline.py against the project's DVC graph, the
 process-group helpers of components/processes.py, flows/serve.py's prefect.yaml reading, the
-deployment files, and (slow) the real thing: a Prefect server + process work pool + worker (the
-LocalPrefect of flows/serve.py) running the ``pipeline`` deployment in a copy of the project, a
-COMPLETED run (a DVC experiment with an override) and a FAILED one (retried), with MLflow parent
-runs, and nothing left running afterwards."""
+deployment files and their parameter descriptions, the results artifact, the flow itself in this
+process (one task per stage, no empty MLflow parent run, an override run as an isolated DVC
+experiment that leaves the workspace byte-identical), and (slow) the real thing: a Prefect server +
+process work pool + worker (the LocalPrefect of flows/serve.py) running the ``pipeline`` deployment
+in a copy of the project, a COMPLETED run (a DVC experiment with an override) and a FAILED one
+(retried), with MLflow parent runs and artifacts, and nothing left running afterwards."""
 from __future__ import annotations
 
 import contextlib
@@ -54,37 +56,35 @@ def test_stage_plan_respects_every_dependency_of_dvc_yaml(dvc_graph):
     from flows.pipeline import stage_plan
 
     nodes, edges = dvc_graph
-    steps = stage_plan(nodes, edges)
-    order = [s for _, stages in steps for s in stages]
+    order = stage_plan(nodes, edges)
     assert sorted(order) == sorted(nodes) and len(order) == len(set(order)), "every stage exactly once"
-    task_of = {s: i for i, (_, stages) in enumerate(steps) for s in stages}
+    position = {s: i for i, s in enumerate(order)}
     index = _dvc_index(ROOT)
     assert set(index) == set(nodes)
     checked = 0
     for a, (_, outs_a) in index.items():  # brute force: every ordered pair of stages
         for b, (deps_b, _) in index.items():
             if a != b and _feeds(outs_a, deps_b):
-                assert task_of[a] < task_of[b], f"{a} feeds {b} but runs in task {task_of[a]} >= {task_of[b]}"
+                assert position[a] < position[b], f"{a} feeds {b} but runs at {position[a]} >= {position[b]}"
                 assert (a, b) in edges, f"dvc dag lacks {a} -> {b}"
                 checked += 1
     assert checked >= len(edges) > 5
-    # foreach items share one task named after their group
-    groups = {name: stages for name, stages in steps}
-    assert all(s.startswith("train_sampler@") for s in groups["train_sampler"]) and len(groups["train_sampler"]) > 1
-    assert steps[0] == ("prepare", ["prepare"])
+    # foreach / matrix items are tasks of their own, a group's items next to each other
+    samplers = [i for i, s in enumerate(order) if s.startswith("train_sampler@")]
+    assert len(samplers) > 1 and samplers == list(range(samplers[0], samplers[0] + len(samplers)))
+    assert order[0] == "prepare"
 
 
 def test_stage_plan_targets_keep_only_their_upstream(dvc_graph):
     from flows.pipeline import stage_plan, upstream_closure
 
     nodes, edges = dvc_graph
-    assert stage_plan(nodes, edges, ["prepare"]) == [("prepare", ["prepare"])]
-    steps = stage_plan(nodes, edges, ["train_sampler@0-tsqnet"])
-    flat = [s for _, ss in steps for s in ss]
-    assert set(flat) == upstream_closure(["train_sampler@0-tsqnet"], edges)
-    assert steps[-1] == ("train_sampler", ["train_sampler@0-tsqnet"])
-    assert "headroom" not in flat and "train_sampler@0-nsnet" not in flat
-    whole_group = stage_plan(nodes, edges, ["train_sampler"])[-1][1]
+    assert stage_plan(nodes, edges, ["prepare"]) == ["prepare"]
+    order = stage_plan(nodes, edges, ["train_sampler@0-tsqnet"])
+    assert set(order) == upstream_closure(["train_sampler@0-tsqnet"], edges)
+    assert order[-1] == "train_sampler@0-tsqnet"
+    assert "headroom@0" not in order and "train_sampler@0-nsnet" not in order
+    whole_group = [s for s in stage_plan(nodes, edges, ["train_sampler"]) if s.startswith("train_sampler")]
     assert whole_group == [n for n in nodes if n.startswith("train_sampler@")]
     with pytest.raises(ValueError, match="unknown DVC stage 'nope'"):
         stage_plan(nodes, edges, ["nope"])
@@ -104,10 +104,13 @@ def test_stage_plan_on_small_graphs():
         }
         '''))
     assert nodes == ["c", "a@1", "b", "a@2"] and edges == [("b", "c"), ("a@1", "b")]
-    assert stage_plan(nodes, edges) == [("a", ["a@1", "a@2"]), ("b", ["b"]), ("c", ["c"])]
-    # a group whose items sit on both sides of another stage cannot be one task
-    steps = stage_plan(nodes, [("a@1", "b"), ("b", "a@2"), ("b", "c")])
-    assert steps == [("a@1", ["a@1"]), ("b", ["b"]), ("c", ["c"]), ("a@2", ["a@2"])]
+    assert stage_plan(nodes, edges) == ["a@1", "a@2", "b", "c"]  # a@2 is free: it stays beside a@1
+    # a group whose items sit on both sides of another stage is split by it
+    assert stage_plan(nodes, [("a@1", "b"), ("b", "a@2"), ("b", "c")]) == ["a@1", "b", "c", "a@2"]
+    # two seeds of a matrix: seed by seed within each group, groups in DVC's order
+    nodes = ["x@0", "x@1", "y@0", "y@1"]
+    assert stage_plan(nodes, [("x@0", "y@0"), ("x@1", "y@1")]) == nodes
+    assert stage_plan(nodes, [("x@0", "y@0"), ("x@1", "y@1")], ["y@1"]) == ["x@1", "y@1"]
     with pytest.raises(ValueError, match="cycle"):
         stage_plan(["x", "y"], [("x", "y"), ("y", "x")])
 
@@ -123,6 +126,94 @@ def test_override_args_and_experiment_names(tmp_path):
 
 
 # ------------------------------------------------------------------------------ deployment files (fast)
+def _git_repo(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for args in (["init", "-q"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "0"]):
+        _run(["git", *args], path)
+    return path
+
+
+def test_untracked_inputs_are_the_dataset_paths_a_temp_checkout_lacks(tmp_path):
+    from flows.pipeline import untracked_inputs
+
+    proj = _git_repo(tmp_path / "p")
+    (proj / "params.yaml").write_text("data: {dataset: ucf101, root: data/raw, annotations: data/splits}\n")
+    (proj / "data/raw").mkdir(parents=True)
+    assert untracked_inputs(proj) == ["data/raw"]  # data/splits does not exist
+    (proj / "data/splits").mkdir()
+    assert untracked_inputs(proj) == ["data/raw", "data/splits"]
+    assert untracked_inputs(proj, {"data.dataset": "synthetic"}) == []  # never read then
+    assert untracked_inputs(proj, {"data.root": str(proj / "data/raw")}) == ["data/splits"]  # absolute
+    (proj / "data/splits/a.txt").write_text("x")
+    _run(["git", "add", "data/splits/a.txt"], proj)
+    (proj / "data/raw.dvc").write_text("outs: []\n")
+    assert untracked_inputs(proj) == []  # in git / tracked by DVC: the temp checkout has them
+
+
+def test_results_markdown_headline_links_and_experiment(tmp_path):
+    from flows.pipeline import experiment_ref, headline_table, mlflow_url, read_json, results_markdown
+
+    ml = "?workflowType=machine_learning"  # MLflow 3.17's UI opens the GenAI view without it
+    assert mlflow_url("http://mlflow.example:5000/", "3", "abc") == f"http://mlflow.example:5000/#/experiments/3/runs/abc{ml}"
+    assert mlflow_url("sqlite:////x/mlflow.db", "3", "abc") == f"http://127.0.0.1:5000/#/experiments/3/runs/abc{ml}"
+    summary = {"headline": {
+        "uniform": {"frame": {"1": {"map": 0.5, "gflops": 0.3, "runs": 1, "pipeline_seeds": 1},
+                              "3": {"map": 0.6, "gflops": 0.9, "runs": 1, "pipeline_seeds": 1}}},
+        "tsqnet": {"frame": {"1": {"map": 0.55, "map_std_runs": 0.02, "runs": 3, "pipeline_seeds": 1},
+                             "3": {"map": 0.7, "map_std_runs": 0.01, "runs": 3, "pipeline_seeds": 1, "gmacs": 1.2}},
+                   "tsi": {"3": {"map": 0.1}}},
+        "tsqnet[vqm]": {"frame": {"1": {"map": 0.4}}}}}
+    assert headline_table(summary) == ["| sampler | K=1 | K=3 | GMACs at K=3 |", "|---|---|---|---|",
+                                       "| uniform | 50.0 | 60.0 | 0.900 |", "| tsqnet | 55.0 ± 2.0 | 70.0 ± 1.0 | 1.200 |"]
+    real = json.loads((ROOT / "reports/summary.json").read_text())  # the recorded demo's summary
+    table = headline_table(real)
+    assert len(table) == 2 + sum("[" not in s for s in real["headline"]) and "| tsqnet |" in "\n".join(table)
+
+    result = {"run_name": "witty-fox", "stages": ["prepare", "summary"], "experiment": "witty-fox",
+              "overrides": {"fusion.lambda_v": 0.4}, "mlflow_run_id": "r1", "error": None,
+              "ran": [{"stage": "summary", "run_id": "c1" * 8, "status": "FINISHED"}]}
+    md = results_markdown(result, tracking_uri="sqlite:////x/mlflow.db", experiment_id="2", summary=summary)
+    assert "# pipeline witty-fox: COMPLETED" in md
+    assert "[`r1`](http://127.0.0.1:5000/#/experiments/2/runs/r1?workflowType=machine_learning)" in md and "`salient ui`" in md
+    assert "`dvc exp apply witty-fox`" in md and "`fusion.lambda_v=0.4`" in md
+    assert "| tsqnet | 55.0 ± 2.0 | 70.0 ± 1.0 | 1.200 |" in md and "of experiment `witty-fox`" in md
+    assert ("| summary | [`c1c1c1c1c1c1`](http://127.0.0.1:5000/#/experiments/2/runs/c1c1c1c1c1c1c1c1"
+            "?workflowType=machine_learning) | FINISHED |") in md
+    md = results_markdown({**result, "experiment": None, "ran": [], "deleted": True, "error": None}, summary=None)
+    assert "nothing ran" in md and "was deleted" in md and "Up to date, skipped by DVC: `prepare`, `summary`" in md
+    md = results_markdown({**result, "mlflow_run_id": None, "ran": None, "error": "StageFailed: boom", "failed": "summary"})
+    assert ": FAILED" in md and "tracking off" in md and "Planned, in order: `prepare`, `summary`" in md
+    assert "## Error (in `summary`)\n\n```\nStageFailed: boom\n```" in md
+
+    # an experiment's files are read from its git ref, the workspace's from disk
+    repo = _git_repo(tmp_path / "repo")
+    (repo / "reports").mkdir()
+    (repo / "reports/summary.json").write_text('{"v": 1}')
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    _run([*git, "add", "reports"], repo)
+    _run([*git, "commit", "-qm", "exp"], repo)
+    _run(["git", "update-ref", "refs/exps/ab/cdef/witty-fox", "HEAD"], repo)
+    (repo / "reports/summary.json").write_text('{"v": 2}')
+    ref = experiment_ref("witty-fox", repo)
+    assert ref == "refs/exps/ab/cdef/witty-fox" and experiment_ref("other", repo) is None
+    assert read_json(repo, "reports/summary.json", ref) == {"v": 1}
+    assert read_json(repo, "reports/summary.json") == {"v": 2}
+    assert read_json(repo, "reports/nope.json", ref) is None and read_json(repo, "reports/nope.json") is None
+
+
+@pytest.mark.parametrize("entry", ["flows/pipeline.py:pipeline", "flows/sweep.py:sweep_flow"])
+def test_deployment_parameters_have_descriptions(entry):
+    """What `prefect deploy` puts into a deployment's parameter_openapi_schema (the flow's Google-style
+    ``Args:``), also as read from the source without importing it."""
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema, parameter_schema_from_entrypoint
+
+    for schema in (parameter_schema(load_flow_from_entrypoint(str(ROOT / entry))),
+                   parameter_schema_from_entrypoint(str(ROOT / entry))):
+        props = schema.model_dump()["properties"]
+        assert props and all(len(p.get("description") or "") > 20 for p in props.values()), props
+
+
 def test_prefect_yaml_deployments():
     from flows.serve import read_deployments
 
@@ -205,6 +296,99 @@ def test_run_command_text():
                    """-p 'targets=["prepare"]' -p 'overrides={"a.b": 1}'""")
 
 
+# ------------------------------------------------------------------------------ the flow in process (real Prefect and DVC)
+def _workspace_hashes(project: Path) -> dict[str, str]:
+    """sha256 of every file of the project outside .git and .dvc (params.yaml, dvc.lock, outputs, code)."""
+    import hashlib
+
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(project.rglob("*")) if p.is_file() and p.relative_to(project).parts[0] not in (".git", ".dvc")}
+
+
+def _artifacts(client, flow_run_id) -> list:
+    """The flow run's results artifacts (markdown, key pipeline-results; not Prefect's result records)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    from flows.pipeline import ARTIFACT_KEY
+
+    arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                                                                key=ArtifactFilterKey(any_=[ARTIFACT_KEY])))
+    assert all(a.type == "markdown" for a in arts)
+    return arts
+
+
+@pytest.mark.slow
+def test_pipeline_flow_tasks_artifacts_empty_parents_and_isolated_experiments(tmp_path, monkeypatch):
+    """The flow in this process on a temporary Prefect database, real DVC on a copy of the tiny project:
+    (1) a plain run: one task per stage, a parent MLflow run with the stage run under it, a markdown
+    artifact with the link; (2) the same again, nothing to do: no parent run left, the artifact says
+    why; (3) with overrides: an experiment in a temp checkout, the workspace byte-identical, the
+    experiment in `dvc exp show`, its stage run under the flow's parent run, named in the artifact."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.pipeline import pipeline
+
+    project = copy_tiny_project(tmp_path / "proj")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("SALIENT_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SALIENT_RETRY_DELAY_SECONDS", "0")
+    mc = MlflowClient(uri)
+
+    def artifact_and_tasks(flow_run_name: str) -> tuple[str, list[str]]:
+        with get_client(sync_client=True) as client:
+            (fr,) = [r for r in client.read_flow_runs() if r.name == flow_run_name]
+            (art,) = _artifacts(client, fr.id)
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))
+        return art.data, sorted(t.name for t in tasks)
+
+    with prefect_test_harness(server_startup_timeout=180):
+        # 1. a plain run of one stage
+        first = pipeline(["prepare"], project_dir=str(project))
+        assert first["stages"] == ["prepare"] and [r["stage"] for r in first["ran"]] == ["prepare"]
+        parent = mc.get_run(first["mlflow_run_id"])
+        assert parent.info.status == "FINISHED" and parent.info.lifecycle_stage == "active"
+        md, tasks = artifact_and_tasks(first["run_name"])
+        assert tasks == ["prepare"]
+        assert f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?workflowType" in md
+        assert f"| prepare | [`{first['ran'][0]['run_id'][:12]}`]" in md and "| FINISHED |" in md
+
+        # 2. nothing to do: the parent run is not left behind
+        again = pipeline(["prepare"], project_dir=str(project))
+        assert again["ran"] == [] and again["deleted"]
+        gone = mc.get_run(again["mlflow_run_id"])
+        assert gone.info.lifecycle_stage == "deleted" and "salient.empty" in gone.data.tags
+        listed = mc.search_runs([parent.info.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)
+        assert again["mlflow_run_id"] not in {r.info.run_id for r in listed}
+        md, _ = artifact_and_tasks(again["run_name"])
+        assert "nothing ran" in md and "Up to date, skipped by DVC: `prepare`" in md
+
+        # 3. overrides: an isolated experiment
+        before = _workspace_hashes(project)
+        assert {"params.yaml", "dvc.lock", "reports/prepare.json", "data/prepared/manifest.csv"} <= set(before)
+        git_before = [_run(["git", *a], project).stdout for a in (["status", "--porcelain"], ["rev-parse", "HEAD"])]
+        exp = pipeline(["prepare"], {"data.synthetic.noise": 5.0}, project_dir=str(project))
+        assert _workspace_hashes(project) == before, "the experiment changed the workspace"
+        assert [_run(["git", *a], project).stdout for a in (["status", "--porcelain"], ["rev-parse", "HEAD"])] == git_before
+        assert exp["experiment"] and [r["stage"] for r in exp["ran"]] == ["prepare"]
+        shown = _run([BIN / "dvc", "exp", "show", "--json"], project).stdout
+        exps = [e for b in json.loads(shown) for e in b.get("experiments") or [] if e.get("name") == exp["experiment"]]
+        assert len(exps) == 1, shown[:2000]
+        assert exps[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]["data"]["synthetic"]["noise"] == 5.0
+        child = mc.get_run(exp["ran"][0]["run_id"])
+        assert child.data.tags["mlflow.parentRunId"] == exp["mlflow_run_id"] and child.info.status == "FINISHED"
+        assert child.data.params["data.synthetic.noise"] == "5.0"
+        assert mc.get_run(exp["mlflow_run_id"]).data.tags["dvc.experiment"] == exp["experiment"]
+        md, tasks = artifact_and_tasks(exp["run_name"])
+        assert tasks == [f"experiment {exp['run_name']}"]
+        assert f"**DVC experiment** `{exp['experiment']}` (`data.synthetic.noise=5.0`)" in md
+        assert yaml.safe_load((project / "params.yaml").read_text())["data"]["synthetic"]["noise"] != 5.0
+
+
 # ------------------------------------------------------------------------------ the real thing (slow)
 def _run(args, cwd, env=None, check=True, timeout=300):
     out = subprocess.run([str(a) for a in args], cwd=cwd, env=env or {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
@@ -261,6 +445,7 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
         started |= stack.pids()
 
         # 1. an override -> a DVC experiment named after the flow run; only the cheap first stage
+        before = _workspace_hashes(project)
         t0 = time.time()
         out = stack.cli("deployment", "run", "pipeline/pipeline", "-p", 'targets=["prepare"]',
                         "-p", 'overrides={"data.synthetic.noise": 5.0}')
@@ -272,12 +457,15 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
             assert fr.state.is_completed(), f"{fr.state}\n{logs[-5000:]}\nworker:\n{stack.workers[0].tail(5000)}"
             timings["run_ok"] = time.time() - t0
             assert "Running stage 'prepare'" in logs and "MLflow parent run" in logs
-            assert (project / "data/prepared/manifest.csv").exists()
-            status = _run([BIN / "dvc", "status", "prepare"], project).stdout
-            assert "up to date" in status, status
-            assert yaml.safe_load((project / "params.yaml").read_text())["data"]["synthetic"]["noise"] == 5.0
+            assert _workspace_hashes(project) == before, "the experiment changed the worker's workspace"
             exps = _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project).stdout
             assert re.search(rf"/{re.escape(fr.name)}$", exps, re.M), exps
+            shown = _run([BIN / "dvc", "exp", "show", "--json"], project).stdout
+            assert f'"name": "{fr.name}"' in shown, shown[:2000]
+            (art,) = _artifacts(client, ok_id)
+            assert f"**DVC experiment** `{fr.name}` (`data.synthetic.noise=5.0`)" in art.data
+            schema = client.read_deployment_by_name("pipeline/pipeline").parameter_openapi_schema
+            assert all(len(p.get("description") or "") > 20 for p in schema["properties"].values()), schema
 
             # 2. a stage that fails: params.yaml the stage's loader rejects, --force so DVC runs it
             p = yaml.safe_load((project / "params.yaml").read_text())
@@ -302,6 +490,8 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
             attempts = [r for r in records if r.message.startswith("$ ") and "repro --single-item --force prepare" in r.message]
             assert len(attempts) == 3, logs[-3000:]  # the command of each attempt, streamed to the flow run's logs
             assert any(r.level >= 40 and "outside the allowed range" in r.message for r in records)  # an ERROR line
+            (art,) = _artifacts(client, bad_id)
+            assert ": FAILED" in art.data and "## Error (in `prepare`)" in art.data and "outside the allowed range" in art.data
 
         # 3. MLflow: one parent run per flow run, FINISHED and FAILED
         from mlflow.tracking import MlflowClient
@@ -312,6 +502,8 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
         assert runs[ok_id].info.status == "FINISHED"
         assert runs[ok_id].data.tags["salient.kind"] == "parent"
         assert runs[ok_id].data.params["overrides.data.synthetic.noise"] == "5.0"
+        (child,) = mc.search_runs([runs[ok_id].info.experiment_id], f"tags.`mlflow.parentRunId` = '{runs[ok_id].info.run_id}'")
+        assert child.data.tags["dvc.stage"] == "prepare" and child.data.params["data.synthetic.noise"] == "5.0"
         assert runs[bad_id].info.status == "FAILED"
     finally:
         started |= stack.pids()

@@ -278,3 +278,36 @@ def test_metric_names_are_made_valid(tracked):
         tracking.log_budget_curve("tsqnet[vqm]/frame", [1, 2], {"map": [0.5, 0.6]})
     hist = MlflowClient(tracked).get_metric_history(run.run_id, "tsqnet_vqm_/frame/map")
     assert [(m.step, m.value) for m in hist] == [(1, 0.5), (2, 0.6)]
+
+
+def test_demo_keeps_a_parent_run_only_when_a_stage_ran(tracked, tmp_path, monkeypatch):
+    """Issue 13: `salient demo` (dvc repro under a parent run) run again with everything up to date leaves
+    no empty parent run behind: it is tagged salient.empty and deleted (restorable), the first one kept."""
+    import shutil
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from components.cli import main
+
+    proj = tmp_path / "demo_proj"
+    proj.mkdir()
+    shutil.copy(ROOT / "params.yaml", proj / "params.yaml")
+    stage = ("python -c \"from components import tracking; "
+             "exec('with tracking.stage_run(\\'s\\', {}): open(\\'out.txt\\', \\'w\\').write(\\'x\\')')\"")
+    (proj / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": stage, "outs": ["out.txt"]}}}))
+    monkeypatch.chdir(proj)
+    c = MlflowClient(tracked)
+    exp = c.get_experiment_by_name(tracking.experiment_name(load_params(proj / "params.yaml")))
+    before = {r.info.run_id for r in c.search_runs([exp.experiment_id])} if exp else set()
+    assert main(["demo"]) == 0 and main(["demo"]) == 0  # the stage runs, then is up to date
+    exp = c.get_experiment_by_name(tracking.experiment_name(load_params(proj / "params.yaml")))
+    from mlflow.entities import ViewType
+
+    new = [r for r in c.search_runs([exp.experiment_id], run_view_type=ViewType.ALL) if r.info.run_id not in before]
+    parents = sorted((r for r in new if r.data.tags.get("salient.kind") == "parent"), key=lambda r: r.info.start_time)
+    assert len(parents) == 2
+    first, second = parents
+    assert first.info.lifecycle_stage == "active" and "salient.empty" not in first.data.tags
+    assert [r.data.tags["dvc.stage"] for r in new if r.data.tags.get(tracking.PARENT_TAG) == first.info.run_id] == ["s"]
+    assert second.info.lifecycle_stage == "deleted" and "up to date" in second.data.tags["salient.empty"]

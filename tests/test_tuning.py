@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from components import fusion, tuning
-from components.params import SWEEP_SPACES, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params
+from components.params import SWEEP_SPACES, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params, to_dict
 from components.paths import Paths
 try:
     from tests.conftest import ROOT, TINY
@@ -372,27 +372,68 @@ def test_sweep_nsnet_with_halving_pruner_through_the_flow_body(trained, tmp_path
 
 
 def test_best_sampler_is_registered_and_predict_loads_it(trained, tiny_params, tmp_path, monkeypatch):
-    """tune_fusion under an MLflow run registers the best-on-val sampler as models:/salient-sampler@best;
-    the registry URI resolves to its checkpoints, which predict runs."""
+    """tune_fusion under an MLflow run registers the best-on-val sampler as models:/salient-sampler@best:
+    a real MLflow model (MLmodel, pyfunc flavour) with a description and tags naming its sampler, seed and
+    val objective; mlflow.pyfunc loads it and selects the frames the checkpoint selects with the tuned
+    fusion; predict finds its checkpoint and names the model's real sampler (issue 13)."""
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
     from components import tracking
     from components.data.manifest import read_manifest
     from components.predict import Prediction, Predictor
+    from components.sampler_data import load_split
+    from components.sampler_training import load_sampler, resolve_checkpoint
     from components.stages import tune_fusion
+    from components.store import FeatureStore
 
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("SALIENT_TRACKING", "1")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     p = load_params(ROOT / "params.yaml", [*TINY, "fusion.trials=3", f"fusion.storage=sqlite:///{tmp_path / 'o.db'}",
                                            "evaluate.samplers=[uniform,tsqnet,nsnet]"])
     with tracking.stage_run("tune_fusion", {}, tracking=p):
         tune_fusion.run(p, trained)
     tuned = json.loads(fusion.tuned_fusion_path(trained).read_text())
     best = max(tuned["best_value"], key=tuned["best_value"].get)
-    folder = tracking.resolve_model_uri("models:/salient-sampler@best", tmp_path / "dl", tracking=p)
-    ck = folder / "seed0.pt"
-    assert ck.exists() and torch.load(ck, weights_only=False)["name"] == best
+    client = MlflowClient(uri, registry_uri=uri)
+    mv = client.get_model_version_by_alias("salient-sampler", "best")
+    assert mv.tags["sampler"] == best and mv.tags["seed"] == "0"  # TINY trains one seed
+    assert float(mv.tags["val_objective"]) == pytest.approx(tuned["best_value"][best], abs=1e-6)
+    assert mv.tags["data_fingerprint"] and best in mv.description
+    assert client.get_experiment(client.get_run(mv.run_id).info.experiment_id).tags[
+        tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
+
+    ck, meta = resolve_checkpoint("models:/salient-sampler@best", seed=7, tracking_params=p)  # seed: the model's
+    assert meta["sampler"] == best and meta["seed"] == 0 and torch.load(ck, weights_only=False)["name"] == best
+    model = mlflow.pyfunc.load_model("models:/salient-sampler@best")
+    test, _ = load_split(FeatureStore(trained.features), "test")
+    out = model.predict({k: v.numpy() for k, v in test.items()}, params={"k": 2})
+    ref = fusion.set_fusion(load_sampler(ck), tuned[best])
+    with torch.no_grad():
+        ref_out = ref(test)
+    assert np.array_equal(out["frames"], np.asarray(ref.select(ref_out, 2)))
+    np.testing.assert_allclose(out["saliency"], ref_out.saliency.numpy(), rtol=1e-6)
+
     video = [r.path for r in read_manifest(trained.prepared)[0] if r.split == "test"][0]
-    (out,) = Predictor.load(p, ck, trained.encoders, 2).predict([video])
-    assert isinstance(out, Prediction)
+    pred = Predictor.load(p, ck, trained.encoders, 2, fusion={best: tuned[best]})  # the model's fusion
+    assert pred.sampler_name == best
+    (res,) = pred.predict([video])
+    assert isinstance(res, Prediction)
+
+    # the CLI: the flag's default sampler is tsqnet; the result names the model's own sampler and seed
+    import yaml
+
+    from components.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(to_dict(p)))
+    out = tmp_path / "pred.json"
+    assert main(["predict", video, "--checkpoint-dir", str(trained.features.parent), "--checkpoint",
+                 "models:/salient-sampler@best", "--k", "2", "--params", str(params), "--output", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["sampler"] == best and doc["model"]["seed"] == 0 and doc["model"]["uri"] == "models:/salient-sampler@best"
+    assert doc["results"][0]["frames"] == res.frames
 
 
 def test_a_rerun_or_extension_of_a_sweep_proposes_new_trials(tmp_path, monkeypatch):

@@ -40,6 +40,11 @@ during distractor frames and low-level noise elsewhere. Files are written to a t
 folder (:func:`components.atomic.atomic_path`) and renamed into place, so an existing ``<id>.mp4`` is
 always complete.
 
+Spatial ground truth: :func:`object_boxes` gives, per frame, the box of each key object exactly where
+its pixels are (jitter and motion included) and the class it belongs to; :func:`generate` writes
+them for every video to ``boxes.npz`` beside the ``videos/`` folder (read with
+:func:`components.data.manifest.read_boxes`).
+
 :func:`generate` renders the missing videos in a process pool (``fork`` when the calling process
 runs a single Python thread, ``spawn`` otherwise) and returns one :class:`Candidate` per video.
 
@@ -61,7 +66,7 @@ from typing import Iterator
 import numpy as np
 
 from components.atomic import atomic_path
-from components.data.manifest import GT_GENERIC, GT_LOWQ, encode_gt
+from components.data.manifest import BOXES_FILE, GT_GENERIC, GT_LOWQ, FrameBoxes, encode_gt, write_boxes
 from components.params import SyntheticParams
 
 AUDIO_RATE = 16000
@@ -406,8 +411,13 @@ def _clutter_sprite(shape: str, radius: int) -> np.ndarray:
     return np.ascontiguousarray(_downsample2(_shape_mask(shape, u, v).astype(np.float32))[..., None])
 
 
+def _sprite_origin(cx: float, cy: float, r: int) -> tuple[int, int]:
+    """Canvas (x, y) of the top-left pixel of a (2r+1)^2 sprite centred at (cx, cy)."""
+    return int(round(cx)) - r, int(round(cy)) - r
+
+
 def _clip_box(P: int, cx: float, cy: float, r: int):
-    x0, y0 = int(round(cx)) - r, int(round(cy)) - r
+    x0, y0 = _sprite_origin(cx, cy, r)
     x1, y1 = x0 + 2 * r + 1, y0 + 2 * r + 1
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, P), min(y1, P)
     if cx0 >= cx1 or cy0 >= cy1:
@@ -510,8 +520,23 @@ def _object_track(motion: str, tau: np.ndarray, S: int, P: int, rng: np.random.G
     return np.stack([x1, x2]), np.stack([y1, y2]), rad, ang
 
 
-def render_frames(p: SyntheticParams, plan: VideoPlan) -> Iterator[np.ndarray]:
-    """The video's frames, ``uint8 [size, size, 3]`` RGB, one at a time (deterministic)."""
+@dataclass(frozen=True, eq=False)
+class _Scene:
+    """Everything :func:`render_frames` draws before its frame loop (in this order from ``rng``)."""
+    bg: np.ndarray  # float32 [P,P,3] generic background
+    clutter: list  # (sprite, grey, x [L], y [L]) per clutter shape
+    jx: np.ndarray  # int [L] camera jitter: the frame is canvas[J+jy : J+jy+S, J+jx : J+jx+S]
+    jy: np.ndarray
+    gain: np.ndarray  # float32 [L]
+    seg_of: np.ndarray  # int64 [L] segment index of every frame, -1 = generic
+    tracks: dict  # segment index -> _object_track(...) of a salient / distractor segment
+    lowq: dict  # segment index -> low-quality parameters
+    rng: np.random.Generator  # continues with the per-frame noise
+
+
+def _scene(p: SyntheticParams, plan: VideoPlan) -> _Scene:
+    """The video's scene: background, clutter, jitter, gain, object tracks (the only draws from
+    ``plan.render_seed`` before the per-frame noise, so rendering and :func:`object_boxes` share them)."""
     rng = np.random.default_rng(plan.render_seed)
     S, J, L = p.size, p.jitter, plan.num_frames
     P = S + 2 * J
@@ -561,6 +586,15 @@ def render_frames(p: SyntheticParams, plan: VideoPlan) -> Iterator[np.ndarray]:
             lowq[si] = (float(rng.uniform(0.06, 0.16)),)
         elif seg.kind == "fade":
             lowq[si] = (float(rng.choice([8.0, 245.0])),)
+    return _Scene(bg, clutter, jx, jy, gain, seg_of, tracks, lowq, rng)
+
+
+def render_frames(p: SyntheticParams, plan: VideoPlan) -> Iterator[np.ndarray]:
+    """The video's frames, ``uint8 [size, size, 3]`` RGB, one at a time (deterministic)."""
+    sc = _scene(p, plan)
+    S, J, L = p.size, p.jitter, plan.num_frames
+    bg, clutter, jx, jy, gain, seg_of, tracks, lowq, rng = (
+        sc.bg, sc.clutter, sc.jx, sc.jy, sc.gain, sc.seg_of, sc.tracks, sc.lowq, sc.rng)
 
     tint_bg: dict[int, np.ndarray] = {}
     noise_std = float(p.noise)
@@ -596,6 +630,47 @@ def render_frames(p: SyntheticParams, plan: VideoPlan) -> Iterator[np.ndarray]:
         if noise_std > 0:
             frame = frame + rng.standard_normal(frame.shape, dtype=np.float32) * noise_std
         yield np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=4096)
+def _sprite_extent(c: int, radius: int, angle_q: int, fine_classes: int, fine_period: float) -> tuple[int, int, int, int]:
+    """(j0, i0, j1, i1): the half-open column / row range of the key-object sprite's pixels with alpha > 0."""
+    alpha = _class_sprite(c, radius, angle_q, fine_classes, fine_period)[0][..., 0]
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def object_boxes(p: SyntheticParams, plan: VideoPlan) -> FrameBoxes:
+    """Spatial ground truth of one video: where its key objects are drawn, frame by frame.
+
+    ``boxes [L, 2, 4]`` float32, object 0 = the large key object, 1 = the small one, each
+    ``(x0, y0, x1, y1)`` in pixels of the written ``size x size`` frame, half-open (the object covers
+    the pixel columns ``x0 .. x1 - 1``), tight around the pixels the sprite paints (alpha > 0: its
+    antialiased edge included, occlusion by the other object not removed), after the camera jitter
+    and the motion pattern exactly as :func:`render_frames` draws them and clipped to the frame; NaN
+    where the object is not drawn (generic and low-quality frames) or lies wholly outside the frame.
+    ``codes`` are the plan's per-frame codes, so an object in a distractor frame is marked as another
+    class's (:meth:`FrameBoxes.target` keeps the video's own class only). Costs no rendering: only the
+    scene draws (:func:`_scene`) are replayed.
+    """
+    sc = _scene(p, plan)
+    S, J, L = p.size, p.jitter, plan.num_frames
+    boxes = np.full((L, 2, 4), np.nan, dtype=np.float32)
+    for si, (xs, ys, rad, ang) in sc.tracks.items():
+        seg = plan.segments[si]
+        for k in range(seg.end - seg.start):
+            f = seg.start + k
+            for o in range(2):
+                j0, i0, j1, i1 = _sprite_extent(seg.code, int(rad[o, k]), int(ang[o, k]), p.fine_classes,
+                                                p.fine_period)
+                x, y = _sprite_origin(xs[o, k], ys[o, k], int(rad[o, k]))
+                x -= J + int(sc.jx[f])  # canvas -> frame
+                y -= J + int(sc.jy[f])
+                bx0, by0 = max(x + j0, 0), max(y + i0, 0)
+                bx1, by1 = min(x + j1, S), min(y + i1, S)
+                if bx0 < bx1 and by0 < by1:
+                    boxes[f, o] = (bx0, by0, bx1, by1)
+    return FrameBoxes(boxes=boxes, codes=plan.codes.copy(), size=(S, S))
 
 
 # -------------------------------------------------------------------------------- audio
@@ -685,7 +760,9 @@ def _mp_context():
 
 
 def generate(p: SyntheticParams, out_dir: Path, workers: int = 2) -> tuple[list[Candidate], list[str]]:
-    """Write every video to ``out_dir/videos/<video_id>.mp4`` (existing ones are kept: resume).
+    """Write every video to ``out_dir/videos/<video_id>.mp4`` (existing ones are kept: resume) and
+    the spatial ground truth of all of them to ``out_dir/boxes.npz`` (:func:`object_boxes`,
+    :func:`components.data.manifest.write_boxes`; rewritten every call, byte-identical for the same params).
 
     Returns the candidates (one per video, class-major order) and the class names.
     """
@@ -702,6 +779,7 @@ def generate(p: SyntheticParams, out_dir: Path, workers: int = 2) -> tuple[list[
         cands.append(Candidate(plan.video_id, str(path), (plan.label,), plan.split, plan.gt))
         if not path.exists():
             jobs.append((p, plan, str(path)))
+    write_boxes(out_dir / BOXES_FILE, {plan.video_id: object_boxes(p, plan) for plan in plans})
     ctx = _mp_context() if workers > 1 and len(jobs) > 1 else None
     bar = tqdm(total=len(jobs), desc="synthetic videos", unit="video", disable=not jobs)
     try:

@@ -36,6 +36,7 @@ from components.models.recognizers import load_recognizer
 from components.sampler_training import load_sampler, sampler_seeds
 from components.store import FeatureStore
 from components.fusion import fusion_values, set_fusion
+from components.variant_runs import log_evaluation
 from components.atomic import atomic_path, atomic_savez, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,9 @@ def run(p: Params, paths: Paths) -> dict:
     show = set(p.evaluate.sampler_budgets)  # per-video scores of every run, for the summary's pooled CIs
     atomic_savez(paths.results / "scores.npz", labels=labels, ids=np.array(ids),
                  **{"|".join(map(str, key)): sc.astype(np.float32) for key, sc in kept.items() if key[2] in show})
-    for key in {(r["sampler"], r["recognizer"]) for r in rows}:  # MLflow: step = K, so the UI charts the curves
-        cells = sorted((c for c in summary if (c["sampler"], c["recognizer"]) == key), key=lambda c: c["k"])
-        tracking.log_budget_curve("/".join(key), [c["k"] for c in cells],
-                                  {m: [c[m] for c in cells] for m in ("map", "top1", "salient_recall",
-                                                                       "distractor_share", "gflops")})
+    # MLflow: one child run per (variant, recognizer, seed), with the same keys (components.variant_runs)
+    log_evaluation(p, rows, trainable={r.name: r.model.trainable for r in runs}, fusion=fusion,
+                   pipeline_seed=paths.pipeline_seed)
     tracking.log_artifacts([paths.results / "curves.csv", paths.results / "metrics.json"])
     return {"videos": len(ids)}
 

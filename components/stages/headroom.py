@@ -19,6 +19,7 @@ from components.metrics import (mean_average_precision, paired_bootstrap_ci, sal
 from components.params import Params
 from components.selection import average_predictions, oracle_select, random_select, uniform_select
 from components.paths import Paths, write_report
+from components import tracking
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 from components.atomic import atomic_write_text
@@ -68,6 +69,10 @@ def run(p: Params, paths: Paths) -> dict:
         "by_k": {str(k): v for k, v in rows.items()},
     }
     write_report(paths, "headroom.json", result)
+    ks = sorted(rows)  # MLflow: <selector>_<metric> at step = K, the one scheme for K (components.variant_runs)
+    for name in ("oracle", "uniform", "random"):
+        for m in ("map", "top1", "salient_recall"):
+            tracking.log_budget_curve(f"{name}_{m}", ks, [rows[k][name][m] for k in ks])
     lines = [f"# Headroom on the test split ({N} videos, T={T}, frame recognizer, cached logits)", "",
              "| K | oracle top-1 | uniform top-1 | random top-1 | oracle − uniform [95% CI] | oracle recall | uniform recall |",
              "|---|---|---|---|---|---|---|"]
@@ -90,7 +95,8 @@ def run(p: Params, paths: Paths) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("headroom", run, argv)
+    # MLflow: by_k is logged at step = K inside run(), not as by_k/<K>/... metric names
+    return stage_main("headroom", lambda p, paths: {k: v for k, v in run(p, paths).items() if k != "by_k"}, argv)
 
 
 if __name__ == "__main__":

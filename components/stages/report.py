@@ -1,16 +1,20 @@
 """Stage ``report``: figures and paper-style tables from ``evaluate``'s outputs.
 
-* ``reports/figures/curves.png``: mAP and top-1 vs GMACs per video, one line per sampler (mean over
-  seeds, K = 1…10 along each line; the TSI recognizer as dashed lines) — the papers' Fig. 3.
+* ``reports/figures/curves.png``: mAP and top-1 vs GMACs per video of the learned samplers against
+  uniform, MaxConf-L, the oracle and dense (one point): mean over the sampler seeds with the min–max
+  band, K = 1…10 along each line; TSI recognizer rows as open diamonds — the papers' Fig. 3.
+* ``reports/figures/curves_ablations.png``: one panel per learned sampler with its ablations and
+  branches (uniform the reference), one with every training-free baseline.
 * ``reports/figures/saliency.png``: each learned sampler's per-frame saliency over time for one test
   video per class (min-max normalised, EMA-smoothed), over the ground-truth salient spans — NSNet Fig. 5.
-* ``reports/figures/frames.png``: the T observation frames of a few test videos, with the K frames each
-  sampler picked outlined — TSQNet Fig. 5.
+* ``reports/figures/frames.png``: the T observation frames of a few test videos, a ground-truth row
+  and each sampler's K picks outlined — TSQNet Fig. 5.
 * ``reports/README.md``: the tables (samplers × K with mAP / top-1 / recall / GMACs, mean ± std over
   seeds, bootstrap CIs) and links to the figures.
 
-``dvc plots show`` renders ``reports/curves.csv`` with the template ``plots/curves.json``; offline
-use ``salient plots`` (Vega-Lite rendered locally by vl-convert, no CDN).
+The figures are drawn by :mod:`components.figures`. ``dvc plots show`` renders ``reports/curves.csv``
+with the templates in ``plots/``; offline use ``salient plots`` (Vega-Lite rendered locally by
+vl-convert, no CDN).
 """
 from __future__ import annotations
 
@@ -24,10 +28,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from components import tracking  # noqa: E402
-from components.data.manifest import read_manifest  # noqa: E402
+from components.data.manifest import GT_UNKNOWN, read_manifest  # noqa: E402
 from components.data.video import read_frames  # noqa: E402
 from components.evaluation import load_runs, summarize  # noqa: E402
-from components.figures import plot_curves, read_curves  # noqa: E402
+from components.figures import (COLOURS, LABELS, VideoPicks, plot_curves, plot_frame_picks,  # noqa: E402
+                                plot_variants, read_curves)
+from components.metrics import salient_mask  # noqa: E402
 from components.params import Params  # noqa: E402
 from components.paths import Paths  # noqa: E402
 from components.stage_runner import stage_main  # noqa: E402
@@ -65,7 +71,7 @@ def plot_saliency(p: Params, paths: Paths, store: FeatureStore, ids: list[str], 
         return []
     cols = min(4, len(picks))
     rows = -(-len(picks) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.8 * rows), squeeze=False)
     for ax, (c, vid) in zip(axes.flat, picks):
         rec, n = records[vid], ids.index(vid)
         codes = rec.gt_codes()
@@ -75,53 +81,39 @@ def plot_saliency(p: Params, paths: Paths, store: FeatureStore, ids: list[str], 
         for name, run in runs.items():
             s = run.out.saliency[n].numpy().astype(np.float64)
             s = (s - s.min()) / (s.max() - s.min() + 1e-12)
-            ax.plot(fidx[pos[vid]], ema(s), "-", lw=1.2, label=name)
-        ax.set_title(f"{classes[c]} ({vid})", fontsize=8)
+            ax.plot(fidx[pos[vid]], ema(s), "-", lw=1.6, color=COLOURS.get(name), label=LABELS.get(name, name))
+        ax.set_title(f"{classes[c]} ({vid})", fontsize=10)
         ax.set_ylim(0, 1.05)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(picks):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
-    fig.supxlabel("frame index")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=6, fontsize=10, frameon=False)
+    fig.supxlabel("frame index in the video", fontsize=11)
+    fig.supylabel("saliency (min–max normalised, EMA)", fontsize=11)
     fig.tight_layout()
-    atomic_savefig(fig, out, dpi=110)
+    atomic_savefig(fig, out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return [vid for _, vid in picks]
 
 
 def plot_frames(paths: Paths, store: FeatureStore, ids: list[str], runs: dict, K: int, out, videos: int = 3) -> None:
-    """Rows: (video, sampler); columns: the T observation frames; selected frames outlined in red."""
+    """A few test videos' T observation frames with each sampler's K picks (:func:`plot_frame_picks`)."""
     records = {r.video_id: r for r in read_manifest(paths.prepared)[0]}
     pos = {v: i for i, v in enumerate(store.ids("test"))}
     fidx = np.asarray(store.array("test", "frame_indices"))
     gt = np.asarray(store.array("test", "gt"))
     labels = np.asarray(store.array("test", "labels"))
-    T = store.T
     vids = ids[:: max(1, len(ids) // videos)][:videos]
     picks = {name: run.select(K) for name, run in runs.items()}
-    fig, axes = plt.subplots(len(vids) * len(runs), T, figsize=(T * 0.7, len(vids) * len(runs) * 0.8), squeeze=False)
-    r = 0
+    shown = []
     for vid in vids:
         n, row = ids.index(vid), pos[vid]
-        thumbs = read_frames(records[vid].path, fidx[row], size=64)
-        for name in runs:
-            chosen = set(int(i) for i in picks[name][n])
-            for t in range(T):
-                ax = axes[r, t]
-                ax.imshow(thumbs[t])
-                ax.set_xticks([])
-                ax.set_yticks([])
-                code = int(gt[row, t])
-                sal = code >= 0 and bool(labels[row, code])
-                for sp in ax.spines.values():
-                    sp.set_edgecolor("red" if t in chosen else ("0.6" if sal else "white"))
-                    sp.set_linewidth(2.5 if t in chosen else 1.0)
-                if t == 0:
-                    ax.set_ylabel(f"{vid}\n{name}", fontsize=5, rotation=0, ha="right", va="center")
-            r += 1
-    fig.suptitle(f"Frames picked at K={K} (red); grey outline = salient by ground truth", fontsize=8)
-    atomic_savefig(fig, out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+        salient = None if (gt[row] == GT_UNKNOWN).all() else salient_mask(gt[row:row + 1], labels[row:row + 1])[0]
+        classes = ", ".join(store.classes[c] for c in np.flatnonzero(labels[row]))
+        shown.append(VideoPicks(f"{vid} ({classes})", read_frames(records[vid].path, fidx[row], size=64), salient,
+                                {name: [int(i) for i in picks[name][n]] for name in runs}))
+    plot_frame_picks(shown, K, out)
 
 
 def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
@@ -193,7 +185,8 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
         cells = by_rec.get("frame", {})
         lines.append(f"| {s} | " + " | ".join(f"{cells[str(k)]['salient_recall']:.2f}" if str(k) in cells else "–"
                                               for k in Ks) + " |")
-    lines += ["", "## Figures", "", "- accuracy vs GMACs: `figures/curves.png`",
+    lines += ["", "## Figures", "", "- accuracy vs GMACs, learned samplers vs key baselines: `figures/curves.png`",
+              "- ablations and branches of each learned sampler, all baselines: `figures/curves_ablations.png`",
               "- saliency over time vs ground truth: `figures/saliency.png`",
               "- frames picked by each sampler: `figures/frames.png`", "",
               "Full grid (every K, seed, recognizer): `curves.csv`. Regenerate: `dvc repro report`."]
@@ -206,7 +199,9 @@ def run(p: Params, paths: Paths) -> dict:
     summary = summarize(rows)
     fig_dir = paths.reports / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    plot_curves(summary, fig_dir / "curves.png")
+    ablations = {n: a.sampler for n, a in p.ablations.items()}
+    plot_curves(rows, fig_dir / "curves.png", ablations)
+    plot_variants(rows, fig_dir / "curves_ablations.png", ablations)
     store = FeatureStore(paths.features)
     valid = np.asarray(store.array("test", "valid"), dtype=bool)
     ids = [i for i, v in zip(store.ids("test"), valid) if v]

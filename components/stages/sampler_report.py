@@ -21,7 +21,8 @@ from components.sampler_data import check_store, load_split
 from components.selection import average_predictions
 from components.paths import Paths, write_report
 from components.stage_runner import stage_main
-from components.sampler_training import load_sampler
+from components.evaluation import seed_checkpoints
+from components.sampler_training import load_sampler, sampler_seeds
 from components.store import FeatureStore
 from components.fusion import fusion_values, set_fusion
 from components.atomic import atomic_write_text
@@ -49,11 +50,8 @@ def run(p: Params, paths: Paths) -> dict:
     Kd = min(p.evaluate.headroom_k, store.T)
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
     for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
-        seeds = sorted(root.glob(f"{name}/seed*.pt"))
-        if not seeds:
-            raise FileNotFoundError(f"no trained {name!r} in {root / name}: run `dvc repro train_sampler@{name}`")
         per_k: dict[str, dict[str, list[float]]] = {}
-        for ck in seeds:
+        for _, ck in seed_checkpoints(root, name, sampler_seeds(p, name)):  # the configured seeds, all present
             model = set_fusion(load_sampler(ck), fusion.get(name))
             sal_file = np.load(ck.with_name(f"saliency_{ck.stem}.npz"))
             if list(sal_file["test/ids"]) != ids:
@@ -118,7 +116,8 @@ def run(p: Params, paths: Paths) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("sampler_report", run, argv)
+    # MLflow: the per-sampler numbers at each K are the evaluate stage's variant runs; here the costs only
+    return stage_main("sampler_report", lambda p, paths: {"costs": run(p, paths)["costs"]}, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ Reads ``results/s<seed>/`` for each of ``pipeline.seeds`` (:mod:`components.summ
   mAP as the mean over pipeline seeds ± the std over them, the pooled bootstrap CI over test videos,
   and the paired CIs of the difference to uniform and of fused − branch, each marked resolved or not;
 * ``reports/README.md``: those tables, a difference stated only where its CI excludes 0;
-* ``reports/figures/curves.png``: accuracy vs GMACs, mean over all runs.
+* ``reports/figures/curves.png``: accuracy vs GMACs of the learned samplers against the key baselines,
+  mean over all runs with the min–max band over them; ``curves_ablations.png``: the ablations and
+  branches beside their sampler, and every training-free baseline (:mod:`components.figures`).
 
 A seed whose results are missing is named as failed in every output, never averaged away.
 """
@@ -18,8 +20,8 @@ import logging
 
 from components import tracking
 from components.atomic import atomic_path, atomic_write_text
-from components.evaluation import CURVE_COLUMNS, summarize
-from components.figures import plot_curves
+from components.evaluation import CURVE_COLUMNS
+from components.figures import plot_curves, plot_variants
 from components.metrics import MAP_DEFINITIONS
 from components.params import Params
 from components.paths import Paths, write_report
@@ -127,8 +129,9 @@ def tables(p: Params, out: dict) -> list[str]:
             cells = by_rec.get("frame", {})
             lines.append(f"| {s} | " + " | ".join(f"{cells[str(k)]['distractor_share']:.3f}" if str(k) in cells
                                                   else "–" for k in Ks) + " |")
-    lines += ["", "Per-seed reports: `reports/s<seed>/README.md`. Full grid: `curves.csv`. Figure: "
-              "`figures/curves.png`. Regenerate: `dvc repro summary`."]
+    lines += ["", "Per-seed reports: `reports/s<seed>/README.md`. Full grid: `curves.csv`. Figures: "
+              "`figures/curves.png` (learned samplers vs key baselines), `figures/curves_ablations.png` "
+              "(ablations and branches, all baselines). Regenerate: `dvc repro summary`."]
     return lines
 
 
@@ -158,12 +161,15 @@ def run(p: Params, paths: Paths) -> dict:
     write_report(paths, "summary.json", out)
     fig_dir = paths.reports / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    plot_curves(summarize(rows), fig_dir / "curves.png",
-                title=f"Accuracy vs cost on the test split (mean over {len(loaded)} pipeline seed(s) and their "
-                      "sampler seeds; K grows along each line)")
+    ablations = {n: a.sampler for n, a in p.ablations.items()}
+    plot_curves(rows, fig_dir / "curves.png", ablations,
+                title=f"Accuracy vs cost on the test split, {len(loaded)} pipeline seed(s): learned samplers "
+                      "against the key baselines")
+    plot_variants(rows, fig_dir / "curves_ablations.png", ablations)
     text = "\n".join(tables(p, out)) + "\n"
     atomic_write_text(paths.reports / "README.md", text)
-    tracking.log_artifacts([paths.reports / "README.md", paths.reports / "summary.json", fig_dir / "curves.png"])
+    tracking.log_artifacts([paths.reports / "README.md", paths.reports / "summary.json", fig_dir / "curves.png",
+                            fig_dir / "curves_ablations.png"])
     log.info("\n%s", text)
     return {"pipeline_seeds": len(loaded), "failed_seeds": len(failed)}
 

@@ -22,6 +22,7 @@ score); selection always fuses the stored branch scores. Building and training o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 import numpy as np
@@ -30,12 +31,14 @@ import torch
 from components import tracking
 from components.atomic import atomic_savez, atomic_torch_save, atomic_write_json
 from components.engine import remove_checkpoints
+from components.models.samplers import sampler_trainable
 from components.params import Params, variant_params
 from components.paths import Paths, write_report
 from components.sampler_data import check_store, load_split, predict_split
 from components.sampler_training import load_train_val, sampler_checkpoint, train_one
 from components.stage_runner import stage_main
 from components.store import FeatureStore
+from components.variant_runs import training_run
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 def run(p: Params, paths: Paths, name: str) -> dict:
     """Train sampler ``name`` (a registered sampler, or an ablation of ``p.ablations``) for every seed
     of ``train_sampler.seeds``; write ``data/samplers/<name>/``."""
+    variants = p  # the whole params: the (variant, seed) runs log the ablation's overrides as applied
     registered, p = variant_params(p, name)
     if p.train_sampler.threads:
         torch.set_num_threads(p.train_sampler.threads)
@@ -59,14 +63,22 @@ def run(p: Params, paths: Paths, name: str) -> dict:
         return loaded[0]
 
     histories, training, ckpts = {}, {}, []
+    trainable = sampler_trainable(registered)
     for seed in t.seeds:
-        model, kwargs, history, ckpt, best = train_one(p, paths, registered, seed, store=store, data=data)
-        ckpts += [ckpt] if ckpt is not None else []
-        if history is not None:
-            histories[seed] = history
-            training[str(seed)] = {"best_epoch": best, "epochs_run": len(history),
-                                   "steps_per_epoch": int(history[0]["steps"]) if history else 0,
-                                   "steps_to_best": int(history[best]["steps"]) if history and best >= 0 else 0}
+        # MLflow: a run per (variant, seed) under the stage's run, the epoch rows unprefixed in it
+        ctx = training_run(variants, name, seed, trainable=trainable, pipeline_seed=paths.pipeline_seed) \
+            if trainable else contextlib.nullcontext(tracking.NULL_RUN)
+        with ctx as run:
+            model, kwargs, history, ckpt, best = train_one(p, paths, registered, seed, store=store, data=data)
+            ckpts += [ckpt] if ckpt is not None else []
+            if history is not None:
+                histories[seed] = history
+                kept = history[best] if history and best >= 0 else {}
+                training[str(seed)] = {"best_epoch": best, "epochs_run": len(history),
+                                       "steps_per_epoch": int(history[0]["steps"]) if history else 0,
+                                       "steps_to_best": int(kept.get("steps", 0)),
+                                       **{f"best_{k}": v for k, v in kept.items() if k.startswith("val_")}}
+                run.log_metrics(training[str(seed)])
         atomic_torch_save(sampler_checkpoint(model, registered, kwargs, seed, store.classes, variant=name),
                           out_dir / f"seed{seed}.pt")
         arrays = {}
@@ -92,14 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     names = known.sampler
 
     def run_all(p: Params, paths: Paths) -> dict:
-        return {name: run(p, paths, name) for name in names} if len(names) > 1 else run(p, paths, names[0])
+        if len(names) > 1:
+            return {name: run(p, paths, name) for name in names}
+        tracking.log_params({"variant": names[0], "sampler": variant_params(p, names[0])[0]})
+        run(p, paths, names[0])
+        return {}
 
     def run_name(p: Params) -> str:
         if len(names) > 1:
             return "baselines"
         return f"{'ablate' if names[0] in p.ablations else 'train_sampler'}@{names[0]}"
 
-    return stage_main("baselines" if len(names) > 1 else "train_sampler", run_all, rest, run_name=run_name)
+    return stage_main("baselines" if len(names) > 1 else "train_sampler", run_all, rest, run_name=run_name,
+                      effective=None if len(names) > 1 else (lambda p: variant_params(p, names[0])[1]))
 
 
 if __name__ == "__main__":

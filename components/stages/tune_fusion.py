@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -30,6 +31,7 @@ from components.fusion import params_fusion
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
 from components.sampler_data import load_split
+from components.sampler_training import sampler_seeds
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 from components.tuning import (FusionData, fusion_objective_data, input_study_name, pareto_study, storage_from_url,
@@ -71,18 +73,52 @@ def objective_ms(data: FusionData, repeats: int = 5) -> float | None:
     return 1e3 * float(np.median(times)) if times else None
 
 
-def register_best(paths: Paths, tuned: dict, model_name: str = "salient-sampler", alias: str = "best") -> str | None:
+def register_best(p: Params, paths: Paths, tuned: dict, model_name: str = "salient-sampler",
+                  alias: str = "best") -> str | None:
     """Register the sampler with the best tuned **val** objective in the MLflow Model Registry as
-    ``models:/salient-sampler@best`` (its checkpoints + saliency as the version's files), which
-    ``salient predict --checkpoint models:/salient-sampler@best`` loads. No-op without tracking."""
+    ``models:/salient-sampler@best``: its seed with the best kept val score (``training.json``; the
+    first seed when none is recorded) as an MLflow pyfunc model (:mod:`components.sampler_model`, with
+    the tuned fusion setting), described and tagged with the sampler, seed, val objective, data
+    fingerprint and git commit. ``salient predict --checkpoint models:/salient-sampler@best`` and
+    ``mlflow.pyfunc.load_model`` load it. No-op without tracking."""
+    import json
+    import tempfile
+
+    from components.sampler_model import save_sampler_model  # deferred: mlflow.pyfunc, only when tracking
+
     run = tracking.active_run()
     if run is None:
         return None
     best = max(tuned["best_value"], key=lambda n: tuned["best_value"][n])
-    tracking.log_artifacts(sorted((paths.features.parent / "samplers" / best).iterdir()), artifact_path="sampler")
-    tracking.set_tags({"salient.best_sampler": best})
-    mv = tracking.register_model(run.run_id, "sampler", model_name, alias=alias)
-    return f"models:/{model_name}@{alias} = {best} (version {mv.version})" if mv is not None else None
+    folder = paths.data / "samplers" / best
+    seeds = sampler_seeds(p, best)
+    training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
+    monitor = f"best_{p.train_sampler.monitor}"
+    scored = [s for s in seeds if monitor in training.get(str(s), {})]
+    sign = 1 if p.train_sampler.monitor == "val_map" else -1  # val_loss: lower is better
+    seed = max(scored, key=lambda s: sign * training[str(s)][monitor]) if scored else seeds[0]
+    store = FeatureStore(paths.features)
+    git = tracking.git_info()
+    meta = {"sampler": best, "seed": seed, "val_objective": tuned["best_value"][best],
+            "objective": tuned.get("objective"), "fusion": tuned.get(best) or {},
+            "seed_selected_by": monitor if scored else "first seed (no val score recorded)",
+            "data_fingerprint": store.meta.get("fingerprint"), "git_commit": git.get("git.commit"),
+            "pipeline_seed": paths.pipeline_seed}
+    with tempfile.TemporaryDirectory() as tmp:
+        example, _ = load_split(store, "val")  # two val videos: the model's input example and signature
+        model_dir = save_sampler_model(folder / f"seed{seed}.pt", Path(tmp) / "sampler", meta,
+                                       {k: v[:2].numpy() for k, v in example.items()})
+        tracking.log_artifacts([model_dir])  # -> artifact path "sampler"
+    tracking.set_tags({"salient.best_sampler": best, "salient.best_seed": seed})
+    description = (f"{best} sampler, seed {seed}: the best tuned val objective of tune_fusion, "
+                   f"{meta['val_objective']:.4f} (its definition: the version's tag `objective`), with its tuned "
+                   f"fusion {meta['fusion']}. "
+                   f"Load with mlflow.pyfunc.load_model or `salient predict --checkpoint models:/{model_name}@{alias}`.")
+    tags = {"sampler": best, "seed": seed, "val_objective": f"{meta['val_objective']:.6f}",
+            "objective": meta["objective"], "data_fingerprint": meta["data_fingerprint"],
+            "git_commit": meta["git_commit"], "pipeline_seed": paths.pipeline_seed}
+    mv = tracking.register_model(run.run_id, "sampler", model_name, alias=alias, description=description, tags=tags)
+    return f"models:/{model_name}@{alias} = {best} seed {seed} (version {mv.version})" if mv is not None else None
 
 
 def run(p: Params, paths: Paths) -> dict:
@@ -119,7 +155,7 @@ def _tune(p: Params, paths: Paths, data: FusionData, cost_ms: float | None) -> d
         report["pareto"] = {"trials": 0, "front": []}
     write_report(paths, "tune_fusion.json", report)
     if data.runs:
-        report["registered"] = register_best(paths, tuned)
+        report["registered"] = register_best(p, paths, tuned)
     return {k: {n: v for n, v in tuned[k].items() if v is not None}
             for k in ("best_value", "default_value", "gain", "trials_per_second")}
 

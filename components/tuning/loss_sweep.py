@@ -97,8 +97,9 @@ def sweep_objective(p: Params, paths: Paths, study_name: str) -> Callable[["optu
                     raise optuna.TrialPruned(f"epoch {epoch}: val mAP {v:.4f}")
 
             try:
+                # the engine's rows as engine/<key>: this run's own val_map is the fused selection's
                 model, kwargs, history, *_ = train_one(pt, paths, name, seed, on_epoch, store=store,
-                                                   data=(train, val_data), ckpt_dir=ckpt)
+                                                   data=(train, val_data), ckpt_dir=ckpt, log_prefix="engine")
             except optuna.TrialPruned as e:
                 run.set_tags({"optuna.state": "PRUNED"})
                 pruned = e

@@ -79,6 +79,18 @@ def create_sampler(name: str, **cfg) -> Sampler:
     return SAMPLERS.create(name, **cfg)
 
 
+def sampler_trainable(name: str) -> bool:
+    """Whether registered sampler ``name`` learns (has a loss) or is a training-free baseline: the
+    ``trainable`` flag of the class its factory is annotated to return (nothing is built)."""
+    import typing
+
+    _import_members()
+    cls = typing.get_type_hints(SAMPLERS.get(name)).get("return")
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)):
+        raise TypeError(f"sampler factory {name!r} must be annotated to return its Sampler class")
+    return bool(cls.trainable)
+
+
 def list_samplers() -> list[str]:
     _import_members()
     return SAMPLERS.list()

@@ -1,0 +1,602 @@
+"""AVGN: Audio-Visual Glance Network for efficient video recognition, see ``shared/papers/avgn.md``
+(Sec. 3, eqs. 1-14; equation numbers are the paper's). Plain torch, no pipeline wiring yet: this
+module is the model and its losses; registering it as a sampler (``create_sampler("avgn")``), the
+store inputs it needs (spatial light-encoder maps, full-resolution frames) and the FLOPs pricing are
+later steps of issue 14.
+
+Inputs (the encoders f_G and f_A of eq. 1 live outside this module; their outputs come in)::
+
+    e_g     [B,T,D_G,H_G,W_G]   spatial maps of the light visual encoder f_G (eq. 1)
+    e_a     [B,T,D_A] or [B,T,D_A,H_A,W_A]  audio features of f_A (eq. 1), pooled over H_A x W_A
+    frames  [B,K,3,H0,W0]       full-resolution frames for the spatial glance (K = T in training)
+    has_audio [B] or [B,T] bool, labels [B,C] multi-hot float
+
+Read top to bottom: config, helpers (one per equation), blocks, model, losses, early exit.
+
+* **AV-TeST** (:class:`AVTeST`, eqs. 2-3, 14): the spatially pooled features are embedded to
+  ``D_AV`` (``ẽ^G_t``, ``ẽ^A_t``); the token of frame t is the **concatenation** ``[ẽ^G_t, ẽ^A_t]``
+  (``2 D_AV`` wide) plus a learned position embedding, and ``TF_AV`` (``nn.TransformerEncoder``,
+  batch_first) runs over the T per-frame tokens. Why concatenation and not a 2T sequence: eq. 2
+  writes ``[·,·]`` "concatenation" per time step, eq. 14 writes the glance-budget token the same way
+  (``[M, e^A_t]``), and eq. 3 applies ``FC_s`` to one ``e^TF_t`` per t, which a 2T layout would have
+  to invent a rule for. With concatenation the modality is the half of the vector a feature sits
+  in, so a learned additive modality embedding would only duplicate the embedding layers' biases
+  and is not added. ``s_t = FC_s(e^TF_t)`` is the raw linear output (eq. 3 as written), trained by
+  L1 towards pseudo-labels in (0, 1].
+* **Glance budget** (:func:`glance_tokens`, eq. 14): frames ``t > T_G`` (1-based) get the learned
+  mask token ``M`` in place of ``ẽ^G_t``; ``t_g`` at forward (default ``config.t_g``; training uses
+  the same masking, which is what L_mask trains against). Frames beyond T_G still need an ``e_g``
+  entry (zeros): the glance never reads it, the spatial glance reads it only for selected frames.
+* **Missing audio**: where ``has_audio`` is false the audio feature is replaced by one learned
+  missing-audio vector ``[D_A]`` before any module reads it (TF_AV, AESPA, ψ, f_C^A), so an
+  audio-less video's output does not depend on what its audio slot holds; L_A skips those frames.
+  Non-finite audio where ``has_audio`` is true raises ``ValueError`` naming the videos.
+* **AESPA** (:class:`AESPA`, eq. 4): per selected frame, ``z^G_{1,t}`` = the H_G·W_G flattened
+  visual tokens, ``z^A_1`` = the T pooled audio tokens (both projected to ``d_aespa``, plus learned
+  spatial / temporal position embeddings), ``n_b`` learned bottleneck tokens appended to both; each
+  layer runs ``TF_A^l`` and ``TF_G^l`` and averages the two bottleneck outputs. The output
+  ``e^GA_t = z^G_{L+1,t}`` reshaped to ``[d_aespa, H_G, W_G]``. ``TF_A^L`` (the last audio layer) is
+  not built: its outputs ``z^A_{L+1}``, ``b̂^A_{L+1}`` feed nothing in eq. 4 (only ``b_{L+1}``, which is
+  unused), so it would be weights without a gradient and FLOPs without effect; hence ``L >= 2``
+  (with L = 1 audio could not reach ``e^GA`` at all, a silent audio-free AESPA).
+* **π** (:class:`PatchPolicy`, eq. 5): AdaFocusV2-style (its ``PolicySTN``): 1x1 conv reduction of
+  ``e^GA_t``, flattened (pooling would throw away *where*), Linear + tanh, a GRU over the frames in
+  the order given (so the centre at step t sees ``e^GA_1..t``), Linear + sigmoid -> ``u in (0,1)^2``,
+  mapped affinely onto the centres whose P×P patch lies inside the frame (:func:`centre_from_unit`).
+* **Patch** (:func:`extract_patches`, eq. 6): centre ``(x_c, y_c)`` in [0,1] frame coordinates (x
+  along the width), clamped to ``[P/(2W0), 1 - P/(2W0)] x [P/(2H0), 1 - P/(2H0)]``; pixel offsets
+  ``o_ij = (j - (P-1)/2, i - (P-1)/2)``; bilinear ``grid_sample`` with ``align_corners=False`` (pixel
+  k covers [k, k+1) of the continuous frame, normalised coordinate ``2u/W0 - 1``), so a centre with
+  ``x_c W0 - P/2`` integer returns exactly the slice ``frame[..., y1:y1+P, x1:x1+P]``.
+* **f_L** (:class:`LocalEncoder`, eq. 7): pluggable; anything with ``patch_size`` and ``out_dim``.
+* **ψ** (:class:`AudioFusion`, eq. 8): post-norm transformer blocks whose query is the (detached)
+  pooled ``e^G_t`` and whose keys / values are the T audio tokens. Cross-attention only: a decoder
+  layer's query self-attention would mix the selected frames and break "p_t uses frames 1..t".
+* **f_C** (:class:`MaxAggClassifier`, eqs. 8-11): per-frame FC + ReLU, running max over time
+  (``torch.cummax``), FC to C logits; ``p_t = softmax``. ``per_frame`` skips the max (eq. 11).
+* **Losses** (:meth:`AVGN.loss`, Sec. 3.4): L_p, L_V (eq. 9), L_A (eq. 10), L_mask, L_s (eqs.
+  11-12), L_ord (eq. 13), each with a switch and a weight in :class:`AVGNConfig` (Table 7). CE against
+  multi-hot labels is the soft-target CE of the other samplers (labels normalised to sum 1).
+* **Stop-gradients** (Sec. 3.4, last paragraph): TF_AV, AESPA and π read ``e_g.detach()`` and the
+  detached audio; ψ reads the detached ``e^G`` as its query (its audio keys stay attached: the paper
+  stops ψ only towards f_G). The L_mask target ``ẽ^G`` and the pseudo-labels ``s̃`` are detached.
+* **Early exit** (:func:`early_exit`, AVGN⁺): the first step whose max probability passes the gate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from components.models.samplers.nsnet import normalise_labels, soft_cross_entropy
+
+LOSSES = ("p", "v", "a", "mask", "s", "ord")
+
+
+# ------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class AVGNConfig:
+    """Sizes, budgets and the loss switches / weights of AVGN (Table 7 switches one loss off each)."""
+
+    num_classes: int
+    d_g: int  # channels of f_G's map e^G
+    d_a: int  # channels of f_A's features e^A
+    grid: tuple[int, int] = (7, 7)  # H_G, W_G of e^G
+    max_frames: int = 16  # T at most
+    # AV-TeST (eqs. 2-3): tokens are 2*d_av wide (concatenated visual | audio halves)
+    d_av: int = 128
+    tf_layers: int = 2
+    tf_heads: int = 4
+    t_g: int = 12  # T_G, glance budget (eq. 14); >= T masks nothing
+    # AESPA (eq. 4)
+    d_aespa: int = 128
+    aespa_layers: int = 2  # L (>= 2, see module docstring)
+    aespa_heads: int = 4
+    bottlenecks: int = 4  # number of shared bottleneck tokens b
+    # π (eq. 5), patch (eq. 6), f_L (eq. 7)
+    pi_reduce: int = 16
+    pi_hidden: int = 256
+    patch_size: int = 96  # P
+    d_local: int = 256
+    # ψ (eq. 8) and the classifiers f_C
+    d_psi: int = 128
+    psi_heads: int = 4
+    psi_layers: int = 1
+    cls_hidden: int = 512
+    dropout: float = 0.1
+    # L_ord (eq. 13)
+    ord_k: int = 4  # frames kept by the simulated limited-frame inference
+    gumbel_tau: float = 1.0
+    # losses (Sec. 3.4): a switch and a weight each
+    loss_p: bool = True
+    loss_v: bool = True
+    loss_a: bool = True
+    loss_mask: bool = True
+    loss_s: bool = True
+    loss_ord: bool = True
+    w_p: float = 1.0
+    w_v: float = 1.0
+    w_a: float = 1.0
+    w_mask: float = 1.0
+    w_s: float = 1.0
+    w_ord: float = 1.0
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, int) and not isinstance(v, bool) and f.name != "t_g" and v <= 0:
+                raise ValueError(f"avgn.{f.name}={v} must be positive")
+        if self.t_g < 0:
+            raise ValueError(f"avgn.t_g={self.t_g} must be >= 0")
+        if len(self.grid) != 2 or min(self.grid) <= 0:
+            raise ValueError(f"avgn.grid={self.grid} must be two positive sizes (H_G, W_G)")
+        for dim, heads, what in ((2 * self.d_av, self.tf_heads, "2*d_av / tf_heads"),
+                                 (self.d_aespa, self.aespa_heads, "d_aespa / aespa_heads"),
+                                 (self.d_psi, self.psi_heads, "d_psi / psi_heads")):
+            if dim % heads:
+                raise ValueError(f"avgn: {what} = {dim} / {heads} is not an integer")
+        if self.aespa_layers < 2:
+            raise ValueError(f"avgn.aespa_layers={self.aespa_layers}: eq. 4 needs L >= 2 for audio to reach "
+                             "e^GA (with L = 1 only TF_G^1 feeds the output)")
+        if self.gumbel_tau <= 0:
+            raise ValueError(f"avgn.gumbel_tau={self.gumbel_tau} must be > 0")
+
+    def enabled(self) -> dict[str, float]:
+        """Switched-on losses -> their weights."""
+        return {k: getattr(self, f"w_{k}") for k in LOSSES if getattr(self, f"loss_{k}")}
+
+
+# ------------------------------------------------------------------------------------ helpers
+def glance_tokens(vis: Tensor, aud: Tensor, mask_token: Tensor, t_g: int) -> tuple[Tensor, Tensor]:
+    """Eq. 14: ``e^AV_t = [ẽ^G_t, ẽ^A_t]`` for ``t <= T_G`` (1-based), ``[M, ẽ^A_t]`` otherwise.
+
+    ``vis, aud [B,T,D]``, ``mask_token [D]`` -> (tokens ``[B,T,2D]``, masked ``[B,T]`` bool).
+    """
+    B, T, _ = vis.shape
+    masked = (torch.arange(T, device=vis.device) >= t_g)[None].expand(B, T)  # 0-based t >= T_G, [B,T]
+    vis = torch.where(masked[..., None], mask_token.to(vis.dtype).expand_as(vis), vis)  # [B,T,D]
+    return torch.cat([vis, aud], -1), masked
+
+
+def saliency_pseudo_labels(frame_probs: Tensor) -> Tensor:
+    """Eq. 12: ``s̃_t = max_c p'_{c,t} / max_t max_c p'_{c,t}`` (detached), ``[B,T,C] -> [B,T]``.
+
+    ``frame_probs`` are the per-frame softmax predictions ``p'_t`` of eq. 11 (the paper's text says
+    "logit", its equation uses ``p'``; probabilities keep the ratio in (0, 1])."""
+    conf = frame_probs.detach().amax(-1)  # max_c, [B,T]
+    return conf / conf.amax(-1, keepdim=True).clamp_min(1e-12)  # [B,T]
+
+
+def patch_centre_bounds(P: int, H0: int, W0: int) -> tuple[Tensor, Tensor]:
+    """Lowest and highest centre ``(x_c, y_c)`` in [0,1] whose P×P patch lies inside an H0×W0 frame."""
+    if P > H0 or P > W0:
+        raise ValueError(f"patch size P={P} exceeds the frame {H0}x{W0}")
+    lo = torch.tensor([P / (2 * W0), P / (2 * H0)])  # (x, y)
+    return lo, 1.0 - lo
+
+
+def clamp_centre(centre: Tensor, P: int, H0: int, W0: int) -> Tensor:
+    """Clamp centres ``[...,2]`` (x_c, y_c) so the P×P patch stays inside the frame."""
+    lo, hi = patch_centre_bounds(P, H0, W0)
+    return torch.clamp(centre, lo.to(centre), hi.to(centre))
+
+
+def centre_from_unit(u: Tensor, P: int, H0: int, W0: int) -> Tensor:
+    """Map π's ``u in [0,1]^2`` affinely onto the admissible centres (AdaFocusV2's ``a (W0 - P)``
+    top-left, written for the centre): ``u = 0`` puts the patch at the top-left corner."""
+    lo, hi = patch_centre_bounds(P, H0, W0)
+    return lo.to(u) + u * (hi - lo).to(u)
+
+
+def patch_offsets(P: int, device=None, dtype=None) -> Tensor:
+    """Eq. 6's fixed offsets ``o_ij`` in pixels along one axis, ``[P]``: ``j - (P-1)/2``."""
+    return torch.arange(P, device=device, dtype=dtype) - (P - 1) / 2
+
+
+def extract_patches(frames: Tensor, centre: Tensor, P: int) -> Tensor:
+    """Eq. 6: a P×P patch per frame by bilinear sampling at ``centre + o_ij`` (differentiable in centre).
+
+    ``frames [N,3,H0,W0]``, ``centre [N,2]`` (x_c, y_c) in [0,1] (clamped, :func:`clamp_centre`) ->
+    ``[N,3,P,P]``. Pixel coordinate of patch pixel (i, j): ``(x_c W0 + o_j, y_c H0 + o_i)`` measured
+    so that pixel k's centre sits at k + 0.5; with ``align_corners=False`` its normalised grid value
+    is ``2 x / W0 - 1 = (2 x_c - 1) + 2 o_j / W0``.
+    """
+    N, _, H0, W0 = frames.shape
+    centre = clamp_centre(centre, P, H0, W0)  # [N,2]
+    o = patch_offsets(P, frames.device, frames.dtype)  # [P]
+    gx = (2 * centre[:, 0:1] - 1) + 2 * o[None] / W0  # [N,P]  (columns j)
+    gy = (2 * centre[:, 1:2] - 1) + 2 * o[None] / H0  # [N,P]  (rows i)
+    grid = torch.stack([gx[:, None, :].expand(N, P, P), gy[:, :, None].expand(N, P, P)], -1)  # [N,P,P,2]
+    return F.grid_sample(frames, grid.to(frames.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)  # [N,3,P,P]
+
+
+def gumbel_topk(scores: Tensor, k: int, tau: float, noise: bool = True) -> Tensor:
+    """Eq. 13's simulated limited-frame inference: k picks without replacement, highest (perturbed)
+    score first, each a straight-through Gumbel-softmax one-hot over the T frames.
+
+    ``scores [B,T]`` -> weights ``[B,k,T]``: exact one-hot rows in the forward pass, the gradient of
+    the relaxed ``softmax((s + g) / tau)`` (restricted to frames not yet picked) in the backward pass.
+    ``noise=False`` drops the Gumbel noise (deterministic top-k, used in eval).
+    """
+    B, T = scores.shape
+    k = min(k, T)
+    g = -torch.log(-torch.log(torch.rand_like(scores).clamp(1e-10, 1.0 - 1e-7))) if noise else 0.0
+    logits = (scores + g) / tau  # [B,T]
+    taken = torch.zeros_like(scores, dtype=torch.bool)  # [B,T]
+    rows = []
+    for _ in range(k):
+        soft = logits.masked_fill(taken, float("-inf")).softmax(-1)  # [B,T]
+        hard = F.one_hot(soft.argmax(-1), T).to(soft)  # [B,T]
+        rows.append(hard + soft - soft.detach())  # straight-through, [B,T]
+        taken = taken | hard.bool()
+    return torch.stack(rows, 1)  # [B,k,T]
+
+
+def early_exit(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """AVGN⁺ (FrameExit-style): exit after the first frame whose ``max_c p_t >= threshold``.
+
+    ``probs [B,K,C]`` (softmax predictions over the frames in processing order, aggregated as in
+    eq. 8) -> (frames used ``[B]`` int64 in 1..K, K when no step passes; the prediction at exit
+    ``[B,C]``). Frames used x per-frame cost prices the GFLOPs.
+    """
+    B, K, _ = probs.shape
+    passed = probs.amax(-1) >= threshold  # [B,K]
+    first = torch.where(passed.any(1), passed.float().argmax(1), torch.full((B,), K - 1, device=probs.device))
+    return first + 1, probs[torch.arange(B, device=probs.device), first]  # [B], [B,C]
+
+
+def _take(x: Tensor, idx: Tensor) -> Tensor:
+    """``x [B,T,...]`` at ``idx [B,K]`` -> ``[B,K,...]``."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
+
+
+def _ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """Soft-target CE of every step: ``logits [B,K,C]``, multi-hot ``labels [B,C]`` -> ``[B,K]``."""
+    y = normalise_labels(labels.to(logits.dtype))[:, None, :].expand_as(logits)  # [B,K,C]
+    return soft_cross_entropy(logits, y)  # [B,K]
+
+
+def _encoder(dim: int, heads: int, layers: int, dropout: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+def _pos(n: int, dim: int) -> nn.Parameter:
+    p = nn.Parameter(torch.zeros(n, dim))
+    nn.init.trunc_normal_(p, std=0.02)
+    return p
+
+
+# ------------------------------------------------------------------------------------- blocks
+class AVTeST(nn.Module):
+    """Eqs. 2-3 and 14 + the mask encoder of L_mask: pooled ``e^G, e^A [B,T,D]`` -> saliency."""
+
+    def __init__(self, c: AVGNConfig):
+        super().__init__()
+        self.embed_g = nn.Linear(c.d_g, c.d_av)  # -> ẽ^G
+        self.embed_a = nn.Linear(c.d_a, c.d_av)  # -> ẽ^A
+        self.mask_token = _pos(1, c.d_av)  # M (eq. 14)
+        self.pos = _pos(c.max_frames, 2 * c.d_av)
+        self.tf = _encoder(2 * c.d_av, c.tf_heads, c.tf_layers, c.dropout)  # TF_AV
+        self.fc_s = nn.Linear(2 * c.d_av, 1)  # FC_s (eq. 3)
+        self.mask_encoder = nn.Sequential(nn.Linear(2 * c.d_av, 2 * c.d_av), nn.GELU(), nn.Linear(2 * c.d_av, c.d_av))
+
+    def forward(self, g: Tensor, a: Tensor, t_g: int) -> dict[str, Tensor]:
+        """``g [B,T,D_G]``, ``a [B,T,D_A]`` (both already detached) -> saliency [B,T], e_tf [B,T,2D],
+        recon / target [B,T,D] (``ê^G`` and the stop-gradient ``ẽ^G``), masked [B,T]."""
+        vis, aud = self.embed_g(g), self.embed_a(a)  # [B,T,D]
+        x, masked = glance_tokens(vis, aud, self.mask_token[0], t_g)  # eq. 14, [B,T,2D]
+        e_tf = self.tf(x + self.pos[:x.shape[1]])  # eq. 2, [B,T,2D]
+        return {"saliency": self.fc_s(e_tf)[..., 0],  # eq. 3, [B,T]
+                "e_tf": e_tf, "recon": self.mask_encoder(e_tf), "target": vis.detach(), "masked": masked}
+
+
+class AESPALayer(nn.Module):
+    """One layer ``l`` of eq. 4: ``TF_A^l`` (absent in the last layer) and ``TF_G^l``, bottlenecks averaged."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, audio: bool):
+        super().__init__()
+        self.tf_a = _encoder(dim, heads, 1, dropout) if audio else None
+        self.tf_g = _encoder(dim, heads, 1, dropout)
+
+    def forward(self, z_a: Tensor, z_g: Tensor, b: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        """``z_a [N,T,D]``, ``z_g [N,HW,D]``, ``b [N,n_b,D]`` -> (z_a', z_g', b') (eq. 4)."""
+        n = b.shape[1]
+        out_g = self.tf_g(torch.cat([z_g, b], 1))  # [z^G_{l+1}, b̂^G], [N,HW+n_b,D]
+        if self.tf_a is None:  # last layer: only z^G_{L+1} is used
+            return None, out_g[:, :-n], None
+        out_a = self.tf_a(torch.cat([z_a, b], 1))  # [z^A_{l+1}, b̂^A], [N,T+n_b,D]
+        return out_a[:, :-n], out_g[:, :-n], 0.5 * (out_a[:, -n:] + out_g[:, -n:])  # AVG(b̂^A, b̂^G)
+
+
+class AESPA(nn.Module):
+    """Eq. 4: per frame, visual grid tokens + the whole audio sequence + shared bottlenecks -> e^GA."""
+
+    def __init__(self, c: AVGNConfig):
+        super().__init__()
+        self.grid = c.grid
+        self.proj_g = nn.Linear(c.d_g, c.d_aespa)
+        self.proj_a = nn.Linear(c.d_a, c.d_aespa)
+        self.pos_g = _pos(c.grid[0] * c.grid[1], c.d_aespa)
+        self.pos_a = _pos(c.max_frames, c.d_aespa)
+        self.bottleneck = _pos(c.bottlenecks, c.d_aespa)  # b_1
+        self.layers = nn.ModuleList(AESPALayer(c.d_aespa, c.aespa_heads, c.dropout, audio=l < c.aespa_layers - 1)
+                                    for l in range(c.aespa_layers))
+
+    def forward(self, e_g: Tensor, a: Tensor) -> Tensor:
+        """``e_g [B,K,D_G,H,W]`` (selected frames), ``a [B,T,D_A]`` -> ``e^GA [B,K,d_aespa,H,W]``."""
+        B, K, _, H, W = e_g.shape
+        T = a.shape[1]
+        z_g = self.proj_g(e_g.flatten(3).transpose(2, 3)) + self.pos_g  # z^G_1, [B,K,HW,D]
+        z_g = z_g.flatten(0, 1)  # [BK,HW,D]
+        z_a = self.proj_a(a) + self.pos_a[:T]  # z^A_1, [B,T,D]
+        z_a = z_a[:, None].expand(B, K, T, -1).flatten(0, 1)  # one copy per frame t, [BK,T,D]
+        b = self.bottleneck[None].expand(B * K, -1, -1)  # b_{1,t}, [BK,n_b,D]
+        for layer in self.layers:
+            z_a, z_g, b = layer(z_a, z_g, b)
+        return z_g.transpose(1, 2).reshape(B, K, -1, H, W)  # e^GA, [B,K,D,H,W]
+
+
+class PatchPolicy(nn.Module):
+    """π of eq. 5 (AdaFocusV2's policy network): ``e^GA [B,K,D,H,W]`` -> ``u [B,K,2]`` in (0,1)."""
+
+    def __init__(self, c: AVGNConfig):
+        super().__init__()
+        self.encode = nn.Sequential(nn.Conv2d(c.d_aespa, c.pi_reduce, 1), nn.Flatten(),
+                                    nn.Linear(c.pi_reduce * c.grid[0] * c.grid[1], c.pi_hidden), nn.Tanh())
+        self.gru = nn.GRU(c.pi_hidden, c.pi_hidden, batch_first=True)
+        self.out = nn.Linear(c.pi_hidden, 2)
+
+    def forward(self, e_ga: Tensor) -> Tensor:
+        B, K = e_ga.shape[:2]
+        h = self.encode(e_ga.flatten(0, 1)).view(B, K, -1)  # [B,K,hidden]
+        h, _ = self.gru(h)  # step t sees e^GA_1..t, [B,K,hidden]
+        return torch.sigmoid(self.out(h))  # (x, y), [B,K,2]
+
+
+class LocalEncoder(nn.Module):
+    """Default f_L (eq. 7): a tiny conv net on the P×P patch. Any replacement needs ``patch_size``
+    (the FLOPs counter prices f_L at P×P) and ``out_dim``."""
+
+    def __init__(self, patch_size: int, out_dim: int, width: int = 32):
+        super().__init__()
+        self.patch_size, self.out_dim = patch_size, out_dim
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, out_dim))
+
+    def forward(self, patch: Tensor) -> Tensor:  # [N,3,P,P] -> [N,out_dim]
+        return self.net(patch)
+
+
+class CrossBlock(nn.Module):
+    """Post-norm transformer block with cross-attention only: ``q = LN(q + MHA(q, kv, kv))``,
+    ``q = LN(q + FFN(q))``."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        self.norm1, self.norm2, self.drop = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.Dropout(dropout)
+
+    def forward(self, q: Tensor, kv: Tensor) -> Tensor:
+        q = self.norm1(q + self.drop(self.attn(q, kv, kv, need_weights=False)[0]))
+        return self.norm2(q + self.drop(self.ffn(q)))
+
+
+class AudioFusion(nn.Module):
+    """ψ of eq. 8: query = pooled ``e^G_t`` of each processed frame, key/value = the T audio tokens."""
+
+    def __init__(self, c: AVGNConfig):
+        super().__init__()
+        self.q = nn.Linear(c.d_g, c.d_psi)
+        self.kv = nn.Linear(c.d_a, c.d_psi)
+        self.pos = _pos(c.max_frames, c.d_psi)
+        self.blocks = nn.ModuleList(CrossBlock(c.d_psi, c.psi_heads, c.dropout) for _ in range(c.psi_layers))
+
+    def forward(self, g: Tensor, a: Tensor) -> Tensor:
+        """``g [B,K,D_G]`` (detached by the caller), ``a [B,T,D_A]`` -> ``e^AT [B,K,d_psi]``."""
+        q, kv = self.q(g), self.kv(a) + self.pos[:a.shape[1]]  # [B,K,D], [B,T,D]
+        for blk in self.blocks:
+            q = blk(q, kv)
+        return q
+
+
+class MaxAggClassifier(nn.Module):
+    """f_C^AV / f_C^V / f_C^A (eqs. 8-10): ``h_t = ReLU(FC(x_t))``, running max over steps, FC -> C."""
+
+    def __init__(self, in_dim: int, hidden: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Eq. 8: ``x [B,K,in]`` -> logits ``[B,K,C]``, step t aggregating ``max_{s<=t} h_s``."""
+        return self.head(torch.cummax(self.embed(x), dim=1).values)
+
+    def per_frame(self, x: Tensor) -> Tensor:
+        """Eq. 11: the same classifier on frame t alone (no max aggregation), ``[B,K,C]``."""
+        return self.head(self.embed(x))
+
+
+# -------------------------------------------------------------------------------------- model
+@dataclass
+class AVGNOutput:
+    saliency: Tensor  # s [B,T] (eq. 3)
+    glance: dict[str, Tensor]  # AVTeST outputs: e_tf, recon, target, masked
+    has_audio: Tensor  # [B,T] bool
+    frame_idx: Tensor | None = None  # [B,K] frames processed by the spatial glance, in order
+    centre: Tensor | None = None  # [B,K,2] (x_c, y_c) in [0,1] (eq. 5)
+    logits: Tensor | None = None  # p_t logits [B,K,C] (eq. 8)
+    frame_logits: Tensor | None = None  # p'_t logits [B,K,C] (eq. 11)
+    e_av: Tensor | None = None  # [e^G, e^L, e^AT] [B,K,F] (eq. 13's e^AV)
+    aux: dict[str, Tensor] | None = None  # logits of FC^G, FC^L, f_C^V [B,K,C]; FC^A, f_C^A [B,T,C]
+
+    def probs(self) -> Tensor:
+        """``p_t = softmax`` of :attr:`logits`, ``[B,K,C]``."""
+        return self.logits.softmax(-1)
+
+
+class AVGN(nn.Module):
+    """The whole network of Sec. 3 (see the module docstring); :meth:`loss` is Sec. 3.4."""
+
+    def __init__(self, config: AVGNConfig, local_encoder: nn.Module | None = None):
+        super().__init__()
+        c = self.config = config
+        self.f_l = local_encoder if local_encoder is not None else LocalEncoder(c.patch_size, c.d_local)
+        if getattr(self.f_l, "patch_size", None) != c.patch_size or not hasattr(self.f_l, "out_dim"):
+            raise ValueError(f"local encoder must expose patch_size == {c.patch_size} and out_dim")
+        d_l = self.f_l.out_dim
+        self.missing_audio = _pos(1, c.d_a)  # learned token for absent audio
+        self.temporal = AVTeST(c)
+        self.aespa = AESPA(c)
+        self.pi = PatchPolicy(c)
+        self.psi = AudioFusion(c)
+        C, hid, p = c.num_classes, c.cls_hidden, c.dropout
+        self.f_av = MaxAggClassifier(c.d_g + d_l + c.d_psi, hid, C, p)  # f_C^AV (eq. 8)
+        self.f_v = MaxAggClassifier(c.d_g + d_l, hid, C, p)  # f_C^V (eq. 9)
+        self.f_a = MaxAggClassifier(c.d_a, hid, C, p)  # f_C^A (eq. 10)
+        self.fc_g, self.fc_l, self.fc_a = nn.Linear(c.d_g, C), nn.Linear(d_l, C), nn.Linear(c.d_a, C)
+
+    # ---------------------------------------------------------------------------- input checks
+    def _inputs(self, e_g: Tensor, e_a: Tensor, has_audio: Tensor | None,
+                ids: Sequence | None) -> tuple[Tensor, Tensor]:
+        """Validate, pool audio spatially, broadcast ``has_audio`` -> (``e_a [B,T,D_A]``, ``[B,T]`` bool)."""
+        c = self.config
+        if e_g.dim() != 5 or e_g.shape[2] != c.d_g or tuple(e_g.shape[3:]) != tuple(c.grid):
+            raise ValueError(f"e_g must be [B,T,{c.d_g},{c.grid[0]},{c.grid[1]}], got {list(e_g.shape)}")
+        if e_a.dim() == 5:
+            e_a = e_a.mean((-2, -1))  # pool over H_A x W_A, [B,T,D_A]
+        B, T = e_g.shape[:2]
+        if e_a.dim() != 3 or tuple(e_a.shape) != (B, T, c.d_a):
+            raise ValueError(f"e_a must be [B,T,{c.d_a}] (or [B,T,{c.d_a},H_A,W_A]) with B,T = {B},{T}, "
+                             f"got {list(e_a.shape)}")
+        if T > c.max_frames:
+            raise ValueError(f"T={T} frames exceed avgn.max_frames={c.max_frames}")
+        if has_audio is None:
+            has_audio = torch.ones(B, T, dtype=torch.bool, device=e_a.device)
+        has_audio = has_audio.to(device=e_a.device, dtype=torch.bool)
+        has_audio = (has_audio[:, None] if has_audio.dim() == 1 else has_audio).expand(B, T)
+        name = (lambda i: repr(ids[i])) if ids is not None else str
+        bad_a = (~torch.isfinite(e_a).all(-1) & has_audio).any(1)  # [B]
+        if bad_a.any():
+            raise ValueError("non-finite audio features in video(s) "
+                             + ", ".join(name(i) for i in bad_a.nonzero()[:, 0].tolist())
+                             + " (mark them has_audio=False rather than feeding NaN)")
+        bad_g = ~torch.isfinite(e_g.flatten(1)).all(1)  # [B]
+        if bad_g.any():
+            raise ValueError("non-finite visual features in video(s) "
+                             + ", ".join(name(i) for i in bad_g.nonzero()[:, 0].tolist()))
+        return e_a, has_audio
+
+    # --------------------------------------------------------------------------------- forward
+    def forward(self, e_g: Tensor, e_a: Tensor, frames: Tensor | None = None, *, has_audio: Tensor | None = None,
+                t_g: int | None = None, frame_idx: Tensor | None = None,
+                ids: Sequence | None = None) -> AVGNOutput:
+        """Temporal glance over all T frames; with ``frames [B,K,3,H0,W0]`` also the spatial glance and
+        the prediction head on the K frames ``frame_idx [B,K]`` (default: all T in order, K = T).
+
+        ``t_g`` (eq. 14) defaults to ``config.t_g``; ``ids`` names videos in error messages.
+        """
+        c = self.config
+        e_a, has_audio = self._inputs(e_g, e_a, has_audio, ids)
+        B, T = e_g.shape[:2]
+        token = self.missing_audio[0].to(e_a.dtype)
+        a_live = torch.where(has_audio[..., None], e_a, token)  # [B,T,D_A] (ψ, f_C^A, FC^A)
+        a_stop = torch.where(has_audio[..., None], e_a.detach(), token)  # stop-gradient to f_A
+        g = e_g.mean((-2, -1))  # pooled e^G, [B,T,D_G]
+        glance = self.temporal(g.detach(), a_stop, c.t_g if t_g is None else t_g)
+        out = AVGNOutput(saliency=glance.pop("saliency"), glance=glance, has_audio=has_audio)
+        if frames is None:
+            return out
+        K, _, H0, W0 = frames.shape[1:]
+        if frame_idx is None:
+            if K != T:
+                raise ValueError(f"frames hold K={K} frames but T={T}: pass frame_idx [B,K]")
+            frame_idx = torch.arange(T, device=e_g.device).expand(B, T)
+        if tuple(frame_idx.shape) != (B, K):
+            raise ValueError(f"frame_idx must be [B,K] = [{B},{K}], got {list(frame_idx.shape)}")
+        e_ga = self.aespa(_take(e_g, frame_idx).detach(), a_stop)  # eq. 4, [B,K,D,H,W]
+        centre = centre_from_unit(self.pi(e_ga), c.patch_size, H0, W0)  # eq. 5, [B,K,2]
+        patches = extract_patches(frames.flatten(0, 1), centre.flatten(0, 1), c.patch_size)  # eq. 6, [BK,3,P,P]
+        e_l = self.f_l(patches).view(B, K, -1)  # eq. 7, [B,K,D_L]
+        g_k = _take(g, frame_idx)  # e^G of the processed frames, [B,K,D_G]
+        e_at = self.psi(g_k.detach(), a_live)  # [B,K,d_psi]
+        e_av = torch.cat([g_k, e_l, e_at], -1)  # [B,K,F]
+        e_v = torch.cat([g_k, e_l], -1)  # e^V (eq. 9)
+        out.frame_idx, out.centre, out.e_av = frame_idx, centre, e_av
+        out.logits, out.frame_logits = self.f_av(e_av), self.f_av.per_frame(e_av)  # eqs. 8, 11
+        out.aux = {"fc_g": self.fc_g(g_k), "fc_l": self.fc_l(e_l), "f_v": self.f_v(e_v),
+                   "fc_a": self.fc_a(a_live), "f_a": self.f_a(a_live)}
+        return out
+
+    # ---------------------------------------------------------------------------------- losses
+    def loss_terms(self, out: AVGNOutput, labels: Tensor) -> dict[str, Tensor]:
+        """The switched-on losses of Sec. 3.4, each a scalar (mean over videos)."""
+        on, terms = self.config.enabled(), {}
+        if out.logits is None and set(on) - {"mask"}:
+            raise ValueError("losses other than L_mask need the spatial glance: call forward with frames")
+        if "p" in on:  # L_p: CE of p_t for every t
+            terms["p"] = _ce(out.logits, labels).mean()
+        if "v" in on:  # eq. 9
+            aux = out.aux
+            terms["v"] = (_ce(aux["fc_g"], labels) + _ce(aux["fc_l"], labels) + _ce(aux["f_v"], labels)).mean()
+        if "a" in on:  # eq. 10, frames with audio only
+            w = out.has_audio.to(out.aux["fc_a"].dtype)  # [B,T]
+            per = _ce(out.aux["fc_a"], labels) + _ce(out.aux["f_a"], labels)  # [B,T]
+            terms["a"] = (per * w).sum() / w.sum().clamp_min(1.0)
+        if "mask" in on:
+            terms["mask"] = masked_reconstruction_loss(out.glance)
+        if "s" in on:  # eqs. 11-12
+            s_k = _take(out.saliency, out.frame_idx)  # [B,K]
+            terms["s"] = (s_k - saliency_pseudo_labels(out.frame_logits.softmax(-1))).abs().mean()
+        if "ord" in on:  # eq. 13
+            terms["ord"] = ordered_logits_loss(_take(out.saliency, out.frame_idx), out.e_av, self.f_av, labels,
+                                               self.config.ord_k, self.config.gumbel_tau, noise=self.training)
+        return terms
+
+    def loss(self, out: AVGNOutput, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Weighted sum of the switched-on terms -> (loss, stats: ``loss_<term>``, ``acc``, ``n``)."""
+        terms = self.loss_terms(out, labels)
+        weights = self.config.enabled()
+        total = sum((weights[k] * v for k, v in terms.items()), out.saliency.new_zeros(()))
+        stats = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+        if out.logits is not None:
+            pred = out.logits[:, -1].argmax(-1)  # [B]
+            stats["acc"] = float((labels.gather(1, pred[:, None])[:, 0] > 0).float().mean())
+        stats["n"] = float(labels.shape[0])
+        return total, stats
+
+
+def masked_reconstruction_loss(glance: dict[str, Tensor]) -> Tensor:
+    """L_mask (Sec. 3.4): squared L2 between ``ê^G_t`` (mask encoder on ``e^TF_t``) and the
+    stop-gradient ``ẽ^G_t`` over the masked frames ``t > T_G``, mean over frames and dims (0 if none)."""
+    m = glance["masked"].to(glance["recon"].dtype)  # [B,T]
+    err = ((glance["recon"] - glance["target"].detach()) ** 2).mean(-1)  # [B,T]
+    return (err * m).sum() / m.sum().clamp_min(1.0)
+
+
+def ordered_logits_loss(saliency: Tensor, e_av: Tensor, f_av: MaxAggClassifier, labels: Tensor, k: int,
+                        tau: float, noise: bool = True) -> Tensor:
+    """Eq. 13: reorder ``e^AV [B,T,F]`` by saliency ``[B,T]``, keep ``k`` frames by straight-through
+    Gumbel top-k (:func:`gumbel_topk`), classify with ``f_C^AV`` (max aggregation) and take the CE.
+
+    Eq. 13 writes one CE of the reordered sequence; with max aggregation its last step does not depend
+    on the order, so the CE is averaged over the prefixes 1..k (as L_p averages over t): that is
+    what rewards putting the most useful frames first, which early exit relies on.
+    """
+    w = gumbel_topk(saliency, k, tau, noise)  # [B,k,T]
+    x = torch.einsum("bkt,btf->bkf", w, e_av)  # e^AV_{i_1..i_k}, [B,k,F]
+    return _ce(f_av(x), labels).mean()
+
+
+__all__ = ["AVGN", "AVGNConfig", "AVGNOutput", "AVTeST", "AESPA", "AESPALayer", "PatchPolicy", "LocalEncoder",
+           "AudioFusion", "CrossBlock", "MaxAggClassifier", "glance_tokens", "saliency_pseudo_labels",
+           "patch_centre_bounds", "clamp_centre", "centre_from_unit", "patch_offsets", "extract_patches",
+           "gumbel_topk", "early_exit", "masked_reconstruction_loss", "ordered_logits_loss", "LOSSES"]

@@ -1,0 +1,120 @@
+"""One MLflow run per evaluated or trained *variant* and seed, all with the same keys, so MLflow's
+compare view lines samplers up against each other.
+
+A variant is what one row of ``curves.csv`` names: a sampler (``tsqnet``, ``uniform``), an ablation
+(``tsqnet_vqm_only``: a sampler with overrides, ``params.ablations``) or a branch of a two-branch
+sampler (``tsqnet[vqm]``: the same model selecting by one branch). Every run carries
+
+* params ``variant``, ``sampler`` (the registered sampler it is built from), ``kind`` (``baseline``,
+  ``learned``, ``ablation`` or ``branch``), ``seed`` (the training seed; pipeline seed s offsets it
+  by s x 1000), ``pipeline_seed``, ``recognizer`` (evaluation runs), the *effective* sampler section
+  and ``train_sampler`` section after the ablation's overrides (``tsqnet.branches = vqm`` for
+  ``tsqnet_vqm_only``), and the fusion setting used (none for a branch, which selects by one branch);
+* evaluation metrics under one naming scheme for the budget K: curves ``map``, ``top1``,
+  ``salient_recall``, ``distractor_share``, ``gmacs`` at **step = K** (MLflow's chart of a metric
+  over steps is the metric vs K), and summaries ``map_k3``, ``gmacs_k3``, ``top1_k3`` at every K of
+  ``evaluate.sampler_budgets`` (the compare view's table and scatter plot read the latest value of a
+  metric, so each K a reader compares needs its own key). mAP and top-1 as fractions (as in
+  ``curves.csv``), GMACs per video;
+* training metrics without prefixes (``train_loss``, ``val_loss``, ``val_map`` at step = epoch) and
+  ``best_epoch``, ``steps_to_best``.
+
+Runs are children of the stage's run (``evaluate@0``, ``train_sampler@0-tsqnet``) and tagged
+``salient.kind = variant`` plus ``salient.variant`` / ``salient.sampler``, so a search such as
+``tags.salient.kind = 'variant' and params.recognizer = 'frame'`` lists exactly the comparable runs.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from components import tracking
+from components.params import Params, to_dict, variant_params as effective_params
+
+#: the per-K metrics of an evaluation run (``curves.csv`` columns; ``gflops`` there holds GMACs)
+CURVE_METRICS = {"map": "map", "top1": "top1", "salient_recall": "salient_recall",
+                 "distractor_share": "distractor_share", "gmacs": "gflops"}
+SUMMARY_METRICS = ("map", "gmacs", "top1")  # also logged as <metric>_k<K> at evaluate.sampler_budgets
+
+
+def summary_key(metric: str, k: int) -> str:
+    """The key of ``metric`` at budget ``k`` in the summaries: ``map_k3``."""
+    return f"{metric}_k{int(k)}"
+
+
+def variant_kind(p: Params, variant: str, trainable: bool) -> str:
+    """``branch`` (``name[branch]``), ``ablation`` (a key of ``params.ablations``), else ``learned`` or
+    ``baseline`` by whether the registered sampler trains."""
+    if "[" in variant:
+        return "branch"
+    if variant in p.ablations:
+        return "ablation"
+    return "learned" if trainable else "baseline"
+
+
+def variant_params(p: Params, variant: str, seed: int, *, trainable: bool, pipeline_seed: int | None,
+                   fusion: Mapping[str, Any] | None = None, recognizer: str | None = None) -> dict[str, Any]:
+    """The params every variant run logs (see the module docstring); ``fusion``: the inference-time
+    setting the run selected with (None: the sampler has none)."""
+    base = variant.split("[", 1)[0]
+    registered, eff = effective_params(p, base)
+    tree = to_dict(eff)
+    out: dict[str, Any] = {"variant": variant, "sampler": registered, "kind": variant_kind(p, variant, trainable),
+                           "seed": seed, "pipeline_seed": pipeline_seed}
+    if "[" in variant:
+        out["branch"] = variant.split("[", 1)[1].rstrip("]")
+    if recognizer is not None:
+        out["recognizer"] = recognizer
+    if isinstance(tree.get(registered), Mapping):
+        out[registered] = tree[registered]
+    if trainable:
+        out["train_sampler"] = tree["train_sampler"]
+    if fusion:
+        out["fusion"] = dict(fusion)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _tags(params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"salient.variant": params["variant"], "salient.sampler": params["sampler"],
+            "salient.variant_kind": params["kind"], **dict(extra or {})}
+
+
+def log_evaluation(p: Params, rows: Iterable[Mapping[str, Any]], *, trainable: Mapping[str, bool],
+                   fusion: Mapping[str, Mapping[str, Any] | None], pipeline_seed: int | None) -> list[str]:
+    """One child run of the open (``evaluate``) run per (variant, recognizer, seed) of ``rows`` (the
+    evaluation grid's rows: ``sampler``, ``recognizer``, ``k``, ``seed`` and the metrics of
+    :data:`CURVE_METRICS`). ``trainable`` / ``fusion`` are keyed by the variant without its branch.
+    Returns the run ids (none when tracking is off or no run is open)."""
+    if tracking.active_run() is None:
+        return []
+    groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["sampler"], r["recognizer"], int(r["seed"])), []).append(r)
+    show = set(p.evaluate.sampler_budgets)
+    ids = []
+    for (variant, recognizer, seed), cells in sorted(groups.items()):
+        base = variant.split("[", 1)[0]
+        params = variant_params(p, variant, seed, trainable=trainable.get(base, False), pipeline_seed=pipeline_seed,
+                                fusion=None if "[" in variant else fusion.get(base), recognizer=recognizer)
+        cells = sorted(cells, key=lambda c: int(c["k"]))
+        ks = [int(c["k"]) for c in cells]
+        name = f"{variant} · {recognizer} · seed {seed}"
+        with tracking.variant_run(name, params, tags=_tags(params, {"salient.stage": "evaluate"}), tracking=p) as run:
+            points = {m: [float(c[col]) for c in cells] for m, col in CURVE_METRICS.items()}
+            for m, values in points.items():
+                run.log_budget_curve(m, ks, values)
+            run.log_metrics({summary_key(m, k): v for m in SUMMARY_METRICS for k, v in zip(ks, points[m]) if k in show})
+            ids.append(run.run_id)
+    return ids
+
+
+@contextlib.contextmanager
+def training_run(p: Params, variant: str, seed: int, *, trainable: bool,
+                 pipeline_seed: int | None) -> Iterator[Any]:
+    """The run of one (variant, seed) training inside the ``train_sampler`` / ``ablate`` stage run: the
+    engine's epoch rows land here unprefixed (``val_map`` at step = epoch)."""
+    params = variant_params(p, variant, seed, trainable=trainable, pipeline_seed=pipeline_seed)
+    with tracking.variant_run(f"{variant} · train · seed {seed}", params,
+                              tags=_tags(params, {"salient.stage": "train_sampler"}), tracking=p) as run:
+        yield run

@@ -1,0 +1,116 @@
+"""One MLflow run per evaluated / trained variant and seed (components/variant_runs.py; issue 13),
+against a real SQLite store, read back through MlflowClient: the same param and metric keys for every
+variant, K as the step, the effective (overridden) params of an ablation, the experiment's kind."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from components import tracking
+from components.engine import FitConfig, fit
+from components.params import load_params
+from components.variant_runs import log_evaluation, training_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(monkeypatch, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("SALIENT_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("SALIENT_PARENT_RUN_ID", raising=False)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _rows() -> list[dict]:
+    """A hand-made evaluation grid: 4 variants (baseline, learned, ablation, branch), K = 1, 3, 5."""
+    rows = []
+    for variant, seeds in (("uniform", [0]), ("tsqnet", [0, 1]), ("tsqnet_vqm_only", [0]), ("tsqnet[vqm]", [0, 1])):
+        for seed in seeds:
+            for k in (1, 3, 5):
+                rows.append({"sampler": variant, "recognizer": "frame", "k": k, "seed": seed, "gflops": 0.1 * k,
+                             "map": 0.1 * k + 0.01 * seed + (0.05 if variant != "uniform" else 0.0),
+                             "top1": 0.05 * k, "salient_recall": 0.5, "distractor_share": 0.1})
+    return rows
+
+
+def test_one_run_per_variant_and_seed_with_the_same_keys(store):
+    p = load_params(ROOT / "params.yaml", ["evaluate.sampler_budgets=[1,3]"])
+    fusion = {"tsqnet": {"lambda_v": 0.4}, "tsqnet_vqm_only": {"lambda_v": 0.6}}
+    with tracking.stage_run("evaluate@0", {}, tracking=p) as parent:
+        ids = log_evaluation(p, _rows(), trainable={"uniform": False, "tsqnet": True, "tsqnet_vqm_only": True},
+                             fusion=fusion, pipeline_seed=0)
+    assert len(ids) == 6  # uniform x1, tsqnet x2, ablation x1, branch x2
+    runs = [store.get_run(i) for i in ids]
+    assert {r.data.tags[tracking.PARENT_TAG] for r in runs} == {parent.run_id}
+    by = {(r.data.params["variant"], r.data.params["seed"]): r for r in runs}
+
+    # the same metric keys everywhere: curves at step = K, summaries at evaluate.sampler_budgets only
+    want = {"map", "top1", "salient_recall", "distractor_share", "gmacs", "map_k1", "map_k3", "gmacs_k1", "gmacs_k3",
+            "top1_k1", "top1_k3"}
+    assert all(set(r.data.metrics) == want for r in runs)
+    hist = store.get_metric_history(by[("tsqnet", "1")].info.run_id, "map")
+    assert [(m.step, round(m.value, 6)) for m in sorted(hist, key=lambda m: m.step)] == [(1, 0.16), (3, 0.36), (5, 0.56)]
+    assert by[("tsqnet", "1")].data.metrics["map_k3"] == pytest.approx(0.36)
+    assert by[("uniform", "0")].data.metrics["gmacs_k3"] == pytest.approx(0.3)
+
+    # the same identifying params on every run, and the effective section of the ablation
+    common = {"variant", "sampler", "kind", "seed", "pipeline_seed", "recognizer"}
+    assert all(common <= set(r.data.params) for r in runs)
+    kinds = {v: by[(v, "0")].data.params["kind"] for v in ("uniform", "tsqnet", "tsqnet_vqm_only", "tsqnet[vqm]")}
+    assert kinds == {"uniform": "baseline", "tsqnet": "learned", "tsqnet_vqm_only": "ablation", "tsqnet[vqm]": "branch"}
+    ab = by[("tsqnet_vqm_only", "0")].data.params
+    assert ab["sampler"] == "tsqnet" and ab["tsqnet.branches"] == "vqm" and ab["fusion.lambda_v"] == "0.6"
+    assert ab["train_sampler.seeds"] == "[0]"
+    assert by[("tsqnet", "0")].data.params["tsqnet.branches"] == p.tsqnet.branches == "both"
+    assert by[("tsqnet[vqm]", "0")].data.params["branch"] == "vqm"
+    assert "tsqnet.branches" not in by[("uniform", "0")].data.params  # a baseline has no sampler section
+
+    # what a user types in the search box finds exactly these
+    exp = runs[0].info.experiment_id
+    found = store.search_runs([exp], "tags.`salient.kind` = 'variant' and params.recognizer = 'frame'")
+    assert {r.info.run_id for r in found} == set(ids)
+    assert store.get_experiment(exp).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_an_experiment_made_before_is_marked_as_training(store):
+    exp = store.create_experiment("older")
+    p = load_params(ROOT / "params.yaml", ["tracking.experiment=older"])
+    with tracking.stage_run("x", {}, tracking=p):
+        pass
+    assert store.get_experiment(exp).tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
+
+
+def test_training_run_holds_the_epoch_rows_unprefixed(store, tmp_path):
+    p = load_params(ROOT / "params.yaml", [])
+    model = torch.nn.Linear(2, 1)
+    data = [(torch.randn(8, 2), torch.randn(8, 1)) for _ in range(2)]
+
+    def step(m, batch, train):  # noqa: ARG001
+        x, y = batch
+        loss = ((m(x) - y) ** 2).mean()
+        return loss, {"loss": loss.item()}
+
+    with tracking.stage_run("train_sampler@0-tsqnet", {}, tracking=p):
+        with training_run(p, "tsqnet", 3, trainable=True, pipeline_seed=0) as run:
+            fit(model, step, lambda ep: data, lambda: data,
+                FitConfig(epochs=3, lr=0.1, desc="train tsqnet seed 3", log_prefix=""), tmp_path / "ck", "fp",
+                log_metrics=tracking.log_metrics)
+    r = store.get_run(run.run_id)
+    assert {"train_loss", "val_loss", "lr", "steps"} <= set(r.data.metrics)
+    assert not any("/" in k for k in r.data.metrics)
+    assert [m.step for m in store.get_metric_history(run.run_id, "val_loss")] == [0, 1, 2]
+    assert r.data.params["variant"] == "tsqnet" and r.data.params["seed"] == "3" and "recognizer" not in r.data.params
+
+
+def test_nothing_is_logged_outside_a_run_or_with_tracking_off(store, monkeypatch):
+    p = load_params(ROOT / "params.yaml", [])
+    assert log_evaluation(p, _rows(), trainable={}, fusion={}, pipeline_seed=None) == []
+    monkeypatch.setenv("SALIENT_TRACKING", "0")
+    with tracking.stage_run("evaluate", {}, tracking=p):
+        assert log_evaluation(p, _rows(), trainable={}, fusion={}, pipeline_seed=None) == []
