@@ -159,7 +159,9 @@ def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np
                   map_variant: str = "sklearn", keep_scores: bool = False,
                   distractor: np.ndarray | None = None) -> tuple[list[dict], dict]:
     """All rows of the curves table: the frame recognizer at ``budgets``, each clip recognizer of
-    ``clip_scorers`` (name -> (scorer, its budgets)) at its own budgets.
+    ``clip_scorers`` (name -> (scorer, its budgets)) at its own budgets. A scorer with ``bind(run)``
+    is the run's own recognizer (AVGN's head, :class:`components.avgn_eval.HeadScorer`): ``bind``
+    returns the scorer for that run, or None where it does not apply.
 
     Returns (rows, per-video scores keyed by (sampler, recognizer, k, seed) when ``keep_scores``).
     """
@@ -171,8 +173,9 @@ def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np
             idx = run.select(K)
             cells = [("frame", mean_selected(frame_probs, idx))] if K in budgets else []
             for rname, (scorer, ks) in (clip_scorers or {}).items():
-                if K in ks:
-                    cells.append((rname, scorer.scores(idx)))
+                bound = scorer.bind(run) if hasattr(scorer, "bind") else scorer  # a run-specific recognizer
+                if K in ks and bound is not None:
+                    cells.append((rname, bound.scores(idx)))
             for rname, scores in cells:
                 rows.append({"sampler": run.name, "recognizer": rname, "k": K, "seed": run.seed,
                              "gflops": gflops(run, rname, K), **score_metrics(scores, labels, idx, salient, map_variant, distractor)})

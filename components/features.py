@@ -53,7 +53,13 @@ class FrameEncoders:
 
     def specs(self, T: int, num_classes: int) -> dict[str, ArraySpec]:
         return store_specs(T, num_classes, self.light.num_features, self.recognizer.num_features,
-                           self.audio.num_features)
+                           self.audio.num_features, self.map_grid(), self.sizes["full"])
+
+    def map_grid(self) -> tuple[int, int]:
+        """(h, w) of the light encoder's spatial map at its resolution (AVGN's H_G x W_G)."""
+        s = self.sizes["light"]
+        with torch.inference_mode():
+            return tuple(self.light.forward_maps(torch.zeros(1, 3, s, s))[2].shape[-2:])
 
     @torch.inference_mode()
     def encode(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
@@ -63,7 +69,7 @@ class FrameEncoders:
         def stack(name):  # -> float [B*T,3,s,s] in [0,1]
             return torch.cat([c.frames[name] for c in clips]).float().div_(255.0)
 
-        lf, ll = self.light(stack("light"))
+        lf, ll, maps = self.light.forward_maps(stack("light"))
         obj = self.objects(stack("object"))
         rf, rl = self.recognizer(stack("recognizer"))
         emb = torch.zeros(B, T, self.audio.num_features)
@@ -73,18 +79,25 @@ class FrameEncoders:
             emb[with_audio] = self.audio.features(mel).view(len(with_audio), T, -1)
         out = {"light_feats": lf, "light_logits": ll, "object_scores": obj, "rec_feats": rf, "rec_logits": rl}
         out = {k: v.reshape(B, T, -1).numpy() for k, v in out.items()}
+        out["light_maps"] = maps.reshape(B, T, *maps.shape[1:]).to(torch.float16).numpy()  # AVGN's e^G
+        out["frames_full"] = torch.stack([c.frames["full"] for c in clips]).numpy()  # uint8 [B,T,3,S,S]
         return [{**{k: v[i] for k, v in out.items()}, "audio_emb": emb[i].numpy(),
                  "has_audio": np.bool_(clips[i].audio is not None)} for i in range(B)]
 
 
 def consumer_sizes(p: Params) -> dict[str, int]:
-    return {"light": p.frames.light_size, "object": p.frames.object_size, "recognizer": p.frames.recognizer_size}
+    return {"light": p.frames.light_size, "object": p.frames.object_size, "recognizer": p.frames.recognizer_size,
+            "full": p.frames.full_size}
 
 
-def store_specs(T: int, C: int, d: int, D: int, a: int) -> dict[str, ArraySpec]:
+def store_specs(T: int, C: int, d: int, D: int, a: int, grid: tuple[int, int], full: int) -> dict[str, ArraySpec]:
+    """The store's arrays per video. ``light_maps`` (float16, the light encoder's map before pooling:
+    AVGN's e^G) and ``frames_full`` (uint8 frame cache at ``frames.full_size``: AVGN's spatial glance
+    crops its patches from it) are read only by AVGN."""
     f32 = "float32"
     return {
         "light_feats": ArraySpec((T, d), f32), "light_logits": ArraySpec((T, C), f32),
+        "light_maps": ArraySpec((T, d, *grid), "float16"), "frames_full": ArraySpec((T, 3, full, full), "uint8"),
         "object_scores": ArraySpec((T, 1000), f32),
         "rec_feats": ArraySpec((T, D), f32), "rec_logits": ArraySpec((T, C), f32),
         "audio_emb": ArraySpec((T, a), f32), "has_audio": ArraySpec((), "bool"),

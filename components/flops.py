@@ -148,6 +148,8 @@ def frame_calls(name: str, sampler: nn.Module | None, T: int, K: int) -> dict[st
         calls["object"] = T * (branches != "vqm")
     elif name not in RECOGNIZER_ON_ALL + FREE_SAMPLERS:
         calls["light"] = T * any(k in inputs for k in ("light_feats", "light_logits"))
+        if "light_maps" in inputs:  # AVGN: the glance encodes only its first T_G frames (eq. 14)
+            calls["light"] = min(T, int(getattr(sampler, "glance_frames", T)))
         calls["object"] = T * ("object_scores" in inputs)
         if any(k in inputs for k in ("rec_feats", "rec_logits")):
             calls["recognizer"] = T
@@ -220,6 +222,14 @@ def build_sampler(name: str, num_classes: int, light_dim: int, T: int, tsqnet: T
     return create_sampler(name)
 
 
+def encoder_models(p: Params, num_classes: int) -> tuple[FrameModel, FrameModel]:
+    """The configured light encoder and audio encoder (random weights: same cost) at their inputs."""
+    e, f = p.encoders, p.frames
+    return (FrameModel(create_encoder("light", arch=e.light_arch, num_classes=num_classes), f.light_size, e.light_arch),
+            FrameModel(create_encoder("audio", num_classes=num_classes, dim=e.audio_dim),
+                       (p.audio.window_frames, p.audio.n_mels), "audio_cnn"))
+
+
 def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: int, *,
                            sampler: nn.Module | None = None, text_dim: int = 384,
                            batch: Mapping[str, torch.Tensor] | None = None) -> list[FlopsRow]:
@@ -241,6 +251,53 @@ def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: in
     rec = FrameModel(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
                      f.recognizer_size, e.recognizer_arch)
     return prediction_flops(sampler_name, T, k, rec, light, obj, audio, sampler, batch)
+
+
+def avgn_batch(sampler: nn.Module, full_size: int, frames: bool = True) -> dict[str, torch.Tensor]:
+    """Zeros shaped like one video's AVGN store arrays (light maps, audio, frame cache) for ``sampler``."""
+    c = sampler.config
+    b = {"light_maps": torch.zeros(1, sampler.T, c.d_g, *c.grid), "audio_emb": torch.zeros(1, sampler.T, c.d_a),
+         "has_audio": torch.ones(1, dtype=torch.bool), "labels": torch.eye(c.num_classes)[:1]}
+    if frames:
+        b["frames_full"] = torch.zeros(1, sampler.T, 3, full_size, full_size, dtype=torch.uint8)
+    return b
+
+
+def avgn_flops_rows(sampler: nn.Module, K: int, full_size: int, light: FrameModel, audio: FrameModel,
+                    t_g: int | None = None) -> list[FlopsRow]:
+    """AVGN's own prediction with K frames, per component, measured on the modules: light encoder × T_G
+    (eq. 14: only the glanced frames are encoded), audio encoder × T, the temporal glance (AV-TeST, eqs.
+    2-3) once, then per processed frame: AESPA + π (eqs. 4-5), f_L on the P×P patch (eq. 7, not the full
+    frame), ψ + f_C (eq. 8)."""
+    t_g = sampler.glance_frames if t_g is None else t_g
+    T, P, net = sampler.T, sampler.config.patch_size, sampler.net
+    batch = avgn_batch(sampler, full_size)
+    with _eval_mode(sampler):
+        saved = sampler.glance_frames
+        sampler.glance_frames = t_g
+        try:
+            glance = count_macs(lambda: sampler({k: v for k, v in batch.items() if k != "frames_full"})) / 1e9
+            head = count_macs(lambda: sampler.head(batch, K, t_g)) / 1e9 - glance
+        finally:
+            sampler.glance_frames = saved
+        f_l = count_macs(lambda: net.f_l(torch.zeros(1, 3, P, P))) / 1e9
+        c = sampler.config
+        e_g = torch.zeros(1, K, c.d_g, *c.grid)
+        a = torch.zeros(1, T, c.d_a)
+        if c.patch == "centre":
+            spatial = 0.0
+        else:
+            spatial = count_macs(lambda: net.pi(net.aespa(e_g, a if c.use_aespa else None))) / 1e9
+    rest = head - spatial - f_l * K
+    rows = [FlopsRow(COMPONENT["light"], light.name, light.label, light.gmacs(), min(t_g, T))]
+    if sampler.params.audio:
+        rows.append(FlopsRow(COMPONENT["audio"], audio.name, audio.label, audio.gmacs(), T))
+    rows += [FlopsRow("sampler", "AV-TeST (temporal glance)", _inputs_label(sampler, batch), glance, 1),
+             FlopsRow("spatial glance", "AESPA + pi" if c.patch != "centre" else "centre crop", f"e^G[{K}x{c.d_g}x"
+                      f"{'x'.join(map(str, c.grid))}]", spatial / K, K),
+             FlopsRow("local encoder", type(getattr(net.f_l, "net", net.f_l)).__name__, f"{P}x{P}", f_l, K),
+             FlopsRow("classifier", "psi + f_C" if c.use_psi else "f_C", "-", rest / K, K)]
+    return rows
 
 
 # ------------------------------------------------------------------------------- the papers' setting
@@ -300,12 +357,14 @@ def paper_setting_rows(method: str = "tsqnet") -> list[FlopsRow]:
 
 
 def encoder_gmacs(p: Params, encoders_dir: Path) -> dict[str, float]:
-    """Per-frame GMACs of the trained encoders (``<encoders_dir>/{light,recognizer}.pt``) at their
-    configured resolutions, plus the ImageNet object recognizer."""
+    """Per-frame GMACs of the trained encoders (``<encoders_dir>/{light,recognizer,audio}.pt``) at their
+    configured resolutions (audio: one log-mel window), plus the ImageNet object recognizer."""
     return {"light": frame_model_gmacs(load_frame_model(encoders_dir / "light.pt"), p.frames.light_size),
             "object": frame_model_gmacs(create_encoder("object", arch=p.encoders.object_arch, weights="none"),
                                         p.frames.object_size),
-            "recognizer": frame_model_gmacs(load_frame_model(encoders_dir / "recognizer.pt"), p.frames.recognizer_size)}
+            "recognizer": frame_model_gmacs(load_frame_model(encoders_dir / "recognizer.pt"), p.frames.recognizer_size),
+            "audio": FrameModel(load_frame_model(encoders_dir / "audio.pt"),
+                                (p.audio.window_frames, p.audio.n_mels)).gmacs()}
 
 
 def video_gmacs(name: str, model, enc: dict[str, float], sampler_gmacs: float, T: int, K: int) -> float:

@@ -87,6 +87,8 @@ class FramesParams:
     light_size: int = _f(48, lo=16, hi=1024, help="light encoder resolution (paper: 188 with a 224 recognizer)")
     object_size: int = _f(48, lo=16, hi=1024, help="object recognizer resolution (paper: 112)")
     recognizer_size: int = _f(96, lo=16, hi=1024, help="recognizer resolution (paper: 224)")
+    full_size: int = _f(112, lo=16, hi=1024, help="frame cache resolution: the T frames stored uint8 by extract "
+                        "(frames_full), from which AVGN's spatial glance crops its P x P patches (eq. 6)")
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,51 @@ class NSNetParams:
 
 
 @dataclass(frozen=True)
+class AVGNParams:
+    """AVGN (``shared/papers/avgn.md``): sizes, glance budget, patch, the Table 4 / 6 / 7 switches, and its
+    own training schedule (its spatial glance runs the local encoder on pixels, so it trains with other
+    settings than the feature-only samplers of ``train_sampler``; seeds, monitor, patience, weight decay
+    and val_budgets still come from ``train_sampler``)."""
+    dim: int = _f(128, lo=8, hi=4096, help="width of AV-TeST tokens (each half), AESPA and psi")
+    heads: int = _f(4, lo=1, hi=64, help="attention heads of AV-TeST, AESPA and psi")
+    layers: int = _f(2, lo=1, hi=12, help="TF_AV layers (eq. 2)")
+    aespa_layers: int = _f(2, lo=2, hi=12, help="L of AESPA (eq. 4; >= 2 so audio reaches e^GA)")
+    bottlenecks: int = _f(4, lo=1, hi=64, help="shared bottleneck tokens of AESPA (eq. 4)")
+    cls_hidden: int = _f(256, lo=8, hi=8192, help="hidden width of the max-aggregating classifiers f_C (eq. 8)")
+    dropout: float = _f(0.1, lo=0.0, hi=0.95)
+    t_g: int = _f(12, lo=1, hi=1024, help="T_G: frames the temporal glance encodes with f_G (eq. 14; paper 12)")
+    t_g_eval: tuple[int, ...] = _f((2, 4, 8, 12, 16), lo=1, hi=1024,
+                                   help="T_G values evaluated at inference (Table 3 axis; the model trained at t_g)")
+    patch_size: int = _f(48, lo=8, hi=1024, help="P: side of the patch cropped from the frames_full frame (eq. 6)")
+    local: str = _f("recognizer", choices=("recognizer", "scratch"),
+                    help="f_L (eq. 7): the trained frame recognizer, frozen (heavier than f_G, as in the paper), "
+                         "or a small CNN trained with AVGN")
+    train_frames: int = _f(6, lo=1, hi=1024, help="frames per training video that go through the spatial glance "
+                           "(a random subset in temporal order; all T at most)")
+    ord_k: int = _f(3, lo=1, hi=1024, help="k of the simulated limited-frame inference in L_ord (eq. 13)")
+    audio: bool = _f(True, help="use the audio modality (Table 4: off = every video treated as audio-less)")
+    av_test: bool = _f(True, help="TF_AV transformer (Table 4: off = a per-frame MLP scores saliency)")
+    aespa: bool = _f(True, help="AESPA audio enhancement before pi (Tables 4 / 6: off = pi reads e^G alone)")
+    psi: bool = _f(True, help="audio fusion transformer psi at the classifier (Table 4)")
+    patch: str = _f("policy", choices=("policy", "centre"), help="patch centre: pi (eq. 5) or a centre crop (Table 6)")
+    loss_v: bool = _f(True, help="L_V (eq. 9), Table 7")
+    loss_a: bool = _f(True, help="L_A (eq. 10), Table 7")
+    loss_mask: bool = _f(True, help="L_mask (masked visual token reconstruction), Table 7")
+    loss_s: bool = _f(True, help="L_s (eqs. 11-12, saliency pseudo-labels); off: FC_s learns only through L_ord")
+    loss_ord: bool = _f(True, help="L_ord (eq. 13, ordered logits with Gumbel top-k), Table 7")
+    w_v: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_V")
+    w_a: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_A")
+    w_mask: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_mask")
+    w_s: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_s")
+    w_ord: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_ord")
+    epochs: int = _f(12, lo=1, hi=10_000, help="AVGN training epochs")
+    batch_size: int = _f(16, lo=1, hi=4096, help="videos per AVGN step")
+    lr: float = _f(5e-4, lo=1e-7, hi=10.0)
+    exit_thresholds: tuple[float, ...] = _f((0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99), lo=0.0, hi=1.0,
+                                            help="confidence gates of the early-exit curve (AVGN+)")
+
+
+@dataclass(frozen=True)
 class TrainSamplerParams:
     epochs: int = _f(40, lo=1, hi=10_000)
     batch_size: int = _f(64, lo=1, hi=65_536)
@@ -246,6 +293,8 @@ class FusionParams:
 SWEEP_SPACES: dict[str, tuple[tuple[str, str, float, float], ...]] = {
     "tsqnet": (("tsqnet", "alpha", 0.0, 1.5), ("tsqnet", "beta", 0.0, 1.5)),
     "nsnet": (("nsnet", "gamma", 0.0, 1.0),),
+    "avgn": (("avgn", "w_v", 0.0, 2.0), ("avgn", "w_a", 0.0, 2.0), ("avgn", "w_mask", 0.0, 2.0),
+             ("avgn", "w_s", 0.0, 2.0), ("avgn", "w_ord", 0.0, 2.0)),
 }
 
 
@@ -253,7 +302,7 @@ SWEEP_SPACES: dict[str, tuple[tuple[str, str, float, float], ...]] = {
 class AblationParams:
     """One ablation: a registered sampler trained with some of its own params changed
     (``train_sampler@<name>`` like any sampler; reported beside its base in ``reports/README.md``)."""
-    sampler: str = _f("tsqnet", choices=("tsqnet", "nsnet"), help="the sampler the variant is built from")
+    sampler: str = _f("tsqnet", choices=("tsqnet", "nsnet", "avgn"), help="the sampler the variant is built from")
     set: tuple[str, ...] = _f((), help="dotted overrides of the sampler's section or train_sampler, "
                                        "e.g. tsqnet.branches=vqm")
 
@@ -268,6 +317,12 @@ DEFAULT_ABLATIONS = {  # one sampler seed each in the demo (the quick start); th
     "tsqnet_random_init": AblationParams("tsqnet", ("tsqnet.init=random", "train_sampler.seeds=[0]")),
     "nsnet_fem_mlp": AblationParams("nsnet", ("nsnet.fem=mlp", "train_sampler.seeds=[0]")),
     "nsnet_fsm_baseline": AblationParams("nsnet", ("nsnet.fsm_objective=baseline", "train_sampler.seeds=[0]")),
+    # AVGN Table 4 (components), Table 6 (centre crop vs pi; pi without AESPA = avgn_no_aespa), Table 7 (losses)
+    **{f"avgn_{n}": AblationParams("avgn", (s, "train_sampler.seeds=[0]")) for n, s in (
+        ("no_audio", "avgn.audio=false"), ("no_avtest", "avgn.av_test=false"), ("no_aespa", "avgn.aespa=false"),
+        ("no_psi", "avgn.psi=false"), ("centre_crop", "avgn.patch=centre"), ("no_lv", "avgn.loss_v=false"),
+        ("no_la", "avgn.loss_a=false"), ("no_mask", "avgn.loss_mask=false"), ("no_ls", "avgn.loss_s=false"),
+        ("no_ord", "avgn.loss_ord=false"))},
 }
 
 
@@ -294,7 +349,7 @@ class EvaluateParams:
     headroom_k: int = _f(3, lo=1, help="K of the oracle-vs-uniform headroom table")
     sampler_budgets: tuple[int, ...] = _f((1, 2, 3, 5, 8), help="K of the sampler table (reports/samplers.md)")
     samplers: tuple[str, ...] = _f(("uniform", "random", "dense", "maxconf", "maxconf_l", "videoconf_l", "oracle", "tsqnet",
-                                    "nsnet"),
+                                    "nsnet", "avgn"),
                                    help="samplers in the report (each trained by train_sampler@<name>)")
     map_variant: str = _f("sklearn", choices=("sklearn", "cumulative"),
                           help="mAP definition (components.metrics.MAP_DEFINITIONS), recorded in every result")
@@ -335,6 +390,7 @@ class Params:
     pseudo_labels: PseudoLabelParams = _f(factory=PseudoLabelParams)
     tsqnet: TSQNetParams = _f(factory=TSQNetParams)
     nsnet: NSNetParams = _f(factory=NSNetParams)
+    avgn: AVGNParams = _f(factory=AVGNParams)
     train_sampler: TrainSamplerParams = _f(factory=TrainSamplerParams)
     fusion: FusionParams = _f(factory=FusionParams)
     sweep: SweepParams = _f(factory=SweepParams)

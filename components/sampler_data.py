@@ -15,6 +15,21 @@ SAMPLER_KEYS = ("light_feats", "light_logits", "object_scores", "rec_feats", "re
                 "has_audio", "gt", "labels", "frame_indices")
 
 
+def sampler_keys(model_or_name, training: bool = False) -> tuple[str, ...]:
+    """Store arrays to load for a sampler (an instance, or a registered name): :data:`SAMPLER_KEYS` plus
+    what it declares in ``inputs`` beyond them, and in training its ``train_inputs`` (AVGN: its light
+    maps, and the frame cache it crops patches from), so other samplers never load pixels."""
+    if isinstance(model_or_name, str):
+        from components.models.samplers import SAMPLERS, _import_members  # deferred: names only, on demand
+        import typing
+
+        _import_members()
+        model_or_name = typing.get_type_hints(SAMPLERS.get(model_or_name)).get("return")
+    extra = tuple(getattr(model_or_name, "inputs", ())) + (tuple(getattr(model_or_name, "train_inputs", ()))
+                                                            if training else ())
+    return SAMPLER_KEYS + tuple(dict.fromkeys(k for k in extra if k not in SAMPLER_KEYS))
+
+
 def check_store(store: FeatureStore, T: int) -> None:
     if store.T != T:
         raise ValueError(f"feature store has T={store.T} frames per video but frames.T={T}: "
@@ -68,7 +83,7 @@ def predict_split(model: torch.nn.Module, data: dict, batch_size: int = 256) -> 
     """``{"saliency": [N,T], <branch>: [N,T], ...}`` of ``model`` over a split's tensors (eval mode)."""
     model.eval()
     outs: dict[str, list] = {}
-    for b in batches(data, batch_size):
+    for b in batches({k: v for k, v in data.items() if k != "frames_full"}, batch_size):  # scores need no pixels
         o = model(b)
         for k, v in {"saliency": o.saliency, **o.branches}.items():
             outs.setdefault(k, []).append(v.float().numpy())

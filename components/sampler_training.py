@@ -25,7 +25,7 @@ from components.hashing import code_fingerprint, fingerprint
 from components.models.samplers import Sampler, create_sampler
 from components.params import Params, to_dict, variant_params
 from components.paths import Paths
-from components.sampler_data import batches, load_split
+from components.sampler_data import batches, load_split, sampler_keys
 from components.store import FeatureStore
 from components.validation import branch_val_score, load_val
 
@@ -48,7 +48,48 @@ def sampler_kwargs(name: str, p: Params, store: FeatureStore, seed: int) -> dict
         return {"num_classes": C, "light_dim": d, "params": p.nsnet, "light_mean": mean, "light_std": std}
     if name == "random":
         return {"seed": seed}
+    if name == "avgn":
+        return avgn_kwargs(p, store)
     return {}
+
+
+def avgn_kwargs(p: Params, store: FeatureStore) -> dict:
+    """AVGN's constructor arguments: store shapes, per-channel statistics of the training split's light
+    maps and audio embeddings (videos with audio only), and f_L = the frame recognizer of this pipeline
+    seed (``<data>/encoders/recognizer.pt``) by path and SHA-256."""
+    import os
+
+    from components.models.samplers.avgn import file_sha256  # deferred: AVGN only
+
+    valid = np.asarray(store.array("train", "valid"), dtype=bool)
+    maps = store.array("train", "light_maps")  # [N,T,D,h,w] float16 memmap
+    s1 = np.zeros(maps.shape[2]); s2 = np.zeros(maps.shape[2]); n = 0
+    for i in np.flatnonzero(valid):  # one video at a time: the maps need not fit in memory as float64
+        x = np.asarray(maps[i], dtype=np.float64).transpose(1, 0, 2, 3).reshape(maps.shape[2], -1)
+        s1 += x.sum(1); s2 += (x * x).sum(1); n += x.shape[1]
+    mean = s1 / max(n, 1)
+    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 0.0))
+    has = np.asarray(store.array("train", "has_audio"), dtype=bool) & valid
+    audio = np.asarray(store.array("train", "audio_emb"))[has].astype(np.float64)
+    audio = audio.reshape(-1, audio.shape[-1]) if len(audio) else np.zeros((1, store.array("train", "audio_emb").shape[-1]))
+    kw = {"num_classes": len(store.classes), "map_dim": int(maps.shape[2]), "grid": tuple(int(x) for x in maps.shape[3:]),
+          "audio_dim": int(audio.shape[-1]), "T": store.T, "params": p.avgn,
+          "map_mean": torch.from_numpy(mean).float(), "map_std": torch.from_numpy(std).float(),
+          "audio_mean": torch.from_numpy(audio.mean(0)).float(), "audio_std": torch.from_numpy(audio.std(0)).float()}
+    if p.avgn.local == "recognizer":
+        rec = Path(store.folder).parent / "encoders" / "recognizer.pt"
+        rel = os.path.relpath(rec) if not os.path.relpath(rec).startswith("..") else str(rec)
+        kw.update(local_path=rel, local_digest=file_sha256(rec) if rec.exists() else None)
+    return kw
+
+
+def training_settings(p: Params, name: str) -> tuple[int, int, float]:
+    """(epochs, batch size, lr) of registered sampler ``name``: ``avgn``'s own section (its spatial glance
+    runs a CNN on pixels), ``train_sampler`` for every other sampler."""
+    if name == "avgn":
+        return p.avgn.epochs, p.avgn.batch_size, p.avgn.lr
+    t = p.train_sampler
+    return t.epochs, t.batch_size, t.lr
 
 
 def describe_kwargs(kwargs: dict) -> dict:
@@ -146,10 +187,12 @@ def _extra(paths: Paths, split: str) -> dict:
     return {"ns_labels": np.load(f)["ns"]} if f.exists() else {}
 
 
-def load_train_val(store: FeatureStore, paths: Paths) -> tuple[dict, dict]:
-    """The train and val splits as tensors, with NSNet's pseudo labels where they exist."""
-    train, _ = load_split(store, "train", extra=_extra(paths, "train"))
-    val, _ = load_split(store, "val", extra=_extra(paths, "val"))
+def load_train_val(store: FeatureStore, paths: Paths, keys: tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """The train and val splits as tensors (``keys``: default :data:`SAMPLER_KEYS`), with NSNet's pseudo
+    labels where they exist."""
+    kw = {} if keys is None else {"keys": keys}
+    train, _ = load_split(store, "train", extra=_extra(paths, "train"), **kw)
+    val, _ = load_split(store, "val", extra=_extra(paths, "val"), **kw)
     return train, val
 
 
@@ -192,9 +235,11 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     model = create_sampler(name, **kwargs)
     if not model.trainable:
         return Trained(model, kwargs, None, None)
-    train, val = (data() if callable(data) else data) if data is not None else load_train_val(store, paths)
+    train, val = ((data() if callable(data) else data) if data is not None
+                  else load_train_val(store, paths, sampler_keys(model, training=True)))
     t = p.train_sampler
-    cfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
+    epochs, batch_size, lr = training_settings(p, name)
+    cfg = FitConfig(epochs=epochs, lr=lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
                     desc=f"train {name} seed {seed}", log_prefix=log_prefix, grad_clip=1.0, monitor=t.monitor,
                     mode="max" if t.monitor == "val_map" else "min")
     val_metrics = None
@@ -204,7 +249,7 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     fp = fingerprint(store.meta["fingerprint"], name, describe_kwargs(kwargs), repr(cfg), CKPT_VERSION,
                      code_fingerprint("components.sampler_training"))  # other training code never resumes it
     ckpt_dir = ckpt_dir if ckpt_dir is not None else paths.work / "train_sampler" / name / fp
-    res = fit(model, _step, lambda ep: batches(train, t.batch_size, seed, ep), lambda: batches(val, t.batch_size),
+    res = fit(model, _step, lambda ep: batches(train, batch_size, seed, ep), lambda: batches(val, batch_size),
               cfg, ckpt_dir, fp, on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
               val_metrics=val_metrics, log_metrics=tracking.log_metrics)
     return Trained(model, kwargs, res.history, ckpt_dir, res.best_epoch)

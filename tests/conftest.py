@@ -130,7 +130,9 @@ TINY = [
     "extract.decode_workers=0", "extract.flush_every=2", "evaluate.budgets=[1,2,3]",
     "train_sampler.seeds=[0]", "train_sampler.epochs=2", "tsqnet.dim=32", "nsnet.dim=32",
     "tsi.budgets=[2,4]", "tsi.epochs=1", "tsi.frames=2", "tsi.batch_size=4", "evaluate.bootstrap=50",
-    "fusion.source=params", "ablations={nsnet_mlp: {sampler: nsnet, set: [nsnet.fem=mlp, train_sampler.epochs=1]}}",
+    "fusion.source=params", "frames.full_size=48", "avgn.dim=16", "avgn.heads=2", "avgn.cls_hidden=16",
+    "avgn.patch_size=24", "avgn.epochs=1", "avgn.train_frames=3", "avgn.t_g=6", "avgn.t_g_eval=[2,8]",
+    "avgn.exit_thresholds=[0.5,0.9]", "ablations={nsnet_mlp: {sampler: nsnet, set: [nsnet.fem=mlp, train_sampler.epochs=1]}}",
 ]
 
 

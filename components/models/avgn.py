@@ -124,6 +124,12 @@ class AVGNConfig:
     w_mask: float = 1.0
     w_s: float = 1.0
     w_ord: float = 1.0
+    # component switches (Tables 4 and 6): audio modality, TF_AV, AESPA, ψ, patch centre source
+    use_audio: bool = True  # False: every frame treated as audio-less (the missing-audio token)
+    av_test: bool = True  # False: a per-frame MLP scores saliency (no temporal attention)
+    use_aespa: bool = True  # False: π reads a linear projection of e^G alone
+    use_psi: bool = True  # False: f_C^AV reads [e^G, e^L] only
+    patch: str = "policy"  # "policy" (π, eq. 5) or "centre" (a fixed centre crop)
 
     def __post_init__(self):
         for f in fields(self):
@@ -142,6 +148,8 @@ class AVGNConfig:
         if self.aespa_layers < 2:
             raise ValueError(f"avgn.aespa_layers={self.aespa_layers}: eq. 4 needs L >= 2 for audio to reach "
                              "e^GA (with L = 1 only TF_G^1 feeds the output)")
+        if self.patch not in ("policy", "centre"):
+            raise ValueError(f"avgn.patch={self.patch!r} must be 'policy' or 'centre'")
         if self.gumbel_tau <= 0:
             raise ValueError(f"avgn.gumbel_tau={self.gumbel_tau} must be > 0")
 
@@ -282,7 +290,9 @@ class AVTeST(nn.Module):
         self.embed_a = nn.Linear(c.d_a, c.d_av)  # -> ẽ^A
         self.mask_token = _pos(1, c.d_av)  # M (eq. 14)
         self.pos = _pos(c.max_frames, 2 * c.d_av)
-        self.tf = _encoder(2 * c.d_av, c.tf_heads, c.tf_layers, c.dropout)  # TF_AV
+        # TF_AV; without it (Table 4) a per-frame MLP of the same width, no attention across time
+        self.tf = _encoder(2 * c.d_av, c.tf_heads, c.tf_layers, c.dropout) if c.av_test else nn.Sequential(
+            nn.Linear(2 * c.d_av, 2 * c.d_av), nn.GELU(), nn.Linear(2 * c.d_av, 2 * c.d_av))
         self.fc_s = nn.Linear(2 * c.d_av, 1)  # FC_s (eq. 3)
         self.mask_encoder = nn.Sequential(nn.Linear(2 * c.d_av, 2 * c.d_av), nn.GELU(), nn.Linear(2 * c.d_av, c.d_av))
 
@@ -291,7 +301,7 @@ class AVTeST(nn.Module):
         recon / target [B,T,D] (``ê^G`` and the stop-gradient ``ẽ^G``), masked [B,T]."""
         vis, aud = self.embed_g(g), self.embed_a(a)  # [B,T,D]
         x, masked = glance_tokens(vis, aud, self.mask_token[0], t_g)  # eq. 14, [B,T,2D]
-        e_tf = self.tf(x + self.pos[:x.shape[1]])  # eq. 2, [B,T,2D]
+        e_tf = self.tf(x + self.pos[:x.shape[1]] if isinstance(self.tf, nn.TransformerEncoder) else x)  # eq. 2
         return {"saliency": self.fc_s(e_tf)[..., 0],  # eq. 3, [B,T]
                 "e_tf": e_tf, "recon": self.mask_encoder(e_tf), "target": vis.detach(), "masked": masked}
 
@@ -328,8 +338,12 @@ class AESPA(nn.Module):
         self.layers = nn.ModuleList(AESPALayer(c.d_aespa, c.aespa_heads, c.dropout, audio=l < c.aespa_layers - 1)
                                     for l in range(c.aespa_layers))
 
-    def forward(self, e_g: Tensor, a: Tensor) -> Tensor:
-        """``e_g [B,K,D_G,H,W]`` (selected frames), ``a [B,T,D_A]`` -> ``e^GA [B,K,d_aespa,H,W]``."""
+    def forward(self, e_g: Tensor, a: Tensor | None) -> Tensor:
+        """``e_g [B,K,D_G,H,W]`` (selected frames), ``a [B,T,D_A]`` -> ``e^GA [B,K,d_aespa,H,W]``;
+        ``a = None`` (AESPA switched off, Tables 4 / 6): the projected visual tokens, no audio."""
+        if a is None:
+            B, K, _, H, W = e_g.shape
+            return self.proj_g(e_g.flatten(3).transpose(2, 3)).transpose(2, 3).reshape(B, K, -1, H, W)
         B, K, _, H, W = e_g.shape
         T = a.shape[1]
         z_g = self.proj_g(e_g.flatten(3).transpose(2, 3)) + self.pos_g  # z^G_1, [B,K,HW,D]
@@ -449,20 +463,36 @@ class AVGN(nn.Module):
     def __init__(self, config: AVGNConfig, local_encoder: nn.Module | None = None):
         super().__init__()
         c = self.config = config
-        self.f_l = local_encoder if local_encoder is not None else LocalEncoder(c.patch_size, c.d_local)
-        if getattr(self.f_l, "patch_size", None) != c.patch_size or not hasattr(self.f_l, "out_dim"):
+        f_l = local_encoder if local_encoder is not None else LocalEncoder(c.patch_size, c.d_local)
+        if getattr(f_l, "patch_size", None) != c.patch_size or not hasattr(f_l, "out_dim"):
             raise ValueError(f"local encoder must expose patch_size == {c.patch_size} and out_dim")
-        d_l = self.f_l.out_dim
+        if getattr(f_l, "frozen", False):  # a pretrained f_L kept out of the state dict and the optimizer
+            self._frozen = [f_l.eval().requires_grad_(False)]
+        else:
+            self.f_l_trained = f_l
+        d_l = f_l.out_dim
         self.missing_audio = _pos(1, c.d_a)  # learned token for absent audio
         self.temporal = AVTeST(c)
         self.aespa = AESPA(c)
         self.pi = PatchPolicy(c)
         self.psi = AudioFusion(c)
         C, hid, p = c.num_classes, c.cls_hidden, c.dropout
-        self.f_av = MaxAggClassifier(c.d_g + d_l + c.d_psi, hid, C, p)  # f_C^AV (eq. 8)
+        self.f_av = MaxAggClassifier(c.d_g + d_l + c.d_psi * c.use_psi, hid, C, p)  # f_C^AV (eq. 8)
         self.f_v = MaxAggClassifier(c.d_g + d_l, hid, C, p)  # f_C^V (eq. 9)
         self.f_a = MaxAggClassifier(c.d_a, hid, C, p)  # f_C^A (eq. 10)
         self.fc_g, self.fc_l, self.fc_a = nn.Linear(c.d_g, C), nn.Linear(d_l, C), nn.Linear(c.d_a, C)
+
+    @property
+    def f_l(self) -> nn.Module:
+        """f_L (eq. 7): trained with the model, or frozen (held outside the module tree: its weights are
+        the frame recognizer's file, not this checkpoint's)."""
+        return self._frozen[0] if hasattr(self, "_frozen") else self.f_l_trained
+
+    def train(self, mode: bool = True) -> "AVGN":
+        super().train(mode)
+        if hasattr(self, "_frozen"):
+            self._frozen[0].eval()  # a frozen f_L keeps its BatchNorm statistics
+        return self
 
     # ---------------------------------------------------------------------------- input checks
     def _inputs(self, e_g: Tensor, e_a: Tensor, has_audio: Tensor | None,
@@ -483,6 +513,8 @@ class AVGN(nn.Module):
             has_audio = torch.ones(B, T, dtype=torch.bool, device=e_a.device)
         has_audio = has_audio.to(device=e_a.device, dtype=torch.bool)
         has_audio = (has_audio[:, None] if has_audio.dim() == 1 else has_audio).expand(B, T)
+        if not c.use_audio:  # Table 4 without audio: nothing reads the audio features
+            has_audio = torch.zeros_like(has_audio)
         name = (lambda i: repr(ids[i])) if ids is not None else str
         bad_a = (~torch.isfinite(e_a).all(-1) & has_audio).any(1)  # [B]
         if bad_a.any():
@@ -522,13 +554,15 @@ class AVGN(nn.Module):
             frame_idx = torch.arange(T, device=e_g.device).expand(B, T)
         if tuple(frame_idx.shape) != (B, K):
             raise ValueError(f"frame_idx must be [B,K] = [{B},{K}], got {list(frame_idx.shape)}")
-        e_ga = self.aespa(_take(e_g, frame_idx).detach(), a_stop)  # eq. 4, [B,K,D,H,W]
-        centre = centre_from_unit(self.pi(e_ga), c.patch_size, H0, W0)  # eq. 5, [B,K,2]
+        if c.patch == "centre":  # Table 6: a fixed centre crop, no π
+            centre = torch.full((B, K, 2), 0.5, device=e_g.device, dtype=e_g.dtype)
+        else:
+            e_ga = self.aespa(_take(e_g, frame_idx).detach(), a_stop if c.use_aespa else None)  # eq. 4
+            centre = centre_from_unit(self.pi(e_ga), c.patch_size, H0, W0)  # eq. 5, [B,K,2]
         patches = extract_patches(frames.flatten(0, 1), centre.flatten(0, 1), c.patch_size)  # eq. 6, [BK,3,P,P]
         e_l = self.f_l(patches).view(B, K, -1)  # eq. 7, [B,K,D_L]
         g_k = _take(g, frame_idx)  # e^G of the processed frames, [B,K,D_G]
-        e_at = self.psi(g_k.detach(), a_live)  # [B,K,d_psi]
-        e_av = torch.cat([g_k, e_l, e_at], -1)  # [B,K,F]
+        e_av = torch.cat([g_k, e_l] + ([self.psi(g_k.detach(), a_live)] if c.use_psi else []), -1)  # [B,K,F]
         e_v = torch.cat([g_k, e_l], -1)  # e^V (eq. 9)
         out.frame_idx, out.centre, out.e_av = frame_idx, centre, e_av
         out.logits, out.frame_logits = self.f_av(e_av), self.f_av.per_frame(e_av)  # eqs. 8, 11

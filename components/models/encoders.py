@@ -78,6 +78,17 @@ class FrameClassifier(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
 
+    def forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x [B,3,H,W]`` in [0,1] -> (pooled features [B,D], logits [B,C], the spatial map [B,D,h,w]
+        the features are pooled from: AVGN's e^G, eq. 1). One backbone pass; the same values as
+        :meth:`forward` (the head pools the very map returned)."""
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        maps = self.backbone.forward_features(x)
+        f = self.backbone.forward_head(maps, pre_logits=True)
+        return f, self.classify(f), maps.contiguous()
+
     def classify(self, feats: torch.Tensor) -> torch.Tensor:  # [B,D] -> [B,C]
         return self.backbone.get_classifier()(feats)
 

@@ -28,8 +28,9 @@ from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evalua
 from components.flops import count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
 from components.metrics import (MAP_DEFINITIONS, bootstrap_ci, distractor_mask, mean_average_precision_batch,
                                 salient_mask)
-from components.params import Params, evaluated_samplers
-from components.sampler_data import check_store, load_split
+from components.avgn_eval import HeadScorer, avgn_gmacs
+from components.params import Params, evaluated_samplers, variant_params
+from components.sampler_data import SAMPLER_KEYS, check_store, load_split, sampler_keys
 from components.paths import Paths
 from components.stage_runner import stage_main
 from components.models.recognizers import load_recognizer
@@ -69,13 +70,15 @@ def run(p: Params, paths: Paths) -> dict:
     distractor = distractor_mask(gt, labels) if salient is not None else None
     frame_probs = softmax(np.asarray(store.array("test", "rec_logits"))[valid])  # [N,T,C]
     enc = encoder_gmacs(p, paths.encoders)
-    data, _ = load_split(store, "test")
-    one = {k: v[:1] for k, v in data.items()}  # one video, to count each sampler's MACs
+    names = evaluated_samplers(p)
+    with_avgn = any(variant_params(p, n)[0] == "avgn" for n in names)
+    data, _ = load_split(store, "test", keys=sampler_keys("avgn", training=True) if with_avgn else SAMPLER_KEYS)
+    one = {k: v[:1] for k, v in data.items() if k != "frames_full"}  # one video, to count each sampler's MACs
 
     runs: list[SamplerRun] = []
     own_gmacs: dict[str, float] = {}  # each sampler's own layers
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
-    for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
+    for name in names:  # evaluate.samplers, then the ablations
         rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler, sampler_seeds(p, name))
         for r in rs:
             set_fusion(r.model, fusion.get(name))
@@ -94,8 +97,16 @@ def run(p: Params, paths: Paths) -> dict:
         for k in sorted(set(p.tsi.budgets) | {T}):
             clip_gmacs[k] = count_macs(lambda k=k: tsi(torch.zeros(1, k, 3, s, s))) / 1e9
 
+    head_gmacs: dict[tuple[str, int], float] = {}
+    if with_avgn:  # AVGN's own recognizer path: glance -> top-K -> patches -> head (components.avgn_eval)
+        scorers["avgn"] = (HeadScorer(data, max(p.evaluate.budgets)), tuple(p.evaluate.budgets))
+
     def gflops(run: SamplerRun, recognizer: str, K: int) -> float:
         name = run.sampler  # a branch run costs what its sampler costs
+        if recognizer == "avgn":
+            if (name, K) not in head_gmacs:
+                head_gmacs[name, K] = avgn_gmacs(run.model, enc, data, K)
+            return head_gmacs[name, K]
         frame_cost = video_gmacs(name, run.model, enc, own_gmacs[name], T, K)
         if recognizer == "frame":
             return frame_cost
@@ -109,7 +120,8 @@ def run(p: Params, paths: Paths) -> dict:
                                p.evaluate.map_variant, keep_scores=True, distractor=distractor)
     extra = [r for r in runs if r.name in p.ablations] + [b for r in base for b in r.branches()]
     ablation_rows, ablation_kept = evaluate_grid(extra, p.evaluate.budgets, labels, salient, gflops, frame_probs,
-                                                 None, p.evaluate.map_variant, keep_scores=True,
+                                                 {k: v for k, v in scorers.items() if k == "avgn"},
+                                                 p.evaluate.map_variant, keep_scores=True,
                                                  distractor=distractor)
     rows, kept = rows + ablation_rows, {**kept, **ablation_kept}
     paths.results.mkdir(parents=True, exist_ok=True)
@@ -125,7 +137,7 @@ def run(p: Params, paths: Paths) -> dict:
               "map_definition": MAP_DEFINITIONS[p.evaluate.map_variant],
               "recognizers": ["frame", *scorers], "headline": headline(p, summary, kept, labels),
               "fusion": {"source": p.fusion.source, **{n: v for n, v in fusion.items() if n in p.evaluate.samplers}}}
-    if scorers:
+    if "tsi" in scorers:
         result["tsi_clips_run"] = scorers["tsi"][0].calls
         result["tsi_gmacs_per_clip"] = {str(k): v for k, v in clip_gmacs.items()}
     atomic_write_json(paths.results / "metrics.json", result)

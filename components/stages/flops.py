@@ -12,7 +12,8 @@ import logging
 
 from components import tracking
 from components.data.manifest import read_manifest
-from components.flops import flops_table_for_params, paper_setting_rows, total_gmacs
+from components.flops import (avgn_batch, avgn_flops_rows, encoder_models, flops_table_for_params, paper_setting_rows,
+                              total_gmacs)
 from components.flops_table import write_flops_tables
 from components.params import Params
 from components.paths import Paths
@@ -30,6 +31,19 @@ def run(p: Params, paths: Paths) -> dict:
     for name in p.evaluate.samplers:
         ck = paths.features.parent / "samplers" / name / "seed0.pt"
         sampler = load_sampler(ck) if ck.exists() else None
+        if name == "avgn":
+            if sampler is None:
+                raise FileNotFoundError(f"{ck} missing: AVGN's cost is counted on its trained modules")
+            batch = avgn_batch(sampler, p.frames.full_size, frames=False)
+            rows = flops_table_for_params(p, len(classes), name, K, sampler=sampler, batch=batch)
+            tables[f"{name} as a sampler (frame recognizer on K frames), this project (T={p.frames.T}, K={K})"] = (rows, None)
+            totals[name] = total_gmacs(rows)
+            light, audio = encoder_models(p, len(classes))
+            rows = avgn_flops_rows(sampler, K, p.frames.full_size, light, audio)
+            tables[f"avgn, its own head (glance T_G={sampler.glance_frames}, patches {sampler.config.patch_size}x"
+                   f"{sampler.config.patch_size}, K={K})"] = (rows, None)
+            totals["avgn_head"] = total_gmacs(rows)
+            continue
         rows = flops_table_for_params(p, len(classes), name, K, sampler=sampler)
         tables[f"{name}, this project (T={p.frames.T}, K={K})"] = (rows, None)
         totals[name] = total_gmacs(rows)

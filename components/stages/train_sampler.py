@@ -34,7 +34,7 @@ from components.engine import remove_checkpoints
 from components.models.samplers import sampler_trainable
 from components.params import Params, variant_params
 from components.paths import Paths, write_report
-from components.sampler_data import check_store, load_split, predict_split
+from components.sampler_data import check_store, load_split, predict_split, sampler_keys
 from components.sampler_training import load_train_val, sampler_checkpoint, train_one
 from components.stage_runner import stage_main
 from components.store import FeatureStore
@@ -59,7 +59,7 @@ def run(p: Params, paths: Paths, name: str) -> dict:
 
     def data() -> tuple[dict, dict]:  # loaded once, for the first trainable seed
         if not loaded:
-            loaded.append(load_train_val(store, paths))
+            loaded.append(load_train_val(store, paths, sampler_keys(registered, training=True)))
         return loaded[0]
 
     histories, training, ckpts = {}, {}, []
@@ -83,7 +83,7 @@ def run(p: Params, paths: Paths, name: str) -> dict:
                           out_dir / f"seed{seed}.pt")
         arrays = {}
         for split in ("val", "test"):
-            rows, ids = load_split(store, split)
+            rows, ids = load_split(store, split, keys=sampler_keys(model))
             for k, v in predict_split(model, rows).items():
                 arrays[f"{split}/{k}"] = v
             arrays[f"{split}/ids"] = np.array(ids)

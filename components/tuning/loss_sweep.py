@@ -21,6 +21,7 @@ from components.fusion import params_fusion
 from components.params import SWEEP_SPACES, Params, params_from_dict, to_dict
 from components.paths import Paths
 from components.sampler_training import load_train_val, sampler_checkpoint, train_one
+from components.sampler_data import sampler_keys
 from components.store import FeatureStore
 from components.tuning.storage import _complete, _study, storage_from_url
 from components.validation import load_val, sampler_val_score
@@ -61,11 +62,12 @@ _DATA_CACHE: dict[tuple, tuple] = {}
 def _sweep_inputs(p: Params, paths: Paths) -> tuple:
     """(store, (train, val) tensors, ValSet), loaded once per process and store."""
     store = FeatureStore(paths.features)
+    keys = sampler_keys(p.sweep.sampler, training=True)  # AVGN also trains on its maps and frame cache
     key = (str(Path(paths.features).absolute()), store.meta.get("fingerprint"), p.evaluate.map_variant,
-           tuple(p.fusion.budgets), p.frames.T)
+           tuple(p.fusion.budgets), p.frames.T, keys)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        _DATA_CACHE[key] = (store, load_train_val(store, paths), load_val(p, paths))
+        _DATA_CACHE[key] = (store, load_train_val(store, paths, keys), load_val(p, paths))
     return _DATA_CACHE[key]
 
 
@@ -80,7 +82,8 @@ def sweep_objective(p: Params, paths: Paths, study_name: str) -> Callable[["optu
     def objective(trial: optuna.Trial) -> float:
         store, (train, val_data), val = _sweep_inputs(p, paths)
         weights = suggest_losses(trial, name)
-        pt = params_from_dict(to_dict(p), {**weights, "train_sampler.epochs": p.sweep.epochs})
+        epochs_key = "avgn.epochs" if name == "avgn" else "train_sampler.epochs"  # AVGN has its own schedule
+        pt = params_from_dict(to_dict(p), {**weights, epochs_key: p.sweep.epochs})
         ckpt = Path(paths.work) / "sweep" / study_name / str(trial.number)
         shutil.rmtree(ckpt, ignore_errors=True)  # trial numbers are unique in a study: a leftover is stale
         pruned = None

@@ -100,7 +100,7 @@ def _import_members() -> None:
     """Import the member modules so their ``@SAMPLERS.register`` decorators run."""
     import importlib
 
-    for mod in ("baselines", "tsqnet", "nsnet"):
+    for mod in ("baselines", "tsqnet", "nsnet", "avgn"):
         try:
             importlib.import_module(f"components.models.samplers.{mod}")
         except ModuleNotFoundError as e:

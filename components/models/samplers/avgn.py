@@ -1,0 +1,185 @@
+"""AVGN as a sampler (``create_sampler("avgn")``): the network of :mod:`components.models.avgn` on the
+feature store, trained by the one engine like every sampler.
+
+Store arrays it reads (:func:`components.features.store_specs`): ``light_maps [B,T,D_G,H_G,W_G]``
+(float16, the light encoder's map before pooling: e^G of eq. 1), ``audio_emb [B,T,D_A]`` and
+``has_audio [B]`` (e^A of eq. 1; audio-less videos get the learned missing-audio token, never fake
+audio), and in training ``frames_full [B,T,3,S,S]`` (uint8 frame cache: the spatial glance crops its
+P×P patches from it, eq. 6) and ``labels``.
+
+* ``forward`` in eval mode is the **temporal glance** only (eqs. 1-3, 14): ``saliency = s_t`` with the
+  first ``glance_frames`` (T_G) frames encoded, so ``evaluate`` ranks frames by it like any sampler.
+* ``forward`` in training mode (or whenever the batch holds ``frames_full``) also runs the **spatial
+  glance** and the head (eqs. 4-8) on ``train_frames`` frames: in training a random subset in
+  temporal order; otherwise the top frames by saliency, most salient first (how inference runs).
+* :meth:`AVGNSampler.predict_head` is AVGN's own recognizer path (glance → top-K → patches → head), in
+  saliency order, so step t's prediction uses the t most salient frames (early exit reads it).
+
+f_L (eq. 7) is by default the trained frame recognizer (``recognizer.pt`` of ``train_encoders``),
+frozen and kept out of the checkpoint: its file and SHA-256 are constructor arguments, and a
+checkpoint whose recognizer file is missing or changed is refused (a checkpoint of another config).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from components.models.avgn import AVGN, AVGNConfig, LocalEncoder
+from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
+from components.params import AVGNParams
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def std_floor(std: torch.Tensor) -> torch.Tensor:
+    """Standardisation scale with a floor at a tenth of the median channel's: channels (near-)constant on
+    the training split (dead ReLU6 units of the light encoder's map) would otherwise blow up any other
+    split's values by 1/eps."""
+    return std.clamp(min=max(1e-3, 0.1 * float(std.median()))).clone()
+
+
+class FrozenRecognizer(nn.Module):
+    """f_L = a trained frame recognizer (``FrameClassifier``) on the P×P patch, frozen: [N,3,P,P] in
+    [0,1] -> pooled features [N,D]. Gradients still reach the patch (π learns through it)."""
+
+    frozen = True
+
+    def __init__(self, recognizer: nn.Module, patch_size: int):
+        super().__init__()
+        self.net, self.patch_size, self.out_dim = recognizer, patch_size, recognizer.num_features
+
+    def forward(self, patch: torch.Tensor) -> torch.Tensor:
+        return self.net.features(patch)
+
+
+def load_local(local: str, patch_size: int, path: str | None, digest: str | None) -> nn.Module:
+    """f_L of eq. 7 for ``avgn.local``: the frozen recognizer at ``path`` (checked against ``digest``)
+    or a small CNN trained with AVGN."""
+    if local == "scratch":
+        return LocalEncoder(patch_size, 256)
+    from components.features import load_frame_model  # deferred: only a recognizer f_L needs the encoders
+
+    if not path or not Path(path).exists():
+        raise FileNotFoundError(f"AVGN's local encoder f_L {path!r} is missing: it is the frame recognizer of "
+                                "train_encoders (`dvc repro train_encoders`), or set avgn.local: scratch")
+    got = file_sha256(path)
+    if digest and got != digest:
+        raise ValueError(f"AVGN's local encoder {path} changed since this checkpoint was trained (sha256 "
+                         f"{got[:12]} != {digest[:12]}): a checkpoint of another config; retrain avgn")
+    return FrozenRecognizer(load_frame_model(Path(path)), patch_size)
+
+
+class AVGNSampler(Sampler):
+    """AVGN on stored features (module docstring)."""
+
+    trainable = True
+    inputs = ("light_maps", "audio_emb", "has_audio")
+    train_inputs = ("frames_full",)  # what training (and the head) read besides ``inputs``
+
+    def __init__(self, num_classes: int, map_dim: int, grid: tuple[int, int], audio_dim: int, T: int,
+                 params: AVGNParams = AVGNParams(), map_mean: torch.Tensor | None = None,
+                 map_std: torch.Tensor | None = None, audio_mean: torch.Tensor | None = None,
+                 audio_std: torch.Tensor | None = None, local_path: str | None = None,
+                 local_digest: str | None = None):
+        super().__init__()
+        self.params, self.T = params, T
+        a = params
+        if a.patch_size <= 0:
+            raise ValueError("avgn.patch_size must be positive")
+        self.config = AVGNConfig(
+            num_classes=num_classes, d_g=map_dim, d_a=audio_dim, grid=tuple(grid), max_frames=T,
+            d_av=a.dim, tf_layers=a.layers, tf_heads=a.heads, t_g=min(a.t_g, T), d_aespa=a.dim,
+            aespa_layers=a.aespa_layers, aespa_heads=a.heads, bottlenecks=a.bottlenecks, patch_size=a.patch_size,
+            d_psi=a.dim, psi_heads=a.heads, cls_hidden=a.cls_hidden, dropout=a.dropout, ord_k=min(a.ord_k, a.train_frames),
+            loss_v=a.loss_v, loss_a=a.loss_a, loss_mask=a.loss_mask, loss_s=a.loss_s, loss_ord=a.loss_ord,
+            w_v=a.w_v, w_a=a.w_a, w_mask=a.w_mask, w_s=a.w_s, w_ord=a.w_ord, use_audio=a.audio, av_test=a.av_test,
+            use_aespa=a.aespa, use_psi=a.psi, patch=a.patch)
+        self.net = AVGN(self.config, load_local(a.local, a.patch_size, local_path, local_digest))
+        for name, v, n in (("map", map_mean, map_dim), ("audio", audio_mean, audio_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(n) if v is None else torch.as_tensor(v).float().clone())
+        for name, v, n in (("map", map_std, map_dim), ("audio", audio_std, audio_dim)):
+            self.register_buffer(f"{name}_std", torch.ones(n) if v is None else std_floor(torch.as_tensor(v).float()))
+        self.glance_frames = self.config.t_g  # T_G at inference (eq. 14); evaluate sweeps it
+
+    # ------------------------------------------------------------------------------- inputs
+    def _features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = batch["light_maps"].float()  # [B,T,D,h,w]
+        if g.shape[1] > self.T:
+            raise ValueError(f"{g.shape[1]} frames per video but this AVGN was built for T={self.T}")
+        g = (g - self.map_mean[:, None, None]) / self.map_std[:, None, None]
+        a = (batch["audio_emb"].float() - self.audio_mean) / self.audio_std
+        return g, a, batch["has_audio"].bool()
+
+    @staticmethod
+    def _frames(batch: Batch, idx: torch.Tensor) -> torch.Tensor:
+        """``frames_full`` of the frames ``idx [B,K]`` as float in [0,1], ``[B,K,3,S,S]``."""
+        f = batch["frames_full"]
+        return f[torch.arange(f.shape[0])[:, None], idx].float().div_(255.0)
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(self, batch: Batch) -> SamplerOutput:
+        g, a, has = self._features(batch)
+        if "frames_full" not in batch:  # temporal glance only (evaluate ranks frames by it)
+            out = self.net(g, a, has_audio=has, t_g=self.glance_frames)
+            return SamplerOutput(saliency=out.saliency, aux={"avgn": out})
+        B, T = g.shape[:2]
+        K = min(self.params.train_frames, T)
+        if self.training:  # a random subset, in temporal order (the engine seeds torch)
+            idx = torch.stack([torch.randperm(T)[:K].sort().values for _ in range(B)])
+            out = self.net(g, a, self._frames(batch, idx), has_audio=has, frame_idx=idx)
+        else:  # how inference runs: the K most salient frames, most salient first
+            glance = self.net(g, a, has_audio=has, t_g=self.glance_frames)
+            idx = torch.argsort(-glance.saliency, dim=1, stable=True)[:, :K]
+            out = self.net(g, a, self._frames(batch, idx), has_audio=has, frame_idx=idx, t_g=self.glance_frames)
+        return SamplerOutput(saliency=out.saliency, aux={"avgn": out})
+
+    def loss(self, batch: Batch, out: SamplerOutput) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.net.loss(out.aux["avgn"], batch["labels"])
+
+    def predict_head(self, batch: Batch, K: int, t_g: int | None = None,
+                     idx: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+        """:meth:`head` without autograd, as numpy."""
+        with torch.no_grad():
+            return {k: v.numpy() for k, v in self.head(batch, K, t_g, idx).items()}
+
+    def head(self, batch: Batch, K: int, t_g: int | None = None,
+             idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """AVGN's own prediction with the ``K`` most salient frames (glance with T_G = ``t_g``, default
+        :attr:`glance_frames`), or with the frames ``idx [B,K]`` in that order (a selection made from
+        stored saliency): ``idx [B,K]`` (most salient first), ``probs [B,K,C]`` (p_t of eq. 8 after
+        t frames, max-aggregated), ``centre [B,K,2]`` (x_c, y_c) in [0,1] of each patch."""
+        was = self.training
+        self.eval()
+        try:
+            g, a, has = self._features(batch)
+            t_g = self.glance_frames if t_g is None else t_g
+            glance = self.net(g, a, has_audio=has, t_g=t_g)
+            if idx is None:
+                idx = torch.argsort(-glance.saliency, dim=1, stable=True)[:, :K]
+            idx = torch.as_tensor(idx, dtype=torch.long)
+            out = self.net(g, a, self._frames(batch, idx), has_audio=has, frame_idx=idx, t_g=t_g)
+            return {"idx": idx, "probs": out.probs(), "centre": out.centre, "saliency": glance.saliency}
+        finally:
+            self.train(was)
+
+
+@SAMPLERS.register("avgn")
+def avgn(num_classes: int, map_dim: int, grid: tuple[int, int], audio_dim: int, T: int,
+         params: AVGNParams = AVGNParams(), map_mean: torch.Tensor | None = None, map_std: torch.Tensor | None = None,
+         audio_mean: torch.Tensor | None = None, audio_std: torch.Tensor | None = None,
+         local_path: str | None = None, local_digest: str | None = None) -> AVGNSampler:
+    return AVGNSampler(num_classes, map_dim, grid, audio_dim, T, params, map_mean, map_std, audio_mean, audio_std,
+                       local_path, local_digest)
+
+
+__all__ = ["AVGNSampler", "FrozenRecognizer", "avgn", "load_local", "file_sha256"]
