@@ -70,6 +70,15 @@ def _with(batch: dict, key: str, frames, seed: int = 1) -> dict:
     return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster than several and does not fight a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def recognizer_file(tmp_path_factory):
     """A frame recognizer saved the way train_encoders saves it ({"role", "cfg", "state_dict"})."""
