@@ -4,7 +4,7 @@
     salient params [--explain]      load and validate params.yaml, print the resolved values
     salient stage NAME [--set k=v]  run one pipeline stage outside DVC (train_sampler: --sampler NAME)
     salient demo                    `dvc repro` the demo pipeline on the synthetic benchmark
-    salient predict VIDEO...        sampler -> K frames -> recognizer on video files (table or --json)
+    salient predict VIDEO...        sampler -> K frames -> recognizer on video files (table or --json; --figure)
     salient plots                   render `dvc plots show` offline (Vega-Lite via vl-convert, no CDN)
     salient serve                   local Prefect server + `gpu` work pool + worker, deployments from prefect.yaml
     salient ui                      the MLflow UI on 127.0.0.1 for the configured tracking store
@@ -223,7 +223,7 @@ def cmd_predict(args) -> int:
     from tqdm import tqdm
 
     # deferred: components.predict imports torch and timm (~4 s); the other commands never need them
-    from components.predict import Prediction, Predictor
+    from components.predict import Prediction, Predictor, plot_selection
     from components.sampler_training import resolve_checkpoint  # deferred: torch, as components.predict
 
     try:
@@ -251,13 +251,14 @@ def cmd_predict(args) -> int:
     with tqdm(total=len(files), unit="video", disable=None if not quiet else True) as bar:
         for i in range(0, len(files), args.batch_size):
             chunk = files[i:i + args.batch_size]
-            results += pred.predict(chunk, top=args.top, workers=args.workers)
+            keep = bool(args.figure) and len(results) < FIGURE_VIDEOS  # thumbnails only for what is drawn
+            results += pred.predict(chunk, top=args.top, workers=args.workers, keep_frames=keep)
             bar.update(len(chunk))
     doc = {"sampler": pred.sampler_name, "checkpoint": str(ck), **({"model": {"uri": args.checkpoint, **model}}
                                                                      if model else {}),
-           "recognizer": args.recognizer, "k": args.k,
-           "gflops_per_video": round(pred.gflops, 4), "results": [r.as_dict() for r in results],
-           "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
+           "recognizer": args.recognizer, "k": args.k, "gflops_per_video": round(pred.gflops, 4),
+           **({"avgn_head_gflops_per_video": round(pred.head_gflops, 4)} if pred.avgn else {}),
+           "results": [r.as_dict() for r in results], "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
     if args.output:  # written whole or not at all: a full disk leaves no truncated JSON behind
         try:
             atomic_write_text(Path(args.output), json.dumps(doc, indent=1) + "\n")
@@ -269,13 +270,48 @@ def cmd_predict(args) -> int:
         print(json.dumps(doc, indent=1))
     else:
         print(prediction_table(results))
+    if args.figure:
+        try:
+            shown = [r for r in results if isinstance(r, Prediction) and r.thumbs is not None][:FIGURE_VIDEOS]
+            n = plot_selection(shown, Path(args.figure))
+            print(f"{n} video(s) drawn -> {args.figure}" + (f" (the first {FIGURE_VIDEOS})" if
+                                                             n < sum(isinstance(r, Prediction) for r in results)
+                                                             else ""), file=sys.stderr)
+        except ValueError as e:  # nothing to draw (every file failed): the results are out already
+            print(f"note: {args.figure} not written: {e}", file=sys.stderr)
+        except OSError as e:  # after the results: they are not lost to a bad figure path
+            print(f"error: {args.figure}: could not write the figure ({e})", file=sys.stderr)
+            return 2
     return 1 if any(not isinstance(r, Prediction) for r in results) else 0
+
+
+FIGURE_VIDEOS = 16  # predict --figure draws the first videos only (one row each)
+
+
+def avgn_section(results: list) -> str:
+    """AVGN's own prediction per video, below the table: its head's top classes, each selected frame's
+    patch as a box in the video's pixels, and "no audio track" where AVGN had none ("" without AVGN)."""
+    heads = [r for r in results if getattr(r, "avgn", None) is not None]
+    if not heads:
+        return ""
+    a = heads[0].avgn
+    lines = [f"AVGN's own head (glance over the first {a.glance_frames} frames, then one {a.patch_px}x{a.patch_px}-px "
+             f"patch per selected frame; {a.gflops:.3f} GMACs per video):"]
+    for r in heads:
+        h = r.avgn
+        lines.append(f"  {Path(r.path).name}: " + ", ".join(f"{c} {p:.3f}" for c, p in h.top)
+                     + ("" if h.has_audio else "   [no audio track]"))
+        lines.append(f"    patches (x0,y0,x1,y1 in pixels of the {h.frame_size[0]}x{h.frame_size[1]} frame; "
+                     "#saliency rank):")
+        lines += [f"      frame {n:>5} #{rank}: " + ",".join(f"{v:.0f}" for v in box) for n, rank, box in h.patches]
+    return "\n".join(lines)
 
 
 def prediction_table(results: list) -> str:
     """One row per class of each video's top list (rank, class, probability; the video's frames,
-    their times and GMACs on its first row), an ERROR row per unusable file, then every error's
-    detail in full below the table (never cut: a decoder's message is what one needs to fix a file)."""
+    their times and GMACs on its first row), an ERROR row per unusable file, AVGN's own prediction
+    (:func:`avgn_section`), then every error's detail in full below the table (never cut: a decoder's
+    message is what one needs to fix a file)."""
     # deferred: components.predict imports torch; the caller has imported it already
     from components.predict import Prediction
 
@@ -291,6 +327,8 @@ def prediction_table(results: list) -> str:
         rows[-len(r.top)].update({"frames": " ".join(map(str, r.frames)),
                                   "seconds": " ".join(f"{t:.1f}" for t in r.timestamps), "GMACs": f"{r.gflops:.3f}"})
     out = _table(rows, ["video", "rank", "class", "prob", "frames", "seconds", "GMACs"])
+    if avgn := avgn_section(results):
+        out += "\n\n" + avgn
     if errors:
         out += "\n\nerrors:\n" + "\n".join(f"  {e}" for e in errors)
     return out
@@ -442,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--top", type=int, default=5, help="classes listed per video, best first")
     pd.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     pd.add_argument("--output", metavar="FILE", help="write the JSON result to FILE (atomically: complete or absent)")
+    pd.add_argument("--figure", metavar="PNG", help=f"draw each video's selected frames to PNG (the first "
+                    f"{FIGURE_VIDEOS} videos); with AVGN, the patch its head classified as a box on each frame")
     pd.add_argument("--params", default="params.yaml", help="the params file (frames, fusion, ablations)")
     pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     pd.set_defaults(fn=cmd_predict)

@@ -6,6 +6,13 @@ object resolutions → light encoder (+ object recognizer for the TQM) → sampl
 the K frames; TSI: one clip) → top classes. It uses the same frame indices, resizing and models as
 ``extract`` + ``evaluate``, so for a video of the test split it returns the cached evaluation's
 selection and prediction (tested). Wall time is split into decode / light / sampler / recognizer.
+
+With an AVGN checkpoint (``components.models.samplers.avgn``) the frames are also decoded at
+``frames.full_size`` (its frame cache) and the audio track into log-mel windows (its audio encoder);
+the glance's saliency selects the K frames as for any sampler, and AVGN's own head (spatial glance →
+one P×P patch per selected frame → classifier) adds :class:`AVGNHead`: its top classes and each
+patch as a box in the video's pixels (:func:`patch_box`). :func:`plot_selection` draws the selected
+frames (and those boxes) for ``salient predict --figure``.
 """
 from __future__ import annotations
 
@@ -18,23 +25,68 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from components.atomic import atomic_savefig
 from components.data.clips import Clip, iter_clips
 from components.data.manifest import VideoRecord
 from components.data.video import VideoError, probe, read_frames, resize_center, uniform_indices
+from components.avgn_eval import avgn_gmacs, is_avgn
 from components.features import load_frame_model
-from components.flops import count_macs, frame_calls, frame_model_gmacs, sampler_gmacs
+from components.flops import FrameModel, count_macs, frame_calls, frame_model_gmacs, sampler_gmacs
 from components.fusion import params_fusion, set_fusion
 from components.models.encoders import create_encoder
 from components.models.recognizers import load_recognizer
 from components.models.samplers import Sampler
 from components.params import Params
-from components.sampler_training import load_sampler
+from components.sampler_training import CheckpointError, load_sampler
 from components.selection import check_k
 
 log = logging.getLogger(__name__)
-#: Store arrays a sampler may read that ``predict`` can compute from pixels.
-COMPUTABLE = {"frame_indices", "light_feats", "light_logits", "object_scores"}
-STAGES = ("probe", "decode_light", "light", "sampler", "decode_rec", "recognizer")
+#: Store arrays a sampler may read that ``predict`` can compute from pixels (and the audio track).
+COMPUTABLE = {"frame_indices", "light_feats", "light_logits", "light_maps", "object_scores", "audio_emb", "has_audio"}
+#: decode_light: every frame the sampler looks at (+ AVGN's frame cache and audio); light: the encoders on
+#: them; head: AVGN's own head (0 for other samplers)
+STAGES = ("probe", "decode_light", "light", "sampler", "head", "decode_rec", "recognizer")
+#: How :func:`components.models.samplers.avgn.load_local`'s errors (f_L missing or changed) begin.
+LOCAL_ENCODER_ERROR = "AVGN's local encoder"
+THUMB = 256  # px: longer side of the frames kept for --figure
+
+
+def patch_box(centre: Sequence[float], patch: int, full: int, width: int, height: int
+              ) -> tuple[float, float, float, float]:
+    """AVGN's P×P patch (``patch`` px of its frame cache) centred at ``centre`` = (x_c, y_c) in [0,1] of
+    the cache -> ``(x0, y0, x1, y1)`` in the pixels of the ``width`` × ``height`` video frame. The cache
+    is the frame with its shorter side resized to S = ``full`` and the centre S×S square cut out
+    (:func:`resize_center`), so a square video's box is ``P·W/S`` wide and a wide one's lies in its
+    central square."""
+    scale = full / min(height, width)
+    nh, nw = max(full, round(height * scale)), max(full, round(width * scale))  # as resize_center
+    top, left = (nh - full) // 2, (nw - full) // 2
+    cx, cy = float(centre[0]) * full + left, float(centre[1]) * full + top  # px of the resized frame
+    sx, sy, h = width / nw, height / nh, patch / 2
+    return (cx - h) * sx, (cy - h) * sy, (cx + h) * sx, (cy + h) * sy
+
+
+@dataclass
+class AVGNHead:
+    """AVGN's own prediction for one video: its head's top classes (``p_K``, after the K most salient
+    frames) and, per selected frame (temporal order), the patch it classified."""
+    top: list[tuple[str, float]]  # (class, probability), best first
+    patches: list[tuple[int, int, tuple[float, float, float, float]]]  # (frame, saliency rank 1.., box)
+    saliency: list[float]  # [T] the glance's s_t
+    observed: list[int]  # [T] the frame indices it was computed on
+    has_audio: bool
+    frame_size: tuple[int, int]  # (W, H): the boxes' pixel coordinates
+    patch_px: int  # P, in pixels of the frame cache
+    glance_frames: int  # T_G: frames whose light maps the glance reads (eq. 14)
+    gflops: float  # GMACs of one prediction through the head (:func:`components.avgn_eval.avgn_gmacs`)
+
+    def as_dict(self) -> dict:
+        return {"classes": [{"class": c, "prob": round(p, 6)} for c, p in self.top],
+                "patches": [{"frame": n, "rank": r, "box": [round(v, 2) for v in box]} for n, r, box in self.patches],
+                "frame_size": list(self.frame_size), "patch_px": self.patch_px, "has_audio": self.has_audio,
+                **({} if self.has_audio else {"note": "no audio track: AVGN used its learned missing-audio token"}),
+                "glance_frames": self.glance_frames, "saliency": [round(v, 6) for v in self.saliency],
+                "observed_frames": self.observed, "gmacs": round(self.gflops, 4)}
 
 
 @dataclass
@@ -44,11 +96,14 @@ class Prediction:
     frames: list[int]  # selected frame indices, temporal order
     timestamps: list[float]  # seconds
     gflops: float
+    avgn: AVGNHead | None = None  # with an AVGN checkpoint
+    thumbs: np.ndarray | None = field(default=None, repr=False)  # uint8 [K,h,w,3] of ``frames`` (keep_frames)
+    frame_size: tuple[int, int] | None = None  # (W, H) of the video's frames
 
     def as_dict(self) -> dict:
         return {"path": self.path, "top": [{"class": c, "prob": round(p, 6)} for c, p in self.top],
                 "frames": self.frames, "timestamps": [round(t, 3) for t in self.timestamps],
-                "gflops": round(self.gflops, 4)}
+                "gflops": round(self.gflops, 4), **({"avgn": self.avgn.as_dict()} if self.avgn else {})}
 
 
 @dataclass
@@ -73,8 +128,10 @@ class Predictor:
     recognizer_kind: str  # "frame" | "tsi"
     light: torch.nn.Module | None = None
     objects: torch.nn.Module | None = None
+    audio: torch.nn.Module | None = None  # the audio encoder (AVGN)
     device: str = "cpu"
     gflops: float = 0.0
+    head_gflops: float = 0.0  # AVGN: one prediction through its own head
     # frames per light / object encoder call. On the 2-core CPU 16 was fastest (TSQNet, batch 32: 4.6
     # videos/s vs 1.6 with all 512 frames in one call, which thrashes the caches); raise it on a GPU.
     frame_chunk: int = 16
@@ -89,7 +146,7 @@ class Predictor:
         section; the CLI passes ``components.fusion.fusion_values`` so predict selects as evaluate)."""
         T = p.frames.T
         check_k(K, T)
-        sampler = load_sampler(checkpoint).eval()  # first: it names a damaged file
+        sampler = _load_sampler(checkpoint)  # first: it names a damaged file (or AVGN's missing f_L)
         ck = sampler.checkpoint_info
         name = ck["name"]
         set_fusion(sampler, (fusion if fusion is not None else params_fusion(p)).get(name))
@@ -111,14 +168,25 @@ class Predictor:
         if list(rec_classes) != classes:
             raise ValueError(f"the {recognizer} recognizer was trained on another class list ({len(rec_classes)} "
                              f"classes) than sampler {name!r} ({len(classes)}); retrain one of them on the same data")
-        light = objects = None
-        if {"light_feats", "light_logits"} & set(sampler.inputs):
+        light = objects = audio = None
+        if {"light_feats", "light_logits", "light_maps"} & set(sampler.inputs):
             light = load_frame_model(encoders_dir / "light.pt")
             if light.num_classes != len(classes):
                 raise ValueError(f"light encoder has {light.num_classes} classes, sampler {name!r} {len(classes)}")
         if "object_scores" in sampler.inputs:
             objects = create_encoder("object", arch=p.encoders.object_arch, weights=p.encoders.object_weights).eval()
-        pred = cls(p, sampler, name, classes, K, rec.eval(), recognizer, light, objects)
+        if "audio_emb" in sampler.inputs:
+            audio = load_frame_model(encoders_dir / "audio.pt")
+        if is_avgn(sampler):
+            c = sampler.config
+            if light.num_features != c.d_g or audio.num_features != c.d_a:
+                raise ValueError(f"AVGN was trained on {c.d_g}-d light maps and {c.d_a}-d audio, the encoders in "
+                                 f"{encoders_dir} give {light.num_features} and {audio.num_features}: another "
+                                 "pipeline seed's encoders? pass its --checkpoint-dir")
+            if c.patch_size > p.frames.full_size:
+                raise ValueError(f"AVGN's patch ({c.patch_size} px) exceeds frames.full_size={p.frames.full_size}: "
+                                 "predict with the params it was trained with")
+        pred = cls(p, sampler, name, classes, K, rec.eval(), recognizer, light, objects, audio)
         pred.gflops = pred.measure_gflops()  # counted on CPU, before the move
         return pred.to(device)
 
@@ -126,7 +194,7 @@ class Predictor:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {device}: CUDA is not available on this machine")
-        for m in (self.sampler, self.recognizer, self.light, self.objects):
+        for m in (self.sampler, self.recognizer, self.light, self.objects, self.audio):
             if m is not None:
                 m.to(dev)
         self.device = str(dev)
@@ -136,39 +204,69 @@ class Predictor:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    @property
+    def avgn(self) -> bool:
+        """The sampler is AVGN: its own head runs too (:class:`AVGNHead`)."""
+        return is_avgn(self.sampler)
+
     def measure_gflops(self) -> float:
-        """GMACs of one prediction, counted on these modules at their resolutions (DESIGN.md §3)."""
+        """GMACs of one prediction, counted on these modules at their resolutions (DESIGN.md §3); for
+        AVGN also :attr:`head_gflops` (the rule of evaluate's ``avgn`` recognizer rows)."""
         f, T, K = self.p.frames, self.p.frames.T, self.K
         calls = frame_calls(self.sampler_name, self.sampler, T, K)  # the same rule as evaluate and the flops table
-        g = 0.0
-        if calls["light"]:
-            g += calls["light"] * frame_model_gmacs(self.light, f.light_size)
+        enc = {"light": frame_model_gmacs(self.light, f.light_size) if self.light is not None else 0.0,
+               "audio": FrameModel(self.audio, (self.p.audio.window_frames, self.p.audio.n_mels)).gmacs()
+               if self.audio is not None else 0.0}
+        g = calls["light"] * enc["light"] + calls["audio"] * enc["audio"]
         if calls["object"]:
             g += calls["object"] * frame_model_gmacs(self.objects, f.object_size)
-        dummy = self._features(torch.zeros(1, T, dtype=torch.int64), torch.zeros(1, T, 3, f.light_size, f.light_size),
-                               torch.zeros(1, T, 3, f.object_size, f.object_size))
+        px = {"light": torch.zeros(1, T, 3, f.light_size, f.light_size),
+              "object": torch.zeros(1, T, 3, f.object_size, f.object_size)}
+        mel = [np.zeros((T, self.p.audio.window_frames, self.p.audio.n_mels), np.float32)]  # a video with audio
+        dummy = self._features(torch.zeros(1, T, dtype=torch.int64), px, mel)
         g += sampler_gmacs(self.sampler, dummy)
         n = calls["recognizer"]
         if self.recognizer_kind == "frame":
-            g += n * frame_model_gmacs(self.recognizer, f.recognizer_size)
+            enc["recognizer"] = frame_model_gmacs(self.recognizer, f.recognizer_size)
+            g += n * enc["recognizer"]
         else:
             s = f.recognizer_size
             g += count_macs(lambda: self.recognizer(torch.zeros(1, n, 3, s, s))) / 1e9
+        if self.avgn:
+            S = f.full_size
+            self.head_gflops = avgn_gmacs(self.sampler, enc, {**dummy, "frames_full": torch.zeros(
+                1, T, 3, S, S, dtype=torch.uint8)}, K)
         return g
 
     @torch.no_grad()
-    def _features(self, frame_indices: torch.Tensor, light_px: torch.Tensor | None,
-                  object_px: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Pixels [B,T,3,s,s] float in [0,1] -> the sampler's input batch."""
+    def _features(self, frame_indices: torch.Tensor, px: dict[str, torch.Tensor],
+                  audio: Sequence[np.ndarray | None] = ()) -> dict[str, torch.Tensor]:
+        """Pixels ``px[consumer]`` [B,T,3,s,s] float in [0,1] and each video's log-mel windows [T,F,M]
+        (None: no audio track) -> the sampler's input batch: the arrays ``extract`` stores, computed as
+        :meth:`components.features.FrameEncoders.encode` computes them (light maps as float16)."""
         B, T = frame_indices.shape
         batch = {"frame_indices": frame_indices}
         if self.light is not None:
-            outs = [self.light(x) for x in light_px.flatten(0, 1).split(self.frame_chunk)]
-            batch["light_feats"] = torch.cat([f for f, _ in outs]).view(B, T, -1)
-            batch["light_logits"] = torch.cat([lg for _, lg in outs]).view(B, T, -1)
+            maps = "light_maps" in self.sampler.inputs
+            fn = self.light.forward_maps if maps else self.light
+            outs = [fn(x) for x in px["light"].flatten(0, 1).split(self.frame_chunk)]
+            batch["light_feats"] = torch.cat([o[0] for o in outs]).view(B, T, -1)
+            batch["light_logits"] = torch.cat([o[1] for o in outs]).view(B, T, -1)
+            if maps:
+                m = torch.cat([o[2] for o in outs])  # [B*T,D,h,w]
+                batch["light_maps"] = m.view(B, T, *m.shape[1:]).half()  # AVGN's e^G, stored as float16
         if self.objects is not None:
-            batch["object_scores"] = torch.cat([self.objects(x) for x in object_px.flatten(0, 1).split(
+            batch["object_scores"] = torch.cat([self.objects(x) for x in px["object"].flatten(0, 1).split(
                 self.frame_chunk)]).view(B, T, -1)
+        if self.audio is not None:
+            dev = torch.device(self.device)
+            emb = torch.zeros(B, T, self.audio.num_features, device=dev)  # audio-less videos: zeros, has_audio False
+            have = [i for i, a in enumerate(audio) if a is not None]
+            if have:
+                mel = torch.from_numpy(np.concatenate([audio[i] for i in have])).float().to(dev)  # [n*T,F,M]
+                emb[have] = self.audio.features(mel).view(len(have), T, -1)
+            batch["audio_emb"] = emb
+            batch["has_audio"] = torch.tensor([a is not None for a in audio], device=dev)  # [B]
         return batch
 
     def _tick(self, stage: str, t0: float) -> float:
@@ -178,8 +276,31 @@ class Predictor:
         return t
 
     @torch.no_grad()
-    def predict(self, paths: Sequence[str | Path], top: int = 5, workers: int = 0) -> list[Prediction | PredictError]:
-        """One result per path, in order; unreadable files become :class:`PredictError` and the rest go on."""
+    def _head(self, batch: dict[str, torch.Tensor], frames_full: torch.Tensor, ranked: np.ndarray
+              ) -> dict[str, np.ndarray]:
+        """AVGN's head on the selected frames ``ranked [B,K]`` (most salient first) with the frame cache
+        ``frames_full`` uint8 [B,T,3,S,S]: idx, probs [B,K,C], centre [B,K,2], saliency [B,T]."""
+        dev = frames_full.device
+        out = self.sampler.head({**batch, "frames_full": frames_full}, self.K,
+                                idx=torch.from_numpy(ranked).to(dev))
+        return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+    def _avgn_result(self, head: dict[str, np.ndarray], j: int, has_audio: bool, observed: np.ndarray,
+                     size: tuple[int, int], top: int) -> AVGNHead:
+        """Video ``j`` of :meth:`_head`'s output as an :class:`AVGNHead` (patches in temporal order)."""
+        p_k = head["probs"][j, self.K - 1].astype(np.float64)  # p_K: after all K frames
+        order = np.argsort(-p_k, kind="stable")[:top]
+        P, S = self.sampler.config.patch_size, self.p.frames.full_size
+        patches = sorted((int(observed[t]), rank + 1, patch_box(head["centre"][j, rank], P, S, *size))
+                         for rank, t in enumerate(head["idx"][j]))
+        return AVGNHead([(self.classes[c], float(p_k[c])) for c in order], patches, head["saliency"][j].tolist(),
+                        observed.tolist(), has_audio, size, P, int(self.sampler.glance_frames), self.head_gflops)
+
+    @torch.no_grad()
+    def predict(self, paths: Sequence[str | Path], top: int = 5, workers: int = 0,
+                keep_frames: bool = False) -> list[Prediction | PredictError]:
+        """One result per path, in order; unreadable files become :class:`PredictError` and the rest go on.
+        ``keep_frames``: each prediction keeps thumbnails of its K frames (``thumbs``, for :func:`plot_selection`)."""
         f, T = self.p.frames, self.p.frames.T
         t0 = time.perf_counter()
         results: list[Prediction | PredictError | None] = [None] * len(paths)
@@ -199,10 +320,13 @@ class Predictor:
             sizes["light"] = f.light_size
         if self.objects is not None:
             sizes["object"] = f.object_size
+        if self.avgn:
+            sizes["full"] = f.full_size  # AVGN's frame cache: its patches are cut from it
         indices = [uniform_indices(r.num_frames, T) for r in recs]
         clips: list[Clip] = []
         if sizes:
-            for item in iter_clips(recs, indices, sizes, workers=workers):
+            audio = self.p.audio if self.audio is not None else None
+            for item in iter_clips(recs, indices, sizes, audio, workers=workers):
                 if isinstance(item, Clip):
                     clips.append(item)
                 else:
@@ -214,20 +338,26 @@ class Predictor:
             return results  # type: ignore[return-value]
         dev = torch.device(self.device)
         fidx = torch.from_numpy(np.stack([c.frame_indices for c in clips]))  # [B,T]
-        px = {k: torch.stack([c.frames[k] for c in clips]).to(dev).float().div_(255.0) for k in sizes}  # [B,T,3,s,s]
-        batch = self._features(fidx, px.get("light"), px.get("object"))
+        px = {k: torch.stack([c.frames[k] for c in clips]).to(dev).float().div_(255.0)
+              for k in sizes if k != "full"}  # [B,T,3,s,s]
+        batch = self._features(fidx, px, [c.audio for c in clips])
         t0 = self._tick("light", t0)
-        sel = self.sampler.select(self.sampler(batch), self.K)  # [B,K]
-        sel = np.sort(sel, axis=1)
+        ranked = self.sampler.select(self.sampler(batch), self.K)  # [B,K]; AVGN: most salient first
+        sel = np.sort(ranked, axis=1)
         t0 = self._tick("sampler", t0)
+        head = None
+        if self.avgn:
+            head = self._head(batch, torch.stack([c.frames["full"] for c in clips]).to(dev), ranked)
+            has_audio = batch["has_audio"].cpu().numpy()
+        t0 = self._tick("head", t0)
         s = f.recognizer_size
         keep, rec_px = [], []
-        for c, row in zip(clips, sel):
+        for j, (c, row) in enumerate(zip(clips, sel)):
             r = recs[c.index]
             try:
-                frames = read_frames(r.path, c.frame_indices[row])  # only the K selected frames
+                frames = read_frames(r.path, c.frame_indices[row])  # only the K selected frames, [K,H,W,3]
                 rec_px.append(resize_center(frames, s))  # [K,3,s,s] float
-                keep.append((c, row))
+                keep.append((j, c, row, (frames.shape[2], frames.shape[1]), _thumbs(frames) if keep_frames else None))
             except VideoError as e:
                 results[where[c.index]] = PredictError(r.path, e.reason, e.detail)
         t0 = self._tick("decode_rec", t0)
@@ -239,14 +369,89 @@ class Predictor:
                 probs = logits.double().softmax(-1).mean(1).cpu()  # [B,C]
             else:
                 probs = self.recognizer(x).double().softmax(-1).cpu()
-            for (c, row), pr in zip(keep, probs.numpy()):
+            for (j, c, row, size, thumbs), pr in zip(keep, probs.numpy()):
                 r = recs[c.index]
                 order = np.argsort(-pr, kind="stable")[:top]
                 fr = c.frame_indices[row]
-                results[where[c.index]] = Prediction(r.path, [(self.classes[j], float(pr[j])) for j in order],
-                                                     fr.tolist(), (fr / max(r.fps, 1e-6)).tolist(), self.gflops)
+                avgn = (self._avgn_result(head, j, bool(has_audio[j]), c.frame_indices, size, top)
+                        if head is not None else None)
+                results[where[c.index]] = Prediction(r.path, [(self.classes[i], float(pr[i])) for i in order],
+                                                     fr.tolist(), (fr / max(r.fps, 1e-6)).tolist(), self.gflops,
+                                                     avgn, thumbs, size)
         self._tick("recognizer", t0)
         return results  # type: ignore[return-value]
+
+
+def _load_sampler(path: Path) -> Sampler:
+    """:func:`load_sampler`, except that an AVGN checkpoint whose local encoder f_L is missing or changed
+    gets load_local's own error (it names that file and how to make it), not "retrain the sampler"."""
+    try:
+        return load_sampler(path).eval()
+    except CheckpointError as e:
+        cause = e.__cause__
+        if isinstance(cause, (FileNotFoundError, ValueError)) and str(cause).startswith(LOCAL_ENCODER_ERROR):
+            raise type(cause)(f"{path}: {cause}") from None
+        raise
+
+
+def _thumbs(frames: np.ndarray) -> np.ndarray:
+    """uint8 [K,H,W,3] -> the same frames with their longer side at most :data:`THUMB` px."""
+    from PIL import Image  # deferred: only --figure keeps frames
+
+    H, W = frames.shape[1:3]
+    scale = min(1.0, THUMB / max(H, W))
+    if scale == 1.0:
+        return frames.copy()
+    size = (max(1, round(W * scale)), max(1, round(H * scale)))
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+
+
+def plot_selection(results: Sequence[Prediction | PredictError], out: Path) -> int:
+    """One row per prediction made with ``keep_frames``: its K frames in temporal order (frame index,
+    time; AVGN: the patch its head classified, as a red box, and the frame's saliency rank), the
+    recognizer's top class and AVGN's. Saved to ``out`` (PNG, atomically); returns the rows drawn."""
+    import matplotlib  # deferred: only --figure draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    rows = [r for r in results if isinstance(r, Prediction) and r.thumbs is not None]
+    if not rows:
+        raise ValueError("no prediction to draw (every file failed, or none kept its frames)")
+    K = max(len(r.frames) for r in rows)
+    cell = 2.0  # inches per frame
+    fig, axes = plt.subplots(len(rows), K, figsize=(K * cell + 2.6, len(rows) * (cell + 0.5)), squeeze=False)
+    for i, r in enumerate(rows):
+        W, H = r.frame_size
+        boxes = {n: (rank, box) for n, rank, box in r.avgn.patches} if r.avgn else {}
+        for k, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= len(r.frames):
+                ax.axis("off")
+                continue
+            n = r.frames[k]
+            ax.imshow(r.thumbs[k], extent=(0, W, H, 0))  # axes in the video's pixels, as the boxes
+            title = f"frame {n} · {r.timestamps[k]:.1f} s"
+            if n in boxes:
+                rank, (x0, y0, x1, y1) = boxes[n]
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="#d62728", linewidth=2.0))
+                title += f"\nsaliency rank {rank}"
+            ax.set_title(title, fontsize=8.5, pad=3)
+        cls, prob = r.top[0]
+        text = f"{Path(r.path).name}\nrecognizer: {cls} {prob:.2f}"
+        if r.avgn:
+            c2, p2 = r.avgn.top[0]
+            text += f"\nAVGN head: {c2} {p2:.2f}" + ("" if r.avgn.has_audio else "\nno audio track")
+        axes[i, 0].set_ylabel(text, fontsize=9, rotation=0, ha="right", va="center", labelpad=8)
+    head = "Selected frames in temporal order" + (
+        "; red box: the patch AVGN's head classified" if any(r.avgn for r in rows) else "")
+    fig.suptitle(head, fontsize=10, x=0.02, ha="left")
+    fig.tight_layout()
+    atomic_savefig(fig, out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return len(rows)
 
 
 def _split_reason(text: str) -> tuple[str, str]:
