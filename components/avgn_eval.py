@@ -89,12 +89,19 @@ def _one(data: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v[:1] for k, v in data.items()}
 
 
+def frames_beyond_glance(idx: np.ndarray, t_g: int) -> float:
+    """Mean number of processed frames per video that the glance did not encode (position >= T_G):
+    the head needs their e^G (AESPA, ψ's query, f_C), so f_G runs on each of them once more."""
+    return float((np.asarray(idx) >= t_g).sum(1).mean()) if len(idx) else 0.0
+
+
 def avgn_gmacs(model, enc: Mapping[str, float], data: Mapping[str, torch.Tensor], K: int,
-               t_g: int | None = None, head: bool = True) -> float:
+               t_g: int | None = None, head: bool = True, beyond: float = 0.0) -> float:
     """GMACs of one AVGN prediction with ``K`` frames and glance budget ``t_g`` (default the model's):
     light encoder × T_G + audio encoder × T + temporal glance + (``head``: the spatial glance and
-    head on K frames; else the frame recognizer × K). ``enc``: per-call GMACs of ``light``, ``audio``,
-    ``recognizer`` (``components.flops.encoder_gmacs`` + the audio encoder)."""
+    head on K frames, + light encoder × ``beyond``: the mean number of processed frames outside the
+    glance, :func:`frames_beyond_glance`; else the frame recognizer × K, which reads pixels only).
+    ``enc``: per-call GMACs of ``light``, ``audio``, ``recognizer`` (``components.flops.encoder_gmacs``)."""
     one = _one(data)
     T = int(one["light_maps"].shape[1])
     t_g = model.glance_frames if t_g is None else t_g
@@ -107,10 +114,10 @@ def avgn_gmacs(model, enc: Mapping[str, float], data: Mapping[str, torch.Tensor]
         if not head:
             return total + enc["recognizer"] * K
         full = count_macs(lambda: model.head(one, K, t_g)) / 1e9  # glance again + K frames
-        return total + (full - glance)
+        return total + (full - glance) + enc["light"] * beyond
     finally:
         model.glance_frames = saved
         model.train(was)
 
 
-__all__ = ["HeadScorer", "head_predictions", "exit_predictions", "avgn_gmacs", "is_avgn"]
+__all__ = ["HeadScorer", "frames_beyond_glance", "head_predictions", "exit_predictions", "avgn_gmacs", "is_avgn"]

@@ -154,6 +154,8 @@ def frame_calls(name: str, sampler: nn.Module | None, T: int, K: int) -> dict[st
         if any(k in inputs for k in ("rec_feats", "rec_logits")):
             calls["recognizer"] = T
     calls["audio"] = T * ("audio_emb" in inputs)
+    if not getattr(getattr(sampler, "params", None), "audio", True):  # AVGN without audio (Table 4) reads none
+        calls["audio"] = 0
     return calls
 
 

@@ -30,6 +30,14 @@ def sampler_keys(model_or_name, training: bool = False) -> tuple[str, ...]:
     return SAMPLER_KEYS + tuple(dict.fromkeys(k for k in extra if k not in SAMPLER_KEYS))
 
 
+def union_keys(names, training: bool = False) -> tuple[str, ...]:
+    """:func:`sampler_keys` of several registered samplers together (one load serves them all)."""
+    keys: dict[str, None] = {}
+    for n in names:
+        keys.update(dict.fromkeys(sampler_keys(n, training)))
+    return tuple(keys) or SAMPLER_KEYS
+
+
 def check_store(store: FeatureStore, T: int) -> None:
     if store.T != T:
         raise ValueError(f"feature store has T={store.T} frames per video but frames.T={T}: "

@@ -164,7 +164,10 @@ def load_sampler(path: Path) -> Sampler:
     ``model.checkpoint_info`` holds the file's ``name``, ``seed``, ``classes`` and ``variant``."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
-        model = create_sampler(ck["name"], **{k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS})
+        kwargs = {k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS}
+        if kwargs.get("local_path"):  # AVGN's f_L: the recognizer file, found from here or beside the checkpoint
+            kwargs["local_path"] = _beside(Path(path), kwargs["local_path"])
+        model = create_sampler(ck["name"], **kwargs)
         if ck.get("state_dict"):
             model.load_state_dict(ck["state_dict"])
     except Exception as e:  # noqa: BLE001 - any failure here means the same thing: this file is not usable
@@ -180,6 +183,21 @@ def load_sampler(path: Path) -> Sampler:
     # what the file says about itself, so callers need not read it a second time
     model.checkpoint_info = {k: ck.get(k) for k in ("name", "seed", "classes", "variant")}
     return model.eval()
+
+
+def _beside(checkpoint: Path, rel: str) -> str:
+    """A file a checkpoint names by a path relative to the workspace it was trained in
+    (``data/s0/encoders/recognizer.pt``): as given when it exists from here, else under an ancestor of
+    the checkpoint (the workspace), else the pipeline-seed folder's ``encoders/`` (a copied
+    ``data/s<k>/`` tree). The caller checks the file's digest, so a wrong match is refused, not used."""
+    p = Path(rel)
+    if p.is_absolute() or p.exists():
+        return rel
+    for base in checkpoint.resolve().parents:
+        if (base / p).exists():
+            return str(base / p)
+    alt = checkpoint.resolve().parents[2] / "encoders" / p.name if len(checkpoint.resolve().parents) > 2 else None
+    return str(alt) if alt is not None and alt.exists() else rel
 
 
 def _extra(paths: Paths, split: str) -> dict:

@@ -360,9 +360,6 @@ def test_frame_recognizer_cost_of_avgn_agrees_between_video_gmacs_and_avgn_gmacs
     assert got == pytest.approx(want, rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="flops.frame_calls counts the audio encoder x T for any sampler whose "
-                   "inputs include audio_emb, so AVGN with avgn.audio=false (Table 4) is charged for audio it "
-                   "never reads; avgn_gmacs / avgn_flops_rows charge nothing")
 def test_avgn_without_audio_is_not_charged_for_the_audio_encoder():
     s = _sampler(audio=False)
     assert frame_calls("avgn", s, T, 3)["audio"] == 0

@@ -93,7 +93,7 @@ def test_gflops_grow_with_k_and_tsi_costs_what_it_runs(evaluated):
     steps = np.diff([g for _, g in uni])
     assert (steps > 0).all() and np.allclose(steps, steps[0], rtol=1e-3)  # recognizer x K, nothing else
     m = json.loads((evaluated.results / "metrics.json").read_text())
-    assert m["map_definition"] and m["recognizers"] == ["frame", "tsi"]
+    assert m["map_definition"] and m["recognizers"] == ["frame", "tsi", "avgn"]  # avgn: its own head
     assert m["tsi_clips_run"] > 0
     assert set(m["headline"]["nsnet"]["tsi"]) == {"2"}  # K=4 is not in evaluate.sampler_budgets
     cell = m["headline"]["tsqnet"]["frame"]["3"]

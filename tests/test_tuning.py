@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from components import fusion, tuning
-from components.params import SWEEP_SPACES, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params, to_dict
+from components.params import SWEEP_SPACES, AVGNParams, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params, to_dict
 from components.paths import Paths
 try:
     from tests.conftest import ROOT, TINY
@@ -159,7 +159,7 @@ def test_fusion_params_and_set_fusion_validate():
     for name, space in SWEEP_SPACES.items():  # each swept range lies inside the field's own range
         assert name in [c for c in SweepParams.__dataclass_fields__["sampler"].metadata["choices"]]
         for section, key, lo, hi in space:
-            meta = {"tsqnet": TSQNetParams, "nsnet": NSNetParams}[section].__dataclass_fields__[key].metadata
+            meta = {"tsqnet": TSQNetParams, "nsnet": NSNetParams, "avgn": AVGNParams}[section].__dataclass_fields__[key].metadata
             assert meta["lo"] <= lo < hi <= meta["hi"]
     from components.models.samplers.nsnet import NSNet
 
@@ -526,6 +526,11 @@ def fill():
     study = _study("fill", storage_from_url(url), optuna.samplers.RandomSampler(seed=int(sys.argv[3])))
     todo = max(0, 20 - len(_complete(study)))  # top up to 20, as tune_fusion and the Pareto study do
     print("todo", todo, flush=True)
+    if not use_lock:  # both read the study before either fills it: the race, made certain on a busy machine
+        db = url.split(":///")[1]
+        Path(db + ".read" + sys.argv[3]).touch()
+        while not all(Path(db + ".read" + i).exists() for i in ("0", "1")):
+            time.sleep(0.01)
     study.optimize(lambda t: (time.sleep(0.05), t.suggest_float("x", 0, 1))[1], n_trials=todo)
 if use_lock:
     with study_lock(url, "fill"):

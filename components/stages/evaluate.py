@@ -28,7 +28,7 @@ from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evalua
 from components.flops import count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
 from components.metrics import (MAP_DEFINITIONS, bootstrap_ci, distractor_mask, mean_average_precision_batch,
                                 salient_mask)
-from components.avgn_eval import HeadScorer, avgn_gmacs
+from components.avgn_eval import HeadScorer, avgn_gmacs, frames_beyond_glance
 from components.params import Params, evaluated_samplers, variant_params
 from components.sampler_data import SAMPLER_KEYS, check_store, load_split, sampler_keys
 from components.paths import Paths
@@ -97,16 +97,18 @@ def run(p: Params, paths: Paths) -> dict:
         for k in sorted(set(p.tsi.budgets) | {T}):
             clip_gmacs[k] = count_macs(lambda k=k: tsi(torch.zeros(1, k, 3, s, s))) / 1e9
 
-    head_gmacs: dict[tuple[str, int], float] = {}
+    head_gmacs: dict[tuple[str, int, int], float] = {}
     if with_avgn:  # AVGN's own recognizer path: glance -> top-K -> patches -> head (components.avgn_eval)
         scorers["avgn"] = (HeadScorer(data, max(p.evaluate.budgets)), tuple(p.evaluate.budgets))
 
     def gflops(run: SamplerRun, recognizer: str, K: int) -> float:
         name = run.sampler  # a branch run costs what its sampler costs
         if recognizer == "avgn":
-            if (name, K) not in head_gmacs:
-                head_gmacs[name, K] = avgn_gmacs(run.model, enc, data, K)
-            return head_gmacs[name, K]
+            key = (name, K, run.seed)  # frames outside the glance re-run f_G: a mean over this run's picks
+            if key not in head_gmacs:
+                beyond = frames_beyond_glance(run.select(K), run.model.glance_frames)
+                head_gmacs[key] = avgn_gmacs(run.model, enc, data, K, beyond=beyond)
+            return head_gmacs[key]
         frame_cost = video_gmacs(name, run.model, enc, own_gmacs[name], T, K)
         if recognizer == "frame":
             return frame_cost

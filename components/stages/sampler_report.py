@@ -16,8 +16,8 @@ import torch
 from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
 from components.metrics import mean_average_precision, salient_mask, salient_recall, top1
 from components.models.samplers import SamplerOutput
-from components.params import Params, evaluated_samplers
-from components.sampler_data import check_store, load_split
+from components.params import Params, evaluated_samplers, variant_params
+from components.sampler_data import check_store, load_split, union_keys
 from components.selection import average_predictions
 from components.paths import Paths, write_report
 from components.stage_runner import stage_main
@@ -43,7 +43,8 @@ def run(p: Params, paths: Paths) -> dict:
     result: dict = {"videos": len(ids), "T": store.T, "recognizer": "frame recognizer (cached logits)", "samplers": {}}
     enc = encoder_gmacs(p, paths.encoders)
     result["encoder_gmacs_per_frame"] = enc
-    test_data, _ = load_split(store, "test")  # the valid rows, as the samplers read them
+    registered = [variant_params(p, n)[0] for n in evaluated_samplers(p)]
+    test_data, _ = load_split(store, "test", keys=union_keys(registered))  # the valid rows, as the samplers read them
     one = {k: v[:1] for k, v in test_data.items()}  # one video, to count each sampler's MACs
     costs = {}
     diag: dict[str, list[dict]] = {}  # attention diagnostics of TSQNet-like samplers, per seed
