@@ -45,7 +45,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from components.atomic import atomic_savefig  # noqa: E402
-from components.avgn_eval import avgn_gmacs, exit_predictions, head_predictions  # noqa: E402
+from components.avgn_eval import avgn_gmacs, exit_predictions, frames_beyond_glance, head_predictions  # noqa: E402
 from components.data.manifest import FrameBoxes, read_boxes  # noqa: E402
 from components.evaluation import mean_selected, seed_checkpoints, softmax  # noqa: E402
 from components.flops import encoder_gmacs  # noqa: E402
@@ -182,12 +182,13 @@ def map_ci(scores: np.ndarray, labels: np.ndarray, variant: str, n_boot: int,
 
 # ------------------------------------------------------------------------------- early exit
 def exit_costs(used: np.ndarray, gmacs_by_k: Sequence[float]) -> np.ndarray:
-    """GMACs of each video ``[N]`` that stopped after ``used [N]`` frames (1-based): ``gmacs_by_k[used-1]``."""
+    """GMACs of each video ``[N]`` that stopped after ``used [N]`` frames (1-based): ``gmacs_by_k[used-1]``;
+    ``gmacs_by_k`` is ``[K]`` (every video alike) or ``[N,K]`` (per video: frames outside the glance re-run f_G)."""
     g = np.asarray(gmacs_by_k, dtype=np.float64)
     u = np.asarray(used, dtype=np.int64)
-    if (u < 1).any() or (u > len(g)).any():
-        raise ValueError(f"frames used must lie in 1..{len(g)}, got {u.min()}..{u.max()}")
-    return g[u - 1]
+    if (u < 1).any() or (u > g.shape[-1]).any():
+        raise ValueError(f"frames used must lie in 1..{g.shape[-1]}, got {u.min()}..{u.max()}")
+    return g[u - 1] if g.ndim == 1 else g[np.arange(len(u)), u - 1]  # [N,K]: each video its own costs
 
 
 def fixed_k_curve(probs: np.ndarray, labels: np.ndarray, gmacs_by_k: Sequence[float], budgets: Sequence[int],
@@ -197,7 +198,8 @@ def fixed_k_curve(probs: np.ndarray, labels: np.ndarray, gmacs_by_k: Sequence[fl
     rows = []
     for K in sorted(budgets):
         sc = probs[:, :, K - 1]  # [S,N,C]
-        rows.append({"k": int(K), "gmacs": float(gmacs_by_k[K - 1]),
+        g = np.asarray(gmacs_by_k, dtype=np.float64)
+        rows.append({"k": int(K), "gmacs": float(g[..., K - 1].mean()),  # [K] or [S,N,K]: the mean per video
                      "map": {**stat([mean_average_precision(s, labels, variant) for s in sc]),
                              "ci": map_ci(sc, labels, variant, n_boot)},
                      "top1": stat([top1(s, labels) for s in sc])})
@@ -217,11 +219,26 @@ def exit_table(probs: np.ndarray, labels: np.ndarray, gmacs_by_k: Sequence[float
         scores[float(thr)] = pred
         rows.append({"threshold": float(thr),
                      "frames": stat([u.mean() for u in used]),
-                     "gmacs": stat([exit_costs(u, gmacs_by_k).mean() for u in used]),
+                     "gmacs": stat([exit_costs(u, g_s).mean() for u, g_s in zip(used, _per_seed(gmacs_by_k, len(used)))]),
                      "map": {**stat([mean_average_precision(s, labels, variant) for s in pred]),
                              "ci": map_ci(pred, labels, variant, n_boot)},
                      "top1": stat([top1(s, labels) for s in pred])})
     return rows, scores
+
+
+def _per_seed(gmacs_by_k, seeds: int) -> list[np.ndarray]:
+    """``[K]`` -> the same costs for every seed; ``[S,N,K]`` -> seed s's ``[N,K]``."""
+    g = np.asarray(gmacs_by_k, dtype=np.float64)
+    return [g] * seeds if g.ndim == 1 else list(g)
+
+
+def video_costs(base: Sequence[float], idx: np.ndarray, t_g: int, light: float) -> np.ndarray:
+    """Per-video GMACs after k = 1..K processed frames ``[N,K]``: ``base[k-1]`` (the cost counted on the
+    modules) + the light encoder once for each of the first k processed frames outside the glance
+    (position >= T_G): the head needs their e^G (:func:`components.avgn_eval.frames_beyond_glance`)."""
+    idx = np.asarray(idx)
+    K = len(base)
+    return np.asarray(base, dtype=np.float64)[None] + light * np.cumsum(idx[:, :K] >= t_g, axis=1)
 
 
 def match_fixed(exit_row: dict, fixed: list[dict]) -> dict:
@@ -400,6 +417,9 @@ def exit_section(inp: Inputs, v: Variant, heads: list[dict], p: Params, gmacs_by
     K_max = min(max(e.budgets), inp.T)
     probs = np.stack([h["probs"][:, :K_max] for h in heads]).astype(np.float64)  # [S,N,K_max,C]
     budgets = [k for k in e.budgets if k <= K_max]
+    per_video = np.stack([video_costs(gmacs_by_k, h["idx"], m.glance_frames, inp.enc["light"])
+                          for h, m in zip(heads, v.models)])  # [S,N,K_max]
+    gmacs_by_k = per_video
     fixed = fixed_k_curve(probs, inp.labels, gmacs_by_k, budgets, e.map_variant, e.bootstrap)
     rows, scores = exit_table(probs, inp.labels, gmacs_by_k, p.avgn.exit_thresholds, e.map_variant, e.bootstrap)
     for r in rows:
@@ -409,7 +429,8 @@ def exit_section(inp: Inputs, v: Variant, heads: list[dict], p: Params, gmacs_by
         m["map_diff_ci"] = map_ci(scores[r["threshold"]], inp.labels, e.map_variant, e.bootstrap, minus=ref)
         r["match"] = m
         r["verdict"] = exit_verdict(r)
-    return {"k_max": K_max, "gmacs_by_k": gmacs_by_k, "fixed": fixed, "exit": rows, "seeds": v.seeds}
+    return {"k_max": K_max, "gmacs_by_k": [float(x) for x in per_video.mean((0, 1))], "fixed": fixed, "exit": rows,
+            "seeds": v.seeds}
 
 
 def gmacs_counter(model, inp: Inputs) -> Callable[..., float]:
@@ -447,7 +468,8 @@ def glance_section(inp: Inputs, v: Variant, p: Params, heads: list[dict] | None 
             rows.append({"t_g": t_g, "t_g_requested": int(t_req), "k": K,
                          "head_map": {**stat([mean_average_precision(s, inp.labels, e.map_variant) for s in head]),
                                       "ci": map_ci(head, inp.labels, e.map_variant, e.bootstrap)},
-                         "head_gmacs": cost(K, t_g),
+                         "head_gmacs": cost(K, t_g) + inp.enc["light"] * float(np.mean(
+                             [frames_beyond_glance(h["idx"][:, :K], t_g) for h in at])),
                          "frame_map": {**stat([mean_average_precision(s, inp.labels, e.map_variant) for s in frame]),
                                        "ci": map_ci(frame, inp.labels, e.map_variant, e.bootstrap)},
                          "frame_gmacs": cost(K, t_g, head=False)})

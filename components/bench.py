@@ -283,9 +283,78 @@ def bench_predict(params: str, ckpt_dir: str = "data/s0", K: int = 5, batches=(1
     return out
 
 
+def bench_avgn(params: str, n: int = 1000, T: int = 16, C: int = 12, d: int = 1280, grid: tuple[int, int] = (2, 2),
+               a: int = 128, repeats: int = 1) -> dict:
+    """Seconds per AVGN training epoch on an n x T store of the demo's shapes (light maps float16
+    [T,1280,2,2], audio [T,128], frame cache uint8 [T,3,S,S] at ``frames.full_size``), written to disk and
+    read back memory-mapped, with f_L = the configured recognizer architecture (random weights: same
+    cost) frozen at P x P, as ``train_sampler@avgn`` trains it. What dominates: the same epoch with a
+    zero-cost f_L (the difference is f_L's forward + backward to the patch) and the load time."""
+    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer  # deferred: only this benchmark
+    from components.models.encoders import create_encoder  # deferred: only this benchmark
+
+    p = load_params(params)
+    S, av = p.frames.full_size, p.avgn
+    rng = np.random.default_rng(0)
+    specs = {"light_maps": ArraySpec((T, d, *grid), "float16"), "audio_emb": ArraySpec((T, a), "float32"),
+             "has_audio": ArraySpec((), "bool"), "frames_full": ArraySpec((T, 3, S, S), "uint8"),
+             "labels": ArraySpec((C,), "uint8"), "valid": ArraySpec((), "bool")}
+    out = {"videos": n, "T": T, "C": C, "map": [d, *grid], "full_size": S, "patch_size": av.patch_size,
+           "train_frames": av.train_frames, "batch_size": av.batch_size, "local": p.encoders.recognizer_arch,
+           "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        w = StoreWriter(Path(tmp) / "f", "bench")
+        sw = w.split("train", [f"v{i}" for i in range(n)], specs)
+        for i in range(n):
+            lab = np.zeros(C, np.uint8)
+            lab[i % C] = 1
+            sw.write(i, {"light_maps": rng.random((T, d, *grid), dtype=np.float32).astype(np.float16),
+                         "audio_emb": rng.standard_normal((T, a), dtype=np.float32), "has_audio": np.bool_(i % 20),
+                         "frames_full": rng.integers(0, 256, (T, 3, S, S), dtype=np.uint8), "labels": lab,
+                         "valid": np.bool_(True)})
+        sw.checkpoint(n)
+        sw.close()
+        store = FeatureStore(w.finalize({"T": T, "classes": [str(c) for c in range(C)]}))
+        t0 = time.perf_counter()
+        data, _ = load_split(store, "train", keys=("light_maps", "audio_emb", "has_audio", "frames_full", "labels"))
+        out["load_s"] = time.perf_counter() - t0
+
+    class Free(torch.nn.Module):  # f_L at zero cost: the pooled patch, linearly mapped (same output width)
+        frozen, patch_size = True, av.patch_size
+
+        def __init__(self, out_dim):
+            super().__init__()
+            self.out_dim = out_dim
+            self.w = torch.zeros(3, out_dim)
+
+        def forward(self, x):
+            return x.mean((2, 3)) @ self.w
+
+    rec = create_encoder("recognizer", arch=p.encoders.recognizer_arch, num_classes=C)
+    for label, local in (("epoch_s", None), ("epoch_free_local_s", Free(rec.num_features))):
+        torch.manual_seed(0)
+        if local is None:
+            local = FrozenRecognizer(rec, av.patch_size)
+        m = AVGNSampler(C, d, grid, a, T, av, local_module=local).train()
+        opt = torch.optim.AdamW(m.parameters(), lr=av.lr)
+
+        def epoch():
+            for b in batches(data, av.batch_size, 0, 0):
+                loss, _ = m.loss(b, m(b))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+        out[label] = _median_time(epoch, repeats)
+        out["params"] = sum(q.numel() for q in m.parameters())
+    out["local_share"] = 1 - out["epoch_free_local_s"] / out["epoch_s"]
+    out["target_epoch_s"] = 60.0
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="salient bench")
-    ap.add_argument("what", choices=["extract", "samplers", "predict"])
+    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn"])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
     ap.add_argument("--out", default="reports/bench_extract.json")
@@ -307,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out.replace("bench_extract", "bench_predict"))
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out, res)
+        return 0
+    if args.what == "avgn":
+        res = {"machine": machine, **bench_avgn(args.params, n=args.n if args.n != 40 else 1000)}
+        out = Path(args.out.replace("bench_extract", "bench_avgn"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, res)
+        print(json.dumps(res, indent=1))
         return 0
     if args.what == "samplers":
         res = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),

@@ -204,3 +204,14 @@ def test_only_the_ablations_a_section_reads_are_loaded(tiny_params):
     p = dataclasses.replace(tiny_params, ablations=DEFAULT_ABLATIONS)
     assert avgn_variants(p) == ["avgn", "avgn_no_audio", "avgn_no_aespa", "avgn_centre_crop"]
     assert avgn_variants(tiny_params) == ["avgn"]  # the tiny ablation is NSNet's
+
+
+def test_video_costs_charge_f_g_for_processed_frames_outside_the_glance():
+    """Frames at positions >= T_G were never encoded by the glance: the head encodes each once (hand-computed)."""
+    from components.avgn_report import exit_costs, video_costs
+
+    base = [1.0, 2.0, 3.0]
+    idx = np.array([[0, 5, 1], [6, 7, 2]])  # T_G = 4: video 0 has one frame beyond (5), video 1 two (6, 7)
+    g = video_costs(base, idx, t_g=4, light=0.5)
+    assert np.allclose(g, [[1.0, 2.5, 3.5], [1.5, 3.0, 4.0]])
+    assert np.allclose(exit_costs(np.array([2, 1]), g), [2.5, 1.5])  # each video at its own frame count

@@ -90,7 +90,7 @@ class AVGNSampler(Sampler):
                  params: AVGNParams = AVGNParams(), map_mean: torch.Tensor | None = None,
                  map_std: torch.Tensor | None = None, audio_mean: torch.Tensor | None = None,
                  audio_std: torch.Tensor | None = None, local_path: str | None = None,
-                 local_digest: str | None = None):
+                 local_digest: str | None = None, local_module: nn.Module | None = None):
         super().__init__()
         self.params, self.T = params, T
         a = params
@@ -104,7 +104,8 @@ class AVGNSampler(Sampler):
             loss_v=a.loss_v, loss_a=a.loss_a, loss_mask=a.loss_mask, loss_s=a.loss_s, loss_ord=a.loss_ord,
             w_v=a.w_v, w_a=a.w_a, w_mask=a.w_mask, w_s=a.w_s, w_ord=a.w_ord, use_audio=a.audio, av_test=a.av_test,
             use_aespa=a.aespa, use_psi=a.psi, patch=a.patch)
-        self.net = AVGN(self.config, load_local(a.local, a.patch_size, local_path, local_digest))
+        local = local_module if local_module is not None else load_local(a.local, a.patch_size, local_path, local_digest)
+        self.net = AVGN(self.config, local)  # local_module: a given f_L (benchmarks), not a registry argument
         for name, v, n in (("map", map_mean, map_dim), ("audio", audio_mean, audio_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(n) if v is None else torch.as_tensor(v).float().clone())
         for name, v, n in (("map", map_std, map_dim), ("audio", audio_std, audio_dim)):
