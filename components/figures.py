@@ -3,7 +3,8 @@
 * :func:`plot_curves` — the main figure (the papers' Fig. 3): mAP and top-1 against GMACs per video
   of the learned samplers against the key baselines (uniform, MaxConf-L, the oracle; dense as one
   point), each line the mean over runs (pipeline seed × sampler seed) with the min–max band over them;
-  the TSI recognizer's rows as open diamonds in their sampler's colour.
+  the TSI recognizer's rows as open diamonds in their sampler's colour; AVGN's own head (recognizer
+  ``avgn``: glance + patches + its classifier) as a line of open diamonds in AVGN's colour.
 * :func:`plot_variants` — small multiples: one panel per learned sampler with its ablations and
   branches (uniform as the grey reference), and one panel with every training-free baseline.
 * :func:`plot_frame_picks` — the T observation frames of a few videos with each sampler's K picks
@@ -46,16 +47,18 @@ KEY_BASELINES = ("uniform", "maxconf_l", "oracle", "dense")
 #: Names a reader sees; a name not here is shown as it is in the tables.
 LABELS = {"uniform": "Uniform", "random": "Random", "dense": "Dense (all T frames)", "maxconf": "MaxConf",
           "maxconf_l": "MaxConf-L", "videoconf_l": "VideoConf-L", "oracle": "Oracle (true salient frames)",
-          "tsqnet": "TSQNet", "nsnet": "NSNet"}
+          "tsqnet": "TSQNet", "nsnet": "NSNet", "avgn": "AVGN"}
 #: Axis titles for the columns of ``curves.csv``.
 AXES = {"gflops": "GMACs per video", "map": "mAP (%)", "top1": "top-1 accuracy (%)",
         "salient_recall": "saliency recall@K (%)", "distractor_share": "distractor frames among the K picks (%)",
         "k": "frames selected (K)"}
 #: Fixed colours, the same in every figure; every other series takes the next of ``PALETTE``.
-COLOURS = {"tsqnet": "#1f77b4", "nsnet": "#d62728", "uniform": "#7f7f7f", "maxconf_l": "#2ca02c",
+COLOURS = {"tsqnet": "#1f77b4", "nsnet": "#d62728", "avgn": "#e7298a", "uniform": "#7f7f7f", "maxconf_l": "#2ca02c",
            "oracle": "#ff7f0e", "dense": "#000000"}
 #: The other series' colours, each far from every one of ``COLOURS`` and from each other.
-PALETTE = ("#17becf", "#9467bd", "#e7298a", "#8c564b", "#bcbd22", "#1b9e77", "#e6ab02", "#f4a6c8")
+PALETTE = ("#17becf", "#9467bd", "#a6761d", "#8c564b", "#bcbd22", "#1b9e77", "#e6ab02", "#f4a6c8")
+#: The recognizer name of AVGN's own head (glance -> K patches -> f_C), evaluated at every K like the frame recognizer.
+OWN_HEAD = "avgn"
 LINES = {"learned": "-", "baseline": "--", "ablation": ":", "branch": "-."}
 MARKERS = {"learned": "o", "baseline": "s", "ablation": "v", "branch": "^"}
 
@@ -98,7 +101,9 @@ def series_style(name: str, recognizer: str, index: int, ablations: Mapping[str,
     style = {"color": COLOURS.get(name) or PALETTE[index % len(PALETTE)], "ls": LINES[k],
              "lw": 2.2 if k == "learned" else 1.6, "marker": MARKERS[k], "ms": 4.5,
              "zorder": 2 if k == "learned" else 3}  # thin lines over thick ones: both stay visible
-    if recognizer != "frame":
+    if recognizer == OWN_HEAD:  # AVGN's own head: a whole curve over K, drawn as a line of open diamonds
+        style.update(ls="-", marker="D", ms=5, mfc="white", mew=1.4)
+    elif recognizer != "frame":
         style.update(ls="none", marker="D", ms=7, mfc="none", mew=1.6)
     return style
 
@@ -177,7 +182,8 @@ def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, ti
     for ax, metric in zip(axes, ("map", "top1")):
         for (name, rec), s in spread(rows, metric).items():
             if name in names:
-                text = label(name, ablations) + ("" if rec == "frame" else f" + {rec.upper()} recognizer")
+                text = label(name, ablations) + ("" if rec == "frame" else ": own head (glance + P×P patches)"
+                                                  if rec == OWN_HEAD else f" + {rec.upper()} recognizer")
                 _draw(ax, s, styles[name] if rec == "frame" else series_style(name, rec, 0, ablations) | {
                     "color": styles[name]["color"]}, text)
         ax.set_xlabel(AXES["gflops"], fontsize=11)
@@ -186,9 +192,10 @@ def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, ti
         ax.grid(alpha=0.3)
     drawn = dict(zip(*axes[0].get_legend_handles_labels()[::-1]))  # text -> handle
     texts = [label(n, ablations) for n in names if label(n, ablations) in drawn]
+    texts += [t for t in drawn if t.endswith("own head (glance + P×P patches)")]
     handles = [drawn[t] for t in texts]
     sp = spread(rows, "map")
-    for rec in sorted({rec for (n, rec) in sp if rec != "frame" and n in names}):
+    for rec in sorted({rec for (n, rec) in sp if rec not in ("frame", OWN_HEAD) and n in names}):
         ks = sorted({r["k"] for r in rows if r["recognizer"] == rec})
         handles.append(Line2D([], [], ls="none", marker="D", ms=7, mfc="none", mew=1.6, color="0.3"))
         texts.append(f"{rec.upper()} recognizer at K={','.join(map(str, ks))}\n(open diamond, sampler's colour)")
