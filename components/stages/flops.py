@@ -18,7 +18,7 @@ from components.flops_table import write_flops_tables
 from components.params import Params
 from components.paths import Paths
 from components.stage_runner import stage_main
-from components.sampler_training import load_sampler
+from components.sampler_training import load_sampler, sampler_seeds
 
 log = logging.getLogger(__name__)
 K_TABLE = 5
@@ -29,7 +29,7 @@ def run(p: Params, paths: Paths) -> dict:
     K = min(K_TABLE, p.frames.T)
     tables, totals = {}, {}
     for name in p.evaluate.samplers:
-        ck = paths.features.parent / "samplers" / name / "seed0.pt"
+        ck = paths.features.parent / "samplers" / name / f"seed{sampler_seeds(p, name)[0]}.pt"  # this seed's first
         sampler = load_sampler(ck) if ck.exists() else None
         if name == "avgn":
             if sampler is None:
