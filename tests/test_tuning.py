@@ -556,3 +556,24 @@ def test_two_concurrent_fillers_of_one_study(tmp_path, locked):
         assert proc.returncode == 0, err[-2000:]
     n = len(optuna.load_study(study_name="fill", storage=tuning.storage_from_url(url)).trials)
     assert n == 20 if locked else n > 20  # the unlocked case shows what the lock prevents
+
+
+def test_sweep_of_avgn_loss_weights_through_the_flow_body(trained, tmp_path):
+    """Issue 14: AVGN's loss weights (L_V, L_A, L_mask, L_s, L_ord) are sweepable through flows/sweep.py: each
+    trial trains AVGN on its maps, audio and frame cache for sweep.epochs (avgn.epochs overridden, not
+    train_sampler.epochs) and reports val mAP per epoch."""
+    from flows.sweep import sweep_flow
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    over = [*TINY, "sweep.sampler=avgn", "sweep.epochs=1", f"sweep.storage={storage}"]
+    project = tmp_path / "proj"
+    (project / "data").mkdir(parents=True)
+    (project / "data/s0").symlink_to(trained.features.parent.resolve(), target_is_directory=True)
+    (project / "data/prepared").symlink_to(Path(trained.prepared).resolve(), target_is_directory=True)
+    res = sweep_flow.fn(n_trials=2, workers=1, overrides=over, params_file=str(ROOT / "params.yaml"),
+                        project=str(project))
+    assert set(res["params"]) == {f"avgn.{k}" for k in ("w_v", "w_a", "w_mask", "w_s", "w_ord")}
+    assert all(0 <= v <= 2 for v in res["params"].values())
+    study = optuna.load_study(study_name="sweep-avgn", storage=tuning.storage_from_url(storage))
+    assert len(study.trials) == 2 and all(len(t.intermediate_values) == 1 for t in study.trials)  # 1 epoch each
+    assert json.loads((trained.features.parent / "tuned_losses.json").read_text())["sampler"] == "avgn"
