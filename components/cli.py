@@ -42,7 +42,7 @@ from components.stage_runner import setup_logging
 from flows import serve
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
-          "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "report", "summary")
+          "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "avgn_report", "report", "summary")
 
 
 SAMPLER_LIST = "{registered samplers}"  # replaced in --help by the registry's names (only when help is shown)
