@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from components.models.samplers import create_sampler, list_samplers
-from components.params import NSNetParams, TSQNetParams
+from components.params import AVGNParams, NSNetParams, TSQNetParams
 
 B, T, C, d = 4, 8, 3, 16
 
@@ -20,7 +20,9 @@ def _batch():
             "object_scores": torch.rand(B, T, 1000, generator=g).softmax(-1), "rec_feats": torch.randn(B, T, 12, generator=g),
             "rec_logits": torch.randn(B, T, C, generator=g), "audio_emb": torch.zeros(B, T, 4),
             "has_audio": torch.ones(B, dtype=torch.bool), "gt": gt, "labels": labels, "ns_labels": ns,
-            "frame_indices": torch.arange(T).repeat(B, 1) * 3}
+            "frame_indices": torch.arange(T).repeat(B, 1) * 3,
+            "light_maps": torch.randn(B, T, 4, 2, 2, generator=g),  # AVGN's e^G and frame cache
+            "frames_full": torch.randint(0, 256, (B, T, 3, 16, 16), generator=g, dtype=torch.uint8)}
 
 
 def _kwargs(name):
@@ -29,6 +31,9 @@ def _kwargs(name):
                 "visual_prototypes": torch.randn(C, d), "object_text": torch.randn(1000, 6), "class_text": torch.randn(C, 6)}
     if name == "nsnet":
         return {"num_classes": C, "light_dim": d, "params": NSNetParams(dim=8, heads=2)}
+    if name == "avgn":
+        return {"num_classes": C, "map_dim": 4, "grid": (2, 2), "audio_dim": 4, "T": T,
+                "params": AVGNParams(dim=8, heads=2, cls_hidden=8, patch_size=8, local="scratch", train_frames=3, t_g=6)}
     return {}
 
 
