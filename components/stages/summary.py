@@ -81,11 +81,13 @@ def tables(p: Params, out: dict) -> list[str]:
               "run). CIs: percentile bootstrap over test videos (95%), "
               f"{p.evaluate.bootstrap} resamples, the mean over runs recomputed on each resample; differences "
               "are paired (same resamples, same pipeline seed). A CI containing 0 is marked *not resolved*.", ""]
-    for rec in ("frame", "tsi"):
+    for rec in ("frame", "tsi", "avgn"):
         ks = [k for k in Ks if any(str(k) in hl[s].get(rec, {}) for s in hl)]
         if not ks:
             continue
-        lines += [f"## {rec} recognizer: mAP (%) by K", "",
+        what = ("AVGN's own head (glance → its K most salient frames → P×P patches → its classifier) as the "
+                "recognizer" if rec == "avgn" else f"{rec} recognizer")
+        lines += [f"## {what}: mAP (%) by K", "",
                   "| sampler | " + " | ".join(f"K={k}" for k in ks) + f" | GMACs at K={ks[-1]} |",
                   "|---|" + "---|" * (len(ks) + 1)]
         for s, by_rec in hl.items():
@@ -95,6 +97,10 @@ def tables(p: Params, out: dict) -> list[str]:
             row = [map_text(cells[str(k)]) if str(k) in cells else "–" for k in ks]
             g = cells.get(str(ks[-1]), {}).get("gflops")
             lines.append(f"| {s} | " + " | ".join(row) + (f" | {g:.3f} |" if g is not None else " | – |"))
+        if not any(s != "uniform" and "[" not in s and any("map_minus_uniform_ci" in hl[s].get(rec, {}).get(str(k), {})
+                                                          for k in ks) for s in hl):
+            lines.append("")
+            continue  # no uniform row with this recognizer (AVGN's head runs on AVGN's own picks only)
         lines += ["", f"### {rec} recognizer: mAP − uniform (points), paired 95% CI", "",
                   "| sampler | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for s, by_rec in hl.items():
