@@ -173,6 +173,25 @@ def bench_extract_throughput(params: str, n: int, repeats: int = 3) -> dict:
             "target_models_only_over_isolated": 0.70}
 
 
+def _train_store(n: int, T: int, C: int, specs: dict, row) -> tuple[dict, float]:
+    """Write an ``n``-video train split of ``specs`` (``row(i)``'s arrays, plus one-hot labels of class
+    ``i % C`` and ``valid``) to a temporary store, read it back memory-mapped as tensors (every array
+    but ``valid``): (tensors, seconds the read took)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        w = StoreWriter(Path(tmp) / "f", "bench")
+        sw = w.split("train", [f"v{i}" for i in range(n)], specs)
+        for i in range(n):
+            lab = np.zeros(C, np.uint8)
+            lab[i % C] = 1
+            sw.write(i, {**row(i), "labels": lab, "valid": np.bool_(True)})
+        sw.checkpoint(n)
+        sw.close()
+        store = FeatureStore(w.finalize({"T": T, "classes": [str(c) for c in range(C)]}))
+        t0 = time.perf_counter()
+        data, _ = load_split(store, "train", keys=tuple(k for k in specs if k != "valid"))
+        return data, time.perf_counter() - t0
+
+
 def bench_samplers(params: str, n: int = 1000, T: int = 50, C: int = 12, d: int = 1280, e: int = 384,
                    repeats: int = 2) -> dict:
     """Seconds per training epoch of TSQNet / NSNet on an n x T store (features from a fixed seed)."""
@@ -182,21 +201,9 @@ def bench_samplers(params: str, n: int = 1000, T: int = 50, C: int = 12, d: int 
              "labels": ArraySpec((C,), "uint8"), "valid": ArraySpec((), "bool")}
     out = {"videos": n, "T": T, "C": C, "light_dim": d, "batch_size": p.train_sampler.batch_size,
            "threads": torch.get_num_threads()}
-    with tempfile.TemporaryDirectory() as tmp:
-        w = StoreWriter(Path(tmp) / "f", "bench")
-        sw = w.split("train", [f"v{i}" for i in range(n)], specs)
-        for i in range(n):
-            lab = np.zeros(C, np.uint8)
-            lab[i % C] = 1
-            sw.write(i, {"light_feats": rng.random((T, d), dtype=np.float32),
-                         "object_scores": rng.dirichlet(np.ones(1000), T).astype(np.float32), "labels": lab,
-                         "valid": np.bool_(True)})
-        sw.checkpoint(n)
-        sw.close()
-        store = FeatureStore(w.finalize({"T": T, "classes": [str(c) for c in range(C)]}))
-        t0 = time.perf_counter()
-        data, _ = load_split(store, "train", keys=("light_feats", "object_scores", "labels"))
-        out["load_s"] = time.perf_counter() - t0
+    data, out["load_s"] = _train_store(n, T, C, specs, lambda i: {
+        "light_feats": rng.random((T, d), dtype=np.float32),
+        "object_scores": rng.dirichlet(np.ones(1000), T).astype(np.float32)})
     g = torch.from_numpy(rng.random((n, T), dtype=np.float32))
     y = data["labels"]
     data["ns_labels"] = torch.cat([g[..., None] * y[:, None, :], (1 - g)[..., None]], -1)
@@ -302,22 +309,10 @@ def bench_avgn(params: str, n: int = 1000, T: int = 16, C: int = 12, d: int = 12
     out = {"videos": n, "T": T, "C": C, "map": [d, *grid], "full_size": S, "patch_size": av.patch_size,
            "train_frames": av.train_frames, "batch_size": av.batch_size, "local": p.encoders.recognizer_arch,
            "threads": torch.get_num_threads()}
-    with tempfile.TemporaryDirectory() as tmp:
-        w = StoreWriter(Path(tmp) / "f", "bench")
-        sw = w.split("train", [f"v{i}" for i in range(n)], specs)
-        for i in range(n):
-            lab = np.zeros(C, np.uint8)
-            lab[i % C] = 1
-            sw.write(i, {"light_maps": rng.random((T, d, *grid), dtype=np.float32).astype(np.float16),
-                         "audio_emb": rng.standard_normal((T, a), dtype=np.float32), "has_audio": np.bool_(i % 20),
-                         "frames_full": rng.integers(0, 256, (T, 3, S, S), dtype=np.uint8), "labels": lab,
-                         "valid": np.bool_(True)})
-        sw.checkpoint(n)
-        sw.close()
-        store = FeatureStore(w.finalize({"T": T, "classes": [str(c) for c in range(C)]}))
-        t0 = time.perf_counter()
-        data, _ = load_split(store, "train", keys=("light_maps", "audio_emb", "has_audio", "frames_full", "labels"))
-        out["load_s"] = time.perf_counter() - t0
+    data, out["load_s"] = _train_store(n, T, C, specs, lambda i: {
+        "light_maps": rng.random((T, d, *grid), dtype=np.float32).astype(np.float16),
+        "audio_emb": rng.standard_normal((T, a), dtype=np.float32), "has_audio": np.bool_(i % 20),
+        "frames_full": rng.integers(0, 256, (T, 3, S, S), dtype=np.uint8)})
 
     class Free(torch.nn.Module):  # f_L at zero cost: the pooled patch, linearly mapped (same output width)
         frozen, patch_size = True, av.patch_size
