@@ -135,6 +135,20 @@ def absolute_uri(uri: str) -> str:
 
 
 # ------------------------------------------------------------------------------ flattening
+_URL_SECRET = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_KV_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|token|api_key|secret)(\s*[=:]\s*)([^\s&;,'\"]+)")
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials masked: the password of ``scheme://user:password@host`` URLs and
+    ``password=...`` / ``token=...`` pairs (libpq DSNs, query strings). Every param, tag and log line
+    this module writes goes through it, so a storage URL with a password never reaches MLflow."""
+    if not isinstance(text, str) or not text:
+        return text
+    text = _URL_SECRET.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _KV_SECRET.sub(lambda m: f"{m[1]}{m[2]}***", text)
+
+
 def _param_text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -164,7 +178,7 @@ def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:
         if (dataclasses.is_dataclass(v) and not isinstance(v, type)) or isinstance(v, Mapping):
             out.update(flatten_params(v, key))
             continue
-        text = _param_text(v)
+        text = redact(_param_text(v))
         if len(text) > MAX_PARAM_VALUE:
             log.warning("param %s: %d characters, truncated to MLflow's %d", key, len(text), MAX_PARAM_VALUE)
             text = text[:MAX_PARAM_VALUE]
@@ -315,7 +329,7 @@ class TrackedRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(str(k)[:MAX_KEY], str(v)) for k, v in tags.items() if v is not None]
+        items = [RunTag(str(k)[:MAX_KEY], redact(str(v))) for k, v in tags.items() if v is not None]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, tags=items[i:i + 100])
 
@@ -518,7 +532,7 @@ def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: st
         all_tags[PARENT_TAG] = parent
     if reap:
         reap_dead_runs(c, exp_id)
-    run = c.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+    run = c.create_run(exp_id, run_name=name, tags={k: redact(str(v)) for k, v in all_tags.items()})
     handle = TrackedRun(c, run.info.run_id, exp_id, uri)
     log.info("MLflow run %s (%s) at %s%s", handle.run_id, name, uri, f", child of {parent}" if parent else "")
     token = _stack.set(_stack.get() + (handle,))
