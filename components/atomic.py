@@ -12,6 +12,9 @@ crash or a kill mid-write leaves either the old file or no file, never half of o
 
 The temp name carries the pid, so two processes writing the same target never share a temp file;
 the last rename wins and both renames leave a complete file.
+
+Under DDP (:mod:`components.distributed`) only rank 0 publishes: on the other ranks, which compute
+the same outputs, every write here goes to its temp file and is discarded.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from components.distributed import is_main
 
 
 @contextlib.contextmanager
@@ -36,6 +41,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp{suffix}")
     try:
         yield tmp
+        if not is_main():
+            tmp.unlink(missing_ok=True)
+            return
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -69,6 +77,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch  # deferred: heavy optional dependency; JSON / npz writers never need it
 
     path = Path(path)
+    if not is_main():  # another DDP rank: rank 0 writes it
+        return path
     folder = path.with_name(f".{path.name}.{os.getpid()}.tmpdir")
     folder.mkdir(parents=True, exist_ok=True)
     try:

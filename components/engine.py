@@ -30,9 +30,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from components import distributed
 from components.atomic import atomic_torch_save
 
 log = logging.getLogger(__name__)
+RANK_SEED_STRIDE = 1_000_003  # rank r > 0 of a DDP run seeds its own RNG stream with seed + r * this
 CKPT_VERSION = 2  # bump when the checkpoint layout changes; older checkpoints are refused, not misread
 
 # step(model, batch, train) -> (loss tensor, {metric: float}); batch sizes weight the epoch means.
@@ -77,7 +79,10 @@ class FitResult:
 def remove_checkpoints(dirs: Iterable[Path]) -> None:
     """Delete resume checkpoints once the outputs they led to are written. They exist to resume an
     *interrupted* run; a later run of the same stage (``dvc repro -f``, or a dependency change)
-    must train again, not pick up the finished state and call it a new result."""
+    must train again, not pick up the finished state and call it a new result. Under DDP rank 0
+    removes them."""
+    if not distributed.is_main():
+        return
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -91,31 +96,59 @@ def seed_everything(seed: int) -> None:
 def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
               optimizer: torch.optim.Optimizer | None = None, grad_clip: float = 0.0,
               desc: str = "") -> dict[str, float]:
-    """One pass; returns batch-weighted means of ``loss`` and every metric the step reports."""
+    """One pass; returns batch-weighted means of ``loss`` and every metric the step reports.
+
+    Under DDP (:mod:`components.distributed`) each rank trains on its part of every global batch, its
+    loss weighted by that part's share, the gradients summed over ranks before clipping and the
+    optimiser step; val batches are dealt out whole (batch ``i`` to rank ``i % world``); the means
+    returned are over every rank's samples."""
     model.train(train)
+    ddp = distributed.state()
     sums: dict[str, float] = {}
     count = steps = 0
     with torch.set_grad_enabled(train):
-        for batch in tqdm(batches, desc=desc, leave=False, disable=None):
+        for i, batch in enumerate(tqdm(batches, desc=desc, leave=False, disable=None if ddp.is_main else True)):
+            weight = 1.0
+            if ddp.enabled and not train and i % ddp.world != ddp.rank:
+                continue
+            if ddp.enabled and train:
+                batch, n_local, n_global = distributed.shard_batch(batch)
+                weight = n_local / max(n_global, 1)
+                if n_local == 0:  # a global batch smaller than the world: this rank adds a zero gradient
+                    assert optimizer is not None
+                    optimizer.zero_grad(set_to_none=True)
+                    _optimizer_step(model, optimizer, grad_clip, ddp.enabled)
+                    steps += 1
+                    continue
             loss, metrics = step(model, batch, train)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} (check inputs / lr)")
             if train:
                 assert optimizer is not None
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
+                (loss * weight if ddp.enabled else loss).backward()
+                _optimizer_step(model, optimizer, grad_clip, ddp.enabled)
                 steps += 1
             n = int(metrics.pop("n", 1))
             count += n
             for k, v in {"loss": float(loss.detach()), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
+    if ddp.enabled:
+        sums, count = distributed.allreduce_sums(sums, count)
     out = {k: v / max(count, 1) for k, v in sums.items()}
     if train:
         out["steps"] = float(steps)  # optimizer steps of this epoch (a count, not a mean)
     return out
+
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, ddp: bool) -> None:
+    if ddp:  # the weighted local gradients summed over ranks: the global batch's gradient
+        distributed.allreduce_grads([q for g in optimizer.param_groups for q in g["params"]])
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if ddp:  # BatchNorm running statistics: rank 0's, as DistributedDataParallel(broadcast_buffers=True)
+        distributed.broadcast_module(model, buffers_only=True)
 
 
 def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable],
@@ -141,6 +174,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bad_epochs = 0
     start = 0
+    ddp = distributed.state()
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         if not isinstance(ck, dict) or ck.get("fingerprint") != fingerprint:
@@ -157,14 +191,19 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         result.history, result.best_epoch, result.best_score = ck["history"], ck["best_epoch"], ck["best_score"]
         torch.set_rng_state(ck["torch_rng"])
         start = result.resumed_from = ck["epoch"] + 1
+        if ddp.rank:  # rank 0 continues the saved stream; the others draw their own (dropout masks)
+            torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * ddp.rank + start)
         log.info("%s: resuming from %s at epoch %d", cfg.desc, last, start)
     else:
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed + RANK_SEED_STRIDE * ddp.rank)
+    if ddp.enabled:  # every rank starts from rank 0's weights
+        distributed.broadcast_module(model)
     if start >= cfg.epochs or ck_stopped(result, bad_epochs, cfg):
         model.load_state_dict(best_state)
         return result
 
-    bar = tqdm(range(start, cfg.epochs), desc=cfg.desc, initial=start, total=cfg.epochs, disable=None)
+    bar = tqdm(range(start, cfg.epochs), desc=cfg.desc, initial=start, total=cfg.epochs,
+               disable=None if ddp.is_main else True)
     for epoch in bar:
         row = {"epoch": float(epoch), "lr": opt.param_groups[0]["lr"]}
         trained = run_epoch(model, step, train_batches(epoch), True, opt, cfg.grad_clip, f"{cfg.desc} e{epoch}")
@@ -176,6 +215,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
             row.update({f"val_{k}": v for k, v in run_epoch(model, step, val_batches(), False, desc="val").items()})
         if val_metrics is not None:
             row.update({f"val_{k}": float(v) for k, v in val_metrics().items()})
+        if ddp.enabled:  # rank 0's row everywhere: the same early-stopping decision on every rank
+            row = distributed.broadcast_object(row)
         key = cfg.monitor if cfg.monitor in row else cfg.monitor.replace("val_", "train_", 1)
         if key not in row:
             raise KeyError(f"{cfg.desc}: monitored metric {cfg.monitor!r} not in {sorted(row)}")
@@ -188,16 +229,17 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         result.history.append(row)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith(("loss", "acc"))})
         log.info("%s epoch %d: %s", cfg.desc, epoch, {k: round(v, 4) for k, v in row.items()})
-        if log_metrics is not None:
+        if log_metrics is not None and ddp.is_main:
             prefix = cfg.desc if cfg.log_prefix is None else cfg.log_prefix
             log_metrics({f"{prefix}/{k}" if prefix else k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         if on_epoch is not None:
             on_epoch(epoch, row)
-        atomic_torch_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "best_state": best_state, "bad_epochs": bad_epochs, "history": result.history,
-                     "best_epoch": result.best_epoch, "best_score": result.best_score,
-                     "torch_rng": torch.get_rng_state()}, last)
+        if ddp.is_main:
+            atomic_torch_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                               "best_state": best_state, "bad_epochs": bad_epochs, "history": result.history,
+                               "best_epoch": result.best_epoch, "best_score": result.best_score,
+                               "torch_rng": torch.get_rng_state()}, last)
         if ck_stopped(result, bad_epochs, cfg):
             result.stopped_early = True
             log.info("%s: early stop at epoch %d (best %d, %s %.4f)", cfg.desc, epoch,

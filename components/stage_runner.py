@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Callable
 
 import yaml
 
-from components import tracking
+from components import distributed, tracking
 from components.params import Params, ParamsError, for_pipeline_seed, load_params, to_dict
 from components.paths import Paths
 from components.runtime import deterministic_torch, end_with_launcher
@@ -65,7 +66,8 @@ def stage_params(stage: str, p: Params, dvc_yaml: Path = Path("dvc.yaml")) -> di
 
 def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str] | None = None,
                run_name: str | Callable[[Params], str] | None = None,
-               effective: Callable[[Params], Params] | None = None) -> int:
+               effective: Callable[[Params], Params] | None = None,
+               ddp: tuple[str, list[str]] | None = None) -> int:
     """Parse ``--params`` / ``--set``, run the stage inside an MLflow stage run (a child of
     ``$SALIENT_PARENT_RUN_ID`` when a flow or sweep set it; off with ``SALIENT_TRACKING=0``),
     log its returned numbers as metrics (nested mappings as ``a/b``), and return the exit status.
@@ -73,7 +75,12 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
     The run's params are the stage's ``dvc.yaml`` params slice; ``effective(params)``, when given, is
     what the stage really runs with (an ablation's sampler with its overrides applied), and its
     sections replace the declared ones, so ``ablate@tsqnet_vqm_only`` records ``tsqnet.branches = vqm``.
-    A stage returns no per-K table: K is a step (:mod:`components.variant_runs`), not a name part."""
+    A stage returns no per-K table: K is a step (:mod:`components.variant_runs`), not a name part.
+
+    ``ddp = (module, argv)`` marks a trainer stage: with ``distributed.launcher: torchrun`` it replaces
+    this process by ``torchrun ... -m module argv`` (:func:`components.distributed.torchrun_command`);
+    under torchrun every rank joins the process group, and only rank 0 tracks, logs at INFO and
+    writes (:mod:`components.distributed`)."""
     ap = argparse.ArgumentParser(prog=f"python -m components.stages.{name}")
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
@@ -89,6 +96,25 @@ def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    dp = params.distributed
+    if ddp is not None and dp.launcher == "torchrun" and not distributed.launched_by_torchrun():
+        cmd = distributed.torchrun_command(ddp[0], ddp[1], dp.nproc, dp.nnodes, dp.rdzv_endpoint)
+        log.info("distributed.launcher is torchrun: %s", " ".join(cmd))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(cmd[0], cmd)  # the same pid: DVC's stop and exit status reach torchrun
+    if ddp is not None and distributed.launched_by_torchrun():
+        state = distributed.init(dp.backend, params.compute.device, dp.timeout)
+        if not state.is_main:  # one MLflow run, one log: rank 0's
+            os.environ["SALIENT_TRACKING"] = "0"
+            logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return _run_stage(name, run, args, params, run_params, run_name, effective, log)
+    finally:
+        distributed.shutdown()
+
+
+def _run_stage(name, run, args, params, run_params, run_name, effective, log) -> int:
     deterministic_torch()
     end_with_launcher()  # a stopped `dvc repro` stops its stage instead of orphaning it
     t0 = time.perf_counter()

@@ -19,12 +19,13 @@ Outputs ``data/encoders/{light,recognizer,audio}.pt`` and ``reports/train_encode
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numpy as np
 import torch
 
-from components import tracking
+from components import distributed, tracking
 from components.atomic import atomic_torch_save
 from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
@@ -110,7 +111,8 @@ def run(p: Params, paths: Paths) -> dict:
     C, e = len(classes), p.encoders
     t = p.train_encoders
     fp = bank_fingerprint(p, paths)
-    bank = build_bank(p, paths, fp)
+    with distributed.main_first():  # DDP: rank 0 decodes the bank, the others then open it
+        bank = build_bank(p, paths, fp)
     cfgs = {"light": {"arch": e.light_arch, "num_classes": C, "weights": e.light_weights},
             "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": e.recognizer_pretrained,
                            "weights": e.recognizer_weights},
@@ -146,7 +148,8 @@ def run(p: Params, paths: Paths) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("train_encoders", run, argv)
+    return stage_main("train_encoders", run, argv,
+                      ddp=("components.stages.train_encoders", sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

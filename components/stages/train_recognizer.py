@@ -14,12 +14,13 @@ next to the untrained TSN consensus of the same frame recognizer, and GMACs of b
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numpy as np
 import torch
 
-from components import tracking
+from components import distributed, tracking
 from components.atomic import atomic_torch_save, atomic_write_text
 from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
@@ -95,7 +96,8 @@ def run(p: Params, paths: Paths) -> dict:
     if t.threads:
         torch.set_num_threads(t.threads)
     _, classes = read_manifest(paths.prepared)
-    bank = build_bank(p, paths, bank_fingerprint(p, paths))
+    with distributed.main_first():  # DDP: rank 0 decodes the bank, the others then open it
+        bank = build_bank(p, paths, bank_fingerprint(p, paths))
     frame_ck = torch.load(paths.encoders / "recognizer.pt", map_location="cpu", weights_only=False)
     from_frames = t.arch == "recognizer"
     arch = frame_ck["cfg"]["arch"] if from_frames else t.arch
@@ -137,7 +139,8 @@ def run(p: Params, paths: Paths) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("train_recognizer", run, argv)
+    return stage_main("train_recognizer", run, argv,
+                      ddp=("components.stages.train_recognizer", sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import sys
 
 import numpy as np
 import torch
@@ -115,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             return "baselines"
         return f"{'ablate' if names[0] in p.ablations else 'train_sampler'}@{names[0]}"
 
+    full = sys.argv[1:] if argv is None else list(argv)  # what torchrun re-runs (trained samplers only)
     return stage_main("baselines" if len(names) > 1 else "train_sampler", run_all, rest, run_name=run_name,
-                      effective=None if len(names) > 1 else (lambda p: variant_params(p, names[0])[1]))
+                      effective=None if len(names) > 1 else (lambda p: variant_params(p, names[0])[1]),
+                      ddp=None if len(names) > 1 else ("components.stages.train_sampler", full))
 
 
 if __name__ == "__main__":
