@@ -11,6 +11,13 @@
 ``salient bench samplers`` -> ``reports/bench_samplers.json``: one training epoch of TSQNet and
 NSNet (default params) on a 1,000-video, T=50 store of the demo's feature shapes, written to disk
 and read back memory-mapped, i.e. the sampler experiment loop the feature store exists for.
+
+``salient bench predict`` -> ``reports/bench_predict.json``: the evaluation grid from a cache, and
+``salient predict``'s videos/s at batch 1 and 32 on the demo's test videos, with the params' ``compute``
+section (device, autocast, channels-last, pinned memory). ``--synthetic DIR`` runs it instead on
+random-weight models at the params' architectures and resolutions and on synthetic videos made there
+(throughput does not depend on the weights), plus the frame encoders' extraction rate:
+``benchmarks/gpu_predict.sh`` uses it for the papers' setting on a GPU.
 """
 from __future__ import annotations
 
@@ -258,19 +265,30 @@ def bench_eval_grid(params: str, n: int = 1000, T: int = 16, C: int = 200, seeds
 
 
 def bench_predict(params: str, ckpt_dir: str = "data/s0", K: int = 5, batches=(1, 32), n_videos: int = 32,
-                  samplers=("tsqnet", "uniform"), device: str = "cpu", workers: int = 0,
-                  overrides: tuple[str, ...] = ()) -> dict:
-    """``salient predict`` throughput on the demo's test videos: videos/s at each batch size and the
-    share of wall time per phase (probe + decode, light encoder(s), sampler + fusion, recognizer)."""
+                  samplers=("tsqnet", "uniform"), device: str | None = None, workers: int = 0,
+                  overrides: tuple[str, ...] = (), files: list[str] | None = None, frame_chunk: int = 16) -> dict:
+    """``salient predict`` throughput on the demo's test videos (or ``files``): videos/s at each batch
+    size and the share of wall time per phase (probe + decode, light encoder(s), sampler + fusion,
+    recognizer). ``device`` None: the params' ``compute.device``; the rest of ``compute`` applies."""
     p = load_params(params, overrides)
-    files = [r.path for r in read_manifest(Path("data/prepared"))[0] if r.split == "test"][:n_videos]
+    if files is None:
+        files = [r.path for r in read_manifest(Path("data/prepared"))[0] if r.split == "test"][:n_videos]
     files = (files * (-(-n_videos // max(len(files), 1))))[:n_videos]
-    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu"
-    out: dict = {"K": K, "videos": len(files), "device": f"{device} ({dev_name})", "threads": torch.get_num_threads(),
-                 "decode_workers": workers, "runs": {}}
+    c = p.compute
+    out: dict = {"K": K, "videos": len(files), "threads": torch.get_num_threads(), "decode_workers": workers,
+                 "frame_chunk": frame_chunk, "compute": {"amp": c.amp, "amp_dtype": c.amp_dtype if c.amp else None,
+                                                         "channels_last": c.channels_last, "pin_memory": c.pin_memory},
+                 "resolution": {"T": p.frames.T, "light": p.frames.light_size, "object": p.frames.object_size,
+                                "recognizer": p.frames.recognizer_size},
+                 "arch": {"light": p.encoders.light_arch, "object": p.encoders.object_arch,
+                          "recognizer": p.encoders.recognizer_arch}, "runs": {}}
     for name in samplers:
         pred = Predictor.load(p, Path(ckpt_dir) / "samplers" / name / "seed0.pt", Path(ckpt_dir) / "encoders", K,
                               device=device)
+        pred.frame_chunk = max(1, frame_chunk)
+        dev_name = torch.cuda.get_device_name(pred.device) if pred.device.startswith("cuda") else \
+            platform.processor() or "cpu"
+        out["device"] = f"{pred.device} ({dev_name})"
         pred.predict(files[:2], workers=workers)  # warm-up
         for b in batches:
             pred.timings = dict.fromkeys(pred.timings, 0.0)
@@ -288,6 +306,102 @@ def bench_predict(params: str, ckpt_dir: str = "data/s0", K: int = 5, batches=(1
     out["target_sampler_share"] = 0.05
     out["paper_videos_per_s"] = {"batch1": 17.7, "batch32": 121.1, "device": "RTX 3090 (TSQNet paper)"}
     return out
+
+
+def synthetic_predict_setup(params: str, root: Path, n_videos: int, frames: int = 96,
+                            overrides: tuple[str, ...] = ()) -> tuple[Path, list[str]]:
+    """What :func:`bench_predict` needs, without a trained pipeline: in ``root``, ``encoders/`` (light
+    encoder and frame recognizer at the params' architectures, random weights, as ``train_encoders``
+    saves them), ``samplers/{tsqnet,uniform}/seed0.pt`` (TSQNet with random weights, prototypes and
+    text embeddings; the object recognizer is the params' own) and ``n_videos`` synthetic videos of
+    ``frames`` frames at ``data.synthetic.size``. Throughput does not depend on the weights. Reused when
+    present. Returns (checkpoint dir, video paths)."""
+    from dataclasses import replace
+
+    from components.atomic import atomic_torch_save
+    from components.models.encoders import create_encoder
+    from components.sampler_training import sampler_checkpoint
+
+    p = load_params(params, overrides)
+    e, C = p.encoders, p.data.synthetic.num_classes
+    classes = [f"class{i}" for i in range(C)]
+    enc = root / "encoders"
+    enc.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    cfgs = {"light": {"arch": e.light_arch, "num_classes": C, "weights": "none"},
+            "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": False, "weights": "none"}}
+    models = {}
+    for role, cfg in cfgs.items():
+        ck = torch.load(enc / f"{role}.pt", weights_only=False) if (enc / f"{role}.pt").exists() else None
+        if ck is None or ck["cfg"] != cfg:
+            models[role] = create_encoder(role, **cfg)
+            atomic_torch_save({"role": role, "cfg": cfg, "state_dict": models[role].state_dict(), "classes": classes},
+                              enc / f"{role}.pt")
+    d = (models.get("light") or create_encoder("light", **cfgs["light"])).num_features
+    text = 384  # all-MiniLM-L6-v2's width
+    samplers = {"tsqnet": {"num_classes": C, "light_dim": d, "params": p.tsqnet,
+                           "visual_prototypes": torch.randn(C, d), "object_text": torch.randn(1000, text),
+                           "class_text": torch.randn(C, text)}, "uniform": {}}
+    for name, kw in samplers.items():
+        path = root / "samplers" / name / "seed0.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(sampler_checkpoint(create_sampler(name, **kw), name, kw, 0, classes), path)
+    sp = replace(p.data.synthetic, videos_per_class=-(-n_videos // C), min_frames=frames, max_frames=frames)
+    vids = root / f"videos_{sp.size}px_{frames}f"
+    vids.mkdir(exist_ok=True)
+    files = []
+    for i in range(n_videos):
+        path = vids / f"v{i:04d}.mp4"
+        if not path.exists():
+            render_video(sp, plan_video(sp, i // C, i % C), path)
+        files.append(str(path))
+    return root, files
+
+
+def bench_extract_rate(params: str, ckpt_dir: Path, files: list[str], device: str | None = None,
+                       batch_videos: int = 8, overrides: tuple[str, ...] = (), repeats: int = 3) -> dict:
+    """Extraction's rates at the params' resolutions on ``device`` with the params' ``compute``: T
+    frames per video decoded at the light / object / recognizer sizes (frames/s), and the three frame
+    models on them in batches of ``batch_videos`` videos (frames/s each and in sequence: what
+    ``extract`` runs per frame, the audio CNN aside), with autocast and channels-last as predict."""
+    p = load_params(params, overrides)
+    pred = Predictor.load(p, ckpt_dir / "samplers" / "tsqnet" / "seed0.pt", ckpt_dir / "encoders", 1, device=device)
+    T, f = p.frames.T, p.frames
+    sizes = {"light": f.light_size, "object": f.object_size, "recognizer": f.recognizer_size}
+    recs = [_probe_record(path) for path in files]
+    idx = [uniform_indices(r.num_frames, T) for r in recs]
+    t0 = time.perf_counter()
+    clips = [c for c in iter_clips(recs, idx, sizes, None, workers=0) if isinstance(c, Clip)]
+    decode_s = time.perf_counter() - t0
+    models = {"light": pred.light, "object": pred.objects, "recognizer": pred.recognizer}
+    batch = clips[:batch_videos]
+    seconds = {}
+    with torch.inference_mode():
+        for name, model in models.items():
+            x = pred._to_device(torch.cat([c.frames[name] for c in batch])).float().div_(255.0)  # [B*T,3,s,s]
+
+            def run(model=model, x=x):
+                with pred._amp():
+                    model(x)
+                pred._sync()
+
+            run()  # warm-up (cuDNN / oneDNN algorithm choice)
+            seconds[name] = _median_time(run, repeats)
+    n = len(batch) * T
+    return {"videos": len(clips), "T": T, "sizes": sizes, "batch_videos": len(batch), "device": pred.device,
+            "decode_frames_per_s": len(clips) * T / decode_s,
+            "models_frames_per_s": {k: n / v for k, v in seconds.items()},
+            "models_in_sequence_frames_per_s": n / sum(seconds.values())}
+
+
+def _probe_record(path: str):
+    """A :class:`VideoRecord` of a video file found by probing it (no manifest)."""
+    from components.data.manifest import VideoRecord
+    from components.data.video import probe
+
+    info = probe(path, min_frames=1, check_decode=False)
+    return VideoRecord(Path(path).stem, str(path), (), "bench", info.num_frames, info.fps, info.duration,
+                       info.width, info.height, info.has_audio)
 
 
 def bench_avgn(params: str, n: int = 1000, T: int = 16, C: int = 12, d: int = 1280, grid: tuple[int, int] = (2, 2),
@@ -353,18 +467,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
     ap.add_argument("--out", default="reports/bench_extract.json")
-    ap.add_argument("--device", default="cpu", help="predict: torch device")
+    ap.add_argument("--device", help="predict: torch device (default: the params' compute.device)")
     ap.add_argument("--ckpt-dir", default="data/s0", help="predict: one pipeline seed's folder (encoders/, samplers/)")
     ap.add_argument("--workers", type=int, default=0, help="predict: decoding processes")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="predict: params override")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32], help="predict: batch sizes")
+    ap.add_argument("--videos", type=int, default=32, help="predict: videos per batch-size run")
+    ap.add_argument("--frame-chunk", type=int, default=16, help="predict: frames per encoder call")
+    ap.add_argument("--synthetic", metavar="DIR", help="predict: random-weight models at the params' architectures "
+                    "and synthetic videos in DIR instead of the demo's (+ the extraction rate); no eval grid")
     args = ap.parse_args(argv)
     machine = {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
+    if args.what == "predict" and args.synthetic:
+        sets = tuple(args.set)
+        ck, files = synthetic_predict_setup(args.params, Path(args.synthetic), args.videos, overrides=sets)
+        res = {"machine": machine, "params": args.params, "set": list(sets),
+               "predict": bench_predict(args.params, str(ck), batches=tuple(args.batches), n_videos=args.videos,
+                                        device=args.device, workers=args.workers, overrides=sets, files=files,
+                                        frame_chunk=args.frame_chunk),
+               "extract": bench_extract_rate(args.params, ck, files, args.device, overrides=sets)}
+        print(json.dumps(res, indent=1))
+        out = Path(args.out.replace("bench_extract", "bench_predict"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, res)
+        return 0
     if args.what == "predict":
         res = {"machine": machine, "eval_grid": bench_eval_grid(args.params)}
         print(json.dumps(res["eval_grid"], indent=1))
         if Path(args.ckpt_dir, "samplers/tsqnet/seed0.pt").exists():
-            res["predict"] = bench_predict(args.params, args.ckpt_dir, device=args.device, workers=args.workers,
-                                           overrides=tuple(args.set))
+            res["predict"] = bench_predict(args.params, args.ckpt_dir, batches=tuple(args.batches),
+                                           n_videos=args.videos, device=args.device, workers=args.workers,
+                                           overrides=tuple(args.set), frame_chunk=args.frame_chunk)
             print(json.dumps(res["predict"], indent=1))
         else:
             print("data/samplers missing: run `make demo` first for the predict numbers", file=sys.stderr)

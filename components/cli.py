@@ -475,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
     pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
     pd.add_argument("--workers", type=int, default=0, help="decoding processes")
-    pd.add_argument("--device", default="cpu", help="torch device of the models (cpu, cuda, cuda:1)")
+    pd.add_argument("--device", help="torch device of the models (cpu, cuda, cuda:1, auto); default: the params' "
+                    "compute.device. compute.amp / channels_last / pin_memory apply too (--set compute.amp=true)")
     pd.add_argument("--frame-chunk", type=int, default=16, help="frames per encoder call (raise on a GPU)")
     pd.add_argument("--top", type=int, default=5, help="classes listed per video, best first")
     pd.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")

@@ -13,11 +13,17 @@ the glance's saliency selects the K frames as for any sampler, and AVGN's own he
 one P×P patch per selected frame → classifier) adds :class:`AVGNHead`: its top classes and each
 patch as a box in the video's pixels (:func:`patch_box`). :func:`plot_selection` draws the selected
 frames (and those boxes) for ``salient predict --figure``.
+
+The params' ``compute`` section says where and how the models run (:meth:`Predictor.set_compute`):
+the device (``--device`` wins), autocast around the frame encoders and the recognizer only (the
+sampler, fusion and softmax stay float32), channels-last for the 2-D frame CNNs and page-locked host
+batches for a CUDA device. With its CPU defaults nothing changes: the outputs are byte-identical.
 """
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +42,7 @@ from components.fusion import params_fusion, set_fusion
 from components.models.encoders import create_encoder
 from components.models.recognizers import load_recognizer
 from components.models.samplers import Sampler
-from components.params import Params
+from components.params import ComputeParams, Params
 from components.sampler_training import CheckpointError, load_sampler
 from components.selection import check_k
 
@@ -49,6 +55,14 @@ STAGES = ("probe", "decode_light", "light", "sampler", "head", "decode_rec", "re
 #: How :func:`components.models.samplers.avgn.load_local`'s errors (f_L missing or changed) begin.
 LOCAL_ENCODER_ERROR = "AVGN's local encoder"
 THUMB = 256  # px: longer side of the frames kept for --figure
+
+
+def resolve_device(device: str) -> str:
+    """``compute.device`` / ``--device`` -> a torch device name: ``auto`` is ``cuda`` when a GPU is
+    visible, else ``cpu``; anything else (``cpu``, ``cuda``, ``cuda:1``) as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def patch_box(centre: Sequence[float], patch: int, full: int, width: int, height: int
@@ -135,15 +149,18 @@ class Predictor:
     # frames per light / object encoder call. On the 2-core CPU 16 was fastest (TSQNet, batch 32: 4.6
     # videos/s vs 1.6 with all 512 frames in one call, which thrashes the caches); raise it on a GPU.
     frame_chunk: int = 16
+    amp_dtype: torch.dtype | None = None  # autocast dtype of the encoders and recognizer; None: float32
+    pin_memory: bool = False  # page-locked host batches, copied without blocking (CUDA only)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @classmethod
     def load(cls, p: Params, checkpoint: Path, encoders_dir: Path, K: int, recognizer: str = "frame",
-             recognizer_path: Path | None = None, device: str = "cpu",
+             recognizer_path: Path | None = None, device: str | None = None,
              fusion: dict[str, dict] | None = None) -> "Predictor":
         """Validate everything before any video is touched: K, class lists, sampler inputs.
         ``fusion``: inference-time fusion settings per sampler name (default: the params' ``fusion``
-        section; the CLI passes ``components.fusion.fusion_values`` so predict selects as evaluate)."""
+        section; the CLI passes ``components.fusion.fusion_values`` so predict selects as evaluate).
+        ``device``: None = the params' ``compute.device``; the rest of ``compute`` applies either way."""
         T = p.frames.T
         check_k(K, T)
         sampler = _load_sampler(checkpoint)  # first: it names a damaged file (or AVGN's missing f_L)
@@ -187,8 +204,41 @@ class Predictor:
                 raise ValueError(f"AVGN's patch ({c.patch_size} px) exceeds frames.full_size={p.frames.full_size}: "
                                  "predict with the params it was trained with")
         pred = cls(p, sampler, name, classes, K, rec.eval(), recognizer, light, objects, audio)
-        pred.gflops = pred.measure_gflops()  # counted on CPU, before the move
-        return pred.to(device)
+        pred.gflops = pred.measure_gflops()  # counted on CPU in float32, before the move and autocast
+        return pred.set_compute(p.compute).to(resolve_device(device or p.compute.device))
+
+    def set_compute(self, c: ComputeParams) -> "Predictor":
+        """``compute.amp`` / ``amp_dtype``: autocast the light / object / audio encoders and the
+        recognizer (their outputs are cast back to float32 before the sampler); ``channels_last``:
+        NHWC for every 2-D frame CNN (False keeps each model's own layout: the frame classifiers are
+        NHWC already, as extract ran them); ``pin_memory``: page-locked batches on a CUDA device."""
+        self.amp_dtype = getattr(torch, c.amp_dtype) if c.amp else None
+        self.pin_memory = c.pin_memory
+        if c.channels_last:
+            for m in self._frame_cnns():
+                m.set_channels_last(True)
+        return self
+
+    def _frame_cnns(self) -> list[torch.nn.Module]:
+        """The 2-D frame classifiers that can run channels-last (not TSI, which views frames as time)."""
+        cands = [self.light, self.objects.inner if self.objects is not None else None,
+                 self.recognizer if self.recognizer_kind == "frame" else None]
+        return [m for m in cands if m is not None and hasattr(m, "set_channels_last")]
+
+    def _amp(self):
+        """Autocast for the encoders and the recognizer when ``compute.amp``; else nothing."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A host batch onto the model device: page-locked and without blocking when ``pin_memory``
+        and the device is CUDA (the copy overlaps the host work; later kernels on the same stream
+        wait for it); otherwise a plain ``.to`` (a no-op on the CPU)."""
+        dev = torch.device(self.device)
+        if self.pin_memory and dev.type == "cuda":
+            return x.pin_memory().to(dev, non_blocking=True)
+        return x.to(dev)
 
     def to(self, device: str) -> "Predictor":
         dev = torch.device(device)
@@ -249,22 +299,25 @@ class Predictor:
         if self.light is not None:
             maps = "light_maps" in self.sampler.inputs
             fn = self.light.forward_maps if maps else self.light
-            outs = [fn(x) for x in px["light"].flatten(0, 1).split(self.frame_chunk)]
-            batch["light_feats"] = torch.cat([o[0] for o in outs]).view(B, T, -1)
-            batch["light_logits"] = torch.cat([o[1] for o in outs]).view(B, T, -1)
+            with self._amp():
+                outs = [fn(x) for x in px["light"].flatten(0, 1).split(self.frame_chunk)]
+            batch["light_feats"] = torch.cat([o[0] for o in outs]).float().view(B, T, -1)  # float32 for the sampler
+            batch["light_logits"] = torch.cat([o[1] for o in outs]).float().view(B, T, -1)
             if maps:
                 m = torch.cat([o[2] for o in outs])  # [B*T,D,h,w]
                 batch["light_maps"] = m.view(B, T, *m.shape[1:]).half()  # AVGN's e^G, stored as float16
         if self.objects is not None:
-            batch["object_scores"] = torch.cat([self.objects(x) for x in px["object"].flatten(0, 1).split(
-                self.frame_chunk)]).view(B, T, -1)
+            with self._amp():
+                scores = [self.objects(x) for x in px["object"].flatten(0, 1).split(self.frame_chunk)]
+            batch["object_scores"] = torch.cat(scores).float().view(B, T, -1)
         if self.audio is not None:
             dev = torch.device(self.device)
             emb = torch.zeros(B, T, self.audio.num_features, device=dev)  # audio-less videos: zeros, has_audio False
             have = [i for i, a in enumerate(audio) if a is not None]
             if have:
-                mel = torch.from_numpy(np.concatenate([audio[i] for i in have])).float().to(dev)  # [n*T,F,M]
-                emb[have] = self.audio.features(mel).view(len(have), T, -1)
+                mel = self._to_device(torch.from_numpy(np.concatenate([audio[i] for i in have])).float())  # [n*T,F,M]
+                with self._amp():
+                    emb[have] = self.audio.features(mel).float().view(len(have), T, -1)
             batch["audio_emb"] = emb
             batch["has_audio"] = torch.tensor([a is not None for a in audio], device=dev)  # [B]
         return batch
@@ -336,10 +389,9 @@ class Predictor:
         t0 = self._tick("decode_light", t0)
         if not clips:
             return results  # type: ignore[return-value]
-        dev = torch.device(self.device)
         fidx = torch.from_numpy(np.stack([c.frame_indices for c in clips]))  # [B,T]
-        px = {k: torch.stack([c.frames[k] for c in clips]).to(dev).float().div_(255.0)
-              for k in sizes if k != "full"}  # [B,T,3,s,s]
+        px = {k: self._to_device(torch.stack([c.frames[k] for c in clips])).float().div_(255.0)
+              for k in sizes if k != "full"}  # uint8 host -> float [B,T,3,s,s] on the device
         batch = self._features(fidx, px, [c.audio for c in clips])
         t0 = self._tick("light", t0)
         ranked = self.sampler.select(self.sampler(batch), self.K)  # [B,K]; AVGN: most salient first
@@ -347,7 +399,7 @@ class Predictor:
         t0 = self._tick("sampler", t0)
         head = None
         if self.avgn:
-            head = self._head(batch, torch.stack([c.frames["full"] for c in clips]).to(dev), ranked)
+            head = self._head(batch, self._to_device(torch.stack([c.frames["full"] for c in clips])), ranked)
             has_audio = batch["has_audio"].cpu().numpy()
         t0 = self._tick("head", t0)
         s = f.recognizer_size
@@ -363,12 +415,13 @@ class Predictor:
         t0 = self._tick("decode_rec", t0)
         if keep:
             # uint8 round trip: the feature store's frames went through the same quantisation
-            x = torch.stack(rec_px).mul_(255.0).round_().clamp_(0, 255).div_(255.0).to(dev)  # [B,K,3,s,s]
+            x = self._to_device(torch.stack(rec_px).mul_(255.0).round_().clamp_(0, 255).div_(255.0))  # [B,K,3,s,s]
+            with self._amp():  # the recognizer only; its softmax and the mean over frames in float64
+                out = self.recognizer(x.flatten(0, 1))[1] if self.recognizer_kind == "frame" else self.recognizer(x)
             if self.recognizer_kind == "frame":
-                logits = self.recognizer(x.flatten(0, 1))[1].view(len(keep), x.shape[1], -1)
-                probs = logits.double().softmax(-1).mean(1).cpu()  # [B,C]
+                probs = out.view(len(keep), x.shape[1], -1).double().softmax(-1).mean(1).cpu()  # [B,C]
             else:
-                probs = self.recognizer(x).double().softmax(-1).cpu()
+                probs = out.double().softmax(-1).cpu()
             for (j, c, row, size, thumbs), pr in zip(keep, probs.numpy()):
                 r = recs[c.index]
                 order = np.argsort(-pr, kind="stable")[:top]
