@@ -76,7 +76,7 @@ def soft_targets(labels: np.ndarray) -> torch.Tensor:
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flip + random translation (reflect-pad s/8, crop) on float [B,3,s,s]."""
     B, _, s, _ = x.shape
-    flip = torch.rand(B, generator=gen) < 0.5
+    flip = (torch.rand(B, generator=gen) < 0.5).to(x.device)  # drawn on the CPU generator, applied anywhere
     x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
     pad = max(s // 8, 1)
     xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")

@@ -17,6 +17,7 @@ checkpoint protocol:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -76,6 +77,55 @@ class FitResult:
     stopped_early: bool = False
 
 
+@dataclass(frozen=True)
+class Compute:
+    """Where :func:`fit` runs the model (the ``compute`` params section; CPU defaults change nothing).
+
+    ``device`` cpu / cuda / auto (under DDP each rank takes GPU ``LOCAL_RANK``); ``amp``: autocast the
+    step in ``amp_dtype`` (float16 adds a gradient scaler) - trainers pass it only for the frame
+    encoders and recognizers, never for the samplers; ``channels_last``: the model and every 4-D
+    batch tensor in channels_last; ``pin_memory``: page-locked batches copied without blocking."""
+    device: str = "cpu"
+    amp: bool = False
+    amp_dtype: str = "bfloat16"
+    channels_last: bool = False
+    pin_memory: bool = False
+
+    @classmethod
+    def of(cls, section: Any, amp: bool = True) -> "Compute":
+        """From the ``compute`` params section; ``amp=False`` for the numerically sensitive trainers."""
+        return cls(device=distributed.resolve_device(section.device), amp=bool(section.amp and amp),
+                   amp_dtype=section.amp_dtype, channels_last=section.channels_last, pin_memory=section.pin_memory)
+
+    def torch_device(self) -> torch.device:
+        if self.device == "cuda" and distributed.state().enabled:
+            return torch.device("cuda", distributed.state().local_rank)
+        return torch.device(self.device)
+
+    @property
+    def is_default(self) -> bool:
+        return self == Compute(device="cpu")
+
+
+def to_device(batch: Any, compute: Compute) -> Any:
+    """Every tensor of a batch (nested tuples, lists, dicts) on ``compute``'s device and layout."""
+    if isinstance(batch, torch.Tensor):
+        if compute.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        if compute.device == "cpu":
+            return batch
+        if compute.pin_memory:
+            batch = batch.pin_memory()
+        return batch.to(compute.torch_device(), non_blocking=compute.pin_memory)
+    if isinstance(batch, dict):
+        return {k: to_device(v, compute) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(to_device(v, compute) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, compute) for v in batch)
+    return batch
+
+
 def remove_checkpoints(dirs: Iterable[Path]) -> None:
     """Delete resume checkpoints once the outputs they led to are written. They exist to resume an
     *interrupted* run; a later run of the same stage (``dvc repro -f``, or a dependency change)
@@ -95,7 +145,8 @@ def seed_everything(seed: int) -> None:
 
 def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
               optimizer: torch.optim.Optimizer | None = None, grad_clip: float = 0.0,
-              desc: str = "") -> dict[str, float]:
+              desc: str = "", compute: Compute | None = None,
+              scaler: "torch.amp.GradScaler | None" = None) -> dict[str, float]:
     """One pass; returns batch-weighted means of ``loss`` and every metric the step reports.
 
     Under DDP (:mod:`components.distributed`) each rank trains on its part of every global batch, its
@@ -104,6 +155,9 @@ def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
     returned are over every rank's samples."""
     model.train(train)
     ddp = distributed.state()
+    compute = compute or Compute()
+    autocast = (lambda: torch.autocast(compute.torch_device().type, dtype=getattr(torch, compute.amp_dtype))) \
+        if compute.amp else contextlib.nullcontext
     sums: dict[str, float] = {}
     count = steps = 0
     with torch.set_grad_enabled(train):
@@ -117,17 +171,21 @@ def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
                 if n_local == 0:  # a global batch smaller than the world: this rank adds a zero gradient
                     assert optimizer is not None
                     optimizer.zero_grad(set_to_none=True)
-                    _optimizer_step(model, optimizer, grad_clip, ddp.enabled)
+                    _optimizer_step(model, optimizer, grad_clip, ddp.enabled, scaler)
                     steps += 1
                     continue
-            loss, metrics = step(model, batch, train)
+            if not compute.is_default:
+                batch = to_device(batch, compute)
+            with autocast():
+                loss, metrics = step(model, batch, train)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} (check inputs / lr)")
             if train:
                 assert optimizer is not None
                 optimizer.zero_grad(set_to_none=True)
-                (loss * weight if ddp.enabled else loss).backward()
-                _optimizer_step(model, optimizer, grad_clip, ddp.enabled)
+                scaled = loss * weight if ddp.enabled else loss
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                _optimizer_step(model, optimizer, grad_clip, ddp.enabled, scaler)
                 steps += 1
             n = int(metrics.pop("n", 1))
             count += n
@@ -141,12 +199,19 @@ def run_epoch(model: nn.Module, step: StepFn, batches: Iterable, train: bool,
     return out
 
 
-def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, ddp: bool) -> None:
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, ddp: bool,
+                    scaler: "torch.amp.GradScaler | None" = None) -> None:
     if ddp:  # the weighted local gradients summed over ranks: the global batch's gradient
         distributed.allreduce_grads([q for g in optimizer.param_groups for q in g["params"]])
+    if scaler is not None:  # float16 autocast: unscale before clipping; a step with inf / nan is skipped
+        scaler.unscale_(optimizer)
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     if ddp:  # BatchNorm running statistics: rank 0's, as DistributedDataParallel(broadcast_buffers=True)
         distributed.broadcast_module(model, buffers_only=True)
 
@@ -156,27 +221,45 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         fingerprint: str, params: Iterable[nn.Parameter] | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         val_metrics: Callable[[], dict[str, float]] | None = None,
-        log_metrics: MetricLogger | None = None) -> FitResult:
+        log_metrics: MetricLogger | None = None, compute: Compute | None = None) -> FitResult:
     """Train ``model`` in place; ``train_batches(epoch)`` must be deterministic given the epoch.
 
     ``val_metrics()`` (optional) adds task metrics that are not batch means (e.g. a sampler's val mAP
     of its selections) to each epoch's row as ``val_<name>``, before the monitored value is read.
     ``log_metrics`` (the tracker, handed in by the caller; the engine imports none) receives each
     epoch's row as ``{"<log_prefix or desc>/<key>": value}`` (``{"<key>": value}`` for
-    ``log_prefix=""``) with ``step=epoch``."""
+    ``log_prefix=""``) with ``step=epoch``. ``compute`` (default: CPU, float32) moves the model and
+    batches to a device and turns on autocast / channels_last (:class:`Compute`); the model is back
+    on the CPU when ``fit`` returns, so callers save and evaluate it as before."""
+    compute = compute or Compute()
+    if not compute.is_default:
+        model.to(compute.torch_device())
+        if compute.channels_last:
+            model.to(memory_format=torch.channels_last)
+    try:
+        return _fit(model, step, train_batches, val_batches, cfg, ckpt_dir, fingerprint, params, on_epoch,
+                    val_metrics, log_metrics, compute)
+    finally:
+        if not compute.is_default:
+            model.to("cpu", memory_format=torch.contiguous_format)
+
+
+def _fit(model, step, train_batches, val_batches, cfg, ckpt_dir, fingerprint, params, on_epoch, val_metrics,
+         log_metrics, compute: Compute) -> FitResult:
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.pt"
     fingerprint = f"{fingerprint}|{cfg!r}|v{CKPT_VERSION}"  # another FitConfig or layout never resumes
     opt = torch.optim.AdamW(list(params) if params is not None else model.parameters(),
                             lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    scaler = torch.amp.GradScaler(compute.torch_device().type) if compute.amp and compute.amp_dtype == "float16" else None
     result = FitResult()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bad_epochs = 0
     start = 0
     ddp = distributed.state()
     if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        ck = torch.load(last, map_location=compute.torch_device(), weights_only=False)
         if not isinstance(ck, dict) or ck.get("fingerprint") != fingerprint:
             raise CheckpointMismatch(
                 f"{last} was written by another configuration (fingerprint {ck.get('fingerprint')!r}, "
@@ -189,7 +272,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
         sched.load_state_dict(ck["scheduler"])
         best_state, bad_epochs = ck["best_state"], ck["bad_epochs"]
         result.history, result.best_epoch, result.best_score = ck["history"], ck["best_epoch"], ck["best_score"]
-        torch.set_rng_state(ck["torch_rng"])
+        torch.set_rng_state(ck["torch_rng"].cpu())
         start = result.resumed_from = ck["epoch"] + 1
         if ddp.rank:  # rank 0 continues the saved stream; the others draw their own (dropout masks)
             torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * ddp.rank + start)
@@ -206,13 +289,15 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], Iterable]
                disable=None if ddp.is_main else True)
     for epoch in bar:
         row = {"epoch": float(epoch), "lr": opt.param_groups[0]["lr"]}
-        trained = run_epoch(model, step, train_batches(epoch), True, opt, cfg.grad_clip, f"{cfg.desc} e{epoch}")
+        trained = run_epoch(model, step, train_batches(epoch), True, opt, cfg.grad_clip, f"{cfg.desc} e{epoch}",
+                            compute, scaler)
         # optimizer steps so far, this epoch included (steps to the best epoch = its row's value)
         row["steps"] = trained.pop("steps") + (result.history[-1].get("steps", 0.0) if result.history else 0.0)
         row.update({f"train_{k}": v for k, v in trained.items()})
         sched.step()
         if val_batches is not None:
-            row.update({f"val_{k}": v for k, v in run_epoch(model, step, val_batches(), False, desc="val").items()})
+            row.update({f"val_{k}": v for k, v in run_epoch(model, step, val_batches(), False, desc="val",
+                                                                    compute=compute).items()})
         if val_metrics is not None:
             row.update({f"val_{k}": float(v) for k, v in val_metrics().items()})
         if ddp.enabled:  # rank 0's row everywhere: the same early-stopping decision on every rank

@@ -124,3 +124,44 @@ def test_val_metrics_join_the_row_and_can_be_monitored(tmp_path):
     assert [r["val_map"] for r in res.history] == [0.2, 0.9, 0.5, 0.4, 0.3][:len(res.history)]
     assert res.best_epoch == 1 and res.stopped_early and len(res.history) == 5
     assert all(torch.equal(v, snapshots[1][k]) for k, v in m.state_dict().items())
+
+
+def _conv_batches(epoch):
+    g = torch.Generator().manual_seed(epoch)
+    for _ in range(3):
+        x = torch.randint(0, 256, (8, 3, 16, 16), generator=g, dtype=torch.uint8)
+        yield x, (x[:, 0].float().mean((1, 2)) > 127.5).long()
+
+
+def _conv_step(model, batch, train):
+    x, y = batch
+    logits = model(x.float() / 255.0)
+    return nn.functional.cross_entropy(logits, y), {"n": len(y)}
+
+
+def _conv_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 2))
+
+
+def test_compute_channels_last_and_bf16_autocast_on_cpu(tmp_path):
+    """The compute section's layout and autocast paths, on the CPU: channels_last trains the same
+    curve as the default (to float32 rounding); bfloat16 autocast trains with finite losses within 5%
+    of float32 in the first epoch; either way the model comes back float32, contiguous, on the CPU."""
+    from components.engine import Compute, to_device
+
+    cfg = FitConfig(epochs=2, lr=1e-2, seed=0, patience=5)
+    runs = {}
+    for name, compute in (("default", None), ("channels_last", Compute(channels_last=True)),
+                          ("bf16", Compute(amp=True, amp_dtype="bfloat16"))):
+        model = _conv_model()
+        res = fit(model, _conv_step, _conv_batches, lambda: _conv_batches(99), cfg, tmp_path / name, "c",
+                  compute=compute)
+        runs[name] = [r["train_loss"] for r in res.history]
+        w = model[0].weight
+        assert w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous()
+    np.testing.assert_allclose(runs["channels_last"], runs["default"], rtol=1e-4)
+    assert np.isfinite(runs["bf16"]).all() and runs["bf16"][0] == pytest.approx(runs["default"][0], rel=0.05)
+    x = to_device((torch.zeros(2, 3, 4, 4), {"a": torch.zeros(2, 5)}), Compute(channels_last=True))
+    assert x[0].is_contiguous(memory_format=torch.channels_last) and x[1]["a"].is_contiguous()

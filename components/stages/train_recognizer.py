@@ -24,7 +24,7 @@ from components import distributed, tracking
 from components.atomic import atomic_torch_save, atomic_write_text
 from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
-from components.engine import CKPT_VERSION, FitConfig, fit, remove_checkpoints
+from components.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints
 from components.flops import count_macs
 from components.hashing import code_fingerprint, fingerprint
 from components.models.recognizers import Recognizer, create_recognizer
@@ -116,7 +116,8 @@ def run(p: Params, paths: Paths) -> dict:
     res = fit(model, make_step(t.seed),
               lambda ep: clip_batches(bank, "train", t.frames, t.batch_size, t.seed, ep),
               lambda: clip_batches(bank, "val", t.frames, t.batch_size, t.seed, None),
-              fcfg, paths.work / "train_recognizer" / fp, fp, log_metrics=tracking.log_metrics)
+              fcfg, paths.work / "train_recognizer" / fp, fp, log_metrics=tracking.log_metrics,
+              compute=Compute.of(p.compute))
     out = paths.features.parent / "recognizers" / "tsi.pt"
     atomic_torch_save({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
                  "history": res.history, "fingerprint": fp}, out)
