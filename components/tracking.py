@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from components import __version__
+from components.servers import export_secret_files, mlflow_server_env
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,9 @@ def client(tracking: Any = None):
     uri = tracking_uri(tracking)
     if uri not in _clients:
         from mlflow.tracking import MlflowClient
+
+        # MLFLOW_TRACKING_PASSWORD_FILE & co. (components/servers.py): mlflow reads only the plain variables
+        export_secret_files()
 
         registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
         _clients[uri] = MlflowClient(tracking_uri=uri, registry_uri=registry)
@@ -512,7 +516,8 @@ def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: st
         try:
             exp_id = c.get_run(parent).info.experiment_id  # children live with their parent
         except Exception as e:  # noqa: BLE001 - any lookup failure: the run is made top-level
-            log.warning("parent run %s not found at %s (%s): %r becomes a top-level run", parent, uri, e, name)
+            log.warning("parent run %s not found at %s (%s): %r becomes a top-level run", parent, redact(uri),
+                        redact(str(e)), name)
             parent = None
     if exp_id is None:
         exp_id = _experiment_id(c, experiment_name(tracking), uri)
@@ -534,7 +539,7 @@ def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: st
         reap_dead_runs(c, exp_id)
     run = c.create_run(exp_id, run_name=name, tags={k: redact(str(v)) for k, v in all_tags.items()})
     handle = TrackedRun(c, run.info.run_id, exp_id, uri)
-    log.info("MLflow run %s (%s) at %s%s", handle.run_id, name, uri, f", child of {parent}" if parent else "")
+    log.info("MLflow run %s (%s) at %s%s", handle.run_id, name, redact(uri), f", child of {parent}" if parent else "")
     token = _stack.set(_stack.get() + (handle,))
     status = "FAILED"
     with _sigterm_as_exit():
@@ -755,12 +760,9 @@ def ui_url(port: int | str, experiment_id: str | None = None, run_id: str | None
 
 def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for ``mlflow ui`` / ``mlflow server``: one small process instead of ~2 GB of
-    workers (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``) and telemetry off."""
-    env = dict(os.environ if base is None else base)
-    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    env.setdefault("DO_NOT_TRACK", "1")
-    return env
+    workers (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``) and telemetry off (with secret files read and
+    no client settings: :func:`components.servers.mlflow_server_env`)."""
+    return mlflow_server_env(base)
 
 
 __all__ = [

@@ -18,6 +18,14 @@ What it does, in order (each step is a plain Prefect CLI call, so it can be done
 4. ``prefect worker start --pool POOL --type process`` (``workers`` of them), each in its own process
    group, with ``SALIENT_PROJECT_DIR`` set: ``prefect.yaml``'s pull step changes into it.
 
+Everything binds 127.0.0.1 unless ``--host`` says otherwise. **Authentication** (for a server that workers on
+other machines reach): set one auth string (``user:password``) in ``PREFECT_SERVER_API_AUTH_STRING`` or
+``PREFECT_API_AUTH_STRING``, or name a secret file holding it in ``PREFECT_SERVER_API_AUTH_STRING_FILE`` /
+``PREFECT_API_AUTH_STRING_FILE`` (:mod:`components.servers`); the server then refuses every API request
+without it (401) and the CLI calls and workers started here send it. Clients elsewhere set
+``PREFECT_API_AUTH_STRING``; the UI asks for it. A ``--host`` other than loopback without one is refused
+(``--allow-unauthenticated`` overrides that). The string is never put on a command line or printed.
+
 Ctrl-C stops the workers (two SIGTERMs: a Prefect worker's first one only stops polling; then the
 flow runs it started in sessions of their own), then the server, with
 :func:`components.processes.stop_group`.
@@ -46,6 +54,8 @@ from typing import Any
 import components  # noqa: F401  (telemetry off, PREFECT_HOME inside the project, before prefect runs)
 from components.processes import (ProcessError, Proc, port_in_use, start_group, stop_group, venv_env,
                                   wait_healthy)
+from components.servers import (PREFECT_CLIENT_AUTH, InsecureBindError, check_bind, prefect_auth_env,
+                                prefect_auth_string)
 from components.runtime import state_dir
 
 log = logging.getLogger(__name__)
@@ -75,12 +85,14 @@ class ServeError(ProcessError):
 
 
 def prefect_env(api_url: str | None = None, *, home: str | os.PathLike | None = None,
-                base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+                base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None,
+                server: bool = False) -> dict[str, str]:
     """Environment for a Prefect CLI call / server / worker.
 
     ``PREFECT_HOME``: ``home`` > ``$PREFECT_HOME`` > ``<state_dir>/prefect``; ``PREFECT_API_URL``:
     ``api_url`` (removed when None, so a server never points at another one); telemetry off;
-    the venv's bin first on ``PATH``; ``extra`` last (wins).
+    the venv's bin first on ``PATH``; ``extra`` last (wins); then the API auth string, when one is set
+    (or its secret file), where a ``server`` or a client reads it (:func:`components.servers.prefect_auth_env`).
     """
     env = venv_env(base)
     for k, v in PREFECT_QUIET.items():
@@ -91,7 +103,7 @@ def prefect_env(api_url: str | None = None, *, home: str | os.PathLike | None = 
     else:
         env.pop("PREFECT_API_URL", None)
     env.update(extra or {})
-    return env
+    return prefect_auth_env(env, server=server)
 
 
 # ------------------------------------------------------------------------------ prefect.yaml
@@ -128,12 +140,17 @@ class LocalPrefect:
     where server / worker output goes (default ``<home>/logs``; ``worker_output="inherit"`` shows
     the workers' output, i.e. the flow run logs, on this terminal instead); ``env``: extra
     environment for every process (e.g. ``MLFLOW_TRACKING_URI``, ``PREFECT_WORKER_QUERY_SECONDS``).
+    An API auth string in the environment or ``env`` (or its secret file, see the module docstring) goes
+    to the server as ``PREFECT_SERVER_API_AUTH_STRING`` and to the CLI calls and workers as
+    ``PREFECT_API_AUTH_STRING``. A ``host`` beyond loopback without one raises
+    :class:`~components.servers.InsecureBindError` unless ``allow_unauthenticated``.
     """
 
     def __init__(self, project_dir: str | os.PathLike = ".", *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  pool: str = DEFAULT_POOL, workers: int = 1, home: str | os.PathLike | None = None,
                  log_dir: str | os.PathLike | None = None, ui: bool = True, env: Mapping[str, str] | None = None,
-                 worker_output: str = "file", prefect_file: str = "prefect.yaml") -> None:
+                 worker_output: str = "file", prefect_file: str = "prefect.yaml",
+                 allow_unauthenticated: bool = False) -> None:
         self.project_dir = Path(project_dir).absolute()
         self.host, self.port, self.pool, self.n_workers, self.ui = host, int(port), pool, int(workers), ui
         self.extra = dict(env or {})
@@ -142,6 +159,8 @@ class LocalPrefect:
         self.log_dir = Path(log_dir) if log_dir else self.home / "logs"
         self.worker_output = worker_output
         self.prefect_file = prefect_file
+        self.auth = prefect_auth_string(base) is not None  # the API asks for the auth string
+        self.allow_unauthenticated = allow_unauthenticated
         self.server: Proc | None = None
         self.workers: list[Proc] = []
         self.deployed: list[str] = []
@@ -170,17 +189,20 @@ class LocalPrefect:
 
     # steps
     def start_server(self, timeout: float = 180.0) -> float:
+        check_bind(self.host, self.auth, self.allow_unauthenticated, "Prefect server")
         if port_in_use(self.host, self.port):
             raise ServeError(f"{self.host}:{self.port} is in use: another Prefect server? "
                              f"pick another --port (or use that server with PREFECT_API_URL={self.api_url})")
         self.home.mkdir(parents=True, exist_ok=True)
-        env = prefect_env(home=self.home, extra={**self.extra, "PREFECT_SERVER_UI_API_URL": self.api_url})
+        env = prefect_env(home=self.home, extra={**self.extra, "PREFECT_SERVER_UI_API_URL": self.api_url},
+                          server=True)
         cmd = [*PREFECT, "server", "start", "--host", self.host, "--port", str(self.port),
                "--ui" if self.ui else "--no-ui"]
         self.server = start_group(cmd, name="prefect server", env=env, cwd=self.project_dir,
                                   log_path=self.log_dir / "server.log")
         waited = wait_healthy(f"{self.api_url}/health", proc=self.server, timeout=timeout)
-        log.info("Prefect server healthy at %s after %.1f s", self.api_url, waited)
+        log.info("Prefect server healthy at %s after %.1f s%s", self.api_url, waited,
+                 " (API auth string required)" if self.auth else "")
         return waited
 
     def create_pool(self) -> bool:
@@ -282,11 +304,16 @@ class LocalPrefect:
 # ------------------------------------------------------------------------------ entry points
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, pool: str = DEFAULT_POOL, workers: int = 1, *,
           project_dir: str | os.PathLike = ".", deployments: Sequence[str] | None = None, ui: bool = True,
-          home: str | os.PathLike | None = None) -> int:
+          home: str | os.PathLike | None = None, allow_unauthenticated: bool = False) -> int:
     """Bring the local stack up, print how to use it, block until Ctrl-C (or SIGTERM, or a process
     dying), then stop everything. Returns 0 on a clean stop, 1 when a process died or survived."""
-    stack = LocalPrefect(project_dir, host=host, port=port, pool=pool, workers=workers, ui=ui, home=home,
-                         worker_output="inherit")
+    try:
+        stack = LocalPrefect(project_dir, host=host, port=port, pool=pool, workers=workers, ui=ui, home=home,
+                             worker_output="inherit", allow_unauthenticated=allow_unauthenticated)
+        check_bind(host, stack.auth, allow_unauthenticated, "Prefect server")
+    except (InsecureBindError, OSError, RuntimeError) as e:  # a bad secret file: SecretError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     stopping = {"sig": None}
 
     def on_term(signum, frame):  # noqa: ARG001
@@ -307,6 +334,9 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, pool: str = DEFAULT
             print(f"UI              {stack.ui_url}")
         print(f"work pool       {pool} (process), {workers} worker(s) in {stack.project_dir}")
         print(f"deployments     {', '.join(names)}\n")
+        if stack.auth:
+            print(f"The API asks for its auth string: clients set {PREFECT_CLIENT_AUTH} (the workers here have it),\n"
+                  f"e.g. export {PREFECT_CLIENT_AUTH}=\"$(cat <your secret file>)\"\n")
         print("Run the pipeline (whole, or some targets, with param overrides as a DVC experiment):")
         print("  " + run_command_text(pipe, None, stack.api_url))
         print("  " + run_command_text(pipe, {"targets": ["prepare"], "overrides": {"data.synthetic.noise": 5.0}},
@@ -349,11 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deployment", action="append", dest="deployments", metavar="NAME",
                     help="deploy only these prefect.yaml deployments (default: all)")
     ap.add_argument("--no-ui", action="store_true", help="API only, no web UI")
+    ap.add_argument("--allow-unauthenticated", action="store_true",
+                    help="let a --host other than 127.0.0.1 serve without an API auth string")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     return serve(args.host, args.port, args.pool, args.workers, project_dir=args.project_dir,
-                 deployments=args.deployments, ui=not args.no_ui)
+                 deployments=args.deployments, ui=not args.no_ui, allow_unauthenticated=args.allow_unauthenticated)
 
 
 if __name__ == "__main__":
