@@ -38,8 +38,14 @@ def _env(**extra) -> dict:
     return env
 
 
+def _script(out: Path, nproc: int, **kw) -> list[str]:
+    """The launcher's torchrun command, running the tiny trainer script instead of ``-m module``."""
+    cmd = distributed.torchrun_command("unused", [], nproc, **kw)
+    return cmd[:len(cmd) - 1 - cmd[::-1].index("-m")] + [str(TINY), str(out)]
+
+
 def _torchrun(nproc: int, out: Path, timeout: float = 240, **extra) -> subprocess.CompletedProcess:
-    cmd = distributed.torchrun_command("unused", [], nproc)[:-3] + [str(TINY), str(out)]  # a script, not -m
+    cmd = _script(out, nproc)
     return subprocess.run(cmd, env=_env(**extra), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -116,6 +122,22 @@ def test_three_ranks_with_uneven_and_empty_parts_match_one_process(tmp_path):
     _assert_same_run(_history(tmp_path / "one"), _history(tmp_path / "three"))
 
 
+def test_two_nodes_meet_at_a_c10d_rendezvous_on_loopback(one_process, tmp_path):
+    """``distributed.nnodes: 2`` with ``rdzv_endpoint``: two torchrun agents (two "nodes" on this box,
+    one process each) meet at node 0's c10d store and train the one-process curve."""
+    from components.processes import free_port
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    cmd = _script(tmp_path, 1, nnodes=2, rdzv_endpoint=endpoint)
+    procs = [subprocess.Popen(cmd, env=_env(SALIENT_RDZV_ID="test"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, cwd=ROOT) for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
+    two = _history(tmp_path)
+    assert two["world"] == 2
+    _assert_same_run(one_process, two)
+
+
 def test_a_two_rank_run_resumes_under_one_process(one_process, tmp_path):
     out = tmp_path / "run"
     r = _torchrun(2, out, TINY_STOP_AFTER=2)  # every rank exits after epoch 2: the checkpoint holds epochs 0-1
@@ -129,7 +151,7 @@ def test_a_two_rank_run_resumes_under_one_process(one_process, tmp_path):
 
 def test_a_killed_rank_ends_the_run_with_an_error_not_a_hang(tmp_path):
     out = tmp_path / "kill"
-    cmd = distributed.torchrun_command("unused", [], 2)[:-3] + [str(TINY), str(out)]
+    cmd = _script(out, 2)
     env = _env(TINY_EPOCHS=500, TINY_SLEEP=0.05, TINY_TIMEOUT=30)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             start_new_session=True)
