@@ -20,6 +20,9 @@ Configuration, resolved on every call (so tests and library users can change it 
 * ``SALIENT_TRACKING=0`` (or false / no / off) switches tracking off: every function is a cheap
   no-op, the context managers still work and yield a run handle whose ``run_id`` is None, nothing is
   imported from mlflow and no database file is created.
+* a tracking server with basic auth (:mod:`components.servers`): ``MLFLOW_TRACKING_USERNAME`` and
+  ``MLFLOW_TRACKING_PASSWORD``, or ``MLFLOW_TRACKING_PASSWORD_FILE`` naming a secret file (read into the
+  environment when the first client is made); URIs in log lines, params and tags go through :func:`redact`.
 
 Where the parent comes from, first match wins: ``parent_run_id=``; the innermost run opened by this
 module in this process (a trial inside a stage); ``$SALIENT_PARENT_RUN_ID``. Runs are created with
