@@ -724,6 +724,7 @@ def resolve_model_uri(uri: str, dst_path: str | Path | None = None, *, tracking:
         return Path(uri)
     import mlflow.artifacts
 
+    export_secret_files()  # a server's password from its secret file, as client() does
     t_uri = tracking_uri(tracking)
     registry = os.environ.get("MLFLOW_REGISTRY_URI") or t_uri
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=None if dst_path is None else str(dst_path),
