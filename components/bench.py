@@ -8,6 +8,13 @@
 * peak RSS of end-to-end extraction of N and 4N videos, each in a fresh process;
 * the demo pipeline's wall time as recorded by ``salient demo`` (``reports/demo_timing.json``).
 
+``salient bench shards`` -> ``reports/bench_shards.json``: the wall time of extracting the demo's
+prepared videos (``data/prepared``, ``data/s0/encoders``) as 1 shard process and as 2 in parallel
+(each with cores / shards torch threads), merge included, in one invocation; per-shard videos/s and
+frames/s; and whether the two stores are byte-identical (plus 2 shards at the 1-shard thread count,
+the configuration that is). On 2 cores the ceiling is 2x, less since decoding workers and torch
+threads already use both cores in the 1-shard run.
+
 ``salient bench samplers`` -> ``reports/bench_samplers.json``: one training epoch of TSQNet and
 NSNet (default params) on a 1,000-video, T=50 store of the demo's feature shapes, written to disk
 and read back memory-mapped, i.e. the sampler experiment loop the feature store exists for.
@@ -40,6 +47,9 @@ from components.data.manifest import read_manifest
 from components.data.synthetic import plan_video, render_video
 from components.data.video import read_frames, uniform_indices
 from components.evaluation import SamplerRun, evaluate_grid, softmax
+from components.extraction import run_shards_locally, write_params
+from components.paths import Paths
+from components.processes import venv_env
 from components.features import FrameEncoders, stream_split
 from components.metrics import salient_mask
 from components.models.samplers import SamplerOutput, create_sampler
@@ -461,9 +471,80 @@ def bench_avgn(params: str, n: int = 1000, T: int = 16, C: int = 12, d: int = 12
     return out
 
 
+def _store_compare(a: Path, b: Path) -> dict:
+    """Are two stores byte-identical (every file)? Else which files differ and by how much at most."""
+    import hashlib
+
+    files = sorted(str(f.relative_to(a)) for f in a.rglob("*") if f.is_file())
+    differ = [f for f in files if not (b / f).is_file()
+              or hashlib.sha256((a / f).read_bytes()).digest() != hashlib.sha256((b / f).read_bytes()).digest()]
+    worst = 0.0
+    for f in differ:
+        if f.endswith(".npy") and (b / f).is_file():
+            x, y = np.load(a / f), np.load(b / f)
+            if x.shape == y.shape and x.size:
+                worst = max(worst, float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()))
+    return {"byte_identical": not differ, "files": len(files), "differing_files": differ,
+            "max_abs_diff": worst}
+
+
+def bench_shards(params: str, prepared: Path = Path("data/prepared"), encoders: Path = Path("data/s0/encoders"),
+                 shards: int = 2) -> dict:
+    """Extraction of the same input as 1 shard and as ``shards`` shards (processes), each shard with
+    ``cores // shards`` torch threads, merge included; then ``shards`` shards at the 1-shard thread
+    count (byte-identical to it). Wall times, their ratio, per-shard throughput, store comparisons."""
+    import os
+    from dataclasses import replace
+
+    p = load_params(params)
+    cores = os.cpu_count() or 1
+    T = p.frames.T
+    work = Path(".salient/bench/shards")
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    runs: dict[str, dict] = {}
+    for name, S, threads in (("1_shard", 1, cores), (f"{shards}_shards", shards, max(1, cores // shards)),
+                             (f"{shards}_shards_same_threads", shards, cores)):
+        q = replace(p, extract=replace(p.extract, shards=S, shard_retries=0))
+        paths = Paths(prepared=prepared.resolve(), encoders=encoders.resolve(),
+                      features=(work / name / "features").resolve())
+        params_file = write_params(q, paths)
+
+        def command(i: int, n: int, t: int, paths=paths, params_file=params_file) -> list[str]:
+            return [sys.executable, "-m", "components.stages.extract", "--shard", f"{i}/{n}", "--params",
+                    str(params_file), "--threads", str(t), "--die-with-parent",
+                    *(a for k in ("prepared", "encoders", "features") for a in (f"--{k}", str(getattr(paths, k))))]
+
+        t0 = time.perf_counter()
+        stats = run_shards_locally(q, paths, command, threads=threads, env={**venv_env(), "SALIENT_TRACKING": "0"})
+        wall = time.perf_counter() - t0
+        per = {str(i): {"videos": m["videos"], "extract_seconds": m["seconds"],
+                        "process_seconds": stats["shard_seconds"][i],
+                        "videos_per_s": m["videos"] / m["seconds"], "frames_per_s": m["videos"] * T / m["seconds"]}
+               for i, m in stats["parts"].items()}
+        videos = sum(m["videos"] for m in stats["parts"].values())
+        runs[name] = {"shards": S, "torch_threads_per_shard": threads, "wall_s": wall,
+                      "merge_s": stats["merge_seconds"], "videos": videos, "frames": videos * T,
+                      "videos_per_s": videos / wall, "frames_per_s": videos * T / wall, "per_shard": per}
+        print(json.dumps({name: runs[name]}, indent=1), flush=True)
+    one, many, same = (work / n / "features" for n in runs)
+    return {"input": {"prepared": str(prepared), "encoders": str(encoders), "T": T,
+                      "decode_workers_per_shard": p.extract.decode_workers, "batch_videos": p.extract.batch_videos,
+                      "flush_every": p.extract.flush_every},
+            "cores": cores, "runs": runs,
+            "speedup_wall_1_over_n": runs["1_shard"]["wall_s"] / runs[f"{shards}_shards"]["wall_s"],
+            "speedup_wall_1_over_n_same_threads": runs["1_shard"]["wall_s"] / runs[f"{shards}_shards_same_threads"]["wall_s"],
+            "ceiling": f"at most {min(shards, cores)}x on {cores} cores; less, because the 1-shard run's decode "
+                       "workers and torch threads already use every core",
+            f"store_1_vs_{shards}_shards": _store_compare(one, many),
+            f"store_1_vs_{shards}_shards_same_threads": _store_compare(one, same)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="salient bench")
-    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn"])
+    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards"])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
     ap.add_argument("--out", default="reports/bench_extract.json")
@@ -476,8 +557,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frame-chunk", type=int, default=16, help="predict: frames per encoder call")
     ap.add_argument("--synthetic", metavar="DIR", help="predict: random-weight models at the params' architectures "
                     "and synthetic videos in DIR instead of the demo's (+ the extraction rate); no eval grid")
+    ap.add_argument("--shards", type=int, default=2, help="shards: the S compared with 1 shard")
     args = ap.parse_args(argv)
     machine = {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
+    if args.what == "shards":
+        if not Path("data/s0/encoders/recognizer.pt").exists():
+            print("data/prepared or data/s0/encoders missing: run `make demo` first", file=sys.stderr)
+            return 1
+        res = {"machine": machine, "params": args.params,
+               "command": f"salient bench shards --shards {args.shards}", **bench_shards(args.params, shards=args.shards)}
+        out = Path(args.out.replace("bench_extract", "bench_shards"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, res)
+        print(json.dumps({k: v for k, v in res.items() if k != "runs"}, indent=1))
+        return 0
     if args.what == "predict" and args.synthetic:
         sets = tuple(args.set)
         ck, files = synthetic_predict_setup(args.params, Path(args.synthetic), args.videos, overrides=sets)

@@ -5,9 +5,17 @@ recognizer and the audio encoder and turns a batch of clips into store rows; :fu
 drives decoding (background workers), batching, writing and resumable checkpoints for one split.
 The same two pieces serve the ``extract`` stage and the online ``predict`` path, so cached features
 and live features come from one code path.
+
+Where the encoders run follows the ``compute`` params (:meth:`FrameEncoders.to_compute`): ``device``
+(cpu | cuda | auto), ``amp`` (autocast in ``amp_dtype``; outputs are cast back to float32, the light
+maps to float16 as always), ``channels_last`` (true: NHWC for every 2-D CNN; false keeps each
+:class:`FrameClassifier`'s own setting, which is already NHWC, so the CPU defaults compute exactly what
+they did before the section existed) and ``pin_memory`` (page-locked host batches, copied to the GPU
+without blocking). With the CPU defaults nothing is moved, autocast or pinned: byte-identical stores.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +29,20 @@ from components.data.clips import Clip, ClipError, iter_clips
 from components.data.manifest import GT_UNKNOWN, VideoRecord
 from components.data.video import uniform_indices
 from components.models.encoders import AudioCNN, FrameClassifier, ObjectRecognizer, create_encoder
-from components.params import AudioParams, Params
+from components.params import AudioParams, ComputeParams, Params
 from components.store import ArraySpec, SplitWriter
 
 log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``compute.device`` as a torch device: ``auto`` is cuda when available, else cpu; ``cuda``
+    without a GPU is an error naming the param, not a crash deep inside a model."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("compute.device=cuda but torch sees no CUDA device (set compute.device: cpu or auto)")
+    return torch.device(device)
 
 
 def load_frame_model(path: Path) -> FrameClassifier | AudioCNN:
@@ -42,6 +60,9 @@ class FrameEncoders:
     recognizer: FrameClassifier
     audio: AudioCNN
     sizes: dict[str, int]  # consumer -> resolution
+    device: torch.device = torch.device("cpu")
+    amp_dtype: torch.dtype | None = None  # autocast dtype; None = no autocast
+    pin_memory: bool = False
 
     @classmethod
     def load(cls, p: Params, encoders_dir: Path) -> "FrameEncoders":
@@ -49,7 +70,27 @@ class FrameEncoders:
                    objects=create_encoder("object", arch=p.encoders.object_arch, weights=p.encoders.object_weights),
                    recognizer=load_frame_model(encoders_dir / "recognizer.pt"),
                    audio=load_frame_model(encoders_dir / "audio.pt"),
-                   sizes=consumer_sizes(p))
+                   sizes=consumer_sizes(p)).to_compute(p.compute)
+
+    def to_compute(self, c: ComputeParams) -> "FrameEncoders":
+        """Honour the ``compute`` params (see the module docstring); the CPU defaults change nothing."""
+        self.device = resolve_device(c.device)
+        if c.channels_last:
+            for m in (self.light, self.objects.inner, self.recognizer):
+                m.set_channels_last(True)
+        if self.device.type != "cpu":
+            for m in (self.light, self.objects, self.recognizer, self.audio):
+                m.to(self.device)
+        self.amp_dtype = getattr(torch, c.amp_dtype) if c.amp else None
+        self.pin_memory = bool(c.pin_memory) and self.device.type == "cuda"
+        return self
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return x
+        if self.pin_memory:
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=self.pin_memory)
 
     def specs(self, T: int, num_classes: int) -> dict[str, ArraySpec]:
         return store_specs(T, num_classes, self.light.num_features, self.recognizer.num_features,
@@ -59,27 +100,33 @@ class FrameEncoders:
         """(h, w) of the light encoder's spatial map at its resolution (AVGN's H_G x W_G)."""
         s = self.sizes["light"]
         with torch.inference_mode():
-            return tuple(self.light.forward_maps(torch.zeros(1, 3, s, s))[2].shape[-2:])
+            return tuple(self.light.forward_maps(torch.zeros(1, 3, s, s, device=self.device))[2].shape[-2:])
 
     @torch.inference_mode()
     def encode(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
         """Clips of T frames each -> per-video feature dicts (see :func:`store_specs`)."""
         B, T = len(clips), len(clips[0].frame_indices)
 
-        def stack(name):  # -> float [B*T,3,s,s] in [0,1]
-            return torch.cat([c.frames[name] for c in clips]).float().div_(255.0)
+        def stack(name):  # -> float [B*T,3,s,s] in [0,1], on the device
+            return self._to_device(torch.cat([c.frames[name] for c in clips])).float().div_(255.0)
 
-        lf, ll, maps = self.light.forward_maps(stack("light"))
-        obj = self.objects(stack("object"))
-        rf, rl = self.recognizer(stack("recognizer"))
-        emb = torch.zeros(B, T, self.audio.num_features)
-        with_audio = [i for i, c in enumerate(clips) if c.audio is not None]
-        if with_audio:
-            mel = torch.from_numpy(np.concatenate([clips[i].audio for i in with_audio])).float()
-            emb[with_audio] = self.audio.features(mel).view(len(with_audio), T, -1)
+        def host(x):  # -> float32 on the CPU (a no-op with the CPU defaults)
+            return x if self.device.type == "cpu" and x.dtype == torch.float32 else x.float().cpu()
+
+        amp = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+               else contextlib.nullcontext())
+        with amp:
+            lf, ll, maps = self.light.forward_maps(stack("light"))
+            obj = self.objects(stack("object"))
+            rf, rl = self.recognizer(stack("recognizer"))
+            emb = torch.zeros(B, T, self.audio.num_features)
+            with_audio = [i for i, c in enumerate(clips) if c.audio is not None]
+            if with_audio:
+                mel = self._to_device(torch.from_numpy(np.concatenate([clips[i].audio for i in with_audio]))).float()
+                emb[with_audio] = host(self.audio.features(mel)).view(len(with_audio), T, -1)
         out = {"light_feats": lf, "light_logits": ll, "object_scores": obj, "rec_feats": rf, "rec_logits": rl}
-        out = {k: v.reshape(B, T, -1).numpy() for k, v in out.items()}
-        out["light_maps"] = maps.reshape(B, T, *maps.shape[1:]).to(torch.float16).numpy()  # AVGN's e^G
+        out = {k: host(v).reshape(B, T, -1).numpy() for k, v in out.items()}
+        out["light_maps"] = maps.reshape(B, T, *maps.shape[1:]).to(torch.float16).cpu().numpy()  # AVGN's e^G
         out["frames_full"] = torch.stack([c.frames["full"] for c in clips]).numpy()  # uint8 [B,T,3,S,S]
         return [{**{k: v[i] for k, v in out.items()}, "audio_emb": emb[i].numpy(),
                  "has_audio": np.bool_(clips[i].audio is not None)} for i in range(B)]

@@ -103,6 +103,21 @@ class SplitWriter:
                 raise StoreError(f"{name}: row shape {np.shape(v)} != {arr.shape[1:]}")
             arr[row] = v
 
+    def write_rows(self, start: int, values: Mapping[str, np.ndarray]) -> int:
+        """Rows ``[start, start + n)`` of every array at once (a merged shard part); returns ``n``."""
+        if set(values) != set(self.specs):
+            raise StoreError(f"rows from {start}: arrays {sorted(values)} != {sorted(self.specs)}")
+        n = {len(v) for v in values.values()}
+        if len(n) != 1 or start + next(iter(n)) > len(self.ids):
+            raise StoreError(f"rows from {start}: row counts {sorted(n)} do not fit {len(self.ids)} rows")
+        (n,) = n
+        for name, v in values.items():
+            arr = self.arrays[name]
+            if tuple(v.shape[1:]) != arr.shape[1:] or v.dtype != arr.dtype:
+                raise StoreError(f"{name}: rows {v.shape[1:]} {v.dtype} != {arr.shape[1:]} {arr.dtype}")
+            arr[start:start + n] = v
+        return n
+
     def checkpoint(self, done: int) -> None:
         """Flush every array, then record that rows [0, done) are complete."""
         for arr in self.arrays.values():
@@ -117,15 +132,16 @@ class SplitWriter:
 
 
 class StoreWriter:
-    """Build a store in ``<out>.partial`` and publish it atomically with :meth:`finalize`."""
+    """Build a store in ``<out>.partial`` and publish it atomically with :meth:`finalize`.
+    ``fresh``: discard any partial store there, even one of this fingerprint (a merge starts over)."""
 
-    def __init__(self, out: Path, fingerprint: str):
+    def __init__(self, out: Path, fingerprint: str, fresh: bool = False):
         self.out = Path(out)
         self.partial = self.out.with_name(self.out.name + ".partial")
         self.fingerprint = fingerprint
         fp_file = self.partial / "fingerprint.txt"
-        if self.partial.exists() and (not fp_file.exists() or fp_file.read_text() != fingerprint):
-            log.info("discarding %s from another configuration", self.partial)
+        if self.partial.exists() and (fresh or not fp_file.exists() or fp_file.read_text() != fingerprint):
+            log.info("discarding %s (%s)", self.partial, "starting over" if fresh else "from another configuration")
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
         fp_file.write_text(fingerprint)
