@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1 \
        HF_HUB_DISABLE_TELEMETRY=1 PREFECT_SERVER_ANALYTICS_ENABLED=false TOKENIZERS_PARALLELISM=false
 
-.PHONY: install browser demo test test-fast bench benchmark robustness clean-demo
+.PHONY: install browser postgres demo test test-fast bench benchmark robustness clean-demo
 
 # uv installs the same pinned set as pip in ~1 min instead of ~4 (measured on a 2-core machine, no
 # cache, byte-code compiled); it sees a local wheel folder only through UV_FIND_LINKS, which takes
@@ -34,11 +34,21 @@ browser:
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium chromium-driver; \
 	fi
 
-## make test: the whole suite (slow-marked end-to-end tests and the browser tests included).
-test: $(STAMP) browser
+## make postgres: Debian's PostgreSQL server, of which tests/test_postgres_optuna.py starts a throwaway
+## cluster on loopback (components/pgcluster.py; no service is used); installed with apt (sudo when not
+## root) only when no initdb is found in /usr/lib/postgresql/*/bin or `pg_config --bindir`.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+	    ! { command -v pg_config >/dev/null && [ -x "$$(pg_config --bindir)/initdb" ]; }; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q postgresql; \
+	fi
+
+## make test: the whole suite (slow-marked end-to-end tests, the browser and PostgreSQL tests included).
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q tests
 
-test-fast: $(STAMP) browser
+test-fast: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 ## make benchmark: profiles/benchmark.yaml (>= 1,000 videos, 3 pipeline seeds) in .salient/bench/benchmark/,

@@ -16,8 +16,9 @@ yourself: copy the values into params.yaml, or run the ``apply`` command the fil
 (``dvc exp run -S tsqnet.alpha=0.83 -S tsqnet.beta=0.41``) to retrain and evaluate with them.
 
 Workers share the study through ``sweep.storage``: the default SQLite file for processes on one
-machine; ``postgresql://...`` for workers on several machines (DESIGN.md §5) - start
-``python -m flows.sweep --trials N`` on each, or deploy :func:`sweep_flow` to a Prefect work pool.
+machine; ``postgresql://user@host:5432/optuna`` for workers on several machines (DESIGN.md §5; the
+password from ``PGPASSWORD`` or ``~/.pgpass``, never the URL) - start ``python -m flows.sweep
+--trials N`` (or ``--workers N``) on each, or deploy :func:`sweep_flow` to a Prefect work pool.
 """
 from __future__ import annotations
 
@@ -150,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-parent", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-best", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    setup_logging()
+    setup_logging()  # a no-op here: importing Prefect gave the root logger a handler, at WARNING
+    for name in ("components", __name__):  # so the workers' INFO lines (storage, trials, best) show
+        logging.getLogger(name).setLevel(logging.INFO)
     p = _params(args.params, args.set)
     n = p.sweep.trials if args.trials is None else args.trials
     if args.prefect:

@@ -138,7 +138,7 @@ def write_best_losses(p: Params, paths: Paths, study: "optuna.Study", storage_ur
                          f"selected frames, mean over K in {list(p.fusion.budgets)}; fusion from params; one seed "
                          f"({p.train_sampler.seeds[0]}), {p.sweep.epochs} epochs"),
            "trial": best.number, "checkpoint": best.user_attrs.get("checkpoint"), "study": study.study_name,
-           "storage": storage_url, "trials": _trial_counts(study),
+           "storage": tracking.redact(storage_url), "trials": _trial_counts(study),
            "apply": "dvc exp run " + " ".join(f"-S {k}={v:.4f}" for k, v in values.items()),
            "note": "not applied automatically: copy params into params.yaml, or run the `apply` command"}
     atomic_write_json(paths.data / TUNED_LOSSES, out)
@@ -184,7 +184,7 @@ def run_sweep(p: Params, paths: Paths, n_trials: int | None = None, worker_id: i
     ctx = (tracking.parent_run(f"sweep {name}", {"sweep": to_dict(p.sweep), "space": space}, tracking=p)
            if parent else contextlib.nullcontext())
     with ctx:
-        log.info("sweep %s (worker %d): %d trials into %s", name, worker_id, n, p.sweep.storage)
+        log.info("sweep %s (worker %d): %d trials into %s", name, worker_id, n, tracking.redact(p.sweep.storage))
         study.optimize(objective, n_trials=n, catch=(Exception,))
     result = write_best_losses(p, paths, study, p.sweep.storage) if write_best else None
     return result or {"study": name, "trials": _trial_counts(study)}

@@ -1,9 +1,14 @@
 """Optuna plumbing shared by every search: storages by URL, study creation, quiet logging, trial counts.
 
 Storages (:func:`storage_from_url`): ``sqlite:///path`` (parent folders created; relative paths are
-relative to the working directory; WAL journal, see :func:`_sqlite_connect`), any other SQLAlchemy
-URL such as ``postgresql://...`` as is (many machines on one study, DESIGN.md §5), ``journal:<path>``
-for Optuna's journal file storage (NFS-friendly, no database), ``memory:`` for an in-process study.
+relative to the working directory; WAL journal, see :func:`_sqlite_connect`), ``postgresql://...``
+(many machines on one study, DESIGN.md §5; see :func:`_postgres`), any other SQLAlchemy URL as is,
+``journal:<path>`` for Optuna's journal file storage (NFS-friendly, no database), ``memory:`` for an
+in-process study.
+
+PostgreSQL passwords stay out of URLs and params: ``postgresql://user@host:5432/optuna`` and libpq
+reads the password from ``PGPASSWORD`` or a ``~/.pgpass`` / ``PGPASSFILE`` secret file. A URL that
+does hold one is only ever logged through :func:`components.tracking.redact`.
 """
 from __future__ import annotations
 
@@ -13,14 +18,17 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from components.tracking import redact
+
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
 
 def storage_from_url(url: str | None, heartbeat: int = 0) -> "optuna.storages.BaseStorage":
     """An Optuna storage for ``url``: ``sqlite:///file`` (parent folders created; WAL journal, see
-    :func:`_sqlite_connect`; a URL with ``?query`` options is passed as is), another SQLAlchemy URL (``postgresql://...``) as is,
-    ``journal:<path>`` -> ``JournalStorage(JournalFileBackend(path))``, ``memory:`` -> in memory.
+    :func:`_sqlite_connect`; a URL with ``?query`` options is passed as is), ``postgresql://...``
+    (:func:`_postgres`), another SQLAlchemy URL as is, ``journal:<path>`` ->
+    ``JournalStorage(JournalFileBackend(path))``, ``memory:`` -> in memory.
 
     ``heartbeat`` > 0 (SQL storages): each running trial records a heartbeat every ``heartbeat``
     seconds; when a worker starts a trial, Optuna fails every trial of the study silent for longer
@@ -54,9 +62,12 @@ def storage_from_url(url: str | None, heartbeat: int = 0) -> "optuna.storages.Ba
         Path(db).parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(Path(db + ".lock")):  # two processes creating one new database race on its schema
             return _rdb(url, hb, engine_kwargs={"creator": lambda: _sqlite_connect(db)})
+    if _postgres_url(url):
+        return _postgres(_postgres_url(url), hb)
     if "://" in url:
         return _rdb(url, hb)
-    raise ValueError(f"optuna storage {url!r}: expected sqlite:///file, postgresql://..., journal:<file> or memory:")
+    raise ValueError(f"optuna storage {redact(url)!r}: expected sqlite:///file, postgresql://..., journal:<file> "
+                     "or memory:")
 
 
 def _rdb(url: str, heartbeat: dict, **kwargs: Any) -> "optuna.storages.RDBStorage":
@@ -65,6 +76,47 @@ def _rdb(url: str, heartbeat: dict, **kwargs: Any) -> "optuna.storages.RDBStorag
     with warnings.catch_warnings():  # the heartbeat arguments are flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, **kwargs, **heartbeat)
+
+
+_PG_SCHEMA_LOCK = 0x5A11E7  # the pg_advisory_lock key under which a process creates / checks Optuna's tables
+
+
+def _postgres_url(url: str) -> str:
+    """``url`` with an explicit driver when it names PostgreSQL (``postgres://`` / ``postgresql://``
+    -> ``postgresql+psycopg2://``: SQLAlchemy 2.1's default driver is psycopg 3, which is not in the
+    pinned set; a driver the URL names is kept), else ""."""
+    scheme, sep, rest = url.partition("://")
+    base, _, driver = scheme.partition("+")
+    if not sep or base.lower() not in ("postgres", "postgresql"):
+        return ""
+    return f"postgresql+{driver or 'psycopg2'}://{rest}"
+
+
+def _postgres(url: str, heartbeat: dict) -> "optuna.storages.RDBStorage":
+    """An RDBStorage on PostgreSQL for workers on many machines.
+
+    Optuna creates its tables and stamps its schema version (``create_all``, ``version_info``,
+    ``alembic_version``) unlocked when a storage is opened: workers opening a new database at once
+    raced on it (duplicate-type errors, two ``alembic_version`` rows). Here each opener holds a
+    PostgreSQL advisory lock (one key per database) while it does so, on a connection of its own.
+    Connections are checked before use (``pool_pre_ping``: a worker outlives a server restart or an
+    idle timeout in between) and give up after 10 s unless the URL sets ``connect_timeout``.
+    Passwords: libpq's ``PGPASSWORD`` / ``~/.pgpass`` / ``PGPASSFILE`` (or the URL, redacted in logs).
+    """
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    connect_args = {} if "connect_timeout" in url else {"connect_timeout": 10}
+    lock = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    try:
+        with lock.connect().execution_options(isolation_level="AUTOCOMMIT") as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+            try:
+                return _rdb(url, heartbeat, engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args})
+            finally:  # closing the connection would release it too
+                con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_SCHEMA_LOCK})
+    finally:
+        lock.dispose()
 
 
 @contextlib.contextmanager
