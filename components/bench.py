@@ -36,26 +36,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from components.atomic import atomic_write_json
+from components.atomic import atomic_torch_save, atomic_write_json
 from components.data.clips import Clip, iter_clips
-from components.data.manifest import read_manifest
+from components.data.manifest import VideoRecord, read_manifest
 from components.data.synthetic import plan_video, render_video
-from components.data.video import read_frames, uniform_indices
+from components.data.video import probe, read_frames, uniform_indices
 from components.evaluation import SamplerRun, evaluate_grid, softmax
 from components.extraction import run_shards_locally, write_params
 from components.paths import Paths
 from components.processes import venv_env
 from components.features import FrameEncoders, stream_split
 from components.metrics import salient_mask
+from components.models.encoders import create_encoder
 from components.models.samplers import SamplerOutput, create_sampler
 from components.params import SyntheticParams, load_params
 from components.predict import Predictor
 from components.sampler_data import batches, load_split
+from components.sampler_training import sampler_checkpoint
 from components.store import ArraySpec, FeatureStore, StoreWriter
 
 
@@ -326,12 +329,6 @@ def synthetic_predict_setup(params: str, root: Path, n_videos: int, frames: int 
     text embeddings; the object recognizer is the params' own) and ``n_videos`` synthetic videos of
     ``frames`` frames at ``data.synthetic.size``. Throughput does not depend on the weights. Reused when
     present. Returns (checkpoint dir, video paths)."""
-    from dataclasses import replace
-
-    from components.atomic import atomic_torch_save
-    from components.models.encoders import create_encoder
-    from components.sampler_training import sampler_checkpoint
-
     p = load_params(params, overrides)
     e, C = p.encoders, p.data.synthetic.num_classes
     classes = [f"class{i}" for i in range(C)]
@@ -406,9 +403,6 @@ def bench_extract_rate(params: str, ckpt_dir: Path, files: list[str], device: st
 
 def _probe_record(path: str):
     """A :class:`VideoRecord` of a video file found by probing it (no manifest)."""
-    from components.data.manifest import VideoRecord
-    from components.data.video import probe
-
     info = probe(path, min_frames=1, check_decode=False)
     return VideoRecord(Path(path).stem, str(path), (), "bench", info.num_frames, info.fps, info.duration,
                        info.width, info.height, info.has_audio)
@@ -544,7 +538,7 @@ def bench_shards(params: str, prepared: Path = Path("data/prepared"), encoders: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="salient bench")
-    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards"])
+    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp"])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
     ap.add_argument("--out", default="reports/bench_extract.json")
@@ -558,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", metavar="DIR", help="predict: random-weight models at the params' architectures "
                     "and synthetic videos in DIR instead of the demo's (+ the extraction rate); no eval grid")
     ap.add_argument("--shards", type=int, default=2, help="shards: the S compared with 1 shard")
+    if argv and argv[0] == "ddp":  # its own options: components/bench_ddp.py
+        from components import bench_ddp  # deferred: torchrun workers import it on their own
+
+        return bench_ddp.main(list(argv[1:]))
     args = ap.parse_args(argv)
     machine = {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
     if args.what == "shards":

@@ -8,7 +8,7 @@
     salient plots                   render `dvc plots show` offline (Vega-Lite via vl-convert, no CDN)
     salient serve                   local Prefect server + `gpu` work pool + worker, deployments from prefect.yaml
     salient ui                      the MLflow UI on 127.0.0.1 for the configured tracking store
-    salient bench extract|samplers|predict|avgn|shards  benchmarks -> reports/bench_*.json
+    salient bench extract|samplers|predict|avgn|shards|ddp  benchmarks -> reports/bench_*.json
     salient benchmark [--profile F]         the benchmark profile end to end -> benchmarks/<profile>/
     salient robustness [--values V ...]     the distractor sweep: one run per value -> benchmarks/distractors/
 """
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--k", type=int, default=3, help="the frame budget the tables report")
     rb.set_defaults(fn=cmd_robustness)
     b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json")
-    b.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards"])
+    b.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
     pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")

@@ -130,7 +130,7 @@ def run(p: Params, paths: Paths) -> dict:
 
 def _tune(p: Params, paths: Paths, data: FusionData, cost_ms: float | None) -> dict:
     tuned = tune_fusion(p, paths, data)
-    report: dict = {"objective": tuned["objective"], "storage": p.fusion.storage, "samplers": {}}
+    report: dict = {"objective": tuned["objective"], "storage": tracking.redact(p.fusion.storage), "samplers": {}}
     for name in data.runs:
         report["samplers"][name] = {"tuned": tuned[name], "defaults": params_fusion(p)[name],
                                     **{k: tuned[k][name] for k in ("best_value", "default_value", "gain", "trials",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 
 from components.atomic import atomic_write_json
+from components.tracking import redact
 from components.evaluation import SamplerRun, load_runs
 from components.fusion import FUSION_KEYS, RATIO_STRATEGIES, params_fusion, saliency_digest, set_fusion, tuned_fusion_path
 from components.params import Params
@@ -123,7 +124,7 @@ def tune_fusion(p: Params, paths: Paths, data: FusionData | None = None, *,
     storage = storage_from_url(p.fusion.storage)
     base = input_study_name(p, data, "fusion")
     out: dict[str, Any] = {"objective": data.val.describe(), "best_value": {}, "default_value": {}, "gain": {},
-                           "trials": {}, "study": {}, "storage": p.fusion.storage, "trials_per_second": {},
+                           "trials": {}, "study": {}, "storage": redact(p.fusion.storage), "trials_per_second": {},
                            "inputs": dict(data.inputs)}
     for name in data.runs:
         study = _study(f"{base}-{name}", storage, optuna.samplers.TPESampler(seed=p.seed))

@@ -82,14 +82,12 @@ _PG_SCHEMA_LOCK = 0x5A11E7  # the pg_advisory_lock key under which a process cre
 
 
 def _postgres_url(url: str) -> str:
-    """``url`` with an explicit driver when it names PostgreSQL (``postgres://`` / ``postgresql://``
-    -> ``postgresql+psycopg2://``: SQLAlchemy 2.1's default driver is psycopg 3, which is not in the
-    pinned set; a driver the URL names is kept), else ""."""
-    scheme, sep, rest = url.partition("://")
-    base, _, driver = scheme.partition("+")
-    if not sep or base.lower() not in ("postgres", "postgresql"):
-        return ""
-    return f"postgresql+{driver or 'psycopg2'}://{rest}"
+    """``url`` with an explicit PostgreSQL driver (:func:`components.servers.sqlalchemy_url`: SQLAlchemy
+    2.1's default driver is psycopg 3, which is not in the pinned set) when it names PostgreSQL, else ""."""
+    from components.servers import sqlalchemy_url  # deferred: only PostgreSQL storages need it
+
+    out = sqlalchemy_url(url)
+    return out if out.lower().startswith("postgresql+") else ""
 
 
 def _postgres(url: str, heartbeat: dict) -> "optuna.storages.RDBStorage":
