@@ -18,8 +18,9 @@ multiple of ``extract.flush_every`` (its checkpoint), whether or not videos fail
 boundaries are put on those multiples within each split, so every model batch of a shard is the batch
 the one-process run forms, and the merged store is byte-identical to it (arrays, ``meta.json``,
 ``failures.csv``; tested). The price: shards balance only to ``flush_every`` videos. The encoders'
-float results do depend on torch's thread count (measured here: 1 vs 2 torch threads differ in the last bits of a few rows), so every shard runs with
-the one-process run's thread count by default (:func:`run_shards_locally`).
+float results can depend on torch's thread count (tiny batches here: 1 vs 2 threads differ in the last
+bits of a few rows), so every shard runs with the one-process run's thread count by default
+(:func:`run_shards_locally`); ``salient bench shards`` measures the alternative.
 """
 from __future__ import annotations
 
@@ -344,8 +345,10 @@ def run_shards_locally(p: Params, paths: Paths, command: Callable[[int, int, int
     ``min(S, cores)``) run at once, each with ``threads`` torch threads: by default those of the
     one-process run (``train_encoders.threads``, else this process's count), because the encoders'
     float results depend on torch's thread count (measured: 1 vs 2 threads differ in the last bits of
-    a few rows) and the merged store must be byte-identical to that run's. ``threads = cores // S``
-    avoids oversubscribing the cores and gives a store equal up to float rounding instead. Finished parts are not rerun. A shard that exits non-zero is
+    a few rows) and the merged store must be byte-identical to that run's. That oversubscribes the
+    cores when the shards share one CPU machine (2 cores, 2 shards x 2 threads: 0.72x the one-process
+    speed); ``threads = cores // S`` does not (1.42x; on the demo that store was byte-identical too, but
+    this is not guaranteed). ``train_encoders.threads: cores // S`` gives both, for the one-process run too. Finished parts are not rerun. A shard that exits non-zero is
     started again, alone (the others keep their work), up to ``extract.shard_retries`` times; after
     that the launcher waits for the running ones and raises :class:`ShardError` naming the shard, its
     exit status and the tail of its log (``<features>.shards/<i>-of-<S>.log``), before any merge.
