@@ -42,6 +42,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from components.runtime import resolve_device
+
 log = logging.getLogger(__name__)
 
 #: Set by torchrun in every worker it starts; our marker that the stage is already launched.
@@ -80,15 +82,6 @@ def is_main() -> bool:
 def launched_by_torchrun(env: dict | None = None) -> bool:
     env = os.environ if env is None else env
     return bool(env.get(TORCHRUN_ENV)) and "LOCAL_RANK" in env
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def backend_for(backend: str, device: str) -> str:

@@ -30,6 +30,7 @@ from components.data.manifest import GT_UNKNOWN, VideoRecord
 from components.data.video import uniform_indices
 from components.models.encoders import AudioCNN, FrameClassifier, ObjectRecognizer, create_encoder
 from components.params import AudioParams, ComputeParams, Params
+from components.runtime import resolve_device as runtime_device
 from components.store import ArraySpec, SplitWriter
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,8 @@ log = logging.getLogger(__name__)
 def resolve_device(device: str) -> torch.device:
     """``compute.device`` as a torch device: ``auto`` is cuda when available, else cpu; ``cuda``
     without a GPU is an error naming the param, not a crash deep inside a model."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    device = runtime_device(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("compute.device=cuda but torch sees no CUDA device (set compute.device: cpu or auto)")
     return torch.device(device)
 

@@ -43,6 +43,7 @@ from components.models.encoders import create_encoder
 from components.models.recognizers import load_recognizer
 from components.models.samplers import Sampler
 from components.params import ComputeParams, Params
+from components.runtime import resolve_device
 from components.sampler_training import CheckpointError, load_sampler
 from components.selection import check_k
 
@@ -55,14 +56,6 @@ STAGES = ("probe", "decode_light", "light", "sampler", "head", "decode_rec", "re
 #: How :func:`components.models.samplers.avgn.load_local`'s errors (f_L missing or changed) begin.
 LOCAL_ENCODER_ERROR = "AVGN's local encoder"
 THUMB = 256  # px: longer side of the frames kept for --figure
-
-
-def resolve_device(device: str) -> str:
-    """``compute.device`` / ``--device`` -> a torch device name: ``auto`` is ``cuda`` when a GPU is
-    visible, else ``cpu``; anything else (``cpu``, ``cuda``, ``cuda:1``) as given."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def patch_box(centre: Sequence[float], patch: int, full: int, width: int, height: int

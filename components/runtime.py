@@ -166,3 +166,14 @@ def end_with_launcher(names: tuple[str, ...] = ("dvc",), interval: float = 1.0) 
 
     threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
     return True
+
+
+def resolve_device(device: str) -> str:
+    """``compute.device`` / ``--device`` -> a torch device name: ``auto`` is ``cuda`` when a GPU is
+    visible, else ``cpu``; anything else (``cpu``, ``cuda``, ``cuda:1``) as given (the caller that
+    moves a model checks that the device exists and names its own setting in the error)."""
+    if device == "auto":
+        import torch  # deferred: most tools never touch a model
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
