@@ -88,7 +88,7 @@ def _relative(path: str, base: Path) -> str:
 
 
 def _set_threads(p: Params, threads: int | None) -> None:
-    n = threads or p.train_encoders.threads
+    n = threads or p.extract.threads or p.train_encoders.threads
     if n:
         torch.set_num_threads(n)
 
@@ -348,7 +348,7 @@ def run_shards_locally(p: Params, paths: Paths, command: Callable[[int, int, int
     a few rows) and the merged store must be byte-identical to that run's. That oversubscribes the
     cores when the shards share one CPU machine (2 cores, 2 shards x 2 threads: 0.72x the one-process
     speed); ``threads = cores // S`` does not (1.42x; on the demo that store was byte-identical too, but
-    this is not guaranteed). ``train_encoders.threads: cores // S`` gives both, for the one-process run too. Finished parts are not rerun. A shard that exits non-zero is
+    this is not guaranteed). ``extract.threads: cores // S`` gives both, for the one-process run too. Finished parts are not rerun. A shard that exits non-zero is
     started again, alone (the others keep their work), up to ``extract.shard_retries`` times; after
     that the launcher waits for the running ones and raises :class:`ShardError` naming the shard, its
     exit status and the tail of its log (``<features>.shards/<i>-of-<S>.log``), before any merge.
@@ -357,7 +357,7 @@ def run_shards_locally(p: Params, paths: Paths, command: Callable[[int, int, int
     S = p.extract.shards
     cores = os.cpu_count() or 1
     parallel = max(1, min(S, parallel or cores))
-    threads = threads or p.train_encoders.threads or torch.get_num_threads()
+    threads = threads or p.extract.threads or p.train_encoders.threads or torch.get_num_threads()
     job = Job.of(p, paths)
     folder = shards_dir(paths)
     folder.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,9 @@ class ExtractParams:
     shards: int = _f(1, lo=1, hi=4096, help="independent extraction processes, each writing its part of every "
                                             "split; one merge publishes the store (byte-identical to shards: 1)")
     shard_retries: int = _f(1, lo=0, hi=100, help="times a failed shard is run again, alone, before extract fails")
+    threads: int = _f(0, lo=0, hi=256, help="torch threads of extraction and of each shard (0 = train_encoders.threads, "
+                                            "else all cores); byte-identity across shard counts needs the same value; "
+                                            "cores / shards is fastest on one CPU box")
 
 
 # ----------------------------------------------------------------------------------- samplers
