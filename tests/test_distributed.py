@@ -212,3 +212,51 @@ def test_train_sampler_stage_runs_under_torchrun_from_params(tiny_samplers, tiny
     assert all(r.info.status != "RUNNING" for r in runs)
     history = json.loads((work / "reports" / "samplers" / "nsnet_history.json").read_text())
     assert history and all(np.isfinite(row["train_loss"]) for h in history.values() for row in h)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_torchrun_stage_ends_every_rank_and_leaves_no_run_running(tiny_samplers, tiny_params, tmp_path):
+    """SIGTERM to the stage's process (what `dvc repro` sends when stopped; the stage has become torchrun
+    by execv) reaches both ranks: the process exits non-zero, no rank is left alive, and rank 0's MLflow
+    run ends KILLED, not RUNNING."""
+    import psutil
+    import yaml
+
+    from components.params import to_dict
+
+    work = tmp_path / "proj"
+    shutil.copytree(Path(tiny_samplers.prepared).parents[1], work, ignore=shutil.ignore_patterns("samplers", "work"))
+    params = to_dict(tiny_params)
+    params["distributed"].update({"launcher": "torchrun", "nproc": 2, "timeout": 60})
+    params["train_sampler"].update({"seeds": [0], "epochs": 2000, "patience": 2000})
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    db = tmp_path / "mlflow.db"
+    env = _env(SALIENT_TRACKING="1", MLFLOW_TRACKING_URI=f"sqlite:///{db}")
+    log = tmp_path / "stage.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "components.stages.train_sampler", "--sampler", "nsnet"], cwd=work,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    ranks: list = []
+    try:
+        t0 = time.monotonic()
+        while "epoch 1:" not in log.read_text(errors="replace"):  # both ranks are training
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() - t0 < 300, "training did not start"
+            time.sleep(0.5)
+        ranks = psutil.Process(proc.pid).children(recursive=True)
+        assert len([r for r in ranks if "components.stages.train_sampler" in " ".join(r.cmdline())]) == 2
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc != 0
+    gone, alive = psutil.wait_procs(ranks, timeout=30)
+    assert not alive, f"ranks still running after SIGTERM: {[p.pid for p in alive]}"
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    stage = [r for r in runs if r.data.tags.get("dvc.stage") == "train_sampler@nsnet"]
+    assert len(stage) == 1 and stage[0].info.status in ("KILLED", "FAILED"), [(r.info.run_name, r.info.status) for r in runs]
+    assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
