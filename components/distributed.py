@@ -57,6 +57,7 @@ class State:
     local_rank: int = 0
     backend: str = ""
     slow_group: Any = None  # a gloo group with a long timeout for "rank 0 first" waits (bank builds)
+    cpu_group: Any = None  # a gloo group with the normal timeout for CPU-side values (epoch sums, rows)
 
     @property
     def enabled(self) -> bool:
@@ -106,6 +107,8 @@ def init(backend: str = "auto", device: str = "cpu", timeout: int = 300) -> Stat
         dist.init_process_group(be, timeout=_dt.timedelta(seconds=timeout))
     _STATE.rank, _STATE.world, _STATE.local_rank, _STATE.backend = rank, world, local, be
     _STATE.slow_group = dist.new_group(backend="gloo", timeout=_dt.timedelta(days=1))
+    # epoch sums and rows live on the CPU, which NCCL cannot reduce: they go through gloo
+    _STATE.cpu_group = dist.new_group(backend="gloo", timeout=_dt.timedelta(seconds=timeout))
     log.info("rank %d of %d joined (%s, timeout %d s)", rank, world, be, timeout)
     return _STATE
 
@@ -116,7 +119,8 @@ def shutdown() -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
-    _STATE.rank, _STATE.world, _STATE.local_rank, _STATE.backend, _STATE.slow_group = 0, 1, 0, "", None
+    _STATE.rank, _STATE.world, _STATE.local_rank, _STATE.backend = 0, 1, 0, ""
+    _STATE.slow_group = _STATE.cpu_group = None
 
 
 @contextlib.contextmanager
@@ -233,7 +237,7 @@ def allreduce_sums(sums: dict[str, float], count: float) -> tuple[dict[str, floa
 
     keys = sorted(set().union(*gather_objects(sorted(sums))))
     t = torch.tensor([sums.get(k, 0.0) for k in keys] + [count], dtype=torch.float64)
-    dist.all_reduce(t)
+    dist.all_reduce(t, group=_STATE.cpu_group)
     vals = t.tolist()
     return dict(zip(keys, vals[:-1])), vals[-1]
 
@@ -242,7 +246,7 @@ def gather_objects(obj: Any) -> list:
     import torch.distributed as dist
 
     out: list = [None] * _STATE.world
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=_STATE.cpu_group)
     return out
 
 
@@ -250,7 +254,7 @@ def broadcast_object(obj: Any) -> Any:
     import torch.distributed as dist
 
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_STATE.cpu_group)
     return box[0]
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from components.redaction import redact
+
 log = logging.getLogger(__name__)
 
 
@@ -124,7 +126,7 @@ def start_group(cmd: Sequence[str], *, name: str, env: Mapping[str, str] | None 
     finally:
         if log_path is not None:
             out.close()  # the child has its own copy of the descriptor
-    log.info("started %s (pid %d): %s", name, popen.pid, " ".join(map(str, cmd)))
+    log.info("started %s (pid %d): %s", name, popen.pid, redact(" ".join(map(str, cmd))))
     return Proc(name, popen, log_path)
 
 

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from components import __version__
+from components.redaction import redact  # noqa: F401 - also used as tracking.redact
 from components.servers import export_secret_files, mlflow_server_env
 
 log = logging.getLogger(__name__)
@@ -139,20 +140,6 @@ def absolute_uri(uri: str) -> str:
 
 
 # ------------------------------------------------------------------------------ flattening
-_URL_SECRET = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
-_KV_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|token|api_key|secret)(\s*[=:]\s*)([^\s&;,'\"]+)")
-
-
-def redact(text: str) -> str:
-    """``text`` with credentials masked: the password of ``scheme://user:password@host`` URLs and
-    ``password=...`` / ``token=...`` pairs (libpq DSNs, query strings). Every param, tag and log line
-    this module writes goes through it, so a storage URL with a password never reaches MLflow."""
-    if not isinstance(text, str) or not text:
-        return text
-    text = _URL_SECRET.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _KV_SECRET.sub(lambda m: f"{m[1]}{m[2]}***", text)
-
-
 def _param_text(value: Any) -> str:
     if isinstance(value, str):
         return value
