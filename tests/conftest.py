@@ -186,3 +186,19 @@ def tiny_samplers(tiny_pipeline, tiny_params):
     for name in evaluated_samplers(tiny_params):
         train_sampler.run(tiny_params, tiny_pipeline, name)
     return tiny_pipeline
+
+
+def stop_local_prefect(stack, started: set, timings: dict, t_start: float) -> tuple[list, list]:
+    """Stop a ``flows.serve.LocalPrefect`` stack, print the test's timings, and return (processes
+    ``stack.stop()`` left, pids of ``started`` still alive) for the caller to assert empty."""
+    import time
+
+    import psutil
+
+    started |= stack.pids()
+    t0 = time.time()
+    left = stack.stop()
+    timings["stop"] = time.time() - t0
+    print("timings (s):", {k: round(v, 1) for k, v in timings.items()}, "total", round(time.time() - t_start, 1))
+    alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    return left, alive

@@ -21,10 +21,10 @@ import pytest
 from components import servers
 
 try:
-    from tests.conftest import copy_tiny_project
+    from tests.conftest import copy_tiny_project, stop_local_prefect
     from tests.test_server_auth import assert_no_secret, call, secret_file
 except ModuleNotFoundError:  # `pytest` rather than `python -m pytest`
-    from conftest import copy_tiny_project
+    from conftest import copy_tiny_project, stop_local_prefect
     from test_server_auth import assert_no_secret, call, secret_file
 
 SEED = 0  # the extract deployment's default pipeline_seed: the store is data/s0/features
@@ -61,7 +61,6 @@ def _wait_final(client, flow_run_id, timeout: float, stack, during=None):
 
 @pytest.mark.slow
 def test_spread_extraction_on_an_authenticated_pool_of_two_workers(tmp_path):
-    import psutil
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, FlowRunFilter,
                                                 FlowRunFilterParentFlowRunId)
@@ -154,12 +153,7 @@ def test_spread_extraction_on_an_authenticated_pool_of_two_workers(tmp_path):
         stores = sorted(m.parent for m in (project / "data").rglob("meta.json") if "encoders" not in m.parts)
         assert stores == [store], stores
     finally:
-        started |= stack.pids()
-        t0 = time.time()
-        left = stack.stop()
-        timings["stop"] = time.time() - t0
-        print("timings (s):", {k: round(v, 1) for k, v in timings.items()}, "total", round(time.time() - t_start, 1))
+        left, alive = stop_local_prefect(stack, started, timings, t_start)
     assert left == []
-    alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"still running: {alive}"
     assert len(started) >= 6  # server, 2 workers, the extract flow run and 2 shard flow runs at least

@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 try:
-    from tests.conftest import ROOT, copy_tiny_project
+    from tests.conftest import ROOT, copy_tiny_project, stop_local_prefect
 except ModuleNotFoundError:  # `pytest` rather than `python -m pytest`: tests/ is on sys.path, not the root
-    from conftest import ROOT, copy_tiny_project
+    from conftest import ROOT, copy_tiny_project, stop_local_prefect
 
 BIN = Path(sys.executable).parent
 
@@ -419,7 +419,6 @@ def _wait_final(client, flow_run_id: str, timeout: float, stack) -> object:
 
 @pytest.mark.slow
 def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
-    import psutil
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -506,13 +505,8 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
         assert child.data.tags["dvc.stage"] == "prepare" and child.data.params["data.synthetic.noise"] == "5.0"
         assert runs[bad_id].info.status == "FAILED"
     finally:
-        started |= stack.pids()
-        t0 = time.time()
-        left = stack.stop()
-        timings["stop"] = time.time() - t0
-        print("timings (s):", {k: round(v, 1) for k, v in timings.items()}, "total", round(time.time() - t_start, 1))
+        left, alive = stop_local_prefect(stack, started, timings, t_start)
     assert left == []
-    alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"still running: {alive}"
     assert len(started) >= 3  # server, worker, flow run processes at least
 
