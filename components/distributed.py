@@ -159,22 +159,32 @@ def _batch_len(batch: Any) -> int | None:
     return None
 
 
-def _slice(batch: Any, lo: int, hi: int, n: int) -> Any:
+def map_batch(batch: Any, fn: Any) -> Any:
+    """``fn`` applied to every tensor / array of a batch nested in tuples, lists, NamedTuples or dicts;
+    other leaves (scalars, strings) as they are. The walk :func:`shard_batch` and
+    :func:`components.engine.to_device` share."""
     import numpy as np
     import torch
 
     if isinstance(batch, (torch.Tensor, np.ndarray)):
-        if batch.ndim == 0 or batch.shape[0] != n:
-            raise ValueError(f"cannot shard a batch whose parts differ in length ({tuple(batch.shape)} vs {n} "
-                             f"samples): every tensor of a batch must have the samples on dim 0")
-        return batch[lo:hi]
+        return fn(batch)
     if isinstance(batch, dict):
-        return {k: _slice(v, lo, hi, n) for k, v in batch.items()}
+        return {k: map_batch(v, fn) for k, v in batch.items()}
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
-        return type(batch)(*(_slice(v, lo, hi, n) for v in batch))
+        return type(batch)(*(map_batch(v, fn) for v in batch))
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_slice(v, lo, hi, n) for v in batch)
-    return batch  # scalars, strings: shared by every rank
+        return type(batch)(map_batch(v, fn) for v in batch)
+    return batch
+
+
+def _slice(batch: Any, lo: int, hi: int, n: int) -> Any:
+    def part(a):
+        if a.ndim == 0 or a.shape[0] != n:
+            raise ValueError(f"cannot shard a batch whose parts differ in length ({tuple(a.shape)} vs {n} "
+                             f"samples): every tensor of a batch must have the samples on dim 0")
+        return a[lo:hi]
+
+    return map_batch(batch, part)
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
@@ -221,9 +231,10 @@ def allreduce_grads(params: Sequence[Any]) -> None:
 
 def broadcast_module(module: Any, buffers_only: bool = False) -> None:
     """Rank 0's parameters (unless ``buffers_only``) and floating buffers to every rank."""
+    import torch
     import torch.distributed as dist
 
-    with __import__("torch").no_grad():
+    with torch.no_grad():
         tensors = [] if buffers_only else [p.data for p in module.parameters()]
         tensors += [b for b in module.buffers() if b.is_floating_point() or not buffers_only]
         for t in tensors:

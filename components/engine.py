@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from components import distributed
 from components.atomic import atomic_torch_save
+from components.runtime import host_to_device
 
 log = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003  # rank r > 0 of a DDP run seeds its own RNG stream with seed + r * this
@@ -109,21 +110,14 @@ class Compute:
 
 def to_device(batch: Any, compute: Compute) -> Any:
     """Every tensor of a batch (nested tuples, lists, dicts) on ``compute``'s device and layout."""
-    if isinstance(batch, torch.Tensor):
-        if compute.channels_last and batch.ndim == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        if compute.device == "cpu":
-            return batch
-        if compute.pin_memory:
-            batch = batch.pin_memory()
-        return batch.to(compute.torch_device(), non_blocking=compute.pin_memory)
-    if isinstance(batch, dict):
-        return {k: to_device(v, compute) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(to_device(v, compute) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, compute) for v in batch)
-    return batch
+    def move(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        if compute.channels_last and t.ndim == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return host_to_device(t, compute.torch_device(), compute.pin_memory)
+
+    return distributed.map_batch(batch, move)
 
 
 def remove_checkpoints(dirs: Iterable[Path]) -> None:
@@ -319,12 +313,11 @@ def _fit(model, step, train_batches, val_batches, cfg, ckpt_dir, fingerprint, pa
             log_metrics({f"{prefix}/{k}" if prefix else k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         if on_epoch is not None:
             on_epoch(epoch, row)
-        if ddp.is_main:
-            atomic_torch_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                               "best_state": best_state, "bad_epochs": bad_epochs, "history": result.history,
-                               "best_epoch": result.best_epoch, "best_score": result.best_score,
-                               "torch_rng": torch.get_rng_state()}, last)
+        atomic_torch_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),  # rank 0 only
+                           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                           "best_state": best_state, "bad_epochs": bad_epochs, "history": result.history,
+                           "best_epoch": result.best_epoch, "best_score": result.best_score,
+                           "torch_rng": torch.get_rng_state()}, last)
         if ck_stopped(result, bad_epochs, cfg):
             result.stopped_early = True
             log.info("%s: early stop at epoch %d (best %d, %s %.4f)", cfg.desc, epoch,

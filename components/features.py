@@ -30,6 +30,7 @@ from components.data.manifest import GT_UNKNOWN, VideoRecord
 from components.data.video import uniform_indices
 from components.models.encoders import AudioCNN, FrameClassifier, ObjectRecognizer, create_encoder
 from components.params import AudioParams, ComputeParams, Params
+from components.runtime import host_to_device
 from components.runtime import resolve_device as runtime_device
 from components.store import ArraySpec, SplitWriter
 
@@ -86,11 +87,7 @@ class FrameEncoders:
         return self
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cpu":
-            return x
-        if self.pin_memory:
-            x = x.pin_memory()
-        return x.to(self.device, non_blocking=self.pin_memory)
+        return host_to_device(x, self.device, self.pin_memory)
 
     def specs(self, T: int, num_classes: int) -> dict[str, ArraySpec]:
         return store_specs(T, num_classes, self.light.num_features, self.recognizer.num_features,

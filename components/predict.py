@@ -43,7 +43,7 @@ from components.models.encoders import create_encoder
 from components.models.recognizers import load_recognizer
 from components.models.samplers import Sampler
 from components.params import ComputeParams, Params
-from components.runtime import resolve_device
+from components.runtime import host_to_device, resolve_device
 from components.sampler_training import CheckpointError, load_sampler
 from components.selection import check_k
 
@@ -225,13 +225,8 @@ class Predictor:
         return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """A host batch onto the model device: page-locked and without blocking when ``pin_memory``
-        and the device is CUDA (the copy overlaps the host work; later kernels on the same stream
-        wait for it); otherwise a plain ``.to`` (a no-op on the CPU)."""
-        dev = torch.device(self.device)
-        if self.pin_memory and dev.type == "cuda":
-            return x.pin_memory().to(dev, non_blocking=True)
-        return x.to(dev)
+        """A host batch onto the model device (:func:`components.runtime.host_to_device`)."""
+        return host_to_device(x, self.device, self.pin_memory)
 
     def to(self, device: str) -> "Predictor":
         dev = torch.device(device)

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +178,17 @@ def resolve_device(device: str) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def host_to_device(x: Any, device: Any, pin_memory: bool = False) -> Any:
+    """A host tensor onto ``device``: page-locked and without blocking when ``pin_memory`` and the
+    device is CUDA (the copy overlaps host work; later kernels on the same stream wait for it),
+    otherwise a plain ``.to``; returned as is on the CPU. The engine, extraction and predict share it."""
+    import torch  # deferred: most tools never touch a model
+
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return x
+    if pin_memory and dev.type == "cuda":
+        return x.pin_memory().to(dev, non_blocking=True)
+    return x.to(dev)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 
 from components.atomic import atomic_write_json
-from components.tracking import redact
+from components.redaction import redact
 from components.evaluation import SamplerRun, load_runs
 from components.fusion import FUSION_KEYS, RATIO_STRATEGIES, params_fusion, saliency_digest, set_fusion, tuned_fusion_path
 from components.params import Params

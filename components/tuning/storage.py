@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from components.tracking import redact
+from components.redaction import redact
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -62,8 +62,8 @@ def storage_from_url(url: str | None, heartbeat: int = 0) -> "optuna.storages.Ba
         Path(db).parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(Path(db + ".lock")):  # two processes creating one new database race on its schema
             return _rdb(url, hb, engine_kwargs={"creator": lambda: _sqlite_connect(db)})
-    if _postgres_url(url):
-        return _postgres(_postgres_url(url), hb)
+    if pg := _postgres_url(url):
+        return _postgres(pg, hb)
     if "://" in url:
         return _rdb(url, hb)
     raise ValueError(f"optuna storage {redact(url)!r}: expected sqlite:///file, postgresql://..., journal:<file> "
