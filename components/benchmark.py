@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import yaml
 
 from components.atomic import atomic_write_text
-from components.params import load_params, to_dict
+from components.params import ParamsError, load_params, to_dict
 from components.processes import dvc_command, venv_env
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,26 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+def profile_tree(profile: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A profile's partial params tree; ``extends: other.yaml`` (relative to the profile's folder)
+    merges the profile over that one first, so a profile can add to another without copying it."""
+    profile = Path(profile)
+    if profile.resolve() in _seen:
+        raise ParamsError(f"{profile}: 'extends' loops back to itself ({' -> '.join(map(str, _seen))})")
+    over = yaml.safe_load(profile.read_text()) or {}
+    if not isinstance(over, dict):
+        raise ParamsError(f"{profile}: a profile is a mapping of params sections, got {type(over).__name__}")
+    parent = over.pop("extends", None)
+    if parent is None:
+        return over
+    return merge(profile_tree(profile.parent / str(parent), (*_seen, profile.resolve())), over)
+
+
 def profile_params(root: Path, profile: Path, overrides: Mapping[str, Any] | None = None) -> dict:
     """The merged, validated params tree of ``profile`` over ``root/params.yaml``, then the dotted
     ``overrides`` (``{"data.synthetic.distractor_fraction": 0.3}``: one point of a sweep)."""
     base = yaml.safe_load((root / "params.yaml").read_text()) or {}
-    over = yaml.safe_load(Path(profile).read_text()) or {}
-    tree = merge(base, over)
+    tree = merge(base, profile_tree(Path(profile)))
     with tempfile.TemporaryDirectory() as d:  # the typed loader's errors name the key
         f = Path(d) / "params.yaml"
         f.write_text(yaml.safe_dump(tree, sort_keys=False))

@@ -8,7 +8,7 @@
     salient plots                   render `dvc plots show` offline (Vega-Lite via vl-convert, no CDN)
     salient serve                   local Prefect server + `gpu` work pool + worker, deployments from prefect.yaml
     salient ui                      the MLflow UI on 127.0.0.1 for the configured tracking store
-    salient bench extract|samplers|predict|avgn|shards|ddp  benchmarks -> reports/bench_*.json
+    salient bench extract|samplers|predict|avgn|shards|ddp|loop  benchmarks -> reports/bench_*.json
     salient benchmark [--profile F]         the benchmark profile end to end -> benchmarks/<profile>/
     salient robustness [--values V ...]     the distractor sweep: one run per value -> benchmarks/distractors/
 """
@@ -38,7 +38,7 @@ from components.params import ParamsError, load_params, to_dict
 from components.paths import Paths
 from components.plots import render_dvc_plots
 from components.processes import ProcessError, dvc_command, start_group, stop_group, venv_env, wait_healthy
-from components.stage_runner import setup_logging
+from components.stage_runner import setup_logging, stage_time_table, stage_times
 from flows import serve
 
 STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
@@ -155,7 +155,7 @@ def cmd_stage(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    t0 = time.perf_counter()
+    t0, since = time.perf_counter(), time.time()
     if not Path(".dvc").exists():
         scm = ["--no-scm"] if subprocess.run(["git", "rev-parse"], capture_output=True).returncode else []
         subprocess.run(dvc_command() + ["init", "-q", *scm], check=True)
@@ -166,10 +166,16 @@ def cmd_demo(args) -> int:
             print(f"dvc repro failed (exit {rc})", file=sys.stderr)
             raise SystemExit(rc)  # the MLflow parent run ends FAILED
     wall = time.perf_counter() - t0
+    stages = stage_times(since)
     atomic_write_text("reports/demo_timing.json", json.dumps(
         {"command": "salient demo (dvc repro " + " ".join(args.targets or ["<all>"]) + ")", "wall_seconds": round(wall, 1),
-         "cpu_threads": os.cpu_count(), "note": "includes only stages DVC found out of date"}, indent=1) + "\n")
+         "cpu_threads": os.cpu_count(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+         "note": "includes only stages DVC found out of date; stage seconds are whole processes (imports included)",
+         "stages": [{k: r[k] for k in ("stage", "process_seconds", "run_seconds")} for r in stages]},
+        indent=1) + "\n")
     print(f"\nDemo pipeline finished in {wall:.0f} s.")
+    if stages:
+        print("\nWhere the time went (each stage process, slowest first):\n" + stage_time_table(stages, wall))
     if Path("reports/README.md").exists():
         print(Path("reports/README.md").read_text())
     print("Report: reports/README.md (figures in reports/figures/, the full grid in reports/curves.csv)")
@@ -411,6 +417,10 @@ def cmd_robustness(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.what == "loop":
+        from components import bench_loop  # deferred: the loop's waits need no torch in this process
+
+        return bench_loop.main(args.rest)
     # deferred: the benchmarks import torch, decord and the models; the other commands never need them
     from components import bench
 
@@ -457,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--k", type=int, default=3, help="the frame budget the tables report")
     rb.set_defaults(fn=cmd_robustness)
     b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json")
-    b.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp"])
+    b.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp", "loop"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
     pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")

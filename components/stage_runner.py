@@ -20,6 +20,7 @@ from typing import Callable
 import yaml
 
 from components import distributed, tracking
+from components.atomic import atomic_write_json
 from components.params import Params, ParamsError, for_pipeline_seed, load_params, to_dict
 from components.paths import Paths
 from components.runtime import deterministic_torch, end_with_launcher
@@ -132,4 +133,55 @@ def _run_stage(name, run, args, params, run_params, run_name, effective, log) ->
         seconds = time.perf_counter() - t0
         tracking.log_metrics({"stage_seconds": seconds, **(result if isinstance(result, dict) else {})})
     log.info("stage %s finished in %.1f s", stage, seconds)
+    record_stage_time(stage, seconds)
     return 0
+
+
+#: Where each stage process leaves its wall time (not a DVC output: timings are never reproducible).
+STAGE_TIMES = Path(".salient/stage_times")
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (its imports included), from the OS's start time."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def record_stage_time(stage: str, run_seconds: float, folder: Path = STAGE_TIMES) -> None:
+    """Leave ``<folder>/<stage>.json``: the stage's own run time and the whole process's (imports,
+    MLflow and all: what a user waits for), with the time it finished, for :func:`stage_times`."""
+    atomic_write_json(folder / f"{stage}.json", {"stage": stage, "run_seconds": round(run_seconds, 2),
+                                                  "process_seconds": round(process_seconds(), 2),
+                                                  "finished": time.time()})
+
+
+def stage_times(since: float, folder: Path = STAGE_TIMES) -> list[dict]:
+    """The stage times recorded after ``since`` (a ``time.time()``), slowest first; unreadable files
+    are skipped (a stage killed mid-write leaves none, :mod:`components.atomic`)."""
+    import json
+
+    rows = []
+    for f in sorted(folder.glob("*.json")):
+        try:
+            row = json.loads(f.read_text())
+            if float(row["finished"]) >= since:
+                rows.append(row)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(rows, key=lambda r: (-float(r["process_seconds"]), r["stage"]))
+
+
+def stage_time_table(rows: list[dict], wall: float | None = None) -> str:
+    """A markdown table of :func:`stage_times` rows (slowest first) with each stage's share of the
+    summed process time, and the total; ``wall`` adds the command's own wall time."""
+    total = sum(float(r["process_seconds"]) for r in rows)
+    lines = ["| stage | seconds | of which in the stage's run | share |", "|---|---:|---:|---:|"]
+    for r in rows:
+        sec = float(r["process_seconds"])
+        lines.append(f"| {r['stage']} | {sec:.1f} | {float(r['run_seconds']):.1f} | "
+                     f"{100 * sec / total if total else 0:.1f}% |")
+    lines.append(f"| **all {len(rows)} stages** | **{total:.1f}** | | 100% |")
+    if wall is not None:
+        lines.append(f"| (wall time of the command, DVC's own work included) | {wall:.1f} | | |")
+    return "\n".join(lines)

@@ -43,6 +43,26 @@ def test_a_bad_profile_names_the_key(tmp_path):
         profile_params(root, bad)
 
 
+def test_a_profile_extends_another(tmp_path):
+    """``extends:`` merges the profile over its parent (nested keys merged, ablations replaced);
+    the shipped ablations profile is the benchmark's data and schedule with the 16 papers' ablations."""
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "parent.yaml").write_text("data: {synthetic: {noise: 5.0, jitter: 1}}\n"
+                                          "ablations: {a: {sampler: nsnet, set: [nsnet.fem=mlp]}}\n")
+    (tmp_path / "child.yaml").write_text("extends: parent.yaml\ndata: {synthetic: {jitter: 2}}\n"
+                                         "ablations: {b: {sampler: tsqnet, set: [tsqnet.init=random]}}\n")
+    t = profile_params(root, tmp_path / "child.yaml")
+    assert t["data"]["synthetic"]["noise"] == 5.0 and t["data"]["synthetic"]["jitter"] == 2
+    assert list(t["ablations"]) == ["b"]
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ParamsError, match="loops back"):
+        profile_params(root, tmp_path / "loop.yaml")
+    bench = profile_params(root, root / "profiles/benchmark.yaml")
+    abl = profile_params(root, root / "profiles/ablations.yaml")
+    assert {k: v for k, v in abl.items() if k != "ablations"} == {k: v for k, v in bench.items() if k != "ablations"}
+    assert len(abl["ablations"]) == 16 and {a["sampler"] for a in abl["ablations"].values()} == {"tsqnet", "nsnet", "avgn"}
+
+
 def test_partial_run_in_its_own_workspace_records_nothing(tmp_path, monkeypatch):
     """A real `dvc repro prepare` in the workspace: the merged params are there, the project's own
     params.yaml and outputs are untouched, and a partial run records nothing."""

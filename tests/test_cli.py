@@ -160,3 +160,26 @@ def test_ui_stops_its_whole_process_group_on_sigterm(tmp_path):
         for c in children:  # nothing of ours may outlive the test, whatever failed
             if c.is_running():
                 c.kill()
+
+
+def test_bench_loop_reads_pytest_counts_and_refuses_a_noop_that_ran_something(tmp_path):
+    """The loop benchmark's parsers: pytest's summary line, and a `dvc repro` that ran a stage is not
+    timed as a no-op (a real DVC project: one stage, run once, then repro twice)."""
+    import subprocess
+
+    from components.bench_loop import bench_noop, pytest_counts
+    from components.processes import dvc_command
+
+    assert pytest_counts("....\n== 598 passed, 2 skipped, 1 deselected in 1218.30s (0:20:18) ==\n") == {
+        "passed": 598, "skipped": 2, "deselected": 1}
+    assert pytest_counts("1 failed, 3 passed in 2.0s") == {"failed": 1, "passed": 3}
+    assert pytest_counts("no summary") == {}
+    proj = tmp_path / "p"
+    proj.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    subprocess.run([*dvc_command(), "init", "-q"], cwd=proj, check=True)
+    (proj / "dvc.yaml").write_text("stages:\n  one:\n    cmd: echo hi > out.txt\n    outs: [out.txt]\n")
+    first = bench_noop(proj, tmp_path, repeats=1)  # the stage runs: not a no-op
+    assert len(first["not_a_noop"]) == 1 and "Running stage" in first["not_a_noop"][0]["tail"]
+    again = bench_noop(proj, tmp_path, repeats=2)
+    assert again["not_a_noop"] == [] and len(again["wall_seconds"]) == 2

@@ -275,3 +275,27 @@ def test_a_stage_ends_when_its_dvc_launcher_is_killed(tmp_path):
         assert not alive, "the stage outlived its launcher"
     finally:
         launcher.kill()
+
+
+def test_stage_times_are_read_back_slowest_first_with_their_shares(tmp_path):
+    """Each stage process leaves its times; the demo's table lists those after its start, slowest first."""
+    import time as _time
+
+    from components.stage_runner import record_stage_time, stage_time_table, stage_times
+
+    folder = tmp_path / "times"
+    (folder).mkdir()
+    (folder / "old.json").write_text(json.dumps({"stage": "old", "run_seconds": 9.0, "process_seconds": 99.0,
+                                                 "finished": 1.0}))  # before this run: not listed
+    (folder / "broken.json").write_text("{")  # a damaged file is skipped, never a crash
+    since = _time.time()
+    record_stage_time("fast", 1.0, folder)
+    record_stage_time("slow", 2.0, folder)
+    for name, run_s, proc_s in (("fast", 1.0, 1.0), ("slow", 2.0, 3.0)):  # fixed values, hand-checkable
+        (folder / f"{name}.json").write_text(json.dumps({"stage": name, "run_seconds": run_s,
+                                                         "process_seconds": proc_s, "finished": since + 1}))
+    rows = stage_times(since, folder)
+    assert [r["stage"] for r in rows] == ["slow", "fast"]
+    table = stage_time_table(rows, wall=5.0).splitlines()
+    assert table[2] == "| slow | 3.0 | 2.0 | 75.0% |" and table[3] == "| fast | 1.0 | 1.0 | 25.0% |"
+    assert "**4.0**" in table[4] and "5.0" in table[5]
