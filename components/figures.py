@@ -7,6 +7,8 @@
   ``avgn``: glance + patches + its classifier) as a line of open diamonds in AVGN's colour.
 * :func:`plot_variants` — small multiples: one panel per learned sampler with its ablations and
   branches (uniform as the grey reference), and one panel with every training-free baseline.
+* :func:`plot_frontier` — the efficiency frontier: mAP against GMACs of uniform over every K, dense's
+  point and each learned sampler with its band, a cross where it reaches dense's mAP.
 * :func:`plot_frame_picks` — the T observation frames of a few videos with each sampler's K picks
   (TSQNet Fig. 5).
 
@@ -24,6 +26,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -257,6 +261,76 @@ def plot_curves(rows: list[dict], out, ablations: Mapping[str, str] | None = Non
 def plot_variants(rows: list[dict], out, ablations: Mapping[str, str] | None = None) -> None:
     """:func:`draw_variants` of ``curves.csv`` rows, saved to ``out``."""
     _save(draw_variants(rows, ablations), out)
+
+
+def draw_frontier(rows: list[dict], fr: dict, ablations: Mapping[str, str] | None = None, log_x: bool = True):
+    """The efficiency frontier (:mod:`components.frontier`): mAP against GMACs per video, uniform's curve
+    over every K it was evaluated at (each point labelled with its K), dense as one star, and each learned
+    sampler's curve at the K the frontier uses (``fr``'s ``ks``; AVGN's own head as open diamonds), lines the
+    mean over runs, bands the min–max over them; a cross where a sampler's curve reaches dense's mAP."""
+    names = [n for n in dict.fromkeys(r["sampler"] for r in rows) if kind(n, ablations) == "learned"]
+    styles = figure_styles(names + ["uniform", "dense"], ablations)
+    fig, ax = plt.subplots(figsize=(10.5, 6.0))
+    sp = spread([r for r in rows if r["sampler"] == "uniform" and r["recognizer"] == "frame"], "map")
+    if ("uniform", "frame") in sp:
+        u = sp[("uniform", "frame")]
+        _draw(ax, u, {**styles["uniform"], "zorder": 1}, "Uniform (every K)")
+        for k, x, y in zip(u.k, u.x, u.mean):
+            ax.annotate(f"K={k}", (x, y), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8.5,
+                        color="0.3", zorder=6, path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")])
+    dense = [r for r in rows if r["sampler"] == "dense" and r["recognizer"] == "frame"]
+    if dense:  # all T frames whatever K: one star at its largest K, bars min–max over runs
+        d = spread([r for r in dense if r["k"] == max(r["k"] for r in dense)], "map")[("dense", "frame")]
+        ax.errorbar(d.x, d.mean, yerr=np.clip([d.mean - d.lo, d.hi - d.mean], 0, None), capsize=3, ls="none",
+                    marker="*", ms=15, color=styles["dense"]["color"], label=LABELS["dense"], zorder=4)
+        ax.axhline(d.mean[-1], color="0.2", ls=":", lw=1.0, zorder=0)
+        ax.annotate("dense's mAP", (0.0, d.mean[-1]), xycoords=("axes fraction", "data"), textcoords="offset points",
+                    xytext=(4, 4), ha="left", fontsize=9, color="0.2")
+    crosses = False
+    for n in names:
+        for rec in ("frame", OWN_HEAD):
+            cell = fr.get("samplers", {}).get(n, {}).get(rec)
+            if not cell:
+                continue
+            ks = set(next(iter(t["ks"] for key, t in cell.items() if key.startswith("to_")), []))
+            sub = [r for r in rows if r["sampler"] == n and r["recognizer"] == rec and (not ks or r["k"] in ks)]
+            s = spread(sub, "map").get((n, rec))
+            if s is None:
+                continue
+            style = styles[n] if rec == "frame" else series_style(n, rec, 0, ablations) | {"color": styles[n]["color"]}
+            _draw(ax, s, style, label(n, ablations) + ("" if rec == "frame" else ": own head"))
+            t = cell.get("to_dense")
+            if t and t["reached"]:
+                ax.plot([t["gmacs"]], [100 * t["target_map"]], ls="none", marker="X", ms=10, mec="white", mew=0.8,
+                        color=styles[n]["color"], zorder=5)
+                crosses = True
+    if log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(  # 0.2, 0.3, 0.5, 2, 3, 5 between decades
+            lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""))
+    ax.set_xlabel(AXES["gflops"] + (" (log scale)" if log_x else ""), fontsize=11)
+    ax.set_ylabel(AXES["map"], fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.tick_params(which="minor", labelsize=8.5)
+    ax.grid(alpha=0.3, which="both")
+    handles, texts = ax.get_legend_handles_labels()
+    if crosses:
+        handles.append(Line2D([], [], ls="none", marker="X", ms=9, color="0.3"))
+        texts.append("reaches dense's mAP\n(sampler's colour)")
+    handles.append(Patch(color="0.5", alpha=0.25))
+    texts.append("min–max over runs")
+    ax.legend(handles, texts, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=10, frameon=False)
+    ax.set_title("Efficiency frontier on the test split: mAP vs cost (frame recognizer unless marked)\n"
+                 "a point above uniform's curve beats uniform at the same GMACs", fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier(rows: list[dict], fr: dict, out, ablations: Mapping[str, str] | None = None,
+                  log_x: bool = True) -> None:
+    """:func:`draw_frontier` of ``curves.csv`` rows and the summary's ``frontier`` section, saved to ``out``."""
+    _save(draw_frontier(rows, fr, ablations, log_x), out)
 
 
 class VideoPicks(NamedTuple):

@@ -361,6 +361,13 @@ def bootstrap_ci(metric: Callable[[np.ndarray], float] | np.ndarray, n: int | No
     Resamples whose metric is NaN (e.g. no positive at all) are left out; ``(nan, nan)`` if all are.
     The same ``seed`` draws the same resamples, so two methods bootstrapped with one seed are paired.
     """
+    return percentile_ci(bootstrap_stats(metric, n, n_boot, seed, vectorized, chunk), alpha)
+
+
+def bootstrap_stats(metric: Callable[[np.ndarray], float] | np.ndarray, n: int | None = None, n_boot: int = 1000,
+                    seed: int = 0, vectorized: bool = False, chunk: int = 64) -> np.ndarray:
+    """The metric on each of :func:`bootstrap_ci`'s resamples, ``[n_boot]`` in draw order (NaN kept): the
+    same ``seed`` draws the same resamples, so statistics combined resample by resample stay paired."""
     if not callable(metric):
         values = np.asarray(metric, dtype=np.float64)
         n = len(values) if n is None else n
@@ -372,11 +379,31 @@ def bootstrap_ci(metric: Callable[[np.ndarray], float] | np.ndarray, n: int | No
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, (n_boot, n))  # [n_boot, n]
     if vectorized:
-        stats = np.concatenate([np.asarray(metric(idx[i:i + chunk]), dtype=np.float64).reshape(-1)
-                                for i in range(0, n_boot, chunk)])
-    else:
-        stats = np.array([metric(i) for i in idx], dtype=np.float64)
+        return np.concatenate([np.asarray(metric(idx[i:i + chunk]), dtype=np.float64).reshape(-1)
+                               for i in range(0, n_boot, chunk)])
+    return np.array([metric(i) for i in idx], dtype=np.float64)
+
+
+def percentile_ci(stats: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """The ``alpha/2`` and ``1 - alpha/2`` quantiles (numpy's linear rule) of the resampled statistics,
+    NaN left out (``(nan, nan)`` if all are). A statistic may be ``+inf`` / ``-inf`` (a budget never
+    reached on that resample): a quantile that falls on or beside an infinite value is that infinity."""
+    stats = np.asarray(stats, dtype=np.float64)
     stats = stats[~np.isnan(stats)]
     if not len(stats):
         return float("nan"), float("nan")
-    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+    if np.isfinite(stats).all():
+        return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+    s = np.sort(stats)
+
+    def q(p: float) -> float:
+        pos = p * (len(s) - 1)
+        lo, hi = int(np.floor(pos)), int(np.ceil(pos))
+        t = pos - lo
+        if lo == hi or s[lo] == s[hi]:
+            return float(s[lo])
+        if not np.isfinite(s[lo]) or not np.isfinite(s[hi]):
+            return float(s[hi] if np.isinf(s[hi]) and s[hi] > 0 else s[lo])
+        return float(s[lo] + (s[hi] - s[lo]) * t)
+
+    return q(alpha / 2), q(1 - alpha / 2)

@@ -21,6 +21,9 @@ test videos (``results/s<s>/``: ``curves.csv``, ``metrics.json``, ``scores.npz``
 
 A pipeline seed whose results are missing or unreadable is listed in ``failed_seeds`` and named in the
 tables; it is never silently dropped from a mean that claims to cover it.
+
+:func:`frontier`: the efficiency frontier (:mod:`components.frontier`) of the same runs, every mAP
+bootstrapped on the same resamples as the CIs above.
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from components import frontier as fr
 from components.figures import read_curves
-from components.metrics import bootstrap_ci, mean_average_precision_batch
+from components.metrics import bootstrap_ci, bootstrap_stats, mean_average_precision_batch
 
 #: Curve metrics pooled as the mean over pipeline seeds of each seed's mean over sampler seeds.
 POOLED = ("map", "top1", "salient_recall", "distractor_share", "gflops")
@@ -66,6 +70,17 @@ def load_seed(results: Path, seed: int) -> SeedResults:
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"{folder}: unreadable results ({e})") from e
     return SeedResults(seed, [{**r, "pipeline_seed": seed} for r in curves], labels, ids, scores)
+
+
+def same_videos(seeds: list[SeedResults]) -> tuple[list[str], np.ndarray]:
+    """The test video ids and labels every pipeline seed was evaluated on; ``ValueError`` when two seeds
+    differ (their runs cannot be paired video by video)."""
+    ids, labels = seeds[0].ids, seeds[0].labels
+    for s in seeds[1:]:
+        if s.ids != ids or not np.array_equal(s.labels, labels):
+            raise ValueError(f"pipeline seeds {seeds[0].seed} and {s.seed} were evaluated on different test videos; "
+                             "their results cannot be paired")
+    return ids, labels
 
 
 def _mean_map(runs: list[np.ndarray], labels: np.ndarray, variant: str):
@@ -110,11 +125,7 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
     sampler it varies) with its base, in ``vs``."""
     if not seeds:
         return {}
-    ids, labels = seeds[0].ids, seeds[0].labels
-    for s in seeds[1:]:
-        if s.ids != ids or not np.array_equal(s.labels, labels):
-            raise ValueError(f"pipeline seeds {seeds[0].seed} and {s.seed} were evaluated on different test videos; "
-                             "their results cannot be paired")
+    ids, labels = same_videos(seeds)
     n = len(ids)
     out: dict = {}
     cells = {}
@@ -168,3 +179,27 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
                 cell["fused_minus_branch_ci"] = _ci(d, n, n_boot)
         out.setdefault(name, {}).setdefault(rec, {})[str(k)] = cell
     return out
+
+
+def frontier(seeds: list[SeedResults], variant: str, n_boot: int, reference_k: int) -> dict:
+    """:func:`components.frontier.pooled` of every run with per-video scores (uniform at every K it has
+    them), each run's mAP on all test videos and on each of ``n_boot`` bootstrap resamples (the resamples
+    of :func:`_ci`), its GMACs from ``curves.csv`` (missing or not finite: ``ValueError`` naming the sampler)."""
+    if not seeds:
+        return {}
+    ids, labels = same_videos(seeds)
+    n = len(ids)
+    runs: dict[tuple[str, str, int], list[fr.Run]] = {}
+    order = {n: i for i, n in enumerate(dict.fromkeys(r["sampler"] for s in seeds for r in s.curves))}
+    for s in seeds:  # samplers in curves.csv's order (evaluate.samplers, ablations, branches), frame recognizer first
+        cost = {(r["sampler"], r["recognizer"], r["k"], r["seed"]): r.get("gflops") for r in s.curves}
+        for (name, rec, k, sd), sc in sorted(s.scores.items(), key=lambda kv: (
+                order.get(kv[0][0], len(order)), kv[0][0], kv[0][1] != "frame", kv[0][1:])):
+            if rec not in fr.RECOGNIZERS:
+                continue
+            g = fr.checked_gmacs(cost.get((name, rec, k, sd)), name, rec, k,
+                                 f", pipeline seed {s.seed}, sampler seed {sd}")
+            metric = _mean_map([sc], labels, variant)
+            boot = bootstrap_stats(metric, n, n_boot=n_boot, vectorized=True) if n_boot else np.zeros(0)
+            runs.setdefault((name, rec, k), []).append(fr.Run(s.seed, sd, g, _point(metric, n), boot))
+    return fr.pooled(runs, reference_k)

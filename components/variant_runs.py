@@ -16,6 +16,13 @@ sampler (``tsqnet[vqm]``: the same model selecting by one branch). Every run car
   ``evaluate.sampler_budgets`` (the compare view's table and scatter plot read the latest value of a
   metric, so each K a reader compares needs its own key). mAP and top-1 as fractions (as in
   ``curves.csv``), GMACs per video;
+* the efficiency frontier of the run (given by the evaluate stage, :func:`components.frontier.run_metrics`;
+  frame recognizer and AVGN's own head), against uniform and dense of the same pipeline seed:
+  ``matched_uniform_map_k3`` (uniform's mAP read at this run's GMACs at K=3), ``matched_uniform_diff_k3``
+  (this run's mAP minus it), ``matched_extrapolated_k3`` (1: this cost is outside uniform's measured
+  range), ``reaches_dense`` (1/0) and, where reached, ``gmacs_to_dense`` and ``saving_vs_dense_pct``; ``reaches_uniform_k8`` /
+  ``gmacs_to_uniform_k8`` (K=8: the largest of ``evaluate.sampler_budgets``). A cost never reached has
+  no ``gmacs_to_*`` key (the compare view shows it blank), never a made-up number;
 * training metrics without prefixes (``train_loss``, ``val_loss``, ``val_map`` at step = epoch) and
   ``best_epoch``, ``steps_to_best``.
 
@@ -81,11 +88,14 @@ def _tags(params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> 
 
 
 def log_evaluation(p: Params, rows: Iterable[Mapping[str, Any]], *, trainable: Mapping[str, bool],
-                   fusion: Mapping[str, Mapping[str, Any] | None], pipeline_seed: int | None) -> list[str]:
+                   fusion: Mapping[str, Mapping[str, Any] | None], pipeline_seed: int | None,
+                   extra: Mapping[tuple[str, str, int], Mapping[str, float]] | None = None) -> list[str]:
     """One child run of the open (``evaluate``) run per (variant, recognizer, seed) of ``rows`` (the
     evaluation grid's rows: ``sampler``, ``recognizer``, ``k``, ``seed`` and the metrics of
-    :data:`CURVE_METRICS`). ``trainable`` / ``fusion`` are keyed by the variant without its branch.
-    Returns the run ids (none when tracking is off or no run is open)."""
+    :data:`CURVE_METRICS`). ``trainable`` / ``fusion`` are keyed by the variant without its branch;
+    ``extra``: more metrics per (variant, recognizer, seed) (the frontier's,
+    :func:`components.frontier.run_metrics`). Returns the run ids (none when tracking is off or no run
+    is open)."""
     if tracking.active_run() is None:
         return []
     groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
@@ -105,6 +115,7 @@ def log_evaluation(p: Params, rows: Iterable[Mapping[str, Any]], *, trainable: M
             for m, values in points.items():
                 run.log_budget_curve(m, ks, values)
             run.log_metrics({summary_key(m, k): v for m in SUMMARY_METRICS for k, v in zip(ks, points[m]) if k in show})
+            run.log_metrics((extra or {}).get((variant, recognizer, seed), {}))
             ids.append(run.run_id)
     return ids
 

@@ -9,8 +9,10 @@ against ground truth, and GMACs per video of the whole prediction.
 Writes, per pipeline seed, ``results/s<seed>/curves.csv``
 (``sampler,recognizer,k,seed,gflops,map,top1,salient_recall,distractor_share``), ``metrics.json`` (mean ± std over
 sampler seeds at ``evaluate.sampler_budgets``, with first-seed bootstrap CIs over test videos and the
-paired difference to uniform) and ``scores.npz`` (every run's per-video class scores at those K, with
-the labels and ids), from which the ``summary`` stage pools all pipeline seeds.
+paired difference to uniform) and ``scores.npz`` (every run's per-video class scores at those K, uniform's
+at every K of ``evaluate.budgets`` for the efficiency frontier, with the labels and ids), from which the
+``summary`` stage pools all pipeline seeds. Each variant run in MLflow also gets this pipeline seed's
+frontier metrics (:func:`components.frontier.run_metrics`).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from components.stage_runner import stage_main
 from components.models.recognizers import load_recognizer
 from components.sampler_training import load_sampler, sampler_seeds
 from components.store import FeatureStore
+from components.frontier import run_metrics
 from components.fusion import fusion_values, set_fusion
 from components.variant_runs import log_evaluation
 from components.atomic import atomic_path, atomic_savez, atomic_write_json
@@ -144,11 +147,14 @@ def run(p: Params, paths: Paths) -> dict:
         result["tsi_gmacs_per_clip"] = {str(k): v for k, v in clip_gmacs.items()}
     atomic_write_json(paths.results / "metrics.json", result)
     show = set(p.evaluate.sampler_budgets)  # per-video scores of every run, for the summary's pooled CIs
+    # uniform's at every K too: the efficiency frontier reads the other samplers against its whole curve
     atomic_savez(paths.results / "scores.npz", labels=labels, ids=np.array(ids),
-                 **{"|".join(map(str, key)): sc.astype(np.float32) for key, sc in kept.items() if key[2] in show})
+                 **{"|".join(map(str, key)): sc.astype(np.float32) for key, sc in kept.items()
+                    if key[2] in show or key[0] == "uniform"})
     # MLflow: one child run per (variant, recognizer, seed), with the same keys (components.variant_runs)
     log_evaluation(p, rows, trainable={r.name: r.model.trainable for r in runs}, fusion=fusion,
-                   pipeline_seed=paths.pipeline_seed)
+                   pipeline_seed=paths.pipeline_seed,
+                   extra=run_metrics(rows, p.evaluate.sampler_budgets, max(p.evaluate.sampler_budgets)))
     tracking.log_artifacts([paths.results / "curves.csv", paths.results / "metrics.json"])
     return {"videos": len(ids)}
 

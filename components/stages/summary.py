@@ -6,10 +6,15 @@ Reads ``results/s<seed>/`` for each of ``pipeline.seeds`` (:mod:`components.summ
 * ``reports/summary.json`` (DVC metrics): per sampler × recognizer × K at ``evaluate.sampler_budgets``,
   mAP as the mean over pipeline seeds ± the std over them, the pooled bootstrap CI over test videos,
   and the paired CIs of the difference to uniform and of fused − branch, each marked resolved or not;
-* ``reports/README.md``: those tables, a difference stated only where its CI excludes 0;
+* ``reports/README.md``: those tables, a difference stated only where its CI excludes 0, and the
+  efficiency frontier (:mod:`components.frontier`): each sampler's mAP against uniform's at the same
+  GMACs, and the GMACs it needs to reach dense's mAP and uniform's at the largest sampler budget
+  (also ``summary.json``'s ``frontier`` section and metrics ``frontier/<sampler>/<recognizer>/...`` of
+  the stage's MLflow run);
 * ``reports/figures/curves.png``: accuracy vs GMACs of the learned samplers against the key baselines,
   mean over all runs with the min–max band over them; ``curves_ablations.png``: the ablations and
-  branches beside their sampler, and every training-free baseline (:mod:`components.figures`).
+  branches beside their sampler, and every training-free baseline; ``frontier.png``: mAP vs GMACs of
+  uniform over every K, dense's point and the learned samplers (:mod:`components.figures`).
 
 A seed whose results are missing is named as failed in every output, never averaged away.
 """
@@ -21,12 +26,13 @@ import logging
 from components import tracking
 from components.atomic import atomic_path, atomic_write_text
 from components.evaluation import CURVE_COLUMNS
-from components.figures import plot_curves, plot_variants
+from components.figures import plot_curves, plot_frontier, plot_variants
+from components.frontier import flat_metrics, tables as frontier_tables
 from components.metrics import MAP_DEFINITIONS
 from components.params import Params
 from components.paths import Paths, write_report
 from components.stage_runner import stage_main
-from components.summary import load_seed, pool
+from components.summary import frontier, load_seed, pool
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +141,11 @@ def tables(p: Params, out: dict) -> list[str]:
             cells = by_rec.get("frame", {})
             lines.append(f"| {s} | " + " | ".join(f"{cells[str(k)]['distractor_share']:.3f}" if str(k) in cells
                                                   else "–" for k in Ks) + " |")
-    lines += ["", "Per-seed reports: `reports/s<seed>/README.md`. Full grid: `curves.csv`. Figures: "
+    lines += [""] + frontier_tables(out.get("frontier", {}))
+    lines += ["Per-seed reports: `reports/s<seed>/README.md`. Full grid: `curves.csv`. Figures: "
               "`figures/curves.png` (learned samplers vs key baselines), `figures/curves_ablations.png` "
-              "(ablations and branches, all baselines). Regenerate: `dvc repro summary`."]
+              "(ablations and branches, all baselines), `figures/frontier.png` (the efficiency frontier). "
+              "Regenerate: `dvc repro summary`."]
     return lines
 
 
@@ -163,7 +171,9 @@ def run(p: Params, paths: Paths) -> dict:
            "map_variant": p.evaluate.map_variant, "map_definition": MAP_DEFINITIONS[p.evaluate.map_variant],
            "references": list(p.evaluate.references),
            "headline": pool(loaded, list(p.evaluate.sampler_budgets), p.evaluate.map_variant, p.evaluate.bootstrap,
-                            tuple(p.evaluate.references), {n: a.sampler for n, a in p.ablations.items()})}
+                            tuple(p.evaluate.references), {n: a.sampler for n, a in p.ablations.items()}),
+           "frontier": frontier(loaded, p.evaluate.map_variant, p.evaluate.bootstrap,
+                                max(p.evaluate.sampler_budgets))}
     write_report(paths, "summary.json", out)
     fig_dir = paths.reports / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -172,10 +182,12 @@ def run(p: Params, paths: Paths) -> dict:
                 title=f"Accuracy vs cost on the test split, {len(loaded)} pipeline seed(s): learned samplers "
                       "against the key baselines")
     plot_variants(rows, fig_dir / "curves_ablations.png", ablations)
+    plot_frontier(rows, out["frontier"], fig_dir / "frontier.png", ablations)
     text = "\n".join(tables(p, out)) + "\n"
     atomic_write_text(paths.reports / "README.md", text)
+    tracking.log_metrics(flat_metrics(out["frontier"]))
     tracking.log_artifacts([paths.reports / "README.md", paths.reports / "summary.json", fig_dir / "curves.png",
-                            fig_dir / "curves_ablations.png"])
+                            fig_dir / "curves_ablations.png", fig_dir / "frontier.png"])
     log.info("\n%s", text)
     return {"pipeline_seeds": len(loaded), "failed_seeds": len(failed)}
 
