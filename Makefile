@@ -44,9 +44,13 @@ postgres:
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q postgresql; \
 	fi
 
-## make test: the whole suite (slow-marked end-to-end tests, the browser and PostgreSQL tests included).
+## make test: the whole suite (slow-marked end-to-end tests, the browser and PostgreSQL tests included), in
+## TEST_WORKERS pytest-xdist processes that each take whole test files, every process (tests and the stages,
+## servers and workers they start) at one torch / OpenMP thread: two 2-thread torch processes on 2 cores
+## spin against each other and ran up to 10x slower. TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser postgres
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 test-fast: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q -m "not slow" tests

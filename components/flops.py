@@ -131,15 +131,34 @@ class FrameModel:
 RECOGNIZER_ON_ALL = ("dense", "maxconf")  # the recognizer runs on all T frames (its logits are the saliency)
 LIGHT_SAMPLERS = ("maxconf_l", "videoconf_l", "nsnet")  # read the light encoder's output on all T frames
 FREE_SAMPLERS = ("uniform", "random", "oracle")  # no per-frame model before selection (oracle: ground truth)
+#: Store arrays (``components.features.store_specs``) whose per-frame producer :func:`frame_calls` knows: a per-frame
+#: model's output, or bookkeeping / pixels that cost no model call before the sampler (whatever a sampler does with
+#: ``frames_full`` runs inside its own forward and is counted there).
+COUNTED_INPUTS = frozenset({"light_feats", "light_logits", "light_maps", "object_scores", "rec_feats", "rec_logits",
+                            "audio_emb", "has_audio", "frames_full", "frame_indices", "timestamps", "gt", "labels",
+                            "valid"})
+
+
+class UncountedSamplerError(ValueError):
+    """A sampler whose cost the counter cannot tell (it would otherwise be counted as free)."""
 
 
 def frame_calls(name: str, sampler: nn.Module | None, T: int, K: int) -> dict[str, int]:
     """Per-frame model calls of one prediction with sampler ``name``: ``{"light", "object", "audio",
     "recognizer"} -> calls``. TSQNet's ``params.branches`` decides light (VQM) and object (TQM);
-    an unregistered sampler is judged by the store arrays it reads (``sampler.inputs``)."""
+    any other sampler (AVGN, an ablation, an unregistered one) is judged by the store arrays it reads
+    (``sampler.inputs``). Raises :class:`UncountedSamplerError`, naming the sampler, when it declares no
+    inputs or reads an array whose producer this function does not know: counting it as free would be wrong."""
     calls = dict.fromkeys(ROLES, 0)
     calls["recognizer"] = T if name in RECOGNIZER_ON_ALL else K
     inputs = tuple(getattr(sampler, "inputs", ()))
+    if name not in RECOGNIZER_ON_ALL + FREE_SAMPLERS + LIGHT_SAMPLERS + ("tsqnet",):
+        unknown = sorted(set(inputs) - COUNTED_INPUTS)
+        if not inputs or unknown:
+            what = f"reads {unknown}, which no per-frame model of the cost table produces" if unknown else \
+                "declares no store inputs (its `inputs`)"
+            raise UncountedSamplerError(f"cannot count the per-frame cost of sampler {name!r} "
+                                        f"({type(sampler).__name__}): it {what}")
     if name in LIGHT_SAMPLERS:
         calls["light"] = T
     elif name == "tsqnet":
@@ -187,7 +206,7 @@ def prediction_flops(sampler_name: str, T: int, K: int, recognizer: FrameModel, 
     MaxConf). ``sampler`` defaults to the registry's untrained ``sampler_name`` (baselines only).
     """
     if sampler is None:
-        if sampler_name in ("tsqnet", "nsnet"):
+        if sampler_name in ("tsqnet", "nsnet", "avgn"):
             raise ValueError(f"prediction_flops: pass the instantiated {sampler_name} sampler "
                              "(see flops_table_for_params)")
         sampler = create_sampler(sampler_name)
@@ -206,9 +225,25 @@ def prediction_flops(sampler_name: str, T: int, K: int, recognizer: FrameModel, 
             if fm is None:
                 raise ValueError(f"sampler {sampler_name!r} runs the {COMPONENT[role]} on every frame: pass it")
             rows.append(FlopsRow(COMPONENT[role], fm.name, fm.label, fm.gmacs(), calls[role]))
-    rows.append(FlopsRow("sampler", sampler_name, _inputs_label(sampler, batch), sampler_gmacs(sampler, batch), 1))
+    rows.append(FlopsRow("sampler", sampler_name, _inputs_label(sampler, batch),
+                         counted_sampler_gmacs(sampler_name, sampler, batch), 1))
     rows.append(FlopsRow("recognizer", recognizer.name, recognizer.label, recognizer.gmacs(), calls["recognizer"]))
     return rows
+
+
+def counted_sampler_gmacs(name: str, sampler: nn.Module, batch: Mapping[str, torch.Tensor]) -> float:
+    """:func:`sampler_gmacs`, refusing what cannot be counted, naming the sampler: a forward that needs an
+    array ``batch`` lacks, or a learned sampler in which the counter saw no matrix product or convolution
+    (its work would be counted as free)."""
+    try:
+        g = sampler_gmacs(sampler, batch)
+    except KeyError as e:
+        raise UncountedSamplerError(f"cannot count sampler {name!r} ({type(sampler).__name__}): its forward reads "
+                                    f"{e}, which the cost batch does not hold") from None
+    if g <= 0 and getattr(sampler, "trainable", False):
+        raise UncountedSamplerError(f"cannot count sampler {name!r} ({type(sampler).__name__}): it is learned but "
+                                    "FlopCounterMode saw no matrix product or convolution in its forward")
+    return g
 
 
 def build_sampler(name: str, num_classes: int, light_dim: int, T: int, tsqnet: TSQNetParams = TSQNetParams(),
@@ -228,8 +263,33 @@ def encoder_models(p: Params, num_classes: int) -> tuple[FrameModel, FrameModel]
     """The configured light encoder and audio encoder (random weights: same cost) at their inputs."""
     e, f = p.encoders, p.frames
     return (FrameModel(create_encoder("light", arch=e.light_arch, num_classes=num_classes), f.light_size, e.light_arch),
-            FrameModel(create_encoder("audio", num_classes=num_classes, dim=e.audio_dim),
-                       (p.audio.window_frames, p.audio.n_mels), "audio_cnn"))
+            audio_model(p, num_classes))
+
+
+def audio_model(p: Params, num_classes: int) -> FrameModel:
+    """The configured audio encoder (random weights: same cost) on one log-mel window."""
+    e = p.encoders
+    return FrameModel(create_encoder("audio", num_classes=num_classes, dim=e.audio_dim, width=e.audio_width),
+                      (p.audio.window_frames, p.audio.n_mels),
+                      "audio_cnn" if e.audio_width == 32 else f"audio_cnn_w{e.audio_width}")
+
+
+def build_avgn(p: Params, num_classes: int, light: nn.Module | None = None) -> nn.Module:
+    """An untrained AVGN with the shapes of a trained one at ``p``'s resolutions (same cost): e^G is the light
+    encoder's map at ``frames.light_size`` and f_L the frame recognizer on ``avgn.patch_size`` patches
+    (``avgn.local: recognizer``), random weights, nothing read from disk."""
+    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer  # deferred: AVGN only
+
+    e, f = p.encoders, p.frames
+    light = light if light is not None else create_encoder("light", arch=e.light_arch, num_classes=num_classes)
+    with _eval_mode(light), torch.no_grad():
+        maps = light.forward_maps(torch.zeros(1, 3, f.light_size, f.light_size))[2]  # [1,D,h,w]
+    local = None
+    if p.avgn.local == "recognizer":
+        local = FrozenRecognizer(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
+                                 p.avgn.patch_size)
+    return AVGNSampler(num_classes, int(maps.shape[1]), tuple(int(x) for x in maps.shape[-2:]), e.audio_dim, f.T,
+                       p.avgn, local_module=local)
 
 
 def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: int, *,
@@ -241,15 +301,17 @@ def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: in
     e, f, T = p.encoders, p.frames, p.frames.T
     light = FrameModel(create_encoder("light", arch=e.light_arch, num_classes=num_classes), f.light_size, e.light_arch)
     if sampler is None:
-        sampler = build_sampler(sampler_name, num_classes, light.module.num_features, T, p.tsqnet, p.nsnet,
-                                p.fusion.lambda_v, text_dim)
+        sampler = (build_avgn(p, num_classes, light.module) if sampler_name == "avgn" else
+                   build_sampler(sampler_name, num_classes, light.module.num_features, T, p.tsqnet, p.nsnet,
+                                 p.fusion.lambda_v, text_dim))
+    if batch is None and "light_maps" in tuple(getattr(sampler, "inputs", ())) and hasattr(sampler, "config"):
+        batch = avgn_batch(sampler, f.full_size, frames=False)  # AVGN reads the light maps, not light_feats
     calls = frame_calls(sampler_name, sampler, T, k)
     obj = audio = None
     if calls["object"]:
         obj = FrameModel(create_encoder("object", arch=e.object_arch, weights="none"), f.object_size, e.object_arch)
     if calls["audio"]:
-        audio = FrameModel(create_encoder("audio", num_classes=num_classes, dim=e.audio_dim),
-                           (p.audio.window_frames, p.audio.n_mels), "audio_cnn")
+        audio = audio_model(p, num_classes)
     rec = FrameModel(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
                      f.recognizer_size, e.recognizer_arch)
     return prediction_flops(sampler_name, T, k, rec, light, obj, audio, sampler, batch)
@@ -375,6 +437,118 @@ def video_gmacs(name: str, model, enc: dict[str, float], sampler_gmacs: float, T
     total = sampler_gmacs
     for role, n in frame_calls(name, model, T, K).items():
         if n and role not in enc:
-            log.warning("%s runs the %s encoder on %d frames, whose cost is not measured here", name, role, n)
+            raise UncountedSamplerError(f"cannot count sampler {name!r}: it runs the {COMPONENT[role]} on {n} "
+                                        f"frames, whose cost per frame is not given (measured: {sorted(enc)})")
         total += enc.get(role, 0.0) * n
     return total
+
+
+# ------------------------------------------------------------------------------------ the cost regime
+#: The papers' regime, as thresholds on per-frame costs: the recognizer at least this many times the light
+#: encoder (TSQNet: ResNet-50 224² 4.109G / MobileNetV2 188² 0.220G = 18.7; NSNet at 224²: 12.8) ...
+REGIME_MIN_LIGHT_RATIO = 15.0
+#: ... and everything a sampler runs per candidate frame (its per-frame models, the sampler amortised over T)
+#: at most this fraction of one recognizer call (TSQNet (3.52 + 1.56 + 0.46) / 16 = 0.346G, 4.109 / 0.346 = 11.9;
+#: NSNet (5.12 + 0.32) / 16 = 0.340G, 12.1).
+REGIME_MIN_CANDIDATE_RATIO = 12.0
+REGIME_SAMPLERS = ("tsqnet", "nsnet", "avgn")
+
+
+@dataclass(frozen=True)
+class RegimeRow:
+    """What sampler ``sampler`` pays per candidate frame, against one recognizer call (GMACs).
+
+    ``per_frame``: role -> GMACs of one call of each per-frame model it runs (light encoder, object
+    recognizer, audio encoder per window), counted in full even where it runs on fewer than T frames
+    (AVGN glances at T_G); ``sampler_gmacs``: one sampler call on the T frames, amortised over ``T``."""
+    sampler: str
+    per_frame: dict[str, float]
+    sampler_gmacs: float
+    T: int
+    recognizer: float
+    light: float
+
+    @property
+    def per_candidate(self) -> float:
+        return float(sum(self.per_frame.values())) + self.sampler_gmacs / self.T
+
+    @property
+    def candidate_ratio(self) -> float:
+        """Recognizer calls' worth of one candidate frame, inverted: recognizer / per-candidate cost."""
+        return self.recognizer / self.per_candidate if self.per_candidate else float("inf")
+
+    @property
+    def light_ratio(self) -> float:
+        return self.recognizer / self.light if self.light else float("inf")
+
+    @property
+    def in_regime(self) -> bool:
+        return self.light_ratio >= REGIME_MIN_LIGHT_RATIO and self.candidate_ratio >= REGIME_MIN_CANDIDATE_RATIO
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sampler": self.sampler, "per_frame": dict(self.per_frame), "sampler_gmacs": self.sampler_gmacs,
+                "T": self.T, "recognizer": self.recognizer, "light": self.light,
+                "per_candidate": self.per_candidate, "candidate_ratio": self.candidate_ratio,
+                "light_ratio": self.light_ratio, "in_regime": self.in_regime}
+
+
+def regime_table(p: Params, num_classes: int, samplers: Mapping[str, nn.Module] | None = None,
+                 names: Sequence[str] = REGIME_SAMPLERS, text_dim: int = 384) -> list[RegimeRow]:
+    """Per-frame costs of ``p``'s configuration against the papers' regime, one :class:`RegimeRow` per sampler
+    of ``names``: the configured models at ``p.frames`` resolutions (random weights: same cost), the sampler
+    from ``samplers`` (trained ones) or an untrained one of the same shapes (:func:`build_sampler`,
+    :func:`build_avgn`). Which models a sampler runs is :func:`frame_calls`'; a sampler it cannot count
+    raises :class:`UncountedSamplerError` naming it."""
+    e, f, T = p.encoders, p.frames, p.frames.T
+    samplers = dict(samplers or {})
+    light = FrameModel(create_encoder("light", arch=e.light_arch, num_classes=num_classes), f.light_size, e.light_arch)
+    rec = FrameModel(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
+                     f.recognizer_size, e.recognizer_arch)
+    models = {"light": light, "recognizer": rec}
+    cost: dict[str, float] = {"light": light.gmacs(), "recognizer": rec.gmacs()}
+
+    def model_cost(role: str) -> float:
+        if role not in cost:
+            models[role] = (audio_model(p, num_classes) if role == "audio" else
+                            FrameModel(create_encoder("object", arch=e.object_arch, weights="none"), f.object_size,
+                                       e.object_arch))
+            cost[role] = models[role].gmacs()
+        return cost[role]
+
+    rows = []
+    for name in names:
+        sampler = samplers.get(name)
+        if sampler is None:
+            sampler = (build_avgn(p, num_classes, light.module) if name == "avgn" else
+                       build_sampler(name, num_classes, light.module.num_features, T, p.tsqnet, p.nsnet,
+                                     p.fusion.lambda_v, text_dim))
+        calls = frame_calls(name, sampler, T, 1)
+        per_frame = {role: model_cost(role) for role in ("light", "object", "audio") if calls[role]}
+        if hasattr(sampler, "config") and "light_maps" in tuple(getattr(sampler, "inputs", ())):
+            batch = avgn_batch(sampler, f.full_size, frames=False)
+        else:
+            batch = feature_batch(T, num_classes, light_dim=light.module.num_features,
+                                  rec_dim=rec.module.num_features, audio_dim=e.audio_dim)
+        rows.append(RegimeRow(name, per_frame, counted_sampler_gmacs(name, sampler, batch), T, cost["recognizer"],
+                              cost["light"]))
+    return rows
+
+
+def regime_markdown(rows: Sequence[RegimeRow], recognizer: str = "", light: str = "") -> list[str]:
+    """The "Cost regime" section of ``reports/flops.md``: per candidate frame against one recognizer call."""
+    if not rows:
+        return []
+    r0 = rows[0]
+    head = (f"recognizer{' ' + recognizer if recognizer else ''}: {r0.recognizer:.4f} GMACs per frame; light encoder"
+            f"{' ' + light if light else ''}: {r0.light:.4f}; recognizer / light = **{r0.light_ratio:.1f}** "
+            f"(papers' regime: >= {REGIME_MIN_LIGHT_RATIO:g}; TSQNet 18.7, NSNet 12.8).")
+    lines = ["## Cost regime (per frame)", "", head, "",
+             f"Per candidate frame: every per-frame model the sampler runs (one call each) + the sampler / T. The "
+             f"papers' regime: recognizer / candidate >= {REGIME_MIN_CANDIDATE_RATIO:g} (TSQNet 11.9, NSNet 12.1).",
+             "", "| sampler | per-frame models (GMACs / call) | sampler / T | per candidate | recognizer / candidate "
+             "| papers' regime |", "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        models = ", ".join(f"{COMPONENT[k]} {v:.4f}" for k, v in r.per_frame.items()) or "-"
+        lines.append(f"| {r.sampler} | {models} | {r.sampler_gmacs / r.T:.4f} | {r.per_candidate:.4f} | "
+                     f"{r.candidate_ratio:.1f} | {'yes' if r.in_regime else 'no'} |")
+    return lines + [""]

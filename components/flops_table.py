@@ -41,9 +41,10 @@ def write_flops_table(rows: Sequence[FlopsRow], csv_path: str | Path, md_path: s
 
 
 def write_flops_tables(tables: Mapping[str, tuple[Sequence[FlopsRow], float | None]], csv_path: str | Path,
-                       md_path: str | Path | None = None) -> None:
+                       md_path: str | Path | None = None, appendix: Sequence[str] = ()) -> None:
     """``csv_path``: one line per row, columns ``setting`` + :data:`CSV_COLUMNS` (empty ``paper_gmacs`` =
-    none); ``md_path``: one :func:`markdown_table` per setting (title -> (rows, paper total or None))."""
+    none); ``md_path``: one :func:`markdown_table` per setting (title -> (rows, paper total or None)), then
+    the ``appendix`` lines (the flops stage's "Cost regime" section)."""
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(("setting", *CSV_COLUMNS))
@@ -58,6 +59,7 @@ def write_flops_tables(tables: Mapping[str, tuple[Sequence[FlopsRow], float | No
              "on the real modules at the listed input size.", ""]
     for setting, (rows, paper_total) in tables.items():
         lines += markdown_table(rows, setting, paper_total)
+    lines += list(appendix)
     atomic_write_text(md_path, "\n".join(lines))
 
 

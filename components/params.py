@@ -117,6 +117,8 @@ class EncoderParams:
                                       "(recognizer_arch must be tf_efficientnet_lite0); none = from scratch or "
                                       "recognizer_pretrained")
     audio_dim: int = _f(128, lo=8, hi=4096, help="audio embedding size a")
+    audio_width: int = _f(32, lo=2, hi=512, help="channels of the audio CNN's first block (then 2x, 4x): its cost per "
+                          "96x64 window grows with the square (32: 0.058 GMACs, 8: 0.004)")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,9 @@ class TrainEncodersParams:
     bank_frames: int = _f(24, lo=1, hi=10_000, help="frames decoded per train/val video into the sampling bank")
     epoch_repeats: int = _f(3, lo=1, hi=1000, help="times each train video is drawn per epoch (one random frame each)")
     patience: int = _f(6, lo=1, help="early stopping on val video accuracy, in epochs")
+    recognizer_epochs: int = _f(0, lo=0, hi=10_000, help="at most this many epochs for the frame recognizer "
+                                "(0 = train_encoders.epochs): an ImageNet start converges in a few, and at a high "
+                                "resolution its epochs are the slowest of the stage")
     threads: int = _f(0, lo=0, hi=256, help="torch threads (0 = all cores)")
     seed: int = _f(0, lo=0)
 

@@ -202,3 +202,15 @@ def stop_local_prefect(stack, started: set, timings: dict, t_start: float) -> tu
     print("timings (s):", {k: round(v, 1) for k, v in timings.items()}, "total", round(time.time() - t_start, 1))
     alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     return left, alive
+
+
+#: The longest test files (seconds of their own at 2 workers), started first: `make test` runs the suite in
+#: two xdist workers that take whole files (``--dist loadfile``), and a long file picked up last would run
+#: alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_prefect.py", "test_extract_pool.py", "test_tuning.py",
+                 "test_extract_shards.py", "test_postgres_optuna.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(Path(str(it.fspath)).name, len(rank)))  # stable: file order kept otherwise

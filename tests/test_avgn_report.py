@@ -207,7 +207,8 @@ def test_only_the_ablations_a_section_reads_are_loaded(tiny_params, tmp_path):
     from components.params import DEFAULT_ABLATIONS, load_params
 
     root = Path(__file__).resolve().parents[1]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_params(root, root / "profiles/ablations.yaml")))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_params(root, root / "profiles/ablations.yaml"),
+                                                         sort_keys=False))
     full = load_params(tmp_path / "params.yaml").ablations
     assert len(full) == 16
     p = dataclasses.replace(tiny_params, ablations=full)

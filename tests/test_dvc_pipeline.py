@@ -33,14 +33,39 @@ def _run(args, cwd, check=True):
 TIMING_OUTS = ("reports/timings/", "reports/s0/timings/", "reports/s1/timings/")
 SEEDS = ["pipeline.seeds=[0,1]"]
 _LOCKS: dict[str, dict] = {}  # dvc.lock right after each project's first `dvc repro`
+_TWIN: dict = {}  # the twin project's directory, its `dvc repro` process and log
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
+    """The tiny project after a full `dvc repro`; its twin (the same commit and params in another
+    directory, for the byte-identity test) runs at the same time in a second process: the two runs
+    are independent and mostly single-threaded, so together they take little more than one."""
     dst = copy_tiny_project(tmp_path_factory.mktemp("proj"), SEEDS)
-    _run([str(BIN / "dvc"), "repro"], dst)
-    _LOCKS["project"] = yaml.safe_load((dst / "dvc.lock").read_text())
-    return dst
+    twin = copy_tiny_project(tmp_path_factory.mktemp("twin"), SEEDS)
+    log = open(twin.parent / "twin_repro.log", "w+")
+    _TWIN["dir"], _TWIN["log"] = twin, log
+    _TWIN["proc"] = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=twin, env=_env(), stdout=log,
+                                     stderr=subprocess.STDOUT)
+    try:
+        _run([str(BIN / "dvc"), "repro"], dst)
+        _LOCKS["project"] = yaml.safe_load((dst / "dvc.lock").read_text())
+        yield dst
+    finally:
+        proc = _TWIN["proc"]
+        if proc.poll() is None:  # the twin test did not run (deselected) or failed early
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _twin_lock() -> dict:
+    """The twin's dvc.lock once its run (started by ``project``) has finished successfully."""
+    proc, log = _TWIN["proc"], _TWIN["log"]
+    rc = proc.wait(timeout=1800)
+    log.seek(0)
+    assert rc == 0, f"the twin's dvc repro failed ({rc}):\n{log.read()[-3000:]}"
+    return yaml.safe_load((_TWIN["dir"] / "dvc.lock").read_text())
 
 
 def _stage_outs(lock: dict) -> dict[str, dict[str, str]]:
@@ -72,12 +97,10 @@ def test_first_difference_names_the_stage():
     assert first_difference(a, b, ["prepare", "extract"]) == ("extract", ["data/features"])
 
 
-def test_two_runs_in_two_directories_give_byte_identical_outputs(project, tmp_path):
+def test_two_runs_in_two_directories_give_byte_identical_outputs(project):
     """The same commit and params, run again from scratch in another directory (another absolute path,
     another process, another hash seed): every stage's outputs hash the same, wall times excepted."""
-    twin = copy_tiny_project(tmp_path / "twin", SEEDS)
-    _run([str(BIN / "dvc"), "repro"], twin)
-    mine, theirs = _LOCKS["project"], yaml.safe_load((twin / "dvc.lock").read_text())
+    mine, theirs = _LOCKS["project"], _twin_lock()
     order = list(mine["stages"])
     assert len(order) > 15 and set(order) == set(theirs["stages"])
     diff = first_difference(mine, theirs, order)
@@ -107,6 +130,14 @@ def test_repro_builds_every_stage(project):
     cell = summary["headline"]["nsnet"]["frame"]["3"]
     assert cell["pipeline_seeds"] == 2 and set(cell["map_by_pipeline_seed"]) == {"0", "1"}
     assert "0,uniform" in (project / "reports/curves.csv").read_text() and "1,uniform" in (project / "reports/curves.csv").read_text()
+    # every stage process left its wall time (what `salient demo` prints, slowest first)
+    from components.stage_runner import stage_time_table, stage_times
+
+    rows = stage_times(0.0, project / ".salient/stage_times")
+    assert {r["stage"] for r in rows} == set(_LOCKS["project"]["stages"])
+    assert all(float(r["process_seconds"]) >= float(r["run_seconds"]) > 0 for r in rows)
+    assert [float(r["process_seconds"]) for r in rows] == sorted((float(r["process_seconds"]) for r in rows), reverse=True)
+    assert stage_time_table(rows).count("\n") == len(rows) + 2
 
 
 def test_plots_render_offline(project):

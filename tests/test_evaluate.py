@@ -257,6 +257,7 @@ def test_flops_stage_tables(evaluated, tiny_params):
     assert {r.component for r in rows} >= {"light encoder", "object recognizer", "sampler", "recognizer"}
     md = (evaluated.reports / "flops.md").read_text()
     assert "the paper's ActivityNet setting" in md and "| **total** |" in md
+    assert "## Cost regime (per frame)" in md and all(f"| {n} |" in md for n in ("tsqnet", "nsnet", "avgn"))
     # uniform = recognizer x K only; tsqnet adds light x T + object x T + its own layers
     assert res["gmacs"]["tsqnet"] > res["gmacs"]["uniform"] > 0
     assert 25.0 < res["gmacs"]["tsqnet_paper_setting"] < 27.0

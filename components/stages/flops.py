@@ -4,7 +4,9 @@ For every sampler of ``evaluate.samplers`` (its trained seed-0 checkpoint) at K 
 project's configuration, and for the papers' headline settings (TSQNet and NSNet on ActivityNet:
 MobileNetV2, EfficientNet-B0 at 112², ResNet-50 at 224², T = 16, K = 5) measured by the same
 counter next to the numbers the papers print. Writes ``reports/flops.csv`` (one row per component
-and setting) and ``reports/flops.md``.
+and setting) and ``reports/flops.md``, which ends with the "Cost regime" section: per frame, the recognizer
+against the light encoder and against everything TSQNet / NSNet / AVGN run per candidate frame
+(:func:`components.flops.regime_table`), judged against the papers' regime.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import logging
 
 from components import tracking
 from components.data.manifest import read_manifest
-from components.flops import (avgn_batch, avgn_flops_rows, encoder_models, flops_table_for_params, paper_setting_rows,
-                              total_gmacs)
+from components.flops import (REGIME_SAMPLERS, avgn_batch, avgn_flops_rows, encoder_models, flops_table_for_params,
+                              paper_setting_rows, regime_markdown, regime_table, total_gmacs)
 from components.flops_table import write_flops_tables
 from components.params import Params
 from components.paths import Paths
@@ -27,10 +29,10 @@ K_TABLE = 5
 def run(p: Params, paths: Paths) -> dict:
     _, classes = read_manifest(paths.prepared)
     K = min(K_TABLE, p.frames.T)
-    tables, totals = {}, {}
+    tables, totals, loaded = {}, {}, {}
     for name in p.evaluate.samplers:
         ck = paths.features.parent / "samplers" / name / f"seed{sampler_seeds(p, name)[0]}.pt"  # this seed's first
-        sampler = load_sampler(ck) if ck.exists() else None
+        sampler = loaded[name] = load_sampler(ck) if ck.exists() else None
         if name == "avgn":
             if sampler is None:
                 raise FileNotFoundError(f"{ck} missing: AVGN's cost is counted on its trained modules")
@@ -51,7 +53,12 @@ def run(p: Params, paths: Paths) -> dict:
         rows = paper_setting_rows(method)
         tables[f"{method}, the paper's ActivityNet setting (T=16, K=5)"] = (rows, None)
         totals[f"{method}_paper_setting"] = total_gmacs(rows)
-    write_flops_tables(tables, paths.reports / "flops.csv", paths.reports / "flops.md")
+    names = [n for n in REGIME_SAMPLERS if n in p.evaluate.samplers]
+    regime = regime_table(p, len(classes), {n: loaded[n] for n in names if loaded[n] is not None}, names)
+    e, f = p.encoders, p.frames
+    appendix = regime_markdown(regime, f"{e.recognizer_arch} {f.recognizer_size}x{f.recognizer_size}",
+                               f"{e.light_arch} {f.light_size}x{f.light_size}")
+    write_flops_tables(tables, paths.reports / "flops.csv", paths.reports / "flops.md", appendix)
     tracking.log_artifacts([paths.reports / "flops.csv", paths.reports / "flops.md"])
     return {"gmacs": totals}
 

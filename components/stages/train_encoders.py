@@ -14,7 +14,8 @@ light encoder at the from-scratch lr (2e-3) lost its ImageNet features within an
 salient-frame accuracy 0.65 after epoch 0 and 0.91 after 10 epochs, vs 0.97 after 2 epochs at 3e-4,
 and val video accuracy 0.44 vs 0.81.
 
-Outputs ``data/encoders/{light,recognizer,audio}.pt`` and ``reports/train_encoders.json``.
+The recognizer trains for at most ``train_encoders.recognizer_epochs`` epochs when that is set (0: ``epochs``,
+like the others). Outputs ``data/encoders/{light,recognizer,audio}.pt`` and ``reports/train_encoders.json``.
 """
 from __future__ import annotations
 
@@ -117,6 +118,8 @@ def run(p: Params, paths: Paths) -> dict:
             "recognizer": {"arch": e.recognizer_arch, "num_classes": C, "pretrained": e.recognizer_pretrained,
                            "weights": e.recognizer_weights},
             "audio": {"num_classes": C, "dim": e.audio_dim}}
+    if e.audio_width != 32:  # saved only when set, so a default run's checkpoint holds what it always held
+        cfgs["audio"]["width"] = e.audio_width
     pretrained = {"light": e.light_weights != "none",
                   "recognizer": e.recognizer_pretrained or e.recognizer_weights != "none", "audio": False}
     summary, seconds, ckpts = {}, {}, []
@@ -125,7 +128,8 @@ def run(p: Params, paths: Paths) -> dict:
         t0 = time.perf_counter()
         seed_everything(t.seed)  # before the model exists: a new classifier head draws from the generator
         model = create_encoder(role, **cfgs[role])
-        cfg = FitConfig(epochs=t.epochs, lr=t.pretrained_lr if pretrained[role] else t.lr, weight_decay=t.weight_decay, patience=t.patience,
+        epochs = t.recognizer_epochs if role == "recognizer" and t.recognizer_epochs else t.epochs
+        cfg = FitConfig(epochs=epochs, lr=t.pretrained_lr if pretrained[role] else t.lr, weight_decay=t.weight_decay, patience=t.patience,
                         seed=t.seed, desc=f"train {role}", monitor="val_acc", mode="max")
         rfp = fingerprint(fp, role, cfgs[role], t, repr(cfg), CKPT_VERSION, code)
         ckpts.append(paths.work / "train_encoders" / rfp)
