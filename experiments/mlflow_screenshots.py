@@ -3,12 +3,12 @@ MaxConf-L, oracle, TSQNet and NSNet (frame recognizer, lowest seed) side by side
 scrolled to map_k*, and the scatter plot of gmacs_k3 against map_k3.
 
 Run after `make demo`, with the project's venv (selenium, Debian's chromium: `make browser`):
-    python reports/experiments/mlflow_screenshots.py <demo workspace> [out dir, default docs/screenshots]
+    python experiments/mlflow_screenshots.py <demo workspace> [out dir, default docs/screenshots]
 """
 import json, os, sys, tempfile, time, urllib.parse
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = Path(sys.argv[1]).resolve()
 out = Path(sys.argv[2]).resolve() if len(sys.argv) > 2 else ROOT / "docs" / "screenshots"
 os.chdir(WORKSPACE)

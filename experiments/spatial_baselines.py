@@ -1,19 +1,19 @@
 """Baseline spatial coverage of the reference patch policies on the demo's synthetic set (issue 14).
 
-Run: `python reports/experiments/spatial_baselines.py > reports/experiments/spatial_baselines.txt`.
+Run: `python experiments/spatial_baselines.py > experiments/spatial_baselines.txt`.
 Boxes come from components.data.synthetic.object_boxes (no rendering needed); the target is the large
 key object of the video's own class, frames without it (generic, low quality, distractor) excluded.
 """
 import sys
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from components.data import synthetic as syn
 from components.data.video import uniform_indices
 from components.metrics import box_iou, centre_patches, patch_boxes, patch_hit_rate, patch_iou, random_patches
 from components.params import load_params
 
-prm = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+prm = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 p, T = prm.data.synthetic, prm.frames.T
 plans = [syn.plan_video(p, i, c) for c in range(p.num_classes) for i in range(p.videos_per_class)]
 tgt = {pl.video_id: syn.object_boxes(p, pl).target((pl.label,)) for pl in plans}

@@ -1,7 +1,7 @@
 """The README's "Measured results" tables, printed from a finished workspace's reports (nothing is
 typed by hand; rerun it after `make demo` to check the README against your run).
 
-    python reports/experiments/readme_tables.py [workspace]      # default: this checkout
+    python experiments/readme_tables.py [workspace]      # default: this checkout
 
 Reads ``reports/summary.json`` (the summary stage: every pipeline seed pooled; mAP mean ± std over
 pipeline seeds, or over sampler seeds when there is one pipeline seed; paired bootstrap CIs of mAP

@@ -1,6 +1,6 @@
 """TSQNet checks on **val** (not part of the pipeline; nothing here reads the test split).
 
-    python reports/experiments/tsqnet_checks.py <demo workspace>
+    python experiments/tsqnet_checks.py <demo workspace>
 
 Trains TSQNet on the workspace's feature store exactly as ``train_sampler`` does (one engine,
 val_map early stopping) for the seeds of ``train_sampler.seeds`` under three settings, and prints
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from components.metrics import salient_mask, salient_recall  # noqa: E402
 from components.models.samplers import create_sampler  # noqa: E402
 from components.models.samplers import tsqnet as tsq  # noqa: E402

@@ -1,6 +1,6 @@
 """Light-encoder fine-tuning lr on the demo's encoder bank (val split; not part of the pipeline).
 
-    python reports/experiments/light_lr.py <demo workspace> 0.002 0.0003 [--epochs 10]
+    python experiments/light_lr.py <demo workspace> 0.002 0.0003 [--epochs 10]
 
 For each lr: fine-tune the ImageNet EfficientNet-Lite0 light encoder exactly as ``train_encoders``
 does (same step, batches, engine; no early stopping) and print, after every epoch, the val video
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from components.engine import FitConfig, fit  # noqa: E402
 from components.metrics import salient_mask  # noqa: E402
 from components.models.encoders import create_encoder  # noqa: E402
