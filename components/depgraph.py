@@ -2,7 +2,7 @@
 
 * :func:`build_graph` - modules of ``components/`` and ``flows/`` and the project modules each
   imports (``TYPE_CHECKING`` blocks excluded), plus every project import made inside a function;
-* :func:`violations` - the layering rules of DESIGN.md §4 (no cycle; the library imports no stage
+* :func:`violations` - the layering rules of docs/design.md §4 (no cycle; the library imports no stage
   and no flow; flows import no stage; stages import no stage; an import inside a function only with
   a ``# deferred:`` comment), checked by ``tests/test_layering.py``;
 * :func:`missing_deps` / :func:`code_deps` - the project files each ``dvc.yaml`` stage imports

@@ -12,7 +12,7 @@ apply, with the tuned values when ``tune_fusion`` has run), and
   identical (video, frame set) inputs are run once and shared between samplers and seeds.
 
 Every row carries the GMACs of the whole prediction (light encoder × T + object recognizer × T
-where the sampler reads object scores + sampler + recognizer on its frames), DESIGN.md §3.
+where the sampler reads object scores + sampler + recognizer on its frames), docs/design.md §3.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Writing the feature store: in one process, or as S shards merged into the same bytes (DESIGN.md §5).
+"""Writing the feature store: in one process, or as S shards merged into the same bytes (docs/design.md §5).
 
 * :func:`extract_store` - every split in this process, into ``<features>.partial``, published by
   :meth:`components.store.StoreWriter.finalize` (``extract.shards: 1``).

@@ -1,4 +1,4 @@
-"""Measured multiply-accumulates (DESIGN.md §3: "GFLOPs" in these papers means GMACs).
+"""Measured multiply-accumulates (docs/design.md §3: "GFLOPs" in these papers means GMACs).
 
 Counted with ``torch.utils.flop_counter.FlopCounterMode`` on the real modules at the real input
 shapes; it reports 2 FLOPs per MAC, so :func:`count_macs` halves it. Total cost of a prediction =

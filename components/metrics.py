@@ -2,10 +2,10 @@
 recall@K against ground truth, spatial patch coverage of ground-truth object boxes (hit rate, IoU;
 centre-crop and random-patch reference policies), and percentile bootstrap CIs over videos.
 
-**mAP** comes in two definitions (DESIGN.md §3: always say which one a number uses; every result
+**mAP** comes in two definitions (docs/design.md §3: always say which one a number uses; every result
 records ``MAP_DEFINITIONS[variant]``):
 
-* ``"sklearn"`` (the default, DESIGN.md): non-interpolated AP per class exactly as
+* ``"sklearn"`` (the default, docs/design.md): non-interpolated AP per class exactly as
   ``sklearn.metrics.average_precision_score`` - AP = sum_n (R_n - R_{n-1}) P_n over the *distinct*
   score thresholds, so videos with tied scores enter together (one threshold, the precision of the
   whole tie group) - averaged over the classes that have at least one positive video.

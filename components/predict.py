@@ -248,7 +248,7 @@ class Predictor:
         return is_avgn(self.sampler)
 
     def measure_gflops(self) -> float:
-        """GMACs of one prediction, counted on these modules at their resolutions (DESIGN.md §3); for
+        """GMACs of one prediction, counted on these modules at their resolutions (docs/design.md §3); for
         AVGN also :attr:`head_gflops` (the rule of evaluate's ``avgn`` recognizer rows)."""
         f, T, K = self.p.frames, self.p.frames.T, self.K
         calls = frame_calls(self.sampler_name, self.sampler, T, K)  # the same rule as evaluate and the flops table

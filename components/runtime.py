@@ -102,7 +102,7 @@ def _compiled_ops_load(spec) -> bool:
 
 
 def deterministic_torch() -> None:
-    """Deterministic kernels for everything a stage computes (DESIGN.md §4b): torch refuses an op
+    """Deterministic kernels for everything a stage computes (docs/design.md §3): torch refuses an op
     that has no deterministic implementation instead of silently varying; cuBLAS gets the workspace
     setting its deterministic mode needs (used only on a GPU)."""
     import torch

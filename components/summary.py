@@ -1,4 +1,4 @@
-"""Pool the evaluation of every pipeline seed (DESIGN.md §4b: seeds are an axis of the whole pipeline).
+"""Pool the evaluation of every pipeline seed (docs/design.md §3: seeds are an axis of the whole pipeline).
 
 Each pipeline seed ``s`` trains its own encoders, recognizer and samplers and evaluates them on the same
 test videos (``results/s<s>/``: ``curves.csv``, ``metrics.json``, ``scores.npz``). A *run* is one

@@ -1,10 +1,10 @@
-"""Prefect flow ``extract``: the feature store as shard tasks and one merge task (DESIGN.md §5).
+"""Prefect flow ``extract``: the feature store as shard tasks and one merge task (docs/design.md §5).
 
     python -m flows.extract --shards 4                       # a local run (temporary Prefect API if none)
     prefect deployment run 'extract/extract' -p shards=4      # on a worker of the pool (salient serve)
     prefect deployment run 'extract/extract' -p shards=8 -p spread=true   # shards on several workers
 
-Orchestration only (DESIGN.md §4): every piece of work is the stage's own command line in the project
+Orchestration only (docs/design.md §4): every piece of work is the stage's own command line in the project
 directory, ``python -m components.stages.extract --shard i/S`` per shard and ``--merge`` once, its
 output streamed line by line into the task's logger (:func:`flows.pipeline.run_logged`). Each shard is
 a task of its own, retried alone ``extract.shard_retries`` times (a retry resumes the shard's part);

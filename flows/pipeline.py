@@ -4,7 +4,7 @@
     prefect deployment run 'pipeline/pipeline' -p targets='["prepare"]' \\
         -p overrides='{"data.synthetic.noise": 5.0}'                       # on a worker (salient serve)
 
-The flow only orchestrates (DESIGN.md §4): every piece of work is a ``dvc`` subprocess in the project
+The flow only orchestrates (docs/design.md §4): every piece of work is a ``dvc`` subprocess in the project
 directory, whose output is streamed line by line into the Prefect logger (visible in the UI).
 
 **Order.** The stage graph comes from DVC itself (``dvc dag --dot``: one node per stage, foreach /

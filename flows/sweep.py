@@ -16,7 +16,7 @@ yourself: copy the values into params.yaml, or run the ``apply`` command the fil
 (``dvc exp run -S tsqnet.alpha=0.83 -S tsqnet.beta=0.41``) to retrain and evaluate with them.
 
 Workers share the study through ``sweep.storage``: the default SQLite file for processes on one
-machine; ``postgresql://user@host:5432/optuna`` for workers on several machines (DESIGN.md §5; the
+machine; ``postgresql://user@host:5432/optuna`` for workers on several machines (docs/design.md §5; the
 password from ``PGPASSWORD`` or ``~/.pgpass``, never the URL) - start ``python -m flows.sweep
 --trials N`` (or ``--workers N``) on each, or deploy :func:`sweep_flow` to a Prefect work pool.
 """

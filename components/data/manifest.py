@@ -220,7 +220,7 @@ class FrameBoxes:
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """``np.savez`` without its clock: every member stamped 1980-01-01, so the same arrays give the
-    same bytes (DESIGN.md 4b); written atomically."""
+    same bytes (docs/design.md §3); written atomically."""
     with atomic_path(path, suffix=".npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for name, value in arrays.items():
             with zf.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w",

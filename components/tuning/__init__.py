@@ -1,4 +1,4 @@
-"""Optuna on the **validation** split (DESIGN.md §2 ``tune_fusion``, §3: anything tuned sees val only).
+"""Optuna on the **validation** split (docs/design.md §2 ``tune_fusion``, §3: anything tuned sees val only).
 
 Three searches, all on stored artefacts or through the existing training path:
 

@@ -2,7 +2,7 @@
 
 Storages (:func:`storage_from_url`): ``sqlite:///path`` (parent folders created; relative paths are
 relative to the working directory; WAL journal, see :func:`_sqlite_connect`), ``postgresql://...``
-(many machines on one study, DESIGN.md §5; see :func:`_postgres`), any other SQLAlchemy URL as is,
+(many machines on one study, docs/design.md §5; see :func:`_postgres`), any other SQLAlchemy URL as is,
 ``journal:<path>`` for Optuna's journal file storage (NFS-friendly, no database), ``memory:`` for an
 in-process study.
 
