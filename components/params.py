@@ -343,6 +343,9 @@ class SweepParams:
     heartbeat: int = _f(30, lo=0, hi=3600,
                         help="seconds between a running trial's heartbeats (SQL storages); a trial silent for "
                              "2x this (its worker was killed) is failed and retried once by the next worker; 0: off")
+    reconnect: int = _f(120, lo=0, hi=86_400,
+                        help="seconds a worker retries a lost storage connection (database restarting) with backoff "
+                             "before it stops with an error naming the cause")
 
 
 @dataclass(frozen=True)
