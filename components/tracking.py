@@ -40,7 +40,15 @@ directory is). Sampler checkpoints are logged as plain files, not as mlflow mode
 :func:`register_model` registers such a directory in the Model Registry and
 :func:`resolve_model_uri` downloads ``models:/name@alias`` back to a local path.
 
-Errors of the tracking backend propagate (a misconfigured URI fails the stage at its start, set
+A tracking **server that cannot be reached** (refused, timed out, 5xx after the retries; :func:`unreachable`)
+never holds a run's results hostage: requests give up after ``tracking.retries`` retries of at most
+``tracking.timeout_s`` seconds each (:func:`http_budget`, through MLflow's ``MLFLOW_HTTP_REQUEST_*``
+variables); the run then goes on offline, with one warning naming the server, buffered in
+``tracking.spool`` (:class:`Spool`: params, metrics with their steps, tags, artifacts, status), and so does
+every run the process opens in the next minute. ``salient tracking sync`` (:func:`sync_spool`), or the start
+of the next run that reaches the server, replays the buffer: the run then reads as if it had logged live.
+
+Other errors of the tracking backend propagate (a misconfigured URI fails the stage at its start, set
 ``SALIENT_TRACKING=0`` to run without tracking), except while a run is being closed after an
 exception in its body: then the original exception wins and the closing failure is logged.
 """
