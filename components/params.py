@@ -368,9 +368,9 @@ class EvaluateParams:
 class TrackingParams:
     mlflow_uri: str = _f("sqlite:///mlflow.db", help="MLflow tracking URI ($MLFLOW_TRACKING_URI wins)")
     experiment: str = _f("salient")
-    timeout_s: int = _f(10, lo=1, hi=3600, help="seconds an MLflow server request may take ($MLFLOW_HTTP_REQUEST_TIMEOUT "
-                                               "wins); an unreachable server costs a run one failed call, then it "
-                                               "goes on offline")
+    timeout_s: int = _f(10, lo=1, hi=3600, help="seconds an MLflow server request may take "
+                                               "($MLFLOW_HTTP_REQUEST_TIMEOUT wins); an unreachable server costs a "
+                                               "run one failed call, then it goes on offline")
     retries: int = _f(2, lo=0, hi=10, help="retries of a failed MLflow server request, 1 s, 2 s, ... apart "
                                           "($MLFLOW_HTTP_REQUEST_MAX_RETRIES wins)")
     spool: str = _f(".salient/tracking_spool", help="where runs logged while the tracking server is unreachable are "

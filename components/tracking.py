@@ -425,7 +425,8 @@ class Spool:
         return {"local": str(dest.relative_to(self.path)), "dir": False, "artifact_path": artifact_path}
 
 
-def sync_spool(tracking: Any = None, *, root: str | Path | None = None, uri: str | None = None) -> list[tuple[str, str]]:
+def sync_spool(tracking: Any = None, *, root: str | Path | None = None,
+               uri: str | None = None) -> list[tuple[str, str]]:
     """Replay the buffered runs (:class:`Spool`) to their servers, oldest first: a run made offline is created
     (start time, name, tags; a child gets its synced parent's id), then its params, tags, metrics (steps and
     timestamps as logged), artifacts and final status are logged, so it reads as if it had logged live. A run
@@ -454,7 +455,8 @@ def sync_spool(tracking: Any = None, *, root: str | Path | None = None, uri: str
             events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines() if line.strip()] \
                 if (d / "events.jsonl").exists() else []
             if not any(ev["kind"] == "status" for ev in events):
-                if meta.get("host") == socket.gethostname() and _alive(int(meta.get("pid", 0)), meta.get("pid_start", "")):
+                pid, start = int(meta.get("pid", 0)), meta.get("pid_start", "")
+                if meta.get("host") == socket.gethostname() and _alive(pid, start):
                     continue  # still being logged
                 events.append({"kind": "status", "status": "KILLED", "end_time": int(time.time() * 1000)})
             done.append((d.name, _replay(d, meta, events, ids, root)))
@@ -475,7 +477,8 @@ def _replay(d: Path, meta: Mapping[str, Any], events: list[dict], ids: dict[str,
         if tags.get(PARENT_TAG) in ids:
             tags[PARENT_TAG] = ids[tags[PARENT_TAG]]
         exp_id = _experiment_id(c, meta.get("experiment") or DEFAULT_EXPERIMENT, meta["uri"])
-        run_id = c.create_run(exp_id, start_time=meta.get("start_time"), run_name=meta.get("name"), tags=tags).info.run_id
+        run = c.create_run(exp_id, start_time=meta.get("start_time"), run_name=meta.get("name"), tags=tags)
+        run_id = run.info.run_id
         ids[d.name] = run_id
         _write_json(root / "ids.json", ids)
     progress = d / "replayed"

@@ -1,7 +1,7 @@
 """Loss-weight sweeps with Optuna: orchestration only (the trial logic is ``components.tuning``).
 
     python -m flows.sweep                          # sweep.trials trials in this process
-    python -m flows.sweep --workers 2 --trials 12  # 2 worker processes filling one study
+    python -m flows.sweep --workers 2 --trials 12  # 2 worker processes filling one study to 12 more trials
     python -m flows.sweep --set sweep.sampler=nsnet --set sweep.pruner=halving
     python -m flows.sweep --prefect --workers 2    # the Prefect flow: trials as tasks (2 at a time)
 
@@ -14,6 +14,11 @@ Checkpoints: ``.salient/work/sweep/<study>/<trial>/`` (scratch, not DVC outputs)
 The best weights are written to ``data/tuned_losses.json``; params.yaml is never edited. Apply them
 yourself: copy the values into params.yaml, or run the ``apply`` command the file spells out
 (``dvc exp run -S tsqnet.alpha=0.83 -S tsqnet.beta=0.41``) to retrain and evaluate with them.
+
+``--workers N`` starts N processes that fill the study together up to its settled trials plus ``--trials``
+(:func:`components.tuning.storage.fill_study`): a worker that dies is made up for by the others (its
+running trial is failed by the heartbeat and retried), and none is run twice. Each worker retries a lost
+database connection for ``sweep.reconnect`` seconds, then stops naming the cause.
 
 Workers share the study through ``sweep.storage``: the default SQLite file for processes on one
 machine; ``postgresql://user@host:5432/optuna`` for workers on several machines (DESIGN.md §5; the

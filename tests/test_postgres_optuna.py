@@ -8,6 +8,10 @@ password-only auth); every test gets a fresh database owned by the login role ``
   child run per trial; the password reaches the workers only through ``PGPASSWORD``;
 * a worker SIGKILLed mid-trial: its trial is failed by the heartbeat and retried once by another
   of two new workers, and the study completes;
+* the database stopped (``pg_ctl stop -m fast``) and restarted under 2 workers: they reconnect and the
+  study ends with exactly the trials asked for; a database gone for good stops a worker naming the cause;
+  ``kill -9`` of one of 2 workers filling a study: the other makes up its trials (issue 27 item 2; cheap
+  objectives, real storage writes, no training);
 * workers opening a *new* database at once (Optuna's schema creation raced without a lock);
 * auth: no password and a wrong one are refused, the right one (``PGPASSWORD`` or a ``PGPASSFILE``)
   works, and no password reaches an MLflow param, tag, log line or ``tuned_losses.json`` even

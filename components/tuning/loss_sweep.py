@@ -188,8 +188,8 @@ def run_sweep(p: Params, paths: Paths, n_trials: int | None = None, worker_id: i
     ctx = (tracking.parent_run(f"sweep {name}", {"sweep": to_dict(p.sweep), "space": space}, tracking=p)
            if parent else contextlib.nullcontext())
     with ctx:
-        log.info("sweep %s (worker %d): %s into %s", name, worker_id,
-                 f"trials until it holds {until}" if until is not None else f"{n} trials", tracking.redact(p.sweep.storage))
+        todo = f"trials until it holds {until}" if until is not None else f"{n} trials"
+        log.info("sweep %s (worker %d): %s into %s", name, worker_id, todo, tracking.redact(p.sweep.storage))
         ran = fill_study(study, objective, p.sweep.storage, p.sweep.heartbeat, until=until, trials=n)
     log.info("sweep %s (worker %d): ran %d trials", name, worker_id, ran)
     result = write_best_losses(p, paths, study, p.sweep.storage) if write_best else None

@@ -172,7 +172,8 @@ class _Resilient:
             cached = _CachedStorage(inner)
         except ImportError:  # pragma: no cover - a future Optuna without it
             cached = inner
-        self._inner, self._engine, self.url, self.reconnect = cached, getattr(inner, "engine", None), url, float(reconnect)
+        self._inner, self._engine = cached, getattr(inner, "engine", None)
+        self.url, self.reconnect = url, float(reconnect)
 
     @contextlib.contextmanager
     def claim_lock(self, study_name: str) -> Iterator[None]:
