@@ -8,6 +8,7 @@
     salient plots                   render `dvc plots show` offline (Vega-Lite via vl-convert, no CDN)
     salient serve                   local Prefect server + `gpu` work pool + worker, deployments from prefect.yaml
     salient ui                      the MLflow UI on 127.0.0.1 for the configured tracking store
+    salient tracking sync           replay the runs buffered while the tracking server was unreachable
     salient bench extract|samplers|predict|avgn|shards|ddp|loop  benchmarks -> reports/bench_*.json
     salient benchmark [--profile F]         the benchmark profile end to end -> benchmarks/<profile>/
     salient robustness [--values V ...]     the distractor sweep: one run per value -> benchmarks/distractors/
@@ -399,6 +400,28 @@ def cmd_ui(args) -> int:
             print(f"error: processes still alive: {left}", file=sys.stderr)
 
 
+def cmd_tracking(args) -> int:
+    """``salient tracking sync``: the runs in ``tracking.spool`` replayed to their servers (exit 1 while one
+    is still unreachable: nothing is lost, run it again later)."""
+    p = load_params(args.params)
+    root = tracking.spool_dir(p)
+    tracking.http_budget(p)
+    try:
+        done = tracking.sync_spool(p)
+    except Exception as e:  # noqa: BLE001 - the server's own error, named
+        if not tracking.unreachable(e):
+            raise
+        print(f"error: a tracking server is still unreachable ({tracking.redact(str(e))[:300]}); the runs stay "
+              f"buffered in {root}: run `salient tracking sync` again later", file=sys.stderr)
+        return 1
+    for key, run_id in done:
+        print(f"{run_id}" + (f"  (buffered as {key})" if key != run_id else ""))
+    left = [d.name for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    print(f"{len(done)} buffered run(s) replayed from {root}" + (f"; {len(left)} still buffered (still being logged, "
+          f"or their parent is)" if left else ""), file=sys.stderr)
+    return 0
+
+
 def cmd_benchmark(args) -> int:
     try:
         return run_benchmark(Path("."), Path(args.profile), Path(args.workspace) if args.workspace else None,
@@ -508,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1")
     ui.add_argument("--params", default="params.yaml", help="the params file naming the tracking store")
     ui.set_defaults(fn=cmd_ui)
+    tr = sub.add_parser("tracking", help="tracking housekeeping: `sync` replays the runs buffered while the MLflow "
+                                         "server was unreachable")
+    tr.add_argument("action", choices=("sync",))
+    tr.add_argument("--params", default="params.yaml", help="the params file naming the tracking store and spool")
+    tr.set_defaults(fn=cmd_tracking)
     args, rest = ap.parse_known_args(argv)
     if getattr(args, "passthrough", False):
         args.rest = rest

@@ -343,6 +343,9 @@ class SweepParams:
     heartbeat: int = _f(30, lo=0, hi=3600,
                         help="seconds between a running trial's heartbeats (SQL storages); a trial silent for "
                              "2x this (its worker was killed) is failed and retried once by the next worker; 0: off")
+    reconnect: int = _f(120, lo=0, hi=86_400,
+                        help="seconds a worker retries a lost storage connection (database restarting) with backoff "
+                             "before it stops with an error naming the cause")
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,13 @@ class EvaluateParams:
 class TrackingParams:
     mlflow_uri: str = _f("sqlite:///mlflow.db", help="MLflow tracking URI ($MLFLOW_TRACKING_URI wins)")
     experiment: str = _f("salient")
+    timeout_s: int = _f(10, lo=1, hi=3600, help="seconds an MLflow server request may take "
+                                               "($MLFLOW_HTTP_REQUEST_TIMEOUT wins); an unreachable server costs a "
+                                               "run one failed call, then it goes on offline")
+    retries: int = _f(2, lo=0, hi=10, help="retries of a failed MLflow server request, 1 s, 2 s, ... apart "
+                                          "($MLFLOW_HTTP_REQUEST_MAX_RETRIES wins)")
+    spool: str = _f(".salient/tracking_spool", help="where runs logged while the tracking server is unreachable are "
+                                                    "buffered; `salient tracking sync` (or the next run) replays them")
 
 
 SEED_STRIDE = 1000  # pipeline seed s offsets every training seed by s * SEED_STRIDE (s = 0: the seeds as written)

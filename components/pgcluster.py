@@ -111,11 +111,21 @@ class PostgresCluster:
             f.write(f"\nlisten_addresses = '{self.host}'\nport = {self.port}\n"
                     f"unix_socket_directories = '{self.root}'\nfsync = off\nsynchronous_commit = off\n"
                     f"full_page_writes = off\nmax_connections = 100\nshared_buffers = 32MB\n")
-        self._run([str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"),
+        return self.resume()
+
+    def resume(self) -> "PostgresCluster":
+        """``pg_ctl start`` on the existing data folder (after :meth:`halt`), waiting until it accepts logins."""
+        self._run([str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"),
                    "-w", "-t", "60", "start"], "pg_ctl start")
         self._wait()
         log.info("PostgreSQL on %s:%d (%s)", self.host, self.port, self.root)
         return self
+
+    def halt(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m <mode>``, keeping the data folder (:meth:`resume` starts it again): what an
+        administrator's restart or a crashed database server does to its clients."""
+        self._run([str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"], "pg_ctl stop",
+                  timeout=60)
 
     def _wait(self, timeout: float = 60.0) -> None:
         import psycopg2
@@ -142,8 +152,7 @@ class PostgresCluster:
         if self.root is None or not self.datadir.exists():
             return
         try:
-            self._run([str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"],
-                      "pg_ctl stop", timeout=60)
+            self.halt()
         except (PostgresError, subprocess.SubprocessError) as e:
             log.warning("stopping PostgreSQL in %s: %s", self.root, e)
         if self._tmp and not self.keep:

@@ -40,7 +40,15 @@ directory is). Sampler checkpoints are logged as plain files, not as mlflow mode
 :func:`register_model` registers such a directory in the Model Registry and
 :func:`resolve_model_uri` downloads ``models:/name@alias`` back to a local path.
 
-Errors of the tracking backend propagate (a misconfigured URI fails the stage at its start, set
+A tracking **server that cannot be reached** (refused, timed out, 5xx after the retries; :func:`unreachable`)
+never holds a run's results hostage: requests give up after ``tracking.retries`` retries of at most
+``tracking.timeout_s`` seconds each (:func:`http_budget`, through MLflow's ``MLFLOW_HTTP_REQUEST_*``
+variables); the run then goes on offline, with one warning naming the server, buffered in
+``tracking.spool`` (:class:`Spool`: params, metrics with their steps, tags, artifacts, status), and so does
+every run the process opens in the next minute. ``salient tracking sync`` (:func:`sync_spool`), or the start
+of the next run that reaches the server, replays the buffer: the run then reads as if it had logged live.
+
+Other errors of the tracking backend propagate (a misconfigured URI fails the stage at its start, set
 ``SALIENT_TRACKING=0`` to run without tracking), except while a run is being closed after an
 exception in its body: then the original exception wins and the closing failure is logged.
 """
@@ -258,9 +266,38 @@ def _salient_version() -> str:
 _clients: dict[str, Any] = {}
 
 
+#: MLflow's request budget (read on every request, mlflow.environment_variables) -> the params key setting it.
+_HTTP_VARS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "timeout_s", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "retries",
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": None}
+_HTTP_DEFAULTS = {"timeout_s": 10, "retries": 2, None: 1}  # backoff 1 s, 2 s, ... (MLflow's: 2 s, 4 s, ... x7)
+_HTTP_MARK = "SALIENT_MLFLOW_HTTP_SET"  # the variables this module set (inherited by stages: not the user's)
+_USER_HTTP = {v for v in _HTTP_VARS if v in os.environ and v not in os.environ.get(_HTTP_MARK, "").split(",")}
+
+
+def http_budget(tracking: Any = None) -> dict[str, str]:
+    """Set MLflow's request timeout, retries and backoff for this process from ``tracking.timeout_s`` /
+    ``tracking.retries`` (a variable the user set wins). MLflow's own defaults (120 s, 7 retries 2 s ... 128 s
+    apart) held a stage ~4 minutes per call once its server was gone; with these a call gives up in about
+    ``(retries + 1) x timeout_s`` for a hung server, ~3 s for a refused connection. Returns the values."""
+    ours = []
+    for var, key in _HTTP_VARS.items():
+        if var in _USER_HTTP:
+            continue
+        value = _get(tracking, key) if key else None
+        os.environ[var] = str(int(_HTTP_DEFAULTS[key] if value is None else value))
+        ours.append(var)
+    os.environ[_HTTP_MARK] = ",".join(ours)
+    return {v: os.environ[v] for v in _HTTP_VARS}
+
+
 def client(tracking: Any = None):
-    """An ``MlflowClient`` for the configured tracking URI (and the same registry), cached per URI."""
-    uri = tracking_uri(tracking)
+    """An ``MlflowClient`` for the configured tracking URI (and the same registry), cached per URI; sets the
+    request budget (:func:`http_budget`)."""
+    http_budget(tracking)
+    return _client_for(tracking_uri(tracking))
+
+
+def _client_for(uri: str):
     if uri not in _clients:
         from mlflow.tracking import MlflowClient
 
@@ -291,6 +328,184 @@ def _experiment_id(c: Any, name: str, uri: str) -> str:
         return exp.experiment_id
 
 
+# ------------------------------------------------------------------------------ offline: the spool
+SPOOL_PREFIX = "spool-"  # run ids of runs made while the server was unreachable, until a sync creates them
+DEFAULT_SPOOL = ".salient/tracking_spool"
+DOWN_RECHECK_S = 60.0  # a process that found its server unreachable tries it again after this long
+_down: dict[str, float] = {}
+
+
+def spool_dir(tracking: Any = None) -> Path:
+    """Where runs are buffered while their server is unreachable: ``tracking.spool`` (relative to the
+    working directory), absolute."""
+    return Path(_get(tracking, "spool") or DEFAULT_SPOOL).absolute()
+
+
+def unreachable(e: BaseException) -> bool:
+    """Whether ``e`` (or what it wraps) says the tracking server could not be reached or kept failing
+    (refused, timed out, reset, 5xx after the retries), as opposed to refusing the request itself."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if text.startswith("API request to ") and " failed with " in text:  # mlflow.utils.rest_utils.http_request
+            return True
+        if type(e).__name__ in ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "MaxRetryError",
+                                "NewConnectionError", "ConnectionRefusedError", "ConnectionResetError"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _cause(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    m = re.search(r"\[Errno[^\]]*\][^')\]]*|Read timed out[^')]*|too many \d+ error responses", text)
+    return m.group(0) if m else text[:200]
+
+
+def _mark_down(uri: str, e: BaseException, what: str, root: Path) -> None:
+    """Remember that ``uri`` is unreachable (for :data:`DOWN_RECHECK_S`); one warning per outage."""
+    if not _server_down(uri):
+        log.warning("MLflow tracking server %s unreachable (%s): %s goes on offline, buffered in %s; "
+                    "`salient tracking sync` (or the next tracked run) replays it to the server", redact(uri),
+                    redact(_cause(e)), what, root)
+    _down[uri] = time.monotonic()
+
+
+def _server_down(uri: str) -> bool:
+    t = _down.get(uri)
+    return t is not None and time.monotonic() - t < DOWN_RECHECK_S
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Spool:
+    """One run's buffer, ``<spool>/<run id>/``: ``meta.json`` (server, experiment, name, tags, start time,
+    the writing process), ``events.jsonl`` (params, tags, metrics with steps and timestamps, artifacts,
+    the final status, in order) and ``artifacts/`` (copies of the files logged)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, root: Path, key: str, meta: Mapping[str, Any]) -> "Spool":
+        d = Path(root) / key
+        (d / "artifacts").mkdir(parents=True, exist_ok=True)
+        pid = os.getpid()
+        _write_json(d / "meta.json", {"created": time.time(), "host": socket.gethostname(), "pid": pid,
+                                      "pid_start": _process_start(pid), **meta})
+        return cls(d)
+
+    def append(self, kind: str, payload: Mapping[str, Any]) -> None:
+        with open(self.path / "events.jsonl", "a") as f:
+            f.write(json.dumps({"kind": kind, **payload}, default=str) + "\n")
+
+    def copy_artifact(self, src: Path, artifact_path: str | None) -> dict[str, Any]:
+        """Copy ``src`` (file or folder) in; the event that logs it from there on replay."""
+        import shutil
+
+        dest = self.path / "artifacts" / str(len(list((self.path / "artifacts").iterdir()))) / src.name
+        dest.parent.mkdir(parents=True)
+        if src.is_dir():
+            shutil.copytree(src, dest)
+            return {"local": str(dest.relative_to(self.path)), "dir": True,
+                    "artifact_path": "/".join(x for x in (artifact_path, src.name) if x)}
+        shutil.copy2(src, dest)
+        return {"local": str(dest.relative_to(self.path)), "dir": False, "artifact_path": artifact_path}
+
+
+def sync_spool(tracking: Any = None, *, root: str | Path | None = None,
+               uri: str | None = None) -> list[tuple[str, str]]:
+    """Replay the buffered runs (:class:`Spool`) to their servers, oldest first: a run made offline is created
+    (start time, name, tags; a child gets its synced parent's id), then its params, tags, metrics (steps and
+    timestamps as logged), artifacts and final status are logged, so it reads as if it had logged live. A run
+    still being written by a live process is left for later (a dead one's run ends KILLED). Each replayed
+    event is recorded, so a sync interrupted half-way resumes without logging anything twice. ``uri``: only
+    runs of that server. Returns ``(spool key, run id)`` of the runs replayed, whose folders are removed;
+    raises what the server raises (unreachable: try again later)."""
+    import fcntl
+    import shutil
+
+    root = Path(root) if root is not None else spool_dir(tracking)
+    if not root.is_dir():
+        return []
+    done: list[tuple[str, str]] = []
+    with open(root / ".sync.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another process is syncing this spool
+            return done
+        ids = _read_json(root / "ids.json") or {}
+        metas = [(d, _read_json(d / "meta.json")) for d in root.iterdir() if d.is_dir()]
+        for d, meta in sorted((x for x in metas if x[1]), key=lambda x: x[1].get("created", 0)):
+            parent = meta.get("tags", {}).get(PARENT_TAG, "")
+            if (uri is not None and meta.get("uri") != uri) or (parent.startswith(SPOOL_PREFIX) and parent not in ids):
+                continue  # another server's, or its parent is not on the server yet
+            events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines() if line.strip()] \
+                if (d / "events.jsonl").exists() else []
+            if not any(ev["kind"] == "status" for ev in events):
+                pid, start = int(meta.get("pid", 0)), meta.get("pid_start", "")
+                if meta.get("host") == socket.gethostname() and _alive(pid, start):
+                    continue  # still being logged
+                events.append({"kind": "status", "status": "KILLED", "end_time": int(time.time() * 1000)})
+            done.append((d.name, _replay(d, meta, events, ids, root)))
+            shutil.rmtree(d, ignore_errors=True)
+            log.info("MLflow run %s (%s) replayed to %s%s", done[-1][1], meta.get("name"), redact(meta["uri"]),
+                     f" (buffered as {d.name})" if d.name != done[-1][1] else "")
+    return done
+
+
+def _replay(d: Path, meta: Mapping[str, Any], events: list[dict], ids: dict[str, str], root: Path) -> str:
+    """Log one spooled run's events to its server (see :func:`sync_spool`); returns its run id there."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    c = _client_for(meta["uri"])
+    run_id = meta.get("run_id") or ids.get(d.name)
+    if run_id is None:  # made offline: create it now, as it started
+        tags = dict(meta.get("tags", {}))
+        if tags.get(PARENT_TAG) in ids:
+            tags[PARENT_TAG] = ids[tags[PARENT_TAG]]
+        exp_id = _experiment_id(c, meta.get("experiment") or DEFAULT_EXPERIMENT, meta["uri"])
+        run = c.create_run(exp_id, start_time=meta.get("start_time"), run_name=meta.get("name"), tags=tags)
+        run_id = run.info.run_id
+        ids[d.name] = run_id
+        _write_json(root / "ids.json", ids)
+    progress = d / "replayed"
+    start = int(progress.read_text() or 0) if progress.exists() else 0
+    for i, ev in enumerate(events[start:], start):
+        kind = ev["kind"]
+        if kind == "params":
+            items = [Param(k, v) for k, v in ev["params"].items()]
+            for j in range(0, len(items), 100):
+                c.log_batch(run_id, params=items[j:j + 100])
+        elif kind == "tags":
+            items = [RunTag(k, v) for k, v in ev["tags"].items()]
+            for j in range(0, len(items), 100):
+                c.log_batch(run_id, tags=items[j:j + 100])
+        elif kind == "metrics":
+            items = [Metric(k, v, ts, step) for k, v, ts, step in ev["points"]]
+            for j in range(0, len(items), 1000):
+                c.log_batch(run_id, metrics=items[j:j + 1000])
+        elif kind == "artifact":
+            log_files = c.log_artifacts if ev["dir"] else c.log_artifact
+            log_files(run_id, str(d / ev["local"]), ev["artifact_path"])
+        elif kind == "status":
+            c.set_terminated(run_id, ev["status"], end_time=ev.get("end_time"))
+        progress.write_text(str(i + 1))
+    return run_id
+
+
 # ------------------------------------------------------------------------------ runs
 class _NullRun:
     """What the context managers yield when tracking is off: every method is a no-op."""
@@ -313,27 +528,64 @@ NULL_RUN = _NullRun()
 
 @dataclasses.dataclass
 class TrackedRun:
-    """An open MLflow run, written to through an explicit ``MlflowClient``."""
+    """An open MLflow run, written to through an explicit ``MlflowClient``.
+
+    When the server is unreachable (:func:`unreachable`) a write goes to the run's :class:`Spool` instead,
+    and so does every later one: the run goes on offline (one warning per outage) and
+    :func:`sync_spool` replays it. A run made while the server was down has a ``spool-...`` id and no
+    experiment id until then."""
 
     client: Any
     run_id: str
-    experiment_id: str
+    experiment_id: str | None
     tracking_uri: str
+    name: str = ""
+    spool: Spool | None = None
+    spool_root: Path | None = None
+
+    def _send(self, kind: str, payload: Any, call: Any) -> None:
+        """``call()`` on the server, or the event ``payload()`` into the spool once it is unreachable."""
+        if self.spool is None:
+            try:
+                call()
+                return
+            except Exception as e:  # noqa: BLE001 - sorted by unreachable()
+                if not unreachable(e):
+                    raise
+                root = self.spool_root or spool_dir()
+                _mark_down(self.tracking_uri, e, f"run {self.run_id} ({self.name})", root)
+                self.spool = Spool.create(root, self.run_id, {"run_id": self.run_id, "uri": self.tracking_uri,
+                                                              "name": self.name})
+        self.spool.append(kind, payload())
+
+    def terminate(self, status: str) -> None:
+        """End the run FINISHED / FAILED / KILLED (now)."""
+        end = int(time.time() * 1000)
+        self._send("status", lambda: {"status": status, "end_time": end},
+                   lambda: self.client.set_terminated(self.run_id, status, end_time=end))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(str(k)[:MAX_KEY], redact(str(v))) for k, v in tags.items() if v is not None]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, tags=items[i:i + 100])
+
+        def call() -> None:
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, tags=items[i:i + 100])
+
+        self._send("tags", lambda: {"tags": {t.key: t.value for t in items}}, call)
 
     def log_params(self, params: Any) -> None:
         """Flattened (see :func:`flatten_params`); a key already logged must keep its value."""
         from mlflow.entities import Param
 
         items = [Param(k, v) for k, v in flatten_params(params).items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+        def call() -> None:
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+        self._send("params", lambda: {"params": {x.key: x.value for x in items}}, call)
 
     def _log(self, points: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric
@@ -341,8 +593,12 @@ class TrackedRun:
         now = int(time.time() * 1000)
         # MLflow allows letters, digits and _ - . space : / in names: tsqnet[vqm] becomes tsqnet_vqm_
         items = [Metric(re.sub(r"[^\w\-. :/]", "_", k), v, now, s) for k, v, s in points]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+        def call() -> None:
+            for i in range(0, len(items), 1000):
+                self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+        self._send("metrics", lambda: {"points": [[m.key, m.value, m.timestamp, m.step] for m in items]}, call)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Scalars (nested mappings become ``a/b`` names); non-numbers are skipped with a warning."""
@@ -385,15 +641,14 @@ class TrackedRun:
             paths = [paths]
         logged = []
         for p in map(Path, paths):
-            if p.is_file():
-                self.client.log_artifact(self.run_id, str(p), artifact_path)
-                logged.append("/".join(x for x in (artifact_path, p.name) if x))
-            elif p.is_dir():
-                dest = "/".join(x for x in (artifact_path, p.name) if x)
-                self.client.log_artifacts(self.run_id, str(p), dest)
-                logged.append(dest)
-            else:
+            if not p.exists():
                 log.warning("artifact %s does not exist: skipped", p)
+                continue
+            dest = "/".join(x for x in (artifact_path, p.name) if x)
+            call = ((lambda p=p, dest=dest: self.client.log_artifacts(self.run_id, str(p), dest)) if p.is_dir()
+                    else (lambda p=p: self.client.log_artifact(self.run_id, str(p), artifact_path)))
+            self._send("artifact", lambda p=p: self.spool.copy_artifact(p, artifact_path), call)
+            logged.append(dest)
         return logged
 
 
@@ -495,23 +750,8 @@ def reap_dead_runs(c: Any, exp_id: str) -> list[str]:
     return reaped
 
 
-@contextlib.contextmanager
-def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: str | None,
-              tracking: Any, reap: bool = True) -> Iterator[TrackedRun]:
-    uri = tracking_uri(tracking)
-    c = client(tracking)
-    parent = parent_run_id or (active_run().run_id if active_run() else None) or os.environ.get(ENV_PARENT) or None
-    exp_id = None
-    if parent:
-        try:
-            exp_id = c.get_run(parent).info.experiment_id  # children live with their parent
-        except Exception as e:  # noqa: BLE001 - any lookup failure: the run is made top-level
-            log.warning("parent run %s not found at %s (%s): %r becomes a top-level run", parent, redact(uri),
-                        redact(str(e)), name)
-            parent = None
-    if exp_id is None:
-        exp_id = _experiment_id(c, experiment_name(tracking), uri)
-
+def _run_tags(tags: Mapping[str, Any], reap: bool) -> dict[str, Any]:
+    """MLflow's context tags, git, host, version, process, then ``tags``."""
     all_tags: dict[str, Any] = {}
     try:
         from mlflow.tracking.context.registry import resolve_tags
@@ -523,13 +763,72 @@ def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: st
     all_tags.update({"host": socket.gethostname(), "salient.version": _salient_version(),
                      "salient.pid": os.getpid(), "salient.pid_start": _process_start(os.getpid())})
     all_tags.update({k: v for k, v in tags.items() if v is not None})
+    return all_tags
+
+
+def _create_online(c: Any, uri: str, name: str, parent: str | None, all_tags: dict[str, Any], tracking: Any,
+                   reap: bool) -> TrackedRun:
+    """The run on the server (raises what the server raises); replays this server's spool first."""
+    exp_id = None
+    if parent:
+        try:
+            exp_id = c.get_run(parent).info.experiment_id  # children live with their parent
+        except Exception as e:  # noqa: BLE001 - any lookup failure but an unreachable server: made top-level
+            if unreachable(e):
+                raise
+            log.warning("parent run %s not found at %s (%s): %r becomes a top-level run", parent, redact(uri),
+                        redact(str(e)), name)
+            parent = None
+    if exp_id is None:
+        exp_id = _experiment_id(c, experiment_name(tracking), uri)
+    root = spool_dir(tracking)
+    if root.is_dir() and any(d.is_dir() for d in root.iterdir()):  # the server is back: replay what waited
+        try:
+            sync_spool(tracking, uri=uri)
+        except Exception as e:  # noqa: BLE001 - never stop a run for it; `salient tracking sync` retries
+            log.warning("replaying buffered MLflow runs from %s to %s failed: %s", root, redact(uri), redact(str(e)))
     if parent:
         all_tags[PARENT_TAG] = parent
     if reap:
         reap_dead_runs(c, exp_id)
     run = c.create_run(exp_id, run_name=name, tags={k: redact(str(v)) for k, v in all_tags.items()})
-    handle = TrackedRun(c, run.info.run_id, exp_id, uri)
+    handle = TrackedRun(c, run.info.run_id, exp_id, uri, name, spool_root=root)
     log.info("MLflow run %s (%s) at %s%s", handle.run_id, name, redact(uri), f", child of {parent}" if parent else "")
+    return handle
+
+
+def _create_offline(c: Any, uri: str, name: str, parent: str | None, all_tags: dict[str, Any],
+                    tracking: Any) -> TrackedRun:
+    """A run buffered in the spool from its start (a ``spool-...`` id), created on the server by a sync."""
+    import uuid
+
+    if parent:
+        all_tags[PARENT_TAG] = parent
+    key, root = SPOOL_PREFIX + uuid.uuid4().hex, spool_dir(tracking)
+    spool = Spool.create(root, key, {"run_id": None, "uri": uri, "experiment": experiment_name(tracking), "name": name,
+                                     "start_time": int(time.time() * 1000),
+                                     "tags": {k: redact(str(v)) for k, v in all_tags.items()}})
+    log.info("MLflow run %s (%s) buffered in %s until %s is reachable", key, name, spool.path, redact(uri))
+    return TrackedRun(c, key, None, uri, name, spool, root)
+
+
+@contextlib.contextmanager
+def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: str | None,
+              tracking: Any, reap: bool = True) -> Iterator[TrackedRun]:
+    uri = tracking_uri(tracking)
+    c = client(tracking)
+    parent = parent_run_id or (active_run().run_id if active_run() else None) or os.environ.get(ENV_PARENT) or None
+    all_tags = _run_tags(tags, reap)
+    handle = None
+    if not _server_down(uri) and not (parent or "").startswith(SPOOL_PREFIX):  # a buffered parent's child: buffered
+        try:
+            handle = _create_online(c, uri, name, parent, dict(all_tags), tracking, reap)
+        except Exception as e:  # noqa: BLE001 - sorted by unreachable()
+            if not unreachable(e):
+                raise
+            _mark_down(uri, e, f"run {name!r}", spool_dir(tracking))
+    if handle is None:
+        handle = _create_offline(c, uri, name, parent, all_tags, tracking)
     token = _stack.set(_stack.get() + (handle,))
     status = "FAILED"
     with _sigterm_as_exit():
@@ -541,7 +840,7 @@ def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: st
         except BaseException as e:
             status = _status_for(e)
             try:
-                c.set_terminated(handle.run_id, status)
+                handle.terminate(status)
             except Exception as close_error:  # noqa: BLE001 - the body's exception matters more
                 log.error("could not mark MLflow run %s %s: %s", handle.run_id, status, close_error)
             status = ""
@@ -549,7 +848,7 @@ def _open_run(name: str, params: Any, tags: Mapping[str, Any], parent_run_id: st
         finally:
             _stack.reset(token)
             if status:
-                c.set_terminated(handle.run_id, status)
+                handle.terminate(status)
 
 
 @contextlib.contextmanager
@@ -620,14 +919,24 @@ def parent_run(name: str, params: Any = None, *, tags: Mapping[str, Any] | None 
 
 def child_runs(run: TrackedRun, max_results: int = 5000) -> list:
     """The runs that name ``run`` as their parent (the stage runs under a pipeline's parent run), oldest
-    first, as mlflow ``Run`` objects."""
+    first, as mlflow ``Run`` objects (none known for a run buffered offline)."""
+    if run.spool is not None:
+        return []
     return list(run.client.search_runs([run.experiment_id], f"tags.`{PARENT_TAG}` = '{run.run_id}'",
                                        max_results=max_results, order_by=["attributes.start_time ASC"]))
 
 
 def has_children(run: TrackedRun) -> bool:
-    """Whether any run names ``run`` as its parent (a stage ran under a pipeline's parent run)."""
-    return bool(child_runs(run, max_results=1))
+    """Whether any run names ``run`` as its parent (a stage ran under a pipeline's parent run); True for a run
+    buffered offline (its children cannot be listed: it is kept)."""
+    if run.spool is not None:
+        return True
+    try:
+        return bool(child_runs(run, max_results=1))
+    except Exception as e:  # noqa: BLE001 - unreachable now: keep the run
+        if unreachable(e):
+            return True
+        raise
 
 
 def delete_empty(run: TrackedRun, reason: str) -> None:
@@ -762,5 +1071,5 @@ __all__ = [
     "parent_run",
     "log_params", "set_tags", "log_metrics", "log_curve", "log_budget_curve", "log_artifacts",
     "register_model", "resolve_model_uri", "ui_command", "ui_url", "server_env", "child_runs", "has_children",
-    "delete_empty",
+    "delete_empty", "http_budget", "unreachable", "spool_dir", "sync_spool", "Spool",
 ]

@@ -1,7 +1,7 @@
 """Loss-weight sweeps with Optuna: orchestration only (the trial logic is ``components.tuning``).
 
     python -m flows.sweep                          # sweep.trials trials in this process
-    python -m flows.sweep --workers 2 --trials 12  # 2 worker processes filling one study
+    python -m flows.sweep --workers 2 --trials 12  # 2 worker processes filling one study to 12 more trials
     python -m flows.sweep --set sweep.sampler=nsnet --set sweep.pruner=halving
     python -m flows.sweep --prefect --workers 2    # the Prefect flow: trials as tasks (2 at a time)
 
@@ -14,6 +14,11 @@ Checkpoints: ``.salient/work/sweep/<study>/<trial>/`` (scratch, not DVC outputs)
 The best weights are written to ``data/tuned_losses.json``; params.yaml is never edited. Apply them
 yourself: copy the values into params.yaml, or run the ``apply`` command the file spells out
 (``dvc exp run -S tsqnet.alpha=0.83 -S tsqnet.beta=0.41``) to retrain and evaluate with them.
+
+``--workers N`` starts N processes that fill the study together up to its settled trials plus ``--trials``
+(:func:`components.tuning.storage.fill_study`): a worker that dies is made up for by the others (its
+running trial is failed by the heartbeat and retried), and none is run twice. Each worker retries a lost
+database connection for ``sweep.reconnect`` seconds, then stops naming the cause.
 
 Workers share the study through ``sweep.storage``: the default SQLite file for processes on one
 machine; ``postgresql://user@host:5432/optuna`` for workers on several machines (docs/design.md §5; the
@@ -40,6 +45,7 @@ from components.params import Params, for_pipeline_seed, load_params, to_dict
 from components.paths import Paths
 from components.stage_runner import setup_logging
 from components.tuning import run_sweep, storage_from_url, sweep_study_name, write_best_losses
+from components.tuning.storage import StorageUnavailable, _study, settled_trials
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +70,20 @@ def _paths(project: str, p: Params) -> Paths:
 
 
 @task(cache_policy=NO_CACHE, name="sweep-trials")
-def sweep_trials(params_file: str, overrides: list[str], n_trials: int, worker_id: int, project: str = ".") -> dict:
-    """``n_trials`` trials of the study (one Prefect task); the flow's parent MLflow run is inherited."""
+def sweep_trials(params_file: str, overrides: list[str], n_trials: int, worker_id: int, project: str = ".",
+                 until: int | None = None) -> dict:
+    """``n_trials`` trials of the study (one Prefect task), or with ``until`` trials until the study holds that
+    many settled ones (shared with the flow's other tasks); the flow's parent MLflow run is inherited."""
     p = _params(params_file, overrides)
     return run_sweep(p, _paths(project, p), n_trials, worker_id, parent=False,
-                     write_best=False)
+                     write_best=False, until=until)
+
+
+def _target(p: Params, n: int) -> int:
+    """The settled trials the study must hold after a sweep of ``n`` more (the study made if new, before
+    workers race for it): what every worker of the sweep fills it up to."""
+    study = _study(sweep_study_name(p), storage_from_url(p.sweep.storage, 0, p.sweep.reconnect), None)
+    return settled_trials(study)[0] + n
 
 
 def _best(p: Params, project: str = ".") -> dict | None:
@@ -99,13 +114,14 @@ def sweep_flow(n_trials: int | None = None, workers: int = 1, overrides: list[st
     n = p.sweep.trials if n_trials is None else int(n_trials)
     chunks = split_trials(n, max(1, -(-n // max(1, trials_per_task))))
     in_flow = FlowRunContext.get() is not None
+    until = _target(p, n) if in_flow and workers > 1 else None  # tasks at once: fill to one count together
     with tracking.parent_run(f"sweep {sweep_study_name(p)}", {"sweep": to_dict(p.sweep)}, tracking=p):
         if in_flow:
             running, done = [], []
             for i, k in enumerate(chunks):
                 if len(running) >= max(1, workers):
                     done.append(running.pop(0).result())
-                running.append(sweep_trials.submit(params_file, overrides, k, i, project))
+                running.append(sweep_trials.submit(params_file, overrides, k, i, project, until))
             done += [f.result() for f in running]
         else:
             done = [sweep_trials.fn(params_file, overrides, k, i, project) for i, k in enumerate(chunks)]
@@ -114,25 +130,25 @@ def sweep_flow(n_trials: int | None = None, workers: int = 1, overrides: list[st
 
 
 def launch_workers(params_file: str, overrides: Sequence[str], n_trials: int, workers: int) -> int:
-    """Start ``workers`` processes of this module on one study (inside one MLflow parent run) and wait;
-    returns the number of workers that failed."""
-    import optuna
-
+    """Start ``workers`` processes of this module on one study (inside one MLflow parent run), all filling it
+    up to its settled trials now plus ``n_trials`` (a worker that dies is made up for by the others), and
+    wait; returns the number of workers that failed when the study fell short of that count, else 0."""
     p = _params(params_file, overrides)
-    # create the database and the study before the workers race for them
-    optuna.create_study(study_name=sweep_study_name(p), storage=storage_from_url(p.sweep.storage),
-                        direction="maximize", load_if_exists=True)
+    until = _target(p, n_trials)  # also creates the database and the study before the workers race for them
     sets = [a for o in overrides for a in ("--set", o)]
     with tracking.parent_run(f"sweep {sweep_study_name(p)}", {"sweep": to_dict(p.sweep), "workers": workers},
                              tracking=p):
         procs = [subprocess.Popen([sys.executable, "-m", "flows.sweep", "--params", params_file, *sets,
-                                   "--trials", str(k), "--worker-id", str(i), "--no-parent", "--no-best"],
-                                  env=dict(os.environ))
+                                   "--trials", str(k), "--until", str(until), "--worker-id", str(i),
+                                   "--no-parent", "--no-best"], env=dict(os.environ))
                  for i, k in enumerate(split_trials(n_trials, workers))]
         codes = [proc.wait() for proc in procs]
     failed = sum(1 for c in codes if c)
     if failed:
-        log.error("%d of %d sweep workers failed (exit codes %s)", failed, len(codes), codes)
+        reached = _target(p, 0)
+        log.error("%d of %d sweep workers failed (exit codes %s); the study holds %d of %d settled trials", failed,
+                  len(codes), codes, reached, until)
+        failed = failed if reached < until else 0  # the others made up for them: the sweep is complete
     best = _best(p)
     if best:
         log.info("best %s: %s (val %.4f) -> %s", best["study"], best["params"], best["best_value"],
@@ -147,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, help="trials in all (default: sweep.trials)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes on the one study")
     ap.add_argument("--prefect", action="store_true", help="run as the Prefect flow (trials as tasks)")
+    ap.add_argument("--until", type=int, help=argparse.SUPPRESS)  # fill the study to this many settled trials
     ap.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--no-parent", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-best", action="store_true", help=argparse.SUPPRESS)
@@ -161,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workers > 1:
         return 1 if launch_workers(args.params, args.set, n, args.workers) else 0
-    res = run_sweep(p, _paths(".", p), n, args.worker_id, parent=not args.no_parent, write_best=not args.no_best)
+    try:
+        res = run_sweep(p, _paths(".", p), n, args.worker_id, parent=not args.no_parent,
+                        write_best=not args.no_best, until=args.until)
+    except StorageUnavailable as e:  # the cause, not Optuna's follow-up errors
+        log.error("sweep worker %d stopped: %s", args.worker_id, e)
+        return 3
     log.info("sweep worker %d done: %s", args.worker_id, res.get("trials"))
     return 0
 

@@ -23,7 +23,7 @@ from components.paths import Paths
 from components.sampler_training import load_train_val, sampler_checkpoint, train_one
 from components.sampler_data import sampler_keys
 from components.store import FeatureStore
-from components.tuning.storage import _complete, _study, storage_from_url
+from components.tuning.storage import _complete, _study, fill_study, storage_from_url
 from components.validation import load_val, sampler_val_score
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,24 +156,28 @@ def sampler_seed(seed: int, worker_id: int, trials_before: int) -> int:
 
 
 def run_sweep(p: Params, paths: Paths, n_trials: int | None = None, worker_id: int = 0, *,
-              parent: bool = True, write_best: bool = True,
+              parent: bool = True, write_best: bool = True, until: int | None = None,
               objective_wrapper: Callable[[Callable], Callable] | None = None) -> dict:
-    """Run ``n_trials`` (default ``sweep.trials``) loss-weight trials into the study ``sweep.study``
-    in ``sweep.storage``; several calls (processes, machines, Prefect tasks) fill one study.
+    """Run ``n_trials`` (default ``sweep.trials``) loss-weight trials into the study ``sweep.study`` in
+    ``sweep.storage`` (several calls, processes, machines each add theirs), or, with ``until``, fill it up to
+    ``until`` settled trials together with every other worker given the same ``until``
+    (:func:`~components.tuning.storage.fill_study`): a killed worker's trials are then made up by the
+    others, and none is run twice.
 
     ``worker_id`` and the trials already in the study seed this caller's TPE sampler
     (:func:`sampler_seed`; the constant liar keeps concurrent workers apart). ``parent``: open the MLflow parent run
     ``sweep <study>`` (off when a launcher already opened it for its workers). A trial that raises is
-    recorded FAIL and the study continues (``catch=Exception``). ``objective_wrapper`` wraps the
-    trial objective (fault injection in tests, extra logging). With ``write_best``, the study's best
-    complete trial so far is written to ``data/tuned_losses.json``. Returns that content (or the
-    trial counts when nothing completed).
+    recorded FAIL (settled: it counts towards ``until``). A lost database connection is retried for ``sweep.reconnect``
+    seconds, then the worker ends with :class:`~components.tuning.storage.StorageUnavailable` naming the
+    cause. ``objective_wrapper`` wraps the trial objective (fault injection in tests, extra logging). With
+    ``write_best``, the study's best complete trial so far is written to ``data/tuned_losses.json``.
+    Returns that content (or the trial counts when nothing completed).
     """
     import optuna
 
     n = p.sweep.trials if n_trials is None else int(n_trials)
     name = sweep_study_name(p)
-    storage = storage_from_url(p.sweep.storage, p.sweep.heartbeat)
+    storage = storage_from_url(p.sweep.storage, p.sweep.heartbeat, p.sweep.reconnect)
     study = _study(name, storage, None, pruner=make_pruner(p.sweep.pruner))
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(p.seed, worker_id, len(study.trials)),
                                                constant_liar=True)
@@ -184,9 +188,9 @@ def run_sweep(p: Params, paths: Paths, n_trials: int | None = None, worker_id: i
     ctx = (tracking.parent_run(f"sweep {name}", {"sweep": to_dict(p.sweep), "space": space}, tracking=p)
            if parent else contextlib.nullcontext())
     with ctx:
-        log.info("sweep %s (worker %d): %d trials into %s", name, worker_id, n, tracking.redact(p.sweep.storage))
-        study.optimize(objective, n_trials=n, catch=(Exception,))
+        todo = f"trials until it holds {until}" if until is not None else f"{n} trials"
+        log.info("sweep %s (worker %d): %s into %s", name, worker_id, todo, tracking.redact(p.sweep.storage))
+        ran = fill_study(study, objective, p.sweep.storage, p.sweep.heartbeat, until=until, trials=n)
+    log.info("sweep %s (worker %d): ran %d trials", name, worker_id, ran)
     result = write_best_losses(p, paths, study, p.sweep.storage) if write_best else None
     return result or {"study": name, "trials": _trial_counts(study)}
-
-
