@@ -349,7 +349,10 @@ def unreachable(e: BaseException) -> bool:
         seen.add(id(e))
         text = str(e)
         if text.startswith("API request to ") and " failed with " in text:  # mlflow.utils.rest_utils.http_request
-            return True
+            code = re.search(r"error code (\d{3})", text)
+            # the server answered and refused (401 unauthenticated, 403, 404...): not an outage, fail loudly;
+            # 408/429 (timed out, rate-limited) are transient like a 5xx
+            return not (code and code.group(1).startswith("4") and code.group(1) not in ("408", "429"))
         if type(e).__name__ in ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "MaxRetryError",
                                 "NewConnectionError", "ConnectionRefusedError", "ConnectionResetError"):
             return True

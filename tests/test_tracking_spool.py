@@ -198,3 +198,21 @@ def test_the_next_tracked_run_replays_the_spool(server, tmp_path):
     parent, child = c.get_run(ids[parent_key]), c.get_run(ids[child_key])
     assert parent.info.status == child.info.status == "FINISHED"
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+
+@pytest.mark.parametrize("text,outage", [
+    ("API request to endpoint /api/2.0/mlflow/runs/create failed with exception "
+     "HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded", True),
+    ("API request to endpoint /api/2.0/mlflow/runs/get failed with error code 503 != 200", True),
+    ("API request to endpoint /api/2.0/mlflow/runs/get failed with error code 429 != 200", True),
+    ("API request to endpoint /api/2.0/mlflow/experiments/get-by-name failed with error code 401 != 200", False),
+    ("API request to endpoint /api/2.0/mlflow/runs/get failed with error code 403 != 200", False),
+    ("RESOURCE_DOES_NOT_EXIST: Run 'x' not found", False),
+])
+def test_a_refusal_is_not_an_outage(text, outage):
+    """A server that answers 401/403 refused the request: the stage must fail loudly, not go offline."""
+    from components.tracking import unreachable
+    assert unreachable(RuntimeError(text)) is outage
+    wrapped = RuntimeError("outer")
+    wrapped.__cause__ = RuntimeError(text)
+    assert unreachable(wrapped) is outage
