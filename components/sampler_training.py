@@ -22,6 +22,7 @@ import torch
 from components import tracking
 from components.engine import CKPT_VERSION, FitConfig, fit
 from components.hashing import code_fingerprint, fingerprint
+from components.integrity import CheckpointError, file_sha256, load_checkpoint, with_digest
 from components.models.samplers import Sampler, create_sampler
 from components.params import Params, to_dict, variant_params
 from components.paths import Paths
@@ -58,8 +59,6 @@ def avgn_kwargs(p: Params, store: FeatureStore) -> dict:
     maps and audio embeddings (videos with audio only), and f_L = the frame recognizer of this pipeline
     seed (``<data>/encoders/recognizer.pt``) by path and SHA-256."""
     import os
-
-    from components.models.samplers.avgn import file_sha256  # deferred: AVGN only
 
     valid = np.asarray(store.array("train", "valid"), dtype=bool)
     maps = store.array("train", "light_maps")  # [N,T,D,h,w] float16 memmap
@@ -134,26 +133,11 @@ def resolve_checkpoint(ref: str | Path, seed: int, *, tracking_params: Any = Non
                               f"checkpoint and {MODEL_META}: {type(e).__name__}: {e})") from e
 
 
-class CheckpointError(ValueError):
-    """A sampler checkpoint that cannot be trusted: unreadable, or its weights not the ones saved."""
-
-
-def state_digest(state: dict) -> str:
-    """SHA-256 over a state dict's names, dtypes, shapes and bytes (any dtype)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def sampler_checkpoint(model: Sampler, name: str, kwargs: dict, seed: int, classes: list[str], **extra) -> dict:
     """What ``seed<s>.pt`` holds: how to rebuild the sampler, its weights (None for a training-free
     one) and their digest, which :func:`load_sampler` checks."""
-    state = model.state_dict() if model.trainable else None
-    return {"name": name, "kwargs": kwargs, "state_dict": state, "state_digest": state_digest(state) if state else None,
-            "seed": seed, "classes": classes, **extra}
+    return with_digest({"name": name, "kwargs": kwargs, "state_dict": model.state_dict() if model.trainable else None,
+                        "seed": seed, "classes": classes, **extra})
 
 
 def load_sampler(path: Path) -> Sampler:
@@ -162,24 +146,19 @@ def load_sampler(path: Path) -> Sampler:
     Raises :class:`CheckpointError` naming the file when it does not load or its weights do not match
     the digest written with them (a file damaged with its zip layout intact would otherwise load).
     ``model.checkpoint_info`` holds the file's ``name``, ``seed``, ``classes`` and ``variant``."""
+    fix = "retrain it (`dvc repro -f train_sampler@<seed>-<name>`)"
+    ck = load_checkpoint(path, "sampler checkpoint", fix)  # unreadable or damaged weights: refused, named
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
         kwargs = {k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS}
         if kwargs.get("local_path"):  # AVGN's f_L: the recognizer file, found from here or beside the checkpoint
             kwargs["local_path"] = _beside(Path(path), kwargs["local_path"])
         model = create_sampler(ck["name"], **kwargs)
         if ck.get("state_dict"):
             model.load_state_dict(ck["state_dict"])
+    except CheckpointError:  # a file it names (AVGN's f_L) is damaged: that error names that file
+        raise
     except Exception as e:  # noqa: BLE001 - any failure here means the same thing: this file is not usable
-        raise CheckpointError(f"{path}: not a loadable sampler checkpoint ({type(e).__name__}: {e}); retrain it "
-                              "(`dvc repro -f train_sampler@<seed>-<name>`)") from e
-    if ck.get("state_dict"):
-        if not ck.get("state_digest"):
-            raise CheckpointError(f"{path}: no weight digest (written before checkpoints carried one); retrain it")
-        got = state_digest(ck["state_dict"])
-        if got != ck["state_digest"]:
-            raise CheckpointError(f"{path}: weights changed since they were saved (digest {got[:12]} != "
-                                  f"{ck['state_digest'][:12]}); retrain it")
+        raise CheckpointError(f"{path}: not a loadable sampler checkpoint ({type(e).__name__}: {e}); {fix}") from e
     # what the file says about itself, so callers need not read it a second time
     model.checkpoint_info = {k: ck.get(k) for k in ("name", "seed", "classes", "variant")}
     return model.eval()

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from components import distributed, tracking
-from components.atomic import atomic_torch_save
 from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
 from components.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints, seed_everything
 from components.hashing import code_fingerprint, fingerprint
+from components.integrity import save_checkpoint
 from components.models.encoders import create_encoder
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
@@ -138,7 +138,7 @@ def run(p: Params, paths: Paths) -> dict:
                   lambda r=role: batches_for(bank, "val", r, t.batch_size, t.seed, None, 1),
                   cfg, paths.work / "train_encoders" / rfp, rfp, log_metrics=tracking.log_metrics,
                   compute=Compute.of(p.compute))
-        atomic_torch_save({"role": role, "cfg": cfgs[role], "state_dict": model.state_dict(), "classes": classes,
+        save_checkpoint({"role": role, "cfg": cfgs[role], "state_dict": model.state_dict(), "classes": classes,
                      "history": res.history, "fingerprint": rfp}, paths.encoders / f"{role}.pt")
         best = res.history[res.best_epoch] if res.history else {}
         summary[role] = {"lr": cfg.lr, "best_epoch": res.best_epoch, "epochs_run": len(res.history),

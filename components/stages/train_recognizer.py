@@ -21,12 +21,14 @@ import numpy as np
 import torch
 
 from components import distributed, tracking
-from components.atomic import atomic_torch_save, atomic_write_text
+from components.atomic import atomic_write_text
 from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
 from components.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints
+from components.features import ENCODER_FIX
 from components.flops import count_macs
 from components.hashing import code_fingerprint, fingerprint
+from components.integrity import load_checkpoint, save_checkpoint
 from components.models.recognizers import Recognizer, create_recognizer
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
@@ -98,7 +100,7 @@ def run(p: Params, paths: Paths) -> dict:
     _, classes = read_manifest(paths.prepared)
     with distributed.main_first():  # DDP: rank 0 decodes the bank, the others then open it
         bank = build_bank(p, paths, bank_fingerprint(p, paths))
-    frame_ck = torch.load(paths.encoders / "recognizer.pt", map_location="cpu", weights_only=False)
+    frame_ck = load_checkpoint(paths.encoders / "recognizer.pt", "encoder checkpoint", ENCODER_FIX)
     from_frames = t.arch == "recognizer"
     arch = frame_ck["cfg"]["arch"] if from_frames else t.arch
     cfg = {"arch": arch, "num_classes": len(classes), "num_frames": t.frames, "pyramid": t.pyramid,
@@ -119,7 +121,7 @@ def run(p: Params, paths: Paths) -> dict:
               fcfg, paths.work / "train_recognizer" / fp, fp, log_metrics=tracking.log_metrics,
               compute=Compute.of(p.compute))
     out = paths.features.parent / "recognizers" / "tsi.pt"
-    atomic_torch_save({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
+    save_checkpoint({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
                  "history": res.history, "fingerprint": fp}, out)
     s = p.frames.recognizer_size
     clip = torch.zeros(1, t.frames, 3, s, s)
