@@ -11,6 +11,8 @@
     salient bench extract|samplers|predict|avgn|shards|ddp|loop  benchmarks -> reports/bench_*.json
     salient benchmark [--profile F]         the benchmark profile end to end -> benchmarks/<profile>/
     salient robustness [--values V ...]     the distractor sweep: one run per value -> benchmarks/distractors/
+    salient verify [--workspace DIR]        check every checkpoint and feature-store file against its digest
+    salient gc [--dry-run]                  remove resume checkpoints and .partial folders no current key can use
 """
 from __future__ import annotations
 
@@ -427,6 +429,29 @@ def cmd_bench(args) -> int:
     return bench.main([args.what, *args.rest])
 
 
+def cmd_verify(args) -> int:
+    from components.integrity import verify_workspace  # deferred: loads torch for the checkpoints
+
+    checked, bad = verify_workspace(args.workspace, args.data)
+    if args.json:
+        print(json.dumps({"checked": checked, "bad": bad}, indent=1))
+    else:
+        if bad:
+            print(_table(bad, ["path", "problem"]))
+        print(f"{checked} files checked under {Path(args.workspace) / args.data}, {len(bad)} bad")
+    return 1 if bad else 0
+
+
+def _maintenance(sub) -> None:
+    """The ``verify`` and ``gc`` subcommands (a workspace's artifacts and scratch)."""
+    ve = sub.add_parser("verify", help="check every checkpoint and feature-store file of a workspace against the "
+                        "digest written with it; lists the bad files (exit 1 if any)")
+    ve.add_argument("--workspace", default=".", help="the workspace root (holds data/)")
+    ve.add_argument("--data", default="data", help="the folder under it that holds the artifacts")
+    ve.add_argument("--json", action="store_true")
+    ve.set_defaults(fn=cmd_verify)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="salient", description=__doc__, formatter_class=HelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_SubParser)
@@ -508,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1")
     ui.add_argument("--params", default="params.yaml", help="the params file naming the tracking store")
     ui.set_defaults(fn=cmd_ui)
+    _maintenance(sub)
     args, rest = ap.parse_known_args(argv)
     if getattr(args, "passthrough", False):
         args.rest = rest
