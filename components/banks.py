@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def bank_fingerprint(p: Params, paths: Paths) -> str:
-    """The bank's identity: the manifest, the frame / audio settings, the frames per video and the
+    """The bank's identity: the manifest, the source files' listing (a replaced video), the frame / audio settings, the frames per video and the
     decoding code (a bank decoded by other code is rebuilt, never reused)."""
-    return fingerprint(Path(paths.prepared / "manifest.csv"), p.frames, p.audio, p.train_encoders.bank_frames,
+    return fingerprint(Path(paths.prepared / "manifest.csv"), Path(paths.prepared / "sources.json"), p.frames, p.audio, p.train_encoders.bank_frames,
                        code_fingerprint("components.banks"))
 
 

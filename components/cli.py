@@ -43,7 +43,7 @@ from components.processes import ProcessError, dvc_command, start_group, stop_gr
 from components.stage_runner import setup_logging, stage_time_table, stage_times
 from flows import serve
 
-STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
+STAGES = ("sources", "prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
           "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "avgn_report", "report", "summary")
 
 
@@ -144,7 +144,7 @@ def cmd_stage(args) -> int:
             print("error: train_sampler needs --sampler NAME", file=sys.stderr)
             return 2
         argv += ["--sampler", args.sampler]
-    if args.name not in ("prepare", "summary"):
+    if args.name not in ("sources", "prepare", "summary"):
         seed = args.pipeline_seed
         if seed is None:
             try:
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     st.add_argument("--sampler", help="for train_sampler: the registered sampler to train")
     st.add_argument("--pipeline-seed", type=int, help="the pipeline seed (default: the first of pipeline.seeds); "
-                    "not used by prepare and summary, which serve every seed")
+                    "not used by sources, prepare and summary, which serve every seed")
     st.set_defaults(fn=cmd_stage)
     d = sub.add_parser("demo", help="dvc repro the demo pipeline")
     d.add_argument("targets", nargs="*", help="dvc repro targets (default: the whole pipeline)")

@@ -76,7 +76,7 @@ class Job:
     def of(cls, p: Params, paths: Paths) -> "Job":
         records, classes = read_manifest(paths.prepared)
         enc_files = [paths.encoders / f"{r}.pt" for r in ("light", "recognizer", "audio")]
-        fp = fingerprint(paths.prepared / "manifest.csv", *enc_files, p.frames, p.audio, p.encoders, p.compute,
+        fp = fingerprint(paths.prepared / "manifest.csv", paths.prepared / "sources.json", *enc_files, p.frames, p.audio, p.encoders, p.compute,
                          code_fingerprint(CODE_MODULE))  # a partial store by other code is not resumed
         return cls({s: [r for r in records if r.split == s] for s in SPLITS}, classes, fp)
 

@@ -1,0 +1,45 @@
+"""Stage ``sources``: the dataset's source files -> ``data/sources.json`` (``always_changed`` in dvc.yaml).
+
+Runs on every ``dvc repro`` and rewrites the file only when the listing changed
+(:mod:`components.data.sources`), so ``prepare``, which depends on it, reruns exactly when a video or
+annotation file of a real dataset was added, removed or replaced. Deliberately tiny: no MLflow run,
+no torch, no timing record (a no-op ``dvc repro`` stays a no-op for everything else).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from components.data.sources import source_listing, write_listing
+from components.params import ParamsError, load_params
+from components.paths import Paths
+from components.stage_runner import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def run(data, paths: Paths) -> bool:
+    """Write the listing of ``data`` (:class:`components.params.DataParams`); True if the file changed."""
+    changed = write_listing(source_listing(data), paths.sources)
+    log.info("%s %s", paths.sources, "written (the sources changed)" if changed else "unchanged")
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m components.stages.sources")
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    args = ap.parse_args(argv)
+    setup_logging()
+    try:
+        p = load_params(args.params, args.set)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run(p.data, Paths())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
