@@ -442,6 +442,29 @@ def cmd_verify(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_gc(args) -> int:
+    from components.scratch import collect  # deferred: the code fingerprints walk the project's imports
+
+    try:
+        p = load_params(Path(args.params or Path(args.workspace) / "params.yaml").resolve(), args.set)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    here = os.getcwd()
+    os.chdir(args.workspace)  # stamps name their inputs relative to the workspace, as the stages saw them
+    try:
+        rows = collect(p, Paths().work, Paths().data, dry_run=args.dry_run)
+    finally:
+        os.chdir(here)
+    total = sum(r["bytes"] for r in rows)
+    for r in rows:
+        r["MiB"] = f"{r['bytes'] / 2**20:.1f}"
+    if rows:
+        print(_table(rows, ["MiB", "path", "reason"]))
+    print(f"{'would remove' if args.dry_run else 'removed'} {len(rows)} folders, {total / 2**20:.1f} MiB")
+    return 0
+
+
 def _maintenance(sub) -> None:
     """The ``verify`` and ``gc`` subcommands (a workspace's artifacts and scratch)."""
     ve = sub.add_parser("verify", help="check every checkpoint and feature-store file of a workspace against the "
@@ -450,6 +473,13 @@ def _maintenance(sub) -> None:
     ve.add_argument("--data", default="data", help="the folder under it that holds the artifacts")
     ve.add_argument("--json", action="store_true")
     ve.set_defaults(fn=cmd_verify)
+    gc = sub.add_parser("gc", help="remove resume checkpoints (.salient/work/...) and .partial folders (data/...) "
+                        "that no current stage's key can use (other code, params or inputs)")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would go, with sizes")
+    gc.add_argument("--workspace", default=".", help="the workspace root (holds data/ and .salient/)")
+    gc.add_argument("--params", help="the params the current keys come from (default: the workspace's params.yaml)")
+    gc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    gc.set_defaults(fn=cmd_gc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from components.integrity import CheckpointError, file_sha256, load_checkpoint, 
 from components.models.samplers import Sampler, create_sampler
 from components.params import Params, to_dict, variant_params
 from components.paths import Paths
+from components.scratch import ScratchKey
 from components.sampler_data import batches, load_split, sampler_keys
 from components.store import FeatureStore
 from components.validation import branch_val_score, load_val
@@ -208,7 +209,7 @@ def _step(m, batch, train_mode):
 def train_one(p: Params, paths: Paths, name: str, seed: int,
               on_epoch: Callable[[Sampler, int, dict[str, float]], None] | None = None, *,
               store: FeatureStore | None = None, data: Callable[[], tuple[dict, dict]] | tuple[dict, dict] | None = None,
-              ckpt_dir: Path | None = None, log_prefix: str = "") -> "Trained":
+              ckpt_dir: Path | None = None, log_prefix: str = "", variant: str | None = None) -> "Trained":
     """Build sampler ``name`` for ``seed`` from the registry and, if it is trainable, train it with the
     engine on the train split (``p.train_sampler``: epochs, lr, early stopping on ``monitor``: val mAP
     of each branch's top-K, see :func:`components.validation.branch_val_score`, or val loss).
@@ -219,7 +220,8 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     training) and its own ``ckpt_dir``. ``data`` is ``(train, val)`` tensors or a callable returning
     them (called only for a trainable sampler); default: loaded from the store. Checkpoints go to
     ``ckpt_dir`` (default ``<work>/train_sampler/<name>/<fingerprint>``; resumed when the
-    configuration is the same). Epoch rows go to MLflow (:func:`components.tracking.log_metrics`, the
+    configuration is the same; stamped with ``variant``, the ablation ``p`` was resolved for, so that
+    :mod:`components.scratch` can tell when no current key can use it). Epoch rows go to MLflow (:func:`components.tracking.log_metrics`, the
     innermost open run: the (variant, seed) run of the stage), named ``<log_prefix>/<key>`` (bare keys
     by default: ``val_map``).
     Returns :class:`Trained` ``(model, constructor kwargs, loss history or None for untrained
@@ -245,7 +247,10 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
         val_metrics = lambda: {"map": branch_val_score(model, val, val_set, t.val_budgets)}  # noqa: E731
     fp = fingerprint(store.meta["fingerprint"], name, describe_kwargs(kwargs), repr(cfg), CKPT_VERSION,
                      code_fingerprint("components.sampler_training"))  # other training code never resumes it
-    ckpt_dir = ckpt_dir if ckpt_dir is not None else paths.work / "train_sampler" / name / fp
+    if ckpt_dir is None:  # the stage's own folder, stamped for `salient gc` (a sweep keeps its trials itself)
+        ckpt_dir = paths.work / "train_sampler" / name / fp
+        ScratchKey("components.sampler_training", ("train_sampler", *[s for s in (name,) if hasattr(p, s)]),
+                   (paths.features / "meta.json",), variant, paths.pipeline_seed).stamp(ckpt_dir, p)
     res = fit(model, _step, lambda ep: batches(train, batch_size, seed, ep), lambda: batches(val, batch_size),
               cfg, ckpt_dir, fp, on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
               val_metrics=val_metrics, log_metrics=tracking.log_metrics)

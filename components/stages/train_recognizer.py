@@ -22,7 +22,7 @@ import torch
 
 from components import distributed, tracking
 from components.atomic import atomic_write_text
-from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
+from components.banks import augment, bank_fingerprint, bank_key, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
 from components.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints
 from components.features import ENCODER_FIX
@@ -32,6 +32,7 @@ from components.integrity import load_checkpoint, save_checkpoint
 from components.models.recognizers import Recognizer, create_recognizer
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
+from components.scratch import ScratchKey, collect
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 
@@ -115,6 +116,9 @@ def run(p: Params, paths: Paths) -> dict:
                      desc="train tsi", monitor="val_acc", mode="max", grad_clip=5.0)
     fp = fingerprint(bank.meta["fingerprint"], frame_ck.get("fingerprint", ""), cfg, from_frames, repr(fcfg), CKPT_VERSION,
                      code_fingerprint("components.stages.train_recognizer"))  # other code never resumes it
+    ScratchKey("components.stages.train_recognizer", ("tsi", "frames", "audio", "train_encoders.bank_frames"),
+               (*bank_key(paths).inputs, paths.encoders / "recognizer.pt"),
+               pipeline_seed=paths.pipeline_seed).stamp(paths.work / "train_recognizer" / fp, p)
     res = fit(model, make_step(t.seed),
               lambda ep: clip_batches(bank, "train", t.frames, t.batch_size, t.seed, ep),
               lambda: clip_batches(bank, "val", t.frames, t.batch_size, t.seed, None),
@@ -137,6 +141,8 @@ def run(p: Params, paths: Paths) -> dict:
     write_report(paths, "train_recognizer.json", summary)
     write_timings(paths, "train_recognizer", {"seconds": seconds})
     remove_checkpoints([paths.work / "train_recognizer" / fp])  # outputs written: a rerun trains again
+    # then what no current key can use (components.scratch)
+    collect(p, paths.work, None, areas=("train_recognizer",), seed=paths.pipeline_seed)
     log.info("train_recognizer: %s (%.1f s)", summary, seconds)
     return summary
 
