@@ -28,6 +28,7 @@ from pathlib import Path
 
 from components.atomic import atomic_write_json
 from components.processes import dvc_command
+from components.stage_runner import always_changed_stages
 
 TARGETS_S = {"demo": 15 * 60, "test": 15 * 60, "noop": 3.0}
 #: What a pipeline that ran nothing prints (DVC 3): a no-op that ran a stage is an error, not a time.
@@ -82,13 +83,7 @@ def bench_demo(root: Path, work: Path) -> tuple[dict, Path]:
 def ran_stages(out: str, project: Path) -> list[str]:
     """The stages a ``dvc repro`` log says it ran, but those ``dvc.yaml`` marks ``always_changed``
     (``sources``: it runs on every repro by design, and changes nothing when nothing changed)."""
-    import yaml
-
-    try:
-        stages = (yaml.safe_load((Path(project) / "dvc.yaml").read_text()) or {}).get("stages") or {}
-    except OSError:
-        stages = {}
-    always = {name for name, spec in stages.items() if isinstance(spec, dict) and spec.get("always_changed")}
+    always = always_changed_stages(Path(project) / "dvc.yaml")
     return [s for s in re.findall(r"Running stage '([^']+)'", out) if s not in always]
 
 
