@@ -30,7 +30,7 @@ def bank_fingerprint(p: Params, paths: Paths) -> str:
     """The bank's identity: the manifest and the source files' listing (a replaced video), the frame /
     audio settings, the frames per video and the decoding code (a bank decoded by other code is
     rebuilt, never reused)."""
-    return fingerprint(*bank_key(paths).inputs, p.frames, p.audio, p.train_encoders.bank_frames,
+    return fingerprint(*bank_key(paths).input_parts(), p.frames, p.audio, p.train_encoders.bank_frames,
                        code_fingerprint("components.banks"))
 
 

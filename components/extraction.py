@@ -76,7 +76,7 @@ class Job:
     @classmethod
     def of(cls, p: Params, paths: Paths) -> "Job":
         records, classes = read_manifest(paths.prepared)
-        fp = fingerprint(*scratch_key(paths).inputs, p.frames, p.audio, p.encoders, p.compute,
+        fp = fingerprint(*scratch_key(paths).input_parts(), p.frames, p.audio, p.encoders, p.compute,
                          code_fingerprint(CODE_MODULE))  # a partial store by other code is not resumed
         return cls({s: [r for r in records if r.split == s] for s in SPLITS}, classes, fp)
 
@@ -313,6 +313,7 @@ def merge_shards(p: Params, paths: Paths, S: int) -> Path:
     if any(part.meta["specs"] != parts[0].meta["specs"] for part in parts):
         raise StoreError("shard parts disagree on the arrays' shapes: rerun the shards")
     writer = StoreWriter(paths.features, job.fingerprint, fresh=True)
+    scratch_key(paths).stamp(writer.partial, p)
     failures: list[list[str]] = []
     for split in SPLITS:
         ids = [r.video_id for r in job.records[split]]

@@ -39,12 +39,12 @@ from components.avgn_eval import avgn_gmacs, is_avgn
 from components.features import ENCODER_FIX, load_frame_model
 from components.flops import FrameModel, count_macs, frame_calls, frame_model_gmacs, sampler_gmacs
 from components.fusion import params_fusion, set_fusion
+from components.integrity import load_checkpoint
 from components.models.encoders import create_encoder
 from components.models.recognizers import load_recognizer
 from components.models.samplers import Sampler
 from components.params import ComputeParams, Params
 from components.runtime import host_to_device, resolve_device
-from components.integrity import load_checkpoint
 from components.sampler_training import CheckpointError, load_sampler
 from components.selection import check_k
 

@@ -64,6 +64,11 @@ class ScratchKey:
                 "inputs": {str(f): file_digest(f) if Path(f).is_file() else None for f in self.inputs},
                 "variant": self.variant, "pipeline_seed": self.pipeline_seed}
 
+    def input_parts(self) -> list[Path | None]:
+        """The inputs as :func:`components.hashing.fingerprint` parts: a file by content, a missing one as
+        None (never by its path's spelling, which differs between processes and workspaces)."""
+        return [f if Path(f).is_file() else None for f in self.inputs]
+
     def stamp(self, folder: Path, p: Params) -> None:
         """Write ``<folder>/resume.json`` for params ``p`` (the ones the stage runs with)."""
         if distributed.is_main():
