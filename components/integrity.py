@@ -88,10 +88,13 @@ def save_checkpoint(ck: dict, path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", fix: str = "rerun the stage that wrote it") -> dict:
     """A checkpoint dict from ``path``, its weights checked against the digest saved with them.
-    Raises :class:`CheckpointError` naming the file (and both digests on a mismatch)."""
+    Raises :class:`CheckpointError` naming the file (and both digests on a mismatch), or
+    ``FileNotFoundError`` naming it when it is not there."""
     import torch  # deferred: heavy; store checks never need it
 
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}; {fix}")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(ck, dict) or "state_dict" not in ck:
