@@ -86,7 +86,8 @@ def save_checkpoint(ck: dict, path: str | os.PathLike) -> Path:
     return atomic_torch_save(with_digest(ck), path)
 
 
-def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", fix: str = "rerun the stage that wrote it") -> dict:
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint",
+                    fix: str = "rerun the stage that wrote it") -> dict:
     """A checkpoint dict from ``path``, its weights checked against the digest saved with them.
     Raises :class:`CheckpointError` naming the file (and both digests on a mismatch), or
     ``FileNotFoundError`` naming it when it is not there."""

@@ -221,9 +221,9 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     them (called only for a trainable sampler); default: loaded from the store. Checkpoints go to
     ``ckpt_dir`` (default ``<work>/train_sampler/<name>/<fingerprint>``; resumed when the
     configuration is the same; stamped with ``variant``, the ablation ``p`` was resolved for, so that
-    :mod:`components.scratch` can tell when no current key can use it). Epoch rows go to MLflow (:func:`components.tracking.log_metrics`, the
-    innermost open run: the (variant, seed) run of the stage), named ``<log_prefix>/<key>`` (bare keys
-    by default: ``val_map``).
+    :mod:`components.scratch` can tell when no current key can use it). Epoch rows go to MLflow
+    (:func:`components.tracking.log_metrics`, the innermost open run: the (variant, seed) run of the
+    stage), named ``<log_prefix>/<key>`` (bare keys by default: ``val_map``).
     Returns :class:`Trained` ``(model, constructor kwargs, loss history or None for untrained
     baselines, the checkpoint folder or None)``; the caller removes the folder once its outputs are
     written (:func:`components.engine.remove_checkpoints`).
