@@ -10,7 +10,6 @@ Also what those trainers draw from it: :func:`usable_videos` (rows a role can tr
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,21 +20,30 @@ from components.features import stream_split
 from components.hashing import code_fingerprint, fingerprint
 from components.params import Params
 from components.paths import Paths
+from components.scratch import ScratchKey
 from components.store import ArraySpec, FeatureStore, StoreWriter
 
 log = logging.getLogger(__name__)
 
 
 def bank_fingerprint(p: Params, paths: Paths) -> str:
-    """The bank's identity: the manifest, the frame / audio settings, the frames per video and the
-    decoding code (a bank decoded by other code is rebuilt, never reused)."""
-    return fingerprint(Path(paths.prepared / "manifest.csv"), p.frames, p.audio, p.train_encoders.bank_frames,
+    """The bank's identity: the manifest and the source files' listing (a replaced video), the frame /
+    audio settings, the frames per video and the decoding code (a bank decoded by other code is
+    rebuilt, never reused)."""
+    return fingerprint(*bank_key(paths).input_parts(), p.frames, p.audio, p.train_encoders.bank_frames,
                        code_fingerprint("components.banks"))
+
+
+def bank_key(paths: Paths) -> ScratchKey:
+    """What keys the bank's folder (:mod:`components.scratch`): :func:`bank_fingerprint`'s parts."""
+    return ScratchKey("components.banks", ("frames", "audio", "train_encoders.bank_frames"),
+                      (paths.prepared / "manifest.csv", paths.prepared / "sources.json"))
 
 
 def build_bank(p: Params, paths: Paths, fp: str) -> FeatureStore:
     """Decode ``bank_frames`` frames per train/val video once; resumable; returns the finished bank."""
     out = paths.work / "train_encoders" / fp / "bank"
+    bank_key(paths).stamp(out.parent, p)  # what `salient gc` checks before it keeps the folder
     if (out / "meta.json").exists():
         return FeatureStore(out)
     records, classes = read_manifest(paths.prepared)

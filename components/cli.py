@@ -12,6 +12,8 @@
     salient bench extract|samplers|predict|avgn|shards|ddp|loop  benchmarks -> reports/bench_*.json
     salient benchmark [--profile F]         the benchmark profile end to end -> benchmarks/<profile>/
     salient robustness [--values V ...]     the distractor sweep: one run per value -> benchmarks/distractors/
+    salient verify [--workspace DIR]        check every checkpoint and feature-store file against its digest
+    salient gc [--dry-run]                  remove resume checkpoints and .partial folders no current key can use
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from components.processes import ProcessError, dvc_command, start_group, stop_gr
 from components.stage_runner import setup_logging, stage_time_table, stage_times
 from flows import serve
 
-STAGES = ("prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
+STAGES = ("sources", "prepare", "train_encoders", "extract", "headroom", "prototypes", "pseudo_labels", "train_sampler",
           "tune_fusion", "sampler_report", "train_recognizer", "flops", "evaluate", "avgn_report", "report", "summary")
 
 
@@ -143,7 +145,7 @@ def cmd_stage(args) -> int:
             print("error: train_sampler needs --sampler NAME", file=sys.stderr)
             return 2
         argv += ["--sampler", args.sampler]
-    if args.name not in ("prepare", "summary"):
+    if args.name not in ("sources", "prepare", "summary"):
         seed = args.pipeline_seed
         if seed is None:
             try:
@@ -450,6 +452,59 @@ def cmd_bench(args) -> int:
     return bench.main([args.what, *args.rest])
 
 
+def cmd_verify(args) -> int:
+    from components.integrity import verify_workspace  # deferred: loads torch for the checkpoints
+
+    checked, bad = verify_workspace(args.workspace, args.data)
+    if args.json:
+        print(json.dumps({"checked": checked, "bad": bad}, indent=1))
+    else:
+        if bad:
+            print(_table(bad, ["path", "problem"]))
+        print(f"{checked} files checked under {Path(args.workspace) / args.data}, {len(bad)} bad")
+    return 1 if bad else 0
+
+
+def cmd_gc(args) -> int:
+    from components.scratch import collect  # deferred: the code fingerprints walk the project's imports
+
+    try:
+        p = load_params(Path(args.params or Path(args.workspace) / "params.yaml").resolve(), args.set)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    here = os.getcwd()
+    os.chdir(args.workspace)  # stamps name their inputs relative to the workspace, as the stages saw them
+    try:
+        rows = collect(p, Paths().work, Paths().data, dry_run=args.dry_run)
+    finally:
+        os.chdir(here)
+    total = sum(r["bytes"] for r in rows)
+    for r in rows:
+        r["MiB"] = f"{r['bytes'] / 2**20:.1f}"
+    if rows:
+        print(_table(rows, ["MiB", "path", "reason"]))
+    print(f"{'would remove' if args.dry_run else 'removed'} {len(rows)} folders, {total / 2**20:.1f} MiB")
+    return 0
+
+
+def _maintenance(sub) -> None:
+    """The ``verify`` and ``gc`` subcommands (a workspace's artifacts and scratch)."""
+    ve = sub.add_parser("verify", help="check every checkpoint and feature-store file of a workspace against the "
+                        "digest written with it; lists the bad files (exit 1 if any)")
+    ve.add_argument("--workspace", default=".", help="the workspace root (holds data/)")
+    ve.add_argument("--data", default="data", help="the folder under it that holds the artifacts")
+    ve.add_argument("--json", action="store_true")
+    ve.set_defaults(fn=cmd_verify)
+    gc = sub.add_parser("gc", help="remove resume checkpoints (.salient/work/...) and .partial folders (data/...) "
+                        "that no current stage's key can use (other code, params or inputs)")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would go, with sizes")
+    gc.add_argument("--workspace", default=".", help="the workspace root (holds data/ and .salient/)")
+    gc.add_argument("--params", help="the params the current keys come from (default: the workspace's params.yaml)")
+    gc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    gc.set_defaults(fn=cmd_gc)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="salient", description=__doc__, formatter_class=HelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_SubParser)
@@ -470,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     st.add_argument("--sampler", help="for train_sampler: the registered sampler to train")
     st.add_argument("--pipeline-seed", type=int, help="the pipeline seed (default: the first of pipeline.seeds); "
-                    "not used by prepare and summary, which serve every seed")
+                    "not used by sources, prepare and summary, which serve every seed")
     st.set_defaults(fn=cmd_stage)
     d = sub.add_parser("demo", help="dvc repro the demo pipeline")
     d.add_argument("targets", nargs="*", help="dvc repro targets (default: the whole pipeline)")
@@ -536,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("action", choices=("sync",))
     tr.add_argument("--params", default="params.yaml", help="the params file naming the tracking store and spool")
     tr.set_defaults(fn=cmd_tracking)
+    _maintenance(sub)
     args, rest = ap.parse_known_args(argv)
     if getattr(args, "passthrough", False):
         args.rest = rest

@@ -50,6 +50,7 @@ from components.models.encoders import create_encoder, imagenet_class_names, rea
 from components.params import Params, to_dict
 from components.paths import Paths
 from components.processes import Proc, start_group, stop_group
+from components.scratch import ScratchKey
 from components.store import ArraySpec, FeatureStore, SplitWriter, StoreError, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,18 @@ class Job:
     @classmethod
     def of(cls, p: Params, paths: Paths) -> "Job":
         records, classes = read_manifest(paths.prepared)
-        enc_files = [paths.encoders / f"{r}.pt" for r in ("light", "recognizer", "audio")]
-        fp = fingerprint(paths.prepared / "manifest.csv", *enc_files, p.frames, p.audio, p.encoders, p.compute,
+        fp = fingerprint(*scratch_key(paths).input_parts(), p.frames, p.audio, p.encoders, p.compute,
                          code_fingerprint(CODE_MODULE))  # a partial store by other code is not resumed
         return cls({s: [r for r in records if r.split == s] for s in SPLITS}, classes, fp)
+
+
+def scratch_key(paths: Paths) -> ScratchKey:
+    """What keys a partial store (its ``resume.json``, :mod:`components.scratch`): the inputs and params
+    sections of :class:`Job`'s fingerprint and, for a shard, its batching; the code of :data:`CODE_MODULE`."""
+    return ScratchKey(CODE_MODULE, ("frames", "audio", "encoders", "compute", "extract.shards", "extract.batch_videos",
+                                    "extract.flush_every"),
+                      (paths.prepared / "manifest.csv", paths.prepared / "sources.json",
+                       *(paths.encoders / f"{r}.pt" for r in ("light", "recognizer", "audio"))))
 
 
 def _relative(path: str, base: Path) -> str:
@@ -143,6 +152,7 @@ def extract_store(p: Params, paths: Paths, threads: int | None = None) -> Path:
     job = Job.of(p, paths)
     enc = FrameEncoders.load(p, paths.encoders)
     writer = StoreWriter(paths.features, job.fingerprint)
+    scratch_key(paths).stamp(writer.partial, p)
     everything = {s: (0, len(job.records[s])) for s in SPLITS}
     failures = _extract_rows(p, job, writer, enc, everything)
     return _publish(p, job, writer, _failure_rows(failures, paths.prepared), enc.sizes)
@@ -258,6 +268,7 @@ def run_shard(p: Params, paths: Paths, i: int, S: int, threads: int | None = Non
         t0 = time.perf_counter()
         enc = FrameEncoders.load(p, paths.encoders)
         writer = StoreWriter(folder, fp)
+        scratch_key(paths).stamp(writer.partial, p)
         failures = _extract_rows(p, job, writer, enc, ranges, desc=f"shard {i}/{S}")
         with open(writer.partial / "failures.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -302,6 +313,7 @@ def merge_shards(p: Params, paths: Paths, S: int) -> Path:
     if any(part.meta["specs"] != parts[0].meta["specs"] for part in parts):
         raise StoreError("shard parts disagree on the arrays' shapes: rerun the shards")
     writer = StoreWriter(paths.features, job.fingerprint, fresh=True)
+    scratch_key(paths).stamp(writer.partial, p)
     failures: list[list[str]] = []
     for split in SPLITS:
         ids = [r.video_id for r in job.records[split]]

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from components.data.clips import Clip, ClipError, iter_clips
 from components.data.manifest import GT_UNKNOWN, VideoRecord
 from components.data.video import uniform_indices
+from components.integrity import load_checkpoint
 from components.models.encoders import AudioCNN, FrameClassifier, ObjectRecognizer, create_encoder
 from components.params import AudioParams, ComputeParams, Params
 from components.runtime import host_to_device
@@ -35,6 +36,7 @@ from components.runtime import resolve_device as runtime_device
 from components.store import ArraySpec, SplitWriter
 
 log = logging.getLogger(__name__)
+ENCODER_FIX = "retrain the encoders (`dvc repro -f train_encoders@<seed>`)"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -47,8 +49,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_frame_model(path: Path) -> FrameClassifier | AudioCNN:
-    """Rebuild a model saved by ``train_encoders`` (``{"role", "cfg", "state_dict", ...}``)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    """Rebuild a model saved by ``train_encoders`` (``{"role", "cfg", "state_dict", ...}``); a file that
+    does not load or whose weights changed since then is refused naming it (:func:`load_checkpoint`)."""
+    ck = load_checkpoint(path, "encoder checkpoint", ENCODER_FIX)
     model = create_encoder(ck["role"], **ck["cfg"])
     model.load_state_dict(ck["state_dict"])
     return model.eval()

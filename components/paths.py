@@ -17,7 +17,8 @@ from components.atomic import atomic_write_text
 @dataclass(frozen=True)
 class Paths:
     """Where stages read and write; the defaults are the ``dvc.yaml`` outputs, relative to the project."""
-    prepared: Path = Path("data/prepared")  # manifest.csv, classes.txt (+ synthetic videos/)
+    prepared: Path = Path("data/prepared")  # manifest.csv, classes.txt (+ synthetic videos/ | real sources.json)
+    sources: Path = Path("data/sources.json")  # the dataset's source files (stage ``sources``), prepare's trigger
     encoders: Path = Path("data/encoders")  # light.pt, recognizer.pt, audio.pt
     features: Path = Path("data/features")  # the feature store
     reports: Path = Path("reports")

@@ -36,9 +36,10 @@ from components.data.clips import Clip, iter_clips
 from components.data.manifest import VideoRecord
 from components.data.video import VideoError, probe, read_frames, resize_center, uniform_indices
 from components.avgn_eval import avgn_gmacs, is_avgn
-from components.features import load_frame_model
+from components.features import ENCODER_FIX, load_frame_model
 from components.flops import FrameModel, count_macs, frame_calls, frame_model_gmacs, sampler_gmacs
 from components.fusion import params_fusion, set_fusion
+from components.integrity import load_checkpoint
 from components.models.encoders import create_encoder
 from components.models.recognizers import load_recognizer
 from components.models.samplers import Sampler
@@ -168,11 +169,11 @@ class Predictor:
         classes = list(ck["classes"])
         if recognizer == "frame":
             rec = load_frame_model(encoders_dir / "recognizer.pt")
-            rec_classes = torch.load(encoders_dir / "recognizer.pt", map_location="cpu", weights_only=False)["classes"]
+            rec_classes = load_checkpoint(encoders_dir / "recognizer.pt", "encoder checkpoint", ENCODER_FIX)["classes"]
         elif recognizer == "tsi":
             path = recognizer_path or encoders_dir.parent / "recognizers" / "tsi.pt"
             rec = load_recognizer(path)
-            rec_classes = torch.load(path, map_location="cpu", weights_only=False)["classes"]
+            rec_classes = load_checkpoint(path, "recognizer checkpoint")["classes"]
         else:
             raise ValueError(f"unknown recognizer {recognizer!r}: choose 'frame' or 'tsi'")
         if list(rec_classes) != classes:

@@ -22,9 +22,11 @@ import torch
 from components import tracking
 from components.engine import CKPT_VERSION, FitConfig, fit
 from components.hashing import code_fingerprint, fingerprint
+from components.integrity import CheckpointError, file_sha256, load_checkpoint, with_digest
 from components.models.samplers import Sampler, create_sampler
 from components.params import Params, to_dict, variant_params
 from components.paths import Paths
+from components.scratch import ScratchKey
 from components.sampler_data import batches, load_split, sampler_keys
 from components.store import FeatureStore
 from components.validation import branch_val_score, load_val
@@ -58,8 +60,6 @@ def avgn_kwargs(p: Params, store: FeatureStore) -> dict:
     maps and audio embeddings (videos with audio only), and f_L = the frame recognizer of this pipeline
     seed (``<data>/encoders/recognizer.pt``) by path and SHA-256."""
     import os
-
-    from components.models.samplers.avgn import file_sha256  # deferred: AVGN only
 
     valid = np.asarray(store.array("train", "valid"), dtype=bool)
     maps = store.array("train", "light_maps")  # [N,T,D,h,w] float16 memmap
@@ -134,26 +134,11 @@ def resolve_checkpoint(ref: str | Path, seed: int, *, tracking_params: Any = Non
                               f"checkpoint and {MODEL_META}: {type(e).__name__}: {e})") from e
 
 
-class CheckpointError(ValueError):
-    """A sampler checkpoint that cannot be trusted: unreadable, or its weights not the ones saved."""
-
-
-def state_digest(state: dict) -> str:
-    """SHA-256 over a state dict's names, dtypes, shapes and bytes (any dtype)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def sampler_checkpoint(model: Sampler, name: str, kwargs: dict, seed: int, classes: list[str], **extra) -> dict:
     """What ``seed<s>.pt`` holds: how to rebuild the sampler, its weights (None for a training-free
     one) and their digest, which :func:`load_sampler` checks."""
-    state = model.state_dict() if model.trainable else None
-    return {"name": name, "kwargs": kwargs, "state_dict": state, "state_digest": state_digest(state) if state else None,
-            "seed": seed, "classes": classes, **extra}
+    return with_digest({"name": name, "kwargs": kwargs, "state_dict": model.state_dict() if model.trainable else None,
+                        "seed": seed, "classes": classes, **extra})
 
 
 def load_sampler(path: Path) -> Sampler:
@@ -162,24 +147,19 @@ def load_sampler(path: Path) -> Sampler:
     Raises :class:`CheckpointError` naming the file when it does not load or its weights do not match
     the digest written with them (a file damaged with its zip layout intact would otherwise load).
     ``model.checkpoint_info`` holds the file's ``name``, ``seed``, ``classes`` and ``variant``."""
+    fix = "retrain it (`dvc repro -f train_sampler@<seed>-<name>`)"
+    ck = load_checkpoint(path, "sampler checkpoint", fix)  # unreadable or damaged weights: refused, named
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
         kwargs = {k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS}
         if kwargs.get("local_path"):  # AVGN's f_L: the recognizer file, found from here or beside the checkpoint
             kwargs["local_path"] = _beside(Path(path), kwargs["local_path"])
         model = create_sampler(ck["name"], **kwargs)
         if ck.get("state_dict"):
             model.load_state_dict(ck["state_dict"])
+    except CheckpointError:  # a file it names (AVGN's f_L) is damaged: that error names that file
+        raise
     except Exception as e:  # noqa: BLE001 - any failure here means the same thing: this file is not usable
-        raise CheckpointError(f"{path}: not a loadable sampler checkpoint ({type(e).__name__}: {e}); retrain it "
-                              "(`dvc repro -f train_sampler@<seed>-<name>`)") from e
-    if ck.get("state_dict"):
-        if not ck.get("state_digest"):
-            raise CheckpointError(f"{path}: no weight digest (written before checkpoints carried one); retrain it")
-        got = state_digest(ck["state_dict"])
-        if got != ck["state_digest"]:
-            raise CheckpointError(f"{path}: weights changed since they were saved (digest {got[:12]} != "
-                                  f"{ck['state_digest'][:12]}); retrain it")
+        raise CheckpointError(f"{path}: not a loadable sampler checkpoint ({type(e).__name__}: {e}); {fix}") from e
     # what the file says about itself, so callers need not read it a second time
     model.checkpoint_info = {k: ck.get(k) for k in ("name", "seed", "classes", "variant")}
     return model.eval()
@@ -229,7 +209,7 @@ def _step(m, batch, train_mode):
 def train_one(p: Params, paths: Paths, name: str, seed: int,
               on_epoch: Callable[[Sampler, int, dict[str, float]], None] | None = None, *,
               store: FeatureStore | None = None, data: Callable[[], tuple[dict, dict]] | tuple[dict, dict] | None = None,
-              ckpt_dir: Path | None = None, log_prefix: str = "") -> "Trained":
+              ckpt_dir: Path | None = None, log_prefix: str = "", variant: str | None = None) -> "Trained":
     """Build sampler ``name`` for ``seed`` from the registry and, if it is trainable, train it with the
     engine on the train split (``p.train_sampler``: epochs, lr, early stopping on ``monitor``: val mAP
     of each branch's top-K, see :func:`components.validation.branch_val_score`, or val loss).
@@ -240,9 +220,10 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     training) and its own ``ckpt_dir``. ``data`` is ``(train, val)`` tensors or a callable returning
     them (called only for a trainable sampler); default: loaded from the store. Checkpoints go to
     ``ckpt_dir`` (default ``<work>/train_sampler/<name>/<fingerprint>``; resumed when the
-    configuration is the same). Epoch rows go to MLflow (:func:`components.tracking.log_metrics`, the
-    innermost open run: the (variant, seed) run of the stage), named ``<log_prefix>/<key>`` (bare keys
-    by default: ``val_map``).
+    configuration is the same; stamped with ``variant``, the ablation ``p`` was resolved for, so that
+    :mod:`components.scratch` can tell when no current key can use it). Epoch rows go to MLflow
+    (:func:`components.tracking.log_metrics`, the innermost open run: the (variant, seed) run of the
+    stage), named ``<log_prefix>/<key>`` (bare keys by default: ``val_map``).
     Returns :class:`Trained` ``(model, constructor kwargs, loss history or None for untrained
     baselines, the checkpoint folder or None)``; the caller removes the folder once its outputs are
     written (:func:`components.engine.remove_checkpoints`).
@@ -266,7 +247,10 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
         val_metrics = lambda: {"map": branch_val_score(model, val, val_set, t.val_budgets)}  # noqa: E731
     fp = fingerprint(store.meta["fingerprint"], name, describe_kwargs(kwargs), repr(cfg), CKPT_VERSION,
                      code_fingerprint("components.sampler_training"))  # other training code never resumes it
-    ckpt_dir = ckpt_dir if ckpt_dir is not None else paths.work / "train_sampler" / name / fp
+    if ckpt_dir is None:  # the stage's own folder, stamped for `salient gc` (a sweep keeps its trials itself)
+        ckpt_dir = paths.work / "train_sampler" / name / fp
+        ScratchKey("components.sampler_training", ("train_sampler", *[s for s in (name,) if hasattr(p, s)]),
+                   (paths.features / "meta.json",), variant, paths.pipeline_seed).stamp(ckpt_dir, p)
     res = fit(model, _step, lambda ep: batches(train, batch_size, seed, ep), lambda: batches(val, batch_size),
               cfg, ckpt_dir, fp, on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
               val_metrics=val_metrics, log_metrics=tracking.log_metrics)

@@ -65,6 +65,16 @@ def stage_params(stage: str, p: Params, dvc_yaml: Path = Path("dvc.yaml")) -> di
     return out
 
 
+def always_changed_stages(dvc_yaml: Path = Path("dvc.yaml")) -> set[str]:
+    """The stages ``dvc.yaml`` marks ``always_changed`` (``sources``): DVC runs them on every repro by
+    design, so a repro that ran only these ran nothing (no MLflow run either)."""
+    try:
+        stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages") or {}
+    except OSError:
+        return set()
+    return {name for name, spec in stages.items() if isinstance(spec, dict) and spec.get("always_changed")}
+
+
 def stage_main(name: str, run: Callable[[Params, Paths], object], argv: list[str] | None = None,
                run_name: str | Callable[[Params], str] | None = None,
                effective: Callable[[Params], Params] | None = None,

@@ -2,7 +2,8 @@
 
 Layout of a finished store (``data/features/``)::
 
-    meta.json                      version, T, fingerprint, classes, per-split N and array specs, complete=true
+    meta.json                      version, T, fingerprint, classes, per-split N and array specs, complete=true,
+                                   digests (SHA-256 of every other file: checked once per process on first read)
     text_objects.npy               [1000, e]  object-name embeddings (TQM)
     text_classes.npy               [C, e]     class-name embeddings (TQM init)
     object_names.txt               the 1000 ImageNet names, in order
@@ -31,9 +32,11 @@ from typing import Mapping
 import numpy as np
 
 from components.atomic import atomic_path, atomic_write_json
+from components.integrity import DigestMismatch, check_file, file_digests
 
 log = logging.getLogger(__name__)
 STORE_VERSION = 1
+REDO = "rerun `dvc repro -f extract@<seed>`"
 
 
 class StoreError(RuntimeError):
@@ -166,10 +169,12 @@ class StoreWriter:
             if state.get("done") != self.splits[split]["n"]:
                 raise StoreError(f"split {split}: {state.get('done')} of {self.splits[split]['n']} rows written")
             prog.unlink()
+        for scratch in ("fingerprint.txt", "resume.json"):
+            (self.partial / scratch).unlink(missing_ok=True)
         atomic_write_json(self.partial / "meta.json", {**meta, "version": STORE_VERSION, "complete": True,
-                                                       "fingerprint": self.fingerprint, "splits": self.splits},
+                                                       "fingerprint": self.fingerprint, "splits": self.splits,
+                                                       "digests": file_digests(self.partial)},
                           sort_keys=True, trailing_newline=False)
-        (self.partial / "fingerprint.txt").unlink()
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.partial, self.out)
@@ -205,7 +210,7 @@ class FeatureStore:
 
     def ids(self, split: str) -> list[str]:
         self._check_split(split)
-        return (self.folder / split / "ids.txt").read_text().split()
+        return self._checked(f"{split}/ids.txt").read_text().split()
 
     def array(self, split: str, name: str) -> np.ndarray:
         self._check_split(split)
@@ -215,18 +220,28 @@ class FeatureStore:
         try:
             arr = np.load(path, mmap_mode="r")
         except (OSError, ValueError, EOFError) as e:  # truncated, overwritten, not an .npy any more
-            raise StoreError(f"{path}: unreadable ({e}); the store was changed after extract: rerun "
-                             f"`dvc repro -f extract@<seed>`") from e
+            raise StoreError(f"{path}: unreadable ({e}); the store was changed after extract: {REDO}") from e
         spec = self.meta["splits"][split]["arrays"][name]
         n = self.meta["splits"][split].get("n", arr.shape[0] if arr.ndim else None)
         want = (int(n), *spec["shape"])
         if arr.shape != want or arr.dtype != np.dtype(spec["dtype"]):
             raise StoreError(f"{path}: shape {arr.shape} {arr.dtype}, but meta.json records {want} {spec['dtype']}; "
                              "the store was changed after extract: rerun `dvc repro -f extract@<seed>`")
+        self._checked(f"{split}/{name}.npy")
         return arr
 
     def load(self, name: str) -> np.ndarray:
-        return np.load(self.folder / f"{name}.npy")
+        return np.load(self._checked(f"{name}.npy"))
+
+    def _checked(self, rel: str) -> Path:
+        """``<folder>/<rel>`` once its SHA-256 matches the one ``meta.json`` records (checked once per
+        process per file, :func:`components.integrity.check_file`); :class:`StoreError` otherwise."""
+        path = self.folder / rel
+        try:
+            check_file(path, self.meta.get("digests", {}).get(rel), REDO)
+        except DigestMismatch as e:
+            raise StoreError(str(e)) from None
+        return path
 
     def _check_split(self, split: str) -> None:
         if split not in self.meta["splits"]:

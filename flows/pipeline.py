@@ -78,6 +78,7 @@ from prefect import flow, get_run_logger, task
 import components  # noqa: F401  (imported first: telemetry off, PREFECT_HOME inside the project)
 from components.paths import Paths
 from components.processes import dvc_command, start_group, stop_group, venv_env
+from components.stage_runner import always_changed_stages
 from components.tracking import ENV_PARENT, ENV_URI, NULL_RUN, child_runs, delete_empty, parent_run, ui_url
 
 RETRIES = int(os.environ.get("SALIENT_TASK_RETRIES", "2"))
@@ -412,7 +413,8 @@ def results_markdown(result: Mapping[str, Any], *, tracking_uri: str | None = No
         link = lambda rid: f"[`{rid[:12]}`]({mlflow_url(tracking_uri or '', experiment_id or '', rid)})"  # noqa: E731
         lines += [f"| {r['stage']} | {link(r['run_id'])} | {r['status']} |" for r in ran]
     planned = result.get("stages") or []
-    idle = [s for s in planned if s not in {r["stage"] for r in ran or []}]
+    quiet = set(result.get("always_run") or ())  # run every time, open no MLflow run: neither ran nor idle
+    idle = [s for s in planned if s not in {r["stage"] for r in ran or []} and s not in quiet]
     if ran is None or result.get("error"):
         lines += ["", "Planned, in order: " + ", ".join(f"`{s}`" for s in planned) + "."]
     elif idle and not exp:
@@ -519,7 +521,8 @@ def pipeline(targets: list[str] | None = None, overrides: dict[str, Any] | None 
     tags = {**_git_tags(project), **{k: v for k, v in rt.items() if v}}
     result: dict[str, Any] = {"run_name": run_name, "stages": stages, "overrides": dict(overrides or {}),
                               "experiment": None, "mlflow_run_id": None, "ran": None, "deleted": False,
-                              "error": None, "failed": None}
+                              "error": None, "failed": None,
+                              "always_run": sorted(always_changed_stages(project / "dvc.yaml"))}
     run: Any = NULL_RUN
     try:
         with parent_run(f"pipeline {run_name}", params, tags=tags, tracking=_tracking_config(project)) as run:

@@ -19,6 +19,7 @@ from components.flops import (FrameModel, avgn_flops_rows, frame_calls, sampler_
                               video_gmacs)
 from components.models.encoders import create_encoder
 from components.models.samplers import SamplerOutput
+from components.integrity import save_checkpoint
 from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer, file_sha256, load_local, std_floor
 from components.params import AVGNParams
 from components.sampler_data import SAMPLER_KEYS, sampler_keys
@@ -86,7 +87,7 @@ def recognizer_file(tmp_path_factory):
     cfg = {"arch": "resnet10t", "num_classes": C}
     rec = create_encoder("recognizer", **cfg)
     path = tmp_path_factory.mktemp("encoders") / "recognizer.pt"
-    torch.save({"role": "recognizer", "cfg": cfg, "state_dict": rec.state_dict()}, path)
+    save_checkpoint({"role": "recognizer", "cfg": cfg, "state_dict": rec.state_dict()}, path)
     return path
 
 

@@ -72,14 +72,14 @@ def test_stage_plan_respects_every_dependency_of_dvc_yaml(dvc_graph):
     # foreach / matrix items are tasks of their own, a group's items next to each other
     samplers = [i for i, s in enumerate(order) if s.startswith("train_sampler@")]
     assert len(samplers) > 1 and samplers == list(range(samplers[0], samplers[0] + len(samplers)))
-    assert order[0] == "prepare"
+    assert order[:2] == ["sources", "prepare"]  # sources: always_changed, prepare's trigger
 
 
 def test_stage_plan_targets_keep_only_their_upstream(dvc_graph):
     from flows.pipeline import stage_plan, upstream_closure
 
     nodes, edges = dvc_graph
-    assert stage_plan(nodes, edges, ["prepare"]) == ["prepare"]
+    assert stage_plan(nodes, edges, ["prepare"]) == ["sources", "prepare"]
     order = stage_plan(nodes, edges, ["train_sampler@0-tsqnet"])
     assert set(order) == upstream_closure(["train_sampler@0-tsqnet"], edges)
     assert order[-1] == "train_sampler@0-tsqnet"
@@ -349,11 +349,11 @@ def test_pipeline_flow_tasks_artifacts_empty_parents_and_isolated_experiments(tm
     with prefect_test_harness(server_startup_timeout=180):
         # 1. a plain run of one stage
         first = pipeline(["prepare"], project_dir=str(project))
-        assert first["stages"] == ["prepare"] and [r["stage"] for r in first["ran"]] == ["prepare"]
+        assert first["stages"] == ["sources", "prepare"] and [r["stage"] for r in first["ran"]] == ["prepare"]
         parent = mc.get_run(first["mlflow_run_id"])
         assert parent.info.status == "FINISHED" and parent.info.lifecycle_stage == "active"
         md, tasks = artifact_and_tasks(first["run_name"])
-        assert tasks == ["prepare"]
+        assert tasks == ["prepare", "sources"]  # sources runs on every repro and opens no MLflow run
         assert f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?workflowType" in md
         assert f"| prepare | [`{first['ran'][0]['run_id'][:12]}`]" in md and "| FINISHED |" in md
 

@@ -81,11 +81,12 @@ def test_a_narrow_audio_encoder_round_trips_through_its_checkpoint(tmp_path, ben
     """train_encoders saves ``width`` in the audio cfg only when it is not the default (a default run's
     checkpoint holds what it always held); load_frame_model rebuilds the narrow CNN from it."""
     from components.features import load_frame_model
+    from components.integrity import save_checkpoint
     from components.models.encoders import create_encoder
 
     cfg = {"num_classes": C, "dim": bench.encoders.audio_dim, "width": bench.encoders.audio_width}
     m = create_encoder("audio", **cfg)
-    torch.save({"role": "audio", "cfg": cfg, "state_dict": m.state_dict()}, tmp_path / "audio.pt")
+    save_checkpoint({"role": "audio", "cfg": cfg, "state_dict": m.state_dict()}, tmp_path / "audio.pt")
     back = load_frame_model(tmp_path / "audio.pt")
     assert back.body[0][0].out_channels == bench.encoders.audio_width == 8
     x = torch.randn(2, bench.audio.window_frames, bench.audio.n_mels)

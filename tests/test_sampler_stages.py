@@ -47,13 +47,18 @@ def test_store_with_other_T_is_refused(tiny_pipeline):
 
 
 def test_nan_features_are_refused_with_video_ids(tiny_pipeline, tmp_path):
+    import json
     import shutil
+
+    from components.integrity import file_digests
 
     dst = tmp_path / "features"
     shutil.copytree(tiny_pipeline.features, dst)
     arr = np.load(dst / "val" / "light_feats.npy", mmap_mode="r+")
     arr[1, 3, 0] = np.nan
     arr.flush()
+    meta = json.loads((dst / "meta.json").read_text())  # as an extract that wrote the NaN would seal it
+    (dst / "meta.json").write_text(json.dumps({**meta, "digests": file_digests(dst)}))
     store = FeatureStore(dst)
     with pytest.raises(ValueError, match=f"val/light_feats: NaN or inf .*{store.ids('val')[1]}"):
         load_split(store, "val")

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from components import fusion, tuning
+from components.integrity import file_digests
 from components.params import SWEEP_SPACES, AVGNParams, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params, to_dict
 from components.paths import Paths
 try:
@@ -63,7 +64,8 @@ def hand_built(root: Path, n: int = 12, T: int = 8, C: int = 3, seeds=(0, 1)) ->
     (val / "ids.txt").write_text("\n".join(ids) + "\n")
     meta = {"version": 1, "complete": True, "T": T, "classes": [f"c{c}" for c in range(C)],
             "splits": {"val": {"arrays": {k: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)}
-                                          for k, a in arrays.items()}}}}
+                                          for k, a in arrays.items()}}},
+            "digests": file_digests(paths.features)}
     (paths.features / "meta.json").write_text(json.dumps(meta))
     out = paths.features.parent / "samplers" / "tsqnet"
     out.mkdir(parents=True)

@@ -33,6 +33,7 @@ from components.params import Params, ParamsError, for_pipeline_seed, load_param
 from components.paths import Paths
 from components.processes import venv_env
 from components.runtime import deterministic_torch, die_with_parent, end_with_launcher
+from components.scratch import collect
 from components.stage_runner import setup_logging, stage_main
 from components.store import StoreError
 
@@ -40,8 +41,13 @@ log = logging.getLogger(__name__)
 
 
 def run(p: Params, paths: Paths) -> Path:
-    if p.extract.shards <= 1:
-        return extract_store(p, paths)
+    out = extract_store(p, paths) if p.extract.shards <= 1 else _sharded(p, paths)
+    # remove the partial stores no current key can use (components.scratch)
+    collect(p, paths.work, paths.features.parent, areas=(), seed=paths.pipeline_seed)
+    return out
+
+
+def _sharded(p: Params, paths: Paths) -> Path:
     params_file = write_params(p, paths)  # the shards get exactly these params and folders
 
     def command(i: int, S: int, threads: int) -> list[str]:

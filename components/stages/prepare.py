@@ -3,7 +3,9 @@
 The adapter (``data.dataset``) lists candidate videos with labels and splits (the synthetic one
 generates them first, into ``<prepared>/videos``). Every candidate is probed in parallel
 (:func:`components.data.video.probe`); unusable ones go to ``reports/quarantine.csv`` with their
-reason and the run goes on. Writes ``manifest.csv`` + ``classes.txt`` and ``reports/prepare.json``.
+reason and the run goes on. Writes ``manifest.csv`` + ``classes.txt`` and ``reports/prepare.json``, and
+for a real dataset ``sources.json``, the size and mtime of every file it read
+(:mod:`components.data.sources`): a replaced video changes this stage's output, so what decodes reruns.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from tqdm.auto import tqdm
 
 from components.data.adapters import Candidate, get_adapter
 from components.data.manifest import VideoRecord, decode_gt, write_manifest, write_quarantine
+from components.data.sources import source_listing, write_listing
 from components.data.video import VideoError, probe
 from components.params import Params
 from components.paths import Paths, write_report
@@ -42,6 +45,7 @@ def _probe_one(c: Candidate, min_frames: int, max_frames: int) -> VideoRecord | 
 
 def run(p: Params, paths: Paths) -> Path:
     d = p.data
+    listing = source_listing(d)  # before reading them: a file replaced meanwhile shows up in the next run
     if d.dataset == "synthetic":
         d = replace(d, root=str(paths.prepared / "videos"))
     result = get_adapter(d.dataset)(d)
@@ -64,6 +68,8 @@ def run(p: Params, paths: Paths) -> Path:
         pth = Path(r.path).resolve()
         rel.append(replace(r, path=str(pth.relative_to(base)) if pth.is_relative_to(base) else str(pth)))
     write_manifest(paths.prepared, rel, result.classes)
+    if p.data.dataset != "synthetic":  # the files it read: a replaced video changes this output too
+        write_listing(listing, paths.prepared / "sources.json")
     write_quarantine(paths.reports / "quarantine.csv", quarantine)
 
     per_split = Counter(r.split for r in records)

@@ -27,14 +27,15 @@ import numpy as np
 import torch
 
 from components import distributed, tracking
-from components.atomic import atomic_torch_save
-from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
+from components.banks import augment, bank_fingerprint, bank_key, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
 from components.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints, seed_everything
 from components.hashing import code_fingerprint, fingerprint
+from components.integrity import save_checkpoint
 from components.models.encoders import create_encoder
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
+from components.scratch import ScratchKey, collect
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 
@@ -133,12 +134,14 @@ def run(p: Params, paths: Paths) -> dict:
                         seed=t.seed, desc=f"train {role}", monitor="val_acc", mode="max")
         rfp = fingerprint(fp, role, cfgs[role], t, repr(cfg), CKPT_VERSION, code)
         ckpts.append(paths.work / "train_encoders" / rfp)
+        ScratchKey("components.stages.train_encoders", ("frames", "audio", "encoders", "train_encoders"),
+                   bank_key(paths).inputs, pipeline_seed=paths.pipeline_seed).stamp(ckpts[-1], p)
         res = fit(model, make_step(role, t.seed),
                   lambda ep, r=role: batches_for(bank, "train", r, t.batch_size, t.seed, ep, t.epoch_repeats),
                   lambda r=role: batches_for(bank, "val", r, t.batch_size, t.seed, None, 1),
                   cfg, paths.work / "train_encoders" / rfp, rfp, log_metrics=tracking.log_metrics,
                   compute=Compute.of(p.compute))
-        atomic_torch_save({"role": role, "cfg": cfgs[role], "state_dict": model.state_dict(), "classes": classes,
+        save_checkpoint({"role": role, "cfg": cfgs[role], "state_dict": model.state_dict(), "classes": classes,
                      "history": res.history, "fingerprint": rfp}, paths.encoders / f"{role}.pt")
         best = res.history[res.best_epoch] if res.history else {}
         summary[role] = {"lr": cfg.lr, "best_epoch": res.best_epoch, "epochs_run": len(res.history),
@@ -149,6 +152,8 @@ def run(p: Params, paths: Paths) -> dict:
     write_report(paths, "train_encoders.json", summary)
     write_timings(paths, "train_encoders", {"seconds": seconds})
     remove_checkpoints(ckpts)  # outputs written: a forced or dependency-triggered rerun trains again
+    # then what no current key can use (components.scratch)
+    collect(p, paths.work, None, areas=("train_encoders",), seed=paths.pipeline_seed)
     return summary
 
 

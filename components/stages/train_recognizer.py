@@ -21,15 +21,18 @@ import numpy as np
 import torch
 
 from components import distributed, tracking
-from components.atomic import atomic_torch_save, atomic_write_text
-from components.banks import augment, bank_fingerprint, build_bank, soft_targets, usable_videos
+from components.atomic import atomic_write_text
+from components.banks import augment, bank_fingerprint, bank_key, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
 from components.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints
+from components.features import ENCODER_FIX
 from components.flops import count_macs
 from components.hashing import code_fingerprint, fingerprint
+from components.integrity import load_checkpoint, save_checkpoint
 from components.models.recognizers import Recognizer, create_recognizer
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
+from components.scratch import ScratchKey, collect
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 
@@ -98,7 +101,7 @@ def run(p: Params, paths: Paths) -> dict:
     _, classes = read_manifest(paths.prepared)
     with distributed.main_first():  # DDP: rank 0 decodes the bank, the others then open it
         bank = build_bank(p, paths, bank_fingerprint(p, paths))
-    frame_ck = torch.load(paths.encoders / "recognizer.pt", map_location="cpu", weights_only=False)
+    frame_ck = load_checkpoint(paths.encoders / "recognizer.pt", "encoder checkpoint", ENCODER_FIX)
     from_frames = t.arch == "recognizer"
     arch = frame_ck["cfg"]["arch"] if from_frames else t.arch
     cfg = {"arch": arch, "num_classes": len(classes), "num_frames": t.frames, "pyramid": t.pyramid,
@@ -113,13 +116,16 @@ def run(p: Params, paths: Paths) -> dict:
                      desc="train tsi", monitor="val_acc", mode="max", grad_clip=5.0)
     fp = fingerprint(bank.meta["fingerprint"], frame_ck.get("fingerprint", ""), cfg, from_frames, repr(fcfg), CKPT_VERSION,
                      code_fingerprint("components.stages.train_recognizer"))  # other code never resumes it
+    ScratchKey("components.stages.train_recognizer", ("tsi", "frames", "audio", "train_encoders.bank_frames"),
+               (*bank_key(paths).inputs, paths.encoders / "recognizer.pt"),
+               pipeline_seed=paths.pipeline_seed).stamp(paths.work / "train_recognizer" / fp, p)
     res = fit(model, make_step(t.seed),
               lambda ep: clip_batches(bank, "train", t.frames, t.batch_size, t.seed, ep),
               lambda: clip_batches(bank, "val", t.frames, t.batch_size, t.seed, None),
               fcfg, paths.work / "train_recognizer" / fp, fp, log_metrics=tracking.log_metrics,
               compute=Compute.of(p.compute))
     out = paths.features.parent / "recognizers" / "tsi.pt"
-    atomic_torch_save({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
+    save_checkpoint({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
                  "history": res.history, "fingerprint": fp}, out)
     s = p.frames.recognizer_size
     clip = torch.zeros(1, t.frames, 3, s, s)
@@ -135,6 +141,8 @@ def run(p: Params, paths: Paths) -> dict:
     write_report(paths, "train_recognizer.json", summary)
     write_timings(paths, "train_recognizer", {"seconds": seconds})
     remove_checkpoints([paths.work / "train_recognizer" / fp])  # outputs written: a rerun trains again
+    # then what no current key can use (components.scratch)
+    collect(p, paths.work, None, areas=("train_recognizer",), seed=paths.pipeline_seed)
     log.info("train_recognizer: %s (%.1f s)", summary, seconds)
     return summary
 

@@ -37,6 +37,7 @@ from components.params import Params, variant_params
 from components.paths import Paths, write_report
 from components.sampler_data import check_store, load_split, predict_split, sampler_keys
 from components.sampler_training import load_train_val, sampler_checkpoint, train_one
+from components.scratch import collect
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 from components.variant_runs import training_run
@@ -70,7 +71,8 @@ def run(p: Params, paths: Paths, name: str) -> dict:
         ctx = training_run(variants, name, seed, trainable=trainable, pipeline_seed=paths.pipeline_seed) \
             if trainable else contextlib.nullcontext(tracking.NULL_RUN)
         with ctx as run:
-            model, kwargs, history, ckpt, best = train_one(p, paths, registered, seed, store=store, data=data)
+            model, kwargs, history, ckpt, best = train_one(p, paths, registered, seed, store=store, data=data,
+                                                           variant=name)
             ckpts += [ckpt] if ckpt is not None else []
             if history is not None:
                 histories[seed] = history
@@ -93,6 +95,8 @@ def run(p: Params, paths: Paths, name: str) -> dict:
     if training:  # beside the checkpoints (a DVC output): what sampler_report's training table reads
         atomic_write_json(out_dir / "training.json", training)
     remove_checkpoints(ckpts)  # every seed's outputs written: a forced or dependency-triggered rerun retrains
+    # then what no current key can use (components.scratch)
+    collect(variants, paths.work, None, areas=("train_sampler",), seed=paths.pipeline_seed)
     tracking.log_artifacts([out_dir], artifact_path=f"samplers/{name}")
     return histories
 

@@ -25,6 +25,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from components.integrity import load_checkpoint
 from components.models.encoders import FrameClassifier, create_encoder
 from components.registry import Registry
 
@@ -86,7 +87,7 @@ def _import_members() -> None:
 
 def load_recognizer(path: str | os.PathLike) -> Recognizer:
     """Rebuild a clip recognizer saved by ``train_recognizer`` (``{"name", "cfg", "state_dict", "classes"}``)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(path, "recognizer checkpoint", "retrain it (`dvc repro -f train_recognizer@<seed>`)")
     model = create_recognizer(ck["name"], **ck["cfg"])
     model.load_state_dict(ck["state_dict"])
     return model.eval()

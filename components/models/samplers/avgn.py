@@ -21,24 +21,16 @@ checkpoint whose recognizer file is missing or changed is refused (a checkpoint 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from components.integrity import file_sha256
 from components.models.avgn import AVGN, AVGNConfig, LocalEncoder
 from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
 from components.params import AVGNParams
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def std_floor(std: torch.Tensor) -> torch.Tensor:
