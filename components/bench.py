@@ -315,7 +315,7 @@ def bench_predict(params: str, ckpt_dir: str = "data/s0", K: int = 5, batches=(1
                      "light_encoder": tm["light"] / wall, "sampler_fusion": tm["sampler"] / wall,
                      "recognizer": tm["recognizer"] / wall}
             out["runs"][f"{name}_batch{b}"] = {"videos_per_s": len(files) / wall, "wall_s": wall,
-                                               "gflops_per_video": pred.gflops, "share": share}
+                                               "gmacs_per_video": pred.gmacs, "share": share}
     out["target_sampler_share"] = 0.05
     out["paper_videos_per_s"] = {"batch1": 17.7, "batch32": 121.1, "device": "RTX 3090 (TSQNet paper)"}
     return out

@@ -262,8 +262,8 @@ def cmd_predict(args) -> int:
             bar.update(len(chunk))
     doc = {"sampler": pred.sampler_name, "checkpoint": str(ck), **({"model": {"uri": args.checkpoint, **model}}
                                                                      if model else {}),
-           "recognizer": args.recognizer, "k": args.k, "gflops_per_video": round(pred.gflops, 4),
-           **({"avgn_head_gflops_per_video": round(pred.head_gflops, 4)} if pred.avgn else {}),
+           "recognizer": args.recognizer, "k": args.k, "gmacs_per_video": round(pred.gmacs, 4),
+           **({"avgn_head_gmacs_per_video": round(pred.head_gmacs, 4)} if pred.avgn else {}),
            "results": [r.as_dict() for r in results], "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
     if args.output:  # written whole or not at all: a full disk leaves no truncated JSON behind
         try:
@@ -302,7 +302,7 @@ def avgn_section(results: list) -> str:
         return ""
     a = heads[0].avgn
     lines = [f"AVGN's own head (glance over the first {a.glance_frames} frames, then one {a.patch_px}x{a.patch_px}-px "
-             f"patch per selected frame; {a.gflops:.3f} GMACs per video):"]
+             f"patch per selected frame; {a.gmacs:.3f} GMACs per video):"]
     for r in heads:
         h = r.avgn
         lines.append(f"  {Path(r.path).name}: " + ", ".join(f"{c} {p:.3f}" for c, p in h.top)
@@ -331,7 +331,7 @@ def prediction_table(results: list) -> str:
         for i, (cls, prob) in enumerate(r.top):
             rows.append({"video": name if i == 0 else "", "rank": i + 1, "class": cls, "prob": f"{prob:.3f}"})
         rows[-len(r.top)].update({"frames": " ".join(map(str, r.frames)),
-                                  "seconds": " ".join(f"{t:.1f}" for t in r.timestamps), "GMACs": f"{r.gflops:.3f}"})
+                                  "seconds": " ".join(f"{t:.1f}" for t in r.timestamps), "GMACs": f"{r.gmacs:.3f}"})
     out = _table(rows, ["video", "rank", "class", "prob", "frames", "seconds", "GMACs"])
     if avgn := avgn_section(results):
         out += "\n\n" + avgn

@@ -85,7 +85,7 @@ class AVGNHead:
     frame_size: tuple[int, int]  # (W, H): the boxes' pixel coordinates
     patch_px: int  # P, in pixels of the frame cache
     glance_frames: int  # T_G: frames whose light maps the glance reads (eq. 14)
-    gflops: float  # GMACs of one prediction through the head (:func:`components.avgn_eval.avgn_gmacs`)
+    gmacs: float  # GMACs of one prediction through the head (:func:`components.avgn_eval.avgn_gmacs`)
 
     def as_dict(self) -> dict:
         return {"classes": [{"class": c, "prob": round(p, 6)} for c, p in self.top],
@@ -93,7 +93,7 @@ class AVGNHead:
                 "frame_size": list(self.frame_size), "patch_px": self.patch_px, "has_audio": self.has_audio,
                 **({} if self.has_audio else {"note": "no audio track: AVGN used its learned missing-audio token"}),
                 "glance_frames": self.glance_frames, "saliency": [round(v, 6) for v in self.saliency],
-                "observed_frames": self.observed, "gmacs": round(self.gflops, 4)}
+                "observed_frames": self.observed, "gmacs": round(self.gmacs, 4)}
 
 
 @dataclass
@@ -102,7 +102,7 @@ class Prediction:
     top: list[tuple[str, float]]  # (class, probability), best first
     frames: list[int]  # selected frame indices, temporal order
     timestamps: list[float]  # seconds
-    gflops: float
+    gmacs: float
     avgn: AVGNHead | None = None  # with an AVGN checkpoint
     thumbs: np.ndarray | None = field(default=None, repr=False)  # uint8 [K,h,w,3] of ``frames`` (keep_frames)
     frame_size: tuple[int, int] | None = None  # (W, H) of the video's frames
@@ -110,7 +110,7 @@ class Prediction:
     def as_dict(self) -> dict:
         return {"path": self.path, "top": [{"class": c, "prob": round(p, 6)} for c, p in self.top],
                 "frames": self.frames, "timestamps": [round(t, 3) for t in self.timestamps],
-                "gflops": round(self.gflops, 4), **({"avgn": self.avgn.as_dict()} if self.avgn else {})}
+                "gmacs": round(self.gmacs, 4), **({"avgn": self.avgn.as_dict()} if self.avgn else {})}
 
 
 @dataclass
@@ -137,8 +137,8 @@ class Predictor:
     objects: torch.nn.Module | None = None
     audio: torch.nn.Module | None = None  # the audio encoder (AVGN)
     device: str = "cpu"
-    gflops: float = 0.0
-    head_gflops: float = 0.0  # AVGN: one prediction through its own head
+    gmacs: float = 0.0
+    head_gmacs: float = 0.0  # AVGN: one prediction through its own head
     # frames per light / object encoder call. On the 2-core CPU 16 was fastest (TSQNet, batch 32: 4.6
     # videos/s vs 1.6 with all 512 frames in one call, which thrashes the caches); raise it on a GPU.
     frame_chunk: int = 16
@@ -197,7 +197,7 @@ class Predictor:
                 raise ValueError(f"AVGN's patch ({c.patch_size} px) exceeds frames.full_size={p.frames.full_size}: "
                                  "predict with the params it was trained with")
         pred = cls(p, sampler, name, classes, K, rec.eval(), recognizer, light, objects, audio)
-        pred.gflops = pred.measure_gflops()  # counted on CPU in float32, before the move and autocast
+        pred.gmacs = pred.measure_gmacs()  # counted on CPU in float32, before the move and autocast
         return pred.set_compute(p.compute).to(resolve_device(device or p.compute.device))
 
     def set_compute(self, c: ComputeParams) -> "Predictor":
@@ -247,9 +247,9 @@ class Predictor:
         """The sampler is AVGN: its own head runs too (:class:`AVGNHead`)."""
         return is_avgn(self.sampler)
 
-    def measure_gflops(self) -> float:
+    def measure_gmacs(self) -> float:
         """GMACs of one prediction, counted on these modules at their resolutions (DESIGN.md §3); for
-        AVGN also :attr:`head_gflops` (the rule of evaluate's ``avgn`` recognizer rows)."""
+        AVGN also :attr:`head_gmacs` (the rule of evaluate's ``avgn`` recognizer rows)."""
         f, T, K = self.p.frames, self.p.frames.T, self.K
         calls = frame_calls(self.sampler_name, self.sampler, T, K)  # the same rule as evaluate and the flops table
         enc = {"light": frame_model_gmacs(self.light, f.light_size) if self.light is not None else 0.0,
@@ -272,7 +272,7 @@ class Predictor:
             g += count_macs(lambda: self.recognizer(torch.zeros(1, n, 3, s, s))) / 1e9
         if self.avgn:
             S = f.full_size
-            self.head_gflops = avgn_gmacs(self.sampler, enc, {**dummy, "frames_full": torch.zeros(
+            self.head_gmacs = avgn_gmacs(self.sampler, enc, {**dummy, "frames_full": torch.zeros(
                 1, T, 3, S, S, dtype=torch.uint8)}, K)
         return g
 
@@ -335,7 +335,7 @@ class Predictor:
         patches = sorted((int(observed[t]), rank + 1, patch_box(head["centre"][j, rank], P, S, *size))
                          for rank, t in enumerate(head["idx"][j]))
         return AVGNHead([(self.classes[c], float(p_k[c])) for c in order], patches, head["saliency"][j].tolist(),
-                        observed.tolist(), has_audio, size, P, int(self.sampler.glance_frames), self.head_gflops)
+                        observed.tolist(), has_audio, size, P, int(self.sampler.glance_frames), self.head_gmacs)
 
     @torch.no_grad()
     def predict(self, paths: Sequence[str | Path], top: int = 5, workers: int = 0,
@@ -417,7 +417,7 @@ class Predictor:
                 avgn = (self._avgn_result(head, j, bool(has_audio[j]), c.frame_indices, size, top)
                         if head is not None else None)
                 results[where[c.index]] = Prediction(r.path, [(self.classes[i], float(pr[i])) for i in order],
-                                                     fr.tolist(), (fr / max(r.fps, 1e-6)).tolist(), self.gflops,
+                                                     fr.tolist(), (fr / max(r.fps, 1e-6)).tolist(), self.gmacs,
                                                      avgn, thumbs, size)
         self._tick("recognizer", t0)
         return results  # type: ignore[return-value]

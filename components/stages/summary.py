@@ -101,7 +101,7 @@ def tables(p: Params, out: dict) -> list[str]:
             if not cells or "[" in s:
                 continue
             row = [map_text(cells[str(k)]) if str(k) in cells else "–" for k in ks]
-            g = cells.get(str(ks[-1]), {}).get("gflops")
+            g = cells.get(str(ks[-1]), {}).get("gmacs")
             lines.append(f"| {s} | " + " | ".join(row) + (f" | {g:.3f} |" if g is not None else " | – |"))
         if not any(s != "uniform" and "[" not in s and any("map_minus_uniform_ci" in hl[s].get(rec, {}).get(str(k), {})
                                                           for k in ks) for s in hl):
