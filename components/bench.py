@@ -536,12 +536,19 @@ def bench_shards(params: str, prepared: Path = Path("data/prepared"), encoders: 
             f"store_1_vs_{shards}_shards_same_threads": _store_compare(one, same)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="salient bench")
-    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp"])
-    ap.add_argument("--params", default="params.yaml")
+def build_parser() -> argparse.ArgumentParser:
+    """``salient bench WHAT``'s options (``loop`` and ``ddp`` have their own parsers)."""
+    ap = argparse.ArgumentParser(prog="salient bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                 description="Time one part of the project on this machine and record it in "
+                                             "reports/bench_<what>.json (the demo must have run: `make demo`).")
+    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp"],
+                    help="extract: the extraction rate and memory; samplers: each sampler's forward pass; predict: "
+                         "`salient predict` per batch size; avgn: AVGN's glance and head; shards: 1 vs S extraction "
+                         "shards; ddp: DDP training (its own options: `salient bench ddp --help`)")
+    ap.add_argument("--params", default="params.yaml", help="the params file")
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
-    ap.add_argument("--out", default="reports/bench_extract.json")
+    ap.add_argument("--out", default="reports/bench_extract.json",
+                    help="where the result goes (the other benchmarks replace bench_extract by their own name)")
     ap.add_argument("--device", help="predict: torch device (default: the params' compute.device)")
     ap.add_argument("--ckpt-dir", default="data/s0", help="predict: one pipeline seed's folder (encoders/, samplers/)")
     ap.add_argument("--workers", type=int, default=0, help="predict: decoding processes")
@@ -552,6 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", metavar="DIR", help="predict: random-weight models at the params' architectures "
                     "and synthetic videos in DIR instead of the demo's (+ the extraction rate); no eval grid")
     ap.add_argument("--shards", type=int, default=2, help="shards: the S compared with 1 shard")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     if argv and argv[0] == "ddp":  # its own options: components/bench_ddp.py
         from components import bench_ddp  # deferred: torchrun workers import it on their own
 

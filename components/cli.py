@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -81,8 +82,9 @@ def unknown_name_message(kind: str, name: str, choices: dict[str, list[str]]) ->
     """``unknown sampler 'nsnett' (did you mean 'nsnet'?); registered samplers: ...; ablations: ...``:
     the closest of every choice (difflib) and each group of valid names in full."""
     every = [c for group in choices.values() for c in group]
-    close = difflib.get_close_matches(name, every, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    lower = {c.lower(): c for c in every}
+    close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)]
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     groups = "; ".join(f"{label}: {', '.join(names)}" for label, names in choices.items() if names)
     return f"unknown {kind} {name!r}{hint}; {groups}"
 
@@ -141,6 +143,13 @@ def cmd_stage(args) -> int:
         if not args.sampler:
             print("error: train_sampler needs --sampler NAME", file=sys.stderr)
             return 2
+        try:  # case-insensitive, with the closest names on a typo
+            args.sampler = resolve_name("sampler", args.sampler, {
+                "registered samplers": _sampler_names(),
+                f"ablations of {args.params}": list(load_params(args.params, args.set).ablations)})
+        except (ParamsError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         argv += ["--sampler", args.sampler]
     if args.name not in ("prepare", "summary"):
         seed = args.pipeline_seed
@@ -188,12 +197,35 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _video_files(items: list[str]) -> list[str]:
-    out = []
+def video_files(items: list[str]) -> tuple[list[str], list[dict]]:
+    """(files to predict, files skipped): a named file is always tried (a bad one becomes an error row);
+    a folder gives its video files (by extension, recursively) and every other file in it is skipped,
+    each named with the reason."""
+    out, skipped = [], []
     for it in items:
         p = Path(it)
-        out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS) if p.is_dir() else [it]
-    return out
+        if not p.is_dir():
+            out.append(it)
+            continue
+        for f in sorted(f for f in p.rglob("*") if f.is_file()):
+            if f.suffix.lower() in VIDEO_EXTENSIONS:
+                out.append(str(f))
+            else:
+                skipped.append({"path": str(f), "reason": f"not a video file (extension {f.suffix or 'none'!r}; "
+                                                          f"videos: {', '.join(sorted(VIDEO_EXTENSIONS))})"})
+    return out, skipped
+
+
+def resolve_name(kind: str, name: str, choices: dict[str, list[str]]) -> str:
+    """``name`` as one of ``choices`` (groups of valid names), matched case-insensitively
+    (``TSQNet`` -> ``tsqnet``); else ValueError with :func:`unknown_name_message`."""
+    every = [c for group in choices.values() for c in group]
+    if name in every:
+        return name
+    folded = [c for c in every if c.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise ValueError(unknown_name_message(kind, name, choices))
 
 
 def _stage_writing(path: Path) -> str | None:
@@ -235,9 +267,9 @@ def cmd_predict(args) -> int:
     try:
         p = load_params(args.params, args.set)
         ck_dir = Path(args.checkpoint_dir)
-        if not args.checkpoint and args.sampler not in {*_sampler_names(), *p.ablations}:
-            raise ValueError(unknown_name_message("sampler", args.sampler, {
-                "registered samplers": _sampler_names(), f"ablations of {args.params}": list(p.ablations)}))
+        if not args.checkpoint:
+            args.sampler = resolve_name("sampler", args.sampler, {
+                "registered samplers": _sampler_names(), f"ablations of {args.params}": list(p.ablations)})
         ck, model = ck_dir / "samplers" / args.sampler / f"seed{args.seed}.pt", None
         if args.checkpoint:  # a file, a folder of seeds, or a registered model: models:/salient-sampler@best
             ck, model = resolve_checkpoint(args.checkpoint, args.seed, tracking_params=p)
@@ -251,7 +283,7 @@ def cmd_predict(args) -> int:
     except (ParamsError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    files = _video_files(args.videos)
+    files, skipped = video_files(args.videos)
     results = []
     quiet = args.json or bool(args.output)
     with tqdm(total=len(files), unit="video", disable=None if not quiet else True) as bar:
@@ -264,7 +296,8 @@ def cmd_predict(args) -> int:
                                                                      if model else {}),
            "recognizer": args.recognizer, "k": args.k, "gmacs_per_video": round(pred.gmacs, 4),
            **({"avgn_head_gmacs_per_video": round(pred.head_gmacs, 4)} if pred.avgn else {}),
-           "results": [r.as_dict() for r in results], "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
+           "results": [r.as_dict() for r in results], "skipped": skipped,
+           "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
     if args.output:  # written whole or not at all: a full disk leaves no truncated JSON behind
         try:
             atomic_write_text(Path(args.output), json.dumps(doc, indent=1) + "\n")
@@ -275,10 +308,10 @@ def cmd_predict(args) -> int:
     elif args.json:
         print(json.dumps(doc, indent=1))
     else:
-        print(prediction_table(results))
+        print(prediction_table(results, skipped))
     if args.figure:
         try:
-            shown = [r for r in results if isinstance(r, Prediction) and r.thumbs is not None][:FIGURE_VIDEOS]
+            shown = [r for r in results if isinstance(r, Prediction) and r.strip is not None][:FIGURE_VIDEOS]
             n = plot_selection(shown, Path(args.figure))
             print(f"{n} video(s) drawn -> {args.figure}" + (f" (the first {FIGURE_VIDEOS})" if
                                                              n < sum(isinstance(r, Prediction) for r in results)
@@ -313,11 +346,11 @@ def avgn_section(results: list) -> str:
     return "\n".join(lines)
 
 
-def prediction_table(results: list) -> str:
+def prediction_table(results: list, skipped: list[dict] = ()) -> str:
     """One row per class of each video's top list (rank, class, probability; the video's frames,
     their times and GMACs on its first row), an ERROR row per unusable file, AVGN's own prediction
     (:func:`avgn_section`), then every error's detail in full below the table (never cut: a decoder's
-    message is what one needs to fix a file)."""
+    message is what one needs to fix a file), then every ``skipped`` file of a folder with its reason."""
     # deferred: components.predict imports torch; the caller has imported it already
     from components.predict import Prediction
 
@@ -337,6 +370,9 @@ def prediction_table(results: list) -> str:
         out += "\n\n" + avgn
     if errors:
         out += "\n\nerrors:\n" + "\n".join(f"  {e}" for e in errors)
+    if skipped:
+        out += f"\n\nskipped ({len(skipped)} file(s) in the folders given, not predicted):\n" + "\n".join(
+            f"  {s['path']}: {s['reason']}" for s in skipped)
     return out
 
 
@@ -427,25 +463,41 @@ def cmd_bench(args) -> int:
     return bench.main([args.what, *args.rest])
 
 
-def main(argv: list[str] | None = None) -> int:
+PARAMS_HELP = "the params file"
+
+
+def _wrap(text: str) -> str:
+    """A command's description, wrapped (the formatter keeps descriptions as written)."""
+    return textwrap.fill(text, 100)
+SET_HELP = "override a param for this run: dotted KEY=VALUE, e.g. fusion.source=params (repeatable)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``salient`` parser: every command and option with its help text (tested)."""
     ap = argparse.ArgumentParser(prog="salient", description=__doc__, formatter_class=HelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_SubParser)
-    v = sub.add_parser("validate", help="check video files or folders")
-    v.add_argument("paths", nargs="+")
-    v.add_argument("--min-frames", type=int, default=2)
-    v.add_argument("--max-frames", type=int, default=500_000)
-    v.add_argument("--json", action="store_true")
+    v = sub.add_parser("validate", help="check video files or folders", description=_wrap("Probe video files (folders: "
+                       "every video file in them, recursively) and print one row each: usable or not, why, frames, "
+                       "fps, duration, size, audio. Exit status 1 when any is unusable."))
+    v.add_argument("paths", nargs="+", help="video files or folders")
+    v.add_argument("--min-frames", type=int, default=2, help="a video with fewer decodable frames is unusable")
+    v.add_argument("--max-frames", type=int, default=500_000,
+                   help="a video reporting more frames is unusable (a corrupt header's absurd count)")
+    v.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     v.set_defaults(fn=cmd_validate)
-    pr = sub.add_parser("params", help="validate params.yaml and print it")
-    pr.add_argument("--params", default="params.yaml")
-    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pr = sub.add_parser("params", help="validate params.yaml and print it", description=_wrap("Load the params file "
+                        "through the typed loader (unknown keys, wrong types, out-of-range values and settings their "
+                        "switch makes unused are errors, exit status 2) and print the resolved values."))
+    pr.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     pr.add_argument("--explain", action="store_true", help="one line per key: value, range, meaning")
     pr.set_defaults(fn=cmd_params)
-    st = sub.add_parser("stage", help="run one stage outside DVC")
-    st.add_argument("name", choices=STAGES)
-    st.add_argument("--params", default="params.yaml")
-    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    st.add_argument("--sampler", help="for train_sampler: the registered sampler to train")
+    st = sub.add_parser("stage", help="run one stage outside DVC", description=_wrap("Run one pipeline stage in this "
+                        "process, as `dvc repro` would but without DVC's bookkeeping (no dvc.lock entry)."))
+    st.add_argument("name", choices=STAGES, help="the stage")
+    st.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    st.add_argument("--sampler", help="for train_sampler: the sampler or ablation to train (any case)")
     st.add_argument("--pipeline-seed", type=int, help="the pipeline seed (default: the first of pipeline.seeds); "
                     "not used by prepare and summary, which serve every seed")
     st.set_defaults(fn=cmd_stage)
@@ -466,9 +518,14 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--values", nargs="+", default=["0", "0.1", "0.2", "0.3"], help="its values (YAML scalars)")
     rb.add_argument("--k", type=int, default=3, help="the frame budget the tables report")
     rb.set_defaults(fn=cmd_robustness)
-    b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json")
-    b.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp", "loop"])
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json", description=_wrap("Time one part of the "
+                       "project on this machine -> reports/bench_<what>.json. `salient bench WHAT --help` lists "
+                       "that benchmark's own options."))
+    b.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp", "loop"],
+                   help="what to time: extraction, the samplers, predict, AVGN, extraction shards, DDP training, "
+                        "or the researcher's loop (demo, no-op rerun, tests in a fresh clone)")
+    b.add_argument("rest", nargs=argparse.REMAINDER, metavar="OPTIONS",
+                   help="the benchmark's own options (`salient bench WHAT --help`)")
     b.set_defaults(fn=cmd_bench)
     pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")
     pd.add_argument("videos", nargs="+", help="video files or folders")
@@ -496,9 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--params", default="params.yaml", help="the params file (frames, fusion, ablations)")
     pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     pd.set_defaults(fn=cmd_predict)
-    pl = sub.add_parser("plots", help="render the dvc.yaml plots offline")
-    pl.add_argument("--out", default="reports/plots")
-    pl.add_argument("--format", default="html", choices=["html", "svg", "png"])
+    pl = sub.add_parser("plots", help="render the dvc.yaml plots offline", description=_wrap("Render the plots of "
+                        "dvc.yaml (`dvc plots show`) from reports/curves.csv without a network: the Vega-Lite "
+                        "libraries are inlined (html) or the plots converted by vl-convert (svg, png)."))
+    pl.add_argument("--out", default="reports/plots", help="output folder (git-ignored: regenerate it any time)")
+    pl.add_argument("--format", default="html", choices=["html", "svg", "png"],
+                    help="html: one self-contained page with every plot; svg / png: one file per plot")
     pl.set_defaults(fn=cmd_plots)
     # every option (--help too) goes to flows.serve's own parser, so its help lists them
     sv = sub.add_parser("serve", help="start a local Prefect server, work pool and worker (Ctrl-C stops all); "
@@ -508,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1")
     ui.add_argument("--params", default="params.yaml", help="the params file naming the tracking store")
     ui.set_defaults(fn=cmd_ui)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args, rest = ap.parse_known_args(argv)
     if getattr(args, "passthrough", False):
         args.rest = rest
