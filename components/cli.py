@@ -83,7 +83,10 @@ def unknown_name_message(kind: str, name: str, choices: dict[str, list[str]]) ->
     the closest of every choice (difflib) and each group of valid names in full."""
     every = [c for group in choices.values() for c in group]
     lower = {c.lower(): c for c in every}
-    close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)]
+    # every name very like it (up to 3), else the one closest, compared in lower case
+    found = (difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.75)
+             or difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.6))
+    close = [lower[c] for c in found]
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     groups = "; ".join(f"{label}: {', '.join(names)}" for label, names in choices.items() if names)
     return f"unknown {kind} {name!r}{hint}; {groups}"

@@ -490,7 +490,7 @@ def _strip_row(axes, r: Prediction) -> None:
             for side in ax.spines.values():
                 side.set_edgecolor(PICK)
                 side.set_linewidth(3.5)
-            title += f"\n{n / max(r.fps, 1e-6):.1f} s"
+            title += f" · {n / max(r.fps, 1e-6):.1f} s"
         if n in boxes:
             rank, (x0, y0, x1, y1) = boxes[n]
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="#d62728", linewidth=1.5))
@@ -507,7 +507,7 @@ def _score_row(ax, r: Prediction, name: str, scores: Sequence[float]) -> None:
     ax.set_xticks(range(T))
     ax.set_xticklabels([str(n) for n in r.observed], fontsize=6.5)
     ax.tick_params(axis="y", labelsize=7)
-    ax.set_ylabel(name, fontsize=8)
+    ax.set_ylabel(f"score\n({name})" if name != "saliency" else "saliency", fontsize=8)
     ax.axhline(0, color="black", linewidth=0.5)
     for sp in ("top", "right"):
         ax.spines[sp].set_visible(False)
@@ -550,7 +550,7 @@ def plot_selection(results: Sequence[Prediction | PredictError], out: Path) -> i
         g += 1 + len(sc)
     head = ("The T observed frames (frame index above) and the sampler's per-frame scores; orange: the K frames "
             "picked" + ("; red box: the patch AVGN's head classified" if any(r.avgn for r in rows) else ""))
-    fig.suptitle(head, fontsize=10, x=0.02, ha="left")
+    fig.suptitle(head, fontsize=10, x=0.02, y=1.0 + 0.3 / fig.get_figheight(), ha="left")
     atomic_savefig(fig, out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return len(rows)
