@@ -475,6 +475,38 @@ def _wrap(text: str) -> str:
 SET_HELP = "override a param for this run: dotted KEY=VALUE, e.g. fusion.source=params (repeatable)"
 
 
+def _add_predict(sub) -> None:
+    """The ``predict`` command and its options."""
+    pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")
+    pd.add_argument("videos", nargs="+", help="video files or folders (a folder's non-video files are skipped "
+                    "and named in the output)")
+    pd.add_argument("--sampler", default="tsqnet", help=f"a registered sampler ({SAMPLER_LIST}) or an ablation "
+                    "named in the params' `ablations`, in any case; its checkpoint is --checkpoint-dir/samplers/NAME/seedS.pt")
+    pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
+    pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"],
+                    help="frame: the per-frame recognizer, mean over the K frames; tsi: the clip recognizer")
+    pd.add_argument("--checkpoint-dir", default="data/s0",
+                    help="folder with encoders/, samplers/, recognizers/: one pipeline seed's data/s<seed>")
+    pd.add_argument("--checkpoint", help="a sampler checkpoint file, a folder of seed<S>.pt, or a registered model, "
+                    "e.g. models:/salient-sampler@best, which brings its own sampler, seed and tuned fusion "
+                    "(overrides --checkpoint-dir/samplers/...)")
+    pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
+    pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
+    pd.add_argument("--workers", type=int, default=0, help="decoding processes")
+    pd.add_argument("--device", help="torch device of the models (cpu, cuda, cuda:1, auto); default: the params' "
+                    "compute.device. compute.amp / channels_last / pin_memory apply too (--set compute.amp=true)")
+    pd.add_argument("--frame-chunk", type=int, default=16, help="frames per encoder call (raise on a GPU)")
+    pd.add_argument("--top", type=int, default=5, help="classes listed per video, best first")
+    pd.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    pd.add_argument("--output", metavar="FILE", help="write the JSON result to FILE (atomically: complete or absent)")
+    pd.add_argument("--figure", metavar="PNG", help=f"draw each video's T observed frames with the sampler's "
+                    f"per-frame scores, the K picks marked, to PNG (the first {FIGURE_VIDEOS} videos); with AVGN, "
+                    "the patch its head classified as a box on each picked frame")
+    pd.add_argument("--params", default="params.yaml", help="the params file (frames, fusion, ablations)")
+    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
+    pd.set_defaults(fn=cmd_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``salient`` parser: every command and option with its help text (tested)."""
     ap = argparse.ArgumentParser(prog="salient", description=__doc__, formatter_class=HelpFormatter)
@@ -530,32 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("rest", nargs=argparse.REMAINDER, metavar="OPTIONS",
                    help="the benchmark's own options (`salient bench WHAT --help`)")
     b.set_defaults(fn=cmd_bench)
-    pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")
-    pd.add_argument("videos", nargs="+", help="video files or folders")
-    pd.add_argument("--sampler", default="tsqnet", help=f"a registered sampler ({SAMPLER_LIST}) or an ablation "
-                    "named in the params' `ablations`; its checkpoint is --checkpoint-dir/samplers/NAME/seedS.pt")
-    pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
-    pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"],
-                    help="frame: the per-frame recognizer, mean over the K frames; tsi: the clip recognizer")
-    pd.add_argument("--checkpoint-dir", default="data/s0",
-                    help="folder with encoders/, samplers/, recognizers/: one pipeline seed's data/s<seed>")
-    pd.add_argument("--checkpoint", help="a sampler checkpoint file, a folder of seed<S>.pt, or a registered model, "
-                    "e.g. models:/salient-sampler@best, which brings its own sampler, seed and tuned fusion "
-                    "(overrides --checkpoint-dir/samplers/...)")
-    pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
-    pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
-    pd.add_argument("--workers", type=int, default=0, help="decoding processes")
-    pd.add_argument("--device", help="torch device of the models (cpu, cuda, cuda:1, auto); default: the params' "
-                    "compute.device. compute.amp / channels_last / pin_memory apply too (--set compute.amp=true)")
-    pd.add_argument("--frame-chunk", type=int, default=16, help="frames per encoder call (raise on a GPU)")
-    pd.add_argument("--top", type=int, default=5, help="classes listed per video, best first")
-    pd.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    pd.add_argument("--output", metavar="FILE", help="write the JSON result to FILE (atomically: complete or absent)")
-    pd.add_argument("--figure", metavar="PNG", help=f"draw each video's selected frames to PNG (the first "
-                    f"{FIGURE_VIDEOS} videos); with AVGN, the patch its head classified as a box on each frame")
-    pd.add_argument("--params", default="params.yaml", help="the params file (frames, fusion, ablations)")
-    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
-    pd.set_defaults(fn=cmd_predict)
+    _add_predict(sub)
     pl = sub.add_parser("plots", help="render the dvc.yaml plots offline", description=_wrap("Render the plots of "
                         "dvc.yaml (`dvc plots show`) from reports/curves.csv without a network: the Vega-Lite "
                         "libraries are inlined (html) or the plots converted by vl-convert (svg, png)."))
