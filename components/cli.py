@@ -481,7 +481,8 @@ def _add_predict(sub) -> None:
     pd.add_argument("videos", nargs="+", help="video files or folders (a folder's non-video files are skipped "
                     "and named in the output)")
     pd.add_argument("--sampler", default="tsqnet", help=f"a registered sampler ({SAMPLER_LIST}) or an ablation "
-                    "named in the params' `ablations`, in any case; its checkpoint is --checkpoint-dir/samplers/NAME/seedS.pt")
+                    "named in the params' `ablations`, in any case; its checkpoint is "
+                    "--checkpoint-dir/samplers/NAME/seedS.pt")
     pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
     pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"],
                     help="frame: the per-frame recognizer, mean over the K frames; tsi: the clip recognizer")

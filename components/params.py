@@ -547,7 +547,8 @@ UNUSED_WHEN: tuple[tuple[str, tuple[Any, ...], str, str], ...] = (
       for k in FIXED_FUSION_DEFAULTS),
     ("fusion.nsnet_strategy", tuple(s for s in FUSION_STRATEGIES if s not in RATIO_STRATEGIES), "fusion.nsnet_ratio",
      f"only {' and '.join(RATIO_STRATEGIES)} read it"),
-    ("train_sampler.monitor", ("val_loss",), "train_sampler.val_budgets", "set train_sampler.monitor=val_map to use it"),
+    ("train_sampler.monitor", ("val_loss",), "train_sampler.val_budgets",
+     "set train_sampler.monitor=val_map to use it"),
     ("pseudo_labels.guiding", ("response",), "pseudo_labels.distance", "set pseudo_labels.guiding=prototype to use it"),
 )
 

@@ -391,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1", help="address the server binds (default: %(default)s; another "
                     "one needs an auth string, see above)")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="the server's port (default: %(default)s; API at /api, UI at /)")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT,
+                    help="the server's port (default: %(default)s; API at /api, UI at /)")
     ap.add_argument("--pool", default=DEFAULT_POOL, help="process work pool name (created if missing)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes (SQLite: keep it small)")
     ap.add_argument("--project-dir", default=".", help="the checkout the workers run the flows in")
