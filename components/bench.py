@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from components.atomic import atomic_torch_save, atomic_write_json
+from components.integrity import save_checkpoint
 from components.data.clips import Clip, iter_clips
 from components.data.manifest import VideoRecord, read_manifest
 from components.data.synthetic import plan_video, render_video
@@ -315,7 +316,7 @@ def bench_predict(params: str, ckpt_dir: str = "data/s0", K: int = 5, batches=(1
                      "light_encoder": tm["light"] / wall, "sampler_fusion": tm["sampler"] / wall,
                      "recognizer": tm["recognizer"] / wall}
             out["runs"][f"{name}_batch{b}"] = {"videos_per_s": len(files) / wall, "wall_s": wall,
-                                               "gflops_per_video": pred.gflops, "share": share}
+                                               "gmacs_per_video": pred.gmacs, "share": share}
     out["target_sampler_share"] = 0.05
     out["paper_videos_per_s"] = {"batch1": 17.7, "batch32": 121.1, "device": "RTX 3090 (TSQNet paper)"}
     return out
@@ -342,8 +343,8 @@ def synthetic_predict_setup(params: str, root: Path, n_videos: int, frames: int 
         ck = torch.load(enc / f"{role}.pt", weights_only=False) if (enc / f"{role}.pt").exists() else None
         if ck is None or ck["cfg"] != cfg:
             models[role] = create_encoder(role, **cfg)
-            atomic_torch_save({"role": role, "cfg": cfg, "state_dict": models[role].state_dict(), "classes": classes},
-                              enc / f"{role}.pt")
+            save_checkpoint({"role": role, "cfg": cfg, "state_dict": models[role].state_dict(), "classes": classes},
+                            enc / f"{role}.pt")
     d = (models.get("light") or create_encoder("light", **cfgs["light"])).num_features
     text = 384  # all-MiniLM-L6-v2's width
     samplers = {"tsqnet": {"num_classes": C, "light_dim": d, "params": p.tsqnet,
@@ -536,12 +537,19 @@ def bench_shards(params: str, prepared: Path = Path("data/prepared"), encoders: 
             f"store_1_vs_{shards}_shards_same_threads": _store_compare(one, same)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="salient bench")
-    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp"])
-    ap.add_argument("--params", default="params.yaml")
+def build_parser() -> argparse.ArgumentParser:
+    """``salient bench WHAT``'s options (``loop`` and ``ddp`` have their own parsers)."""
+    ap = argparse.ArgumentParser(prog="salient bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                 description="Time one part of the project on this machine and record it in "
+                                             "reports/bench_<what>.json (the demo must have run: `make demo`).")
+    ap.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp"],
+                    help="extract: the extraction rate and memory; samplers: each sampler's forward pass; predict: "
+                         "`salient predict` per batch size; avgn: AVGN's glance and head; shards: 1 vs S extraction "
+                         "shards; ddp: DDP training (its own options: `salient bench ddp --help`)")
+    ap.add_argument("--params", default="params.yaml", help="the params file")
     ap.add_argument("--n", type=int, default=40, help="N for the RSS check (4N is also run)")
-    ap.add_argument("--out", default="reports/bench_extract.json")
+    ap.add_argument("--out", default="reports/bench_extract.json",
+                    help="where the result goes (the other benchmarks replace bench_extract by their own name)")
     ap.add_argument("--device", help="predict: torch device (default: the params' compute.device)")
     ap.add_argument("--ckpt-dir", default="data/s0", help="predict: one pipeline seed's folder (encoders/, samplers/)")
     ap.add_argument("--workers", type=int, default=0, help="predict: decoding processes")
@@ -552,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", metavar="DIR", help="predict: random-weight models at the params' architectures "
                     "and synthetic videos in DIR instead of the demo's (+ the extraction rate); no eval grid")
     ap.add_argument("--shards", type=int, default=2, help="shards: the S compared with 1 shard")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     if argv and argv[0] == "ddp":  # its own options: components/bench_ddp.py
         from components import bench_ddp  # deferred: torchrun workers import it on their own
 

@@ -112,14 +112,20 @@ def bench_test(root: Path, work: Path) -> dict:
             "load_before": before, "load_after": _load(), **({} if rc == 0 else {"log_tail": out[-3000:]})}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``salient bench loop``'s options."""
     ap = argparse.ArgumentParser(prog="salient bench loop", description=__doc__.split("\n\n")[0])
     ap.add_argument("parts", nargs="*", default=["demo", "noop", "test"], choices=["demo", "noop", "test"],
                     help="what to time (default: all three; noop needs demo, or --project)")
     ap.add_argument("--project", help="noop on this finished demo instead of the fresh clone's")
-    ap.add_argument("--out", default="reports/bench_loop.json")
+    ap.add_argument("--out", default="reports/bench_loop.json", help="where the timings are recorded (merged "
+                    "with the parts already there)")
     ap.add_argument("--keep", action="store_true", help="keep the clones (printed) instead of removing them")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
                                check=True).stdout.strip())
     out = Path(args.out)

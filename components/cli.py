@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -84,8 +85,12 @@ def unknown_name_message(kind: str, name: str, choices: dict[str, list[str]]) ->
     """``unknown sampler 'nsnett' (did you mean 'nsnet'?); registered samplers: ...; ablations: ...``:
     the closest of every choice (difflib) and each group of valid names in full."""
     every = [c for group in choices.values() for c in group]
-    close = difflib.get_close_matches(name, every, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    lower = {c.lower(): c for c in every}
+    # every name very like it (up to 3), else the one closest, compared in lower case
+    found = (difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.75)
+             or difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.6))
+    close = [lower[c] for c in found]
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     groups = "; ".join(f"{label}: {', '.join(names)}" for label, names in choices.items() if names)
     return f"unknown {kind} {name!r}{hint}; {groups}"
 
@@ -144,6 +149,13 @@ def cmd_stage(args) -> int:
         if not args.sampler:
             print("error: train_sampler needs --sampler NAME", file=sys.stderr)
             return 2
+        try:  # case-insensitive, with the closest names on a typo
+            args.sampler = resolve_name("sampler", args.sampler, {
+                "registered samplers": _sampler_names(),
+                f"ablations of {args.params}": list(load_params(args.params, args.set).ablations)})
+        except (ParamsError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         argv += ["--sampler", args.sampler]
     if args.name not in ("sources", "prepare", "summary"):
         seed = args.pipeline_seed
@@ -191,12 +203,35 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _video_files(items: list[str]) -> list[str]:
-    out = []
+def video_files(items: list[str]) -> tuple[list[str], list[dict]]:
+    """(files to predict, files skipped): a named file is always tried (a bad one becomes an error row);
+    a folder gives its video files (by extension, recursively) and every other file in it is skipped,
+    each named with the reason."""
+    out, skipped = [], []
     for it in items:
         p = Path(it)
-        out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS) if p.is_dir() else [it]
-    return out
+        if not p.is_dir():
+            out.append(it)
+            continue
+        for f in sorted(f for f in p.rglob("*") if f.is_file()):
+            if f.suffix.lower() in VIDEO_EXTENSIONS:
+                out.append(str(f))
+            else:
+                skipped.append({"path": str(f), "reason": f"not a video file (extension {f.suffix or 'none'!r}; "
+                                                          f"videos: {', '.join(sorted(VIDEO_EXTENSIONS))})"})
+    return out, skipped
+
+
+def resolve_name(kind: str, name: str, choices: dict[str, list[str]]) -> str:
+    """``name`` as one of ``choices`` (groups of valid names), matched case-insensitively
+    (``TSQNet`` -> ``tsqnet``); else ValueError with :func:`unknown_name_message`."""
+    every = [c for group in choices.values() for c in group]
+    if name in every:
+        return name
+    folded = [c for c in every if c.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise ValueError(unknown_name_message(kind, name, choices))
 
 
 def _stage_writing(path: Path) -> str | None:
@@ -238,9 +273,9 @@ def cmd_predict(args) -> int:
     try:
         p = load_params(args.params, args.set)
         ck_dir = Path(args.checkpoint_dir)
-        if not args.checkpoint and args.sampler not in {*_sampler_names(), *p.ablations}:
-            raise ValueError(unknown_name_message("sampler", args.sampler, {
-                "registered samplers": _sampler_names(), f"ablations of {args.params}": list(p.ablations)}))
+        if not args.checkpoint:
+            args.sampler = resolve_name("sampler", args.sampler, {
+                "registered samplers": _sampler_names(), f"ablations of {args.params}": list(p.ablations)})
         ck, model = ck_dir / "samplers" / args.sampler / f"seed{args.seed}.pt", None
         if args.checkpoint:  # a file, a folder of seeds, or a registered model: models:/salient-sampler@best
             ck, model = resolve_checkpoint(args.checkpoint, args.seed, tracking_params=p)
@@ -254,7 +289,7 @@ def cmd_predict(args) -> int:
     except (ParamsError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    files = _video_files(args.videos)
+    files, skipped = video_files(args.videos)
     results = []
     quiet = args.json or bool(args.output)
     with tqdm(total=len(files), unit="video", disable=None if not quiet else True) as bar:
@@ -265,9 +300,10 @@ def cmd_predict(args) -> int:
             bar.update(len(chunk))
     doc = {"sampler": pred.sampler_name, "checkpoint": str(ck), **({"model": {"uri": args.checkpoint, **model}}
                                                                      if model else {}),
-           "recognizer": args.recognizer, "k": args.k, "gflops_per_video": round(pred.gflops, 4),
-           **({"avgn_head_gflops_per_video": round(pred.head_gflops, 4)} if pred.avgn else {}),
-           "results": [r.as_dict() for r in results], "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
+           "recognizer": args.recognizer, "k": args.k, "gmacs_per_video": round(pred.gmacs, 4),
+           **({"avgn_head_gmacs_per_video": round(pred.head_gmacs, 4)} if pred.avgn else {}),
+           "results": [r.as_dict() for r in results], "skipped": skipped,
+           "seconds": {k: round(v, 4) for k, v in pred.timings.items()}}
     if args.output:  # written whole or not at all: a full disk leaves no truncated JSON behind
         try:
             atomic_write_text(Path(args.output), json.dumps(doc, indent=1) + "\n")
@@ -278,10 +314,10 @@ def cmd_predict(args) -> int:
     elif args.json:
         print(json.dumps(doc, indent=1))
     else:
-        print(prediction_table(results))
+        print(prediction_table(results, skipped))
     if args.figure:
         try:
-            shown = [r for r in results if isinstance(r, Prediction) and r.thumbs is not None][:FIGURE_VIDEOS]
+            shown = [r for r in results if isinstance(r, Prediction) and r.strip is not None][:FIGURE_VIDEOS]
             n = plot_selection(shown, Path(args.figure))
             print(f"{n} video(s) drawn -> {args.figure}" + (f" (the first {FIGURE_VIDEOS})" if
                                                              n < sum(isinstance(r, Prediction) for r in results)
@@ -305,7 +341,7 @@ def avgn_section(results: list) -> str:
         return ""
     a = heads[0].avgn
     lines = [f"AVGN's own head (glance over the first {a.glance_frames} frames, then one {a.patch_px}x{a.patch_px}-px "
-             f"patch per selected frame; {a.gflops:.3f} GMACs per video):"]
+             f"patch per selected frame; {a.gmacs:.3f} GMACs per video):"]
     for r in heads:
         h = r.avgn
         lines.append(f"  {Path(r.path).name}: " + ", ".join(f"{c} {p:.3f}" for c, p in h.top)
@@ -316,11 +352,11 @@ def avgn_section(results: list) -> str:
     return "\n".join(lines)
 
 
-def prediction_table(results: list) -> str:
+def prediction_table(results: list, skipped: list[dict] = ()) -> str:
     """One row per class of each video's top list (rank, class, probability; the video's frames,
     their times and GMACs on its first row), an ERROR row per unusable file, AVGN's own prediction
     (:func:`avgn_section`), then every error's detail in full below the table (never cut: a decoder's
-    message is what one needs to fix a file)."""
+    message is what one needs to fix a file), then every ``skipped`` file of a folder with its reason."""
     # deferred: components.predict imports torch; the caller has imported it already
     from components.predict import Prediction
 
@@ -334,12 +370,15 @@ def prediction_table(results: list) -> str:
         for i, (cls, prob) in enumerate(r.top):
             rows.append({"video": name if i == 0 else "", "rank": i + 1, "class": cls, "prob": f"{prob:.3f}"})
         rows[-len(r.top)].update({"frames": " ".join(map(str, r.frames)),
-                                  "seconds": " ".join(f"{t:.1f}" for t in r.timestamps), "GMACs": f"{r.gflops:.3f}"})
+                                  "seconds": " ".join(f"{t:.1f}" for t in r.timestamps), "GMACs": f"{r.gmacs:.3f}"})
     out = _table(rows, ["video", "rank", "class", "prob", "frames", "seconds", "GMACs"])
     if avgn := avgn_section(results):
         out += "\n\n" + avgn
     if errors:
         out += "\n\nerrors:\n" + "\n".join(f"  {e}" for e in errors)
+    if skipped:
+        out += f"\n\nskipped ({len(skipped)} file(s) in the folders given, not predicted):\n" + "\n".join(
+            f"  {s['path']}: {s['reason']}" for s in skipped)
     return out
 
 
@@ -494,7 +533,7 @@ def _maintenance(sub) -> None:
                         "digest written with it; lists the bad files (exit 1 if any)")
     ve.add_argument("--workspace", default=".", help="the workspace root (holds data/)")
     ve.add_argument("--data", default="data", help="the folder under it that holds the artifacts")
-    ve.add_argument("--json", action="store_true")
+    ve.add_argument("--json", action="store_true", help="print {checked, bad} as JSON instead of a table")
     ve.set_defaults(fn=cmd_verify)
     gc = sub.add_parser("gc", help="remove resume checkpoints (.salient/work/...) and .partial folders (data/...) "
                         "that no current stage's key can use (other code, params or inputs)")
@@ -505,25 +544,74 @@ def _maintenance(sub) -> None:
     gc.set_defaults(fn=cmd_gc)
 
 
-def main(argv: list[str] | None = None) -> int:
+PARAMS_HELP = "the params file"
+
+
+def _wrap(text: str) -> str:
+    """A command's description, wrapped (the formatter keeps descriptions as written)."""
+    return textwrap.fill(text, 100)
+SET_HELP = "override a param for this run: dotted KEY=VALUE, e.g. fusion.source=params (repeatable)"
+
+
+def _add_predict(sub) -> None:
+    """The ``predict`` command and its options."""
+    pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")
+    pd.add_argument("videos", nargs="+", help="video files or folders (a folder's non-video files are skipped "
+                    "and named in the output)")
+    pd.add_argument("--sampler", default="tsqnet", help=f"a registered sampler ({SAMPLER_LIST}) or an ablation "
+                    "named in the params' `ablations`, in any case; its checkpoint is "
+                    "--checkpoint-dir/samplers/NAME/seedS.pt")
+    pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
+    pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"],
+                    help="frame: the per-frame recognizer, mean over the K frames; tsi: the clip recognizer")
+    pd.add_argument("--checkpoint-dir", default="data/s0",
+                    help="folder with encoders/, samplers/, recognizers/: one pipeline seed's data/s<seed>")
+    pd.add_argument("--checkpoint", help="a sampler checkpoint file, a folder of seed<S>.pt, or a registered model, "
+                    "e.g. models:/salient-sampler@best, which brings its own sampler, seed and tuned fusion "
+                    "(overrides --checkpoint-dir/samplers/...)")
+    pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
+    pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
+    pd.add_argument("--workers", type=int, default=0, help="decoding processes")
+    pd.add_argument("--device", help="torch device of the models (cpu, cuda, cuda:1, auto); default: the params' "
+                    "compute.device. compute.amp / channels_last / pin_memory apply too (--set compute.amp=true)")
+    pd.add_argument("--frame-chunk", type=int, default=16, help="frames per encoder call (raise on a GPU)")
+    pd.add_argument("--top", type=int, default=5, help="classes listed per video, best first")
+    pd.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    pd.add_argument("--output", metavar="FILE", help="write the JSON result to FILE (atomically: complete or absent)")
+    pd.add_argument("--figure", metavar="PNG", help=f"draw each video's T observed frames with the sampler's "
+                    f"per-frame scores, the K picks marked, to PNG (the first {FIGURE_VIDEOS} videos); with AVGN, "
+                    "the patch its head classified as a box on each picked frame")
+    pd.add_argument("--params", default="params.yaml", help="the params file (frames, fusion, ablations)")
+    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
+    pd.set_defaults(fn=cmd_predict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``salient`` parser: every command and option with its help text (tested)."""
     ap = argparse.ArgumentParser(prog="salient", description=__doc__, formatter_class=HelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_SubParser)
-    v = sub.add_parser("validate", help="check video files or folders")
-    v.add_argument("paths", nargs="+")
-    v.add_argument("--min-frames", type=int, default=2)
-    v.add_argument("--max-frames", type=int, default=500_000)
-    v.add_argument("--json", action="store_true")
+    v = sub.add_parser("validate", help="check video files or folders", description=_wrap("Probe video files (folders: "
+                       "every video file in them, recursively) and print one row each: usable or not, why, frames, "
+                       "fps, duration, size, audio. Exit status 1 when any is unusable."))
+    v.add_argument("paths", nargs="+", help="video files or folders")
+    v.add_argument("--min-frames", type=int, default=2, help="a video with fewer decodable frames is unusable")
+    v.add_argument("--max-frames", type=int, default=500_000,
+                   help="a video reporting more frames is unusable (a corrupt header's absurd count)")
+    v.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     v.set_defaults(fn=cmd_validate)
-    pr = sub.add_parser("params", help="validate params.yaml and print it")
-    pr.add_argument("--params", default="params.yaml")
-    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pr = sub.add_parser("params", help="validate params.yaml and print it", description=_wrap("Load the params file "
+                        "through the typed loader (unknown keys, wrong types, out-of-range values and settings their "
+                        "switch makes unused are errors, exit status 2) and print the resolved values."))
+    pr.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     pr.add_argument("--explain", action="store_true", help="one line per key: value, range, meaning")
     pr.set_defaults(fn=cmd_params)
-    st = sub.add_parser("stage", help="run one stage outside DVC")
-    st.add_argument("name", choices=STAGES)
-    st.add_argument("--params", default="params.yaml")
-    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    st.add_argument("--sampler", help="for train_sampler: the registered sampler to train")
+    st = sub.add_parser("stage", help="run one stage outside DVC", description=_wrap("Run one pipeline stage in this "
+                        "process, as `dvc repro` would but without DVC's bookkeeping (no dvc.lock entry)."))
+    st.add_argument("name", choices=STAGES, help="the stage")
+    st.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    st.add_argument("--sampler", help="for train_sampler: the sampler or ablation to train (any case)")
     st.add_argument("--pipeline-seed", type=int, help="the pipeline seed (default: the first of pipeline.seeds); "
                     "not used by sources, prepare and summary, which serve every seed")
     st.set_defaults(fn=cmd_stage)
@@ -544,39 +632,22 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--values", nargs="+", default=["0", "0.1", "0.2", "0.3"], help="its values (YAML scalars)")
     rb.add_argument("--k", type=int, default=3, help="the frame budget the tables report")
     rb.set_defaults(fn=cmd_robustness)
-    b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json")
-    b.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp", "loop"])
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b = sub.add_parser("bench", help="benchmarks -> reports/bench_*.json", description=_wrap("Time one part of the "
+                       "project on this machine -> reports/bench_<what>.json. `salient bench WHAT --help` lists "
+                       "that benchmark's own options."))
+    b.add_argument("what", choices=["extract", "samplers", "predict", "avgn", "shards", "ddp", "loop"],
+                   help="what to time: extraction, the samplers, predict, AVGN, extraction shards, DDP training, "
+                        "or the researcher's loop (demo, no-op rerun, tests in a fresh clone)")
+    b.add_argument("rest", nargs=argparse.REMAINDER, metavar="OPTIONS",
+                   help="the benchmark's own options (`salient bench WHAT --help`)")
     b.set_defaults(fn=cmd_bench)
-    pd = sub.add_parser("predict", help="predict the classes of video files (sampler -> K frames -> recognizer)")
-    pd.add_argument("videos", nargs="+", help="video files or folders")
-    pd.add_argument("--sampler", default="tsqnet", help=f"a registered sampler ({SAMPLER_LIST}) or an ablation "
-                    "named in the params' `ablations`; its checkpoint is --checkpoint-dir/samplers/NAME/seedS.pt")
-    pd.add_argument("--k", type=int, default=5, help="frames the recognizer sees (1 <= K <= frames.T)")
-    pd.add_argument("--recognizer", default="frame", choices=["frame", "tsi"],
-                    help="frame: the per-frame recognizer, mean over the K frames; tsi: the clip recognizer")
-    pd.add_argument("--checkpoint-dir", default="data/s0",
-                    help="folder with encoders/, samplers/, recognizers/: one pipeline seed's data/s<seed>")
-    pd.add_argument("--checkpoint", help="a sampler checkpoint file, a folder of seed<S>.pt, or a registered model, "
-                    "e.g. models:/salient-sampler@best, which brings its own sampler, seed and tuned fusion "
-                    "(overrides --checkpoint-dir/samplers/...)")
-    pd.add_argument("--seed", type=int, default=0, help="which trained seed of the sampler")
-    pd.add_argument("--batch-size", type=int, default=8, help="videos per batch")
-    pd.add_argument("--workers", type=int, default=0, help="decoding processes")
-    pd.add_argument("--device", help="torch device of the models (cpu, cuda, cuda:1, auto); default: the params' "
-                    "compute.device. compute.amp / channels_last / pin_memory apply too (--set compute.amp=true)")
-    pd.add_argument("--frame-chunk", type=int, default=16, help="frames per encoder call (raise on a GPU)")
-    pd.add_argument("--top", type=int, default=5, help="classes listed per video, best first")
-    pd.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    pd.add_argument("--output", metavar="FILE", help="write the JSON result to FILE (atomically: complete or absent)")
-    pd.add_argument("--figure", metavar="PNG", help=f"draw each video's selected frames to PNG (the first "
-                    f"{FIGURE_VIDEOS} videos); with AVGN, the patch its head classified as a box on each frame")
-    pd.add_argument("--params", default="params.yaml", help="the params file (frames, fusion, ablations)")
-    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
-    pd.set_defaults(fn=cmd_predict)
-    pl = sub.add_parser("plots", help="render the dvc.yaml plots offline")
-    pl.add_argument("--out", default="reports/plots")
-    pl.add_argument("--format", default="html", choices=["html", "svg", "png"])
+    _add_predict(sub)
+    pl = sub.add_parser("plots", help="render the dvc.yaml plots offline", description=_wrap("Render the plots of "
+                        "dvc.yaml (`dvc plots show`) from reports/curves.csv without a network: the Vega-Lite "
+                        "libraries are inlined (html) or the plots converted by vl-convert (svg, png)."))
+    pl.add_argument("--out", default="reports/plots", help="output folder (git-ignored: regenerate it any time)")
+    pl.add_argument("--format", default="html", choices=["html", "svg", "png"],
+                    help="html: one self-contained page with every plot; svg / png: one file per plot")
     pl.set_defaults(fn=cmd_plots)
     # every option (--help too) goes to flows.serve's own parser, so its help lists them
     sv = sub.add_parser("serve", help="start a local Prefect server, work pool and worker (Ctrl-C stops all); "
@@ -588,10 +659,15 @@ def main(argv: list[str] | None = None) -> int:
     ui.set_defaults(fn=cmd_ui)
     tr = sub.add_parser("tracking", help="tracking housekeeping: `sync` replays the runs buffered while the MLflow "
                                          "server was unreachable")
-    tr.add_argument("action", choices=("sync",))
+    tr.add_argument("action", choices=("sync",), help="sync: replay the spooled runs to their server")
     tr.add_argument("--params", default="params.yaml", help="the params file naming the tracking store and spool")
     tr.set_defaults(fn=cmd_tracking)
     _maintenance(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args, rest = ap.parse_known_args(argv)
     if getattr(args, "passthrough", False):
         args.rest = rest

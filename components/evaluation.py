@@ -32,7 +32,7 @@ from components.selection import topk_select
 log = logging.getLogger(__name__)
 
 #: Columns of ``reports/curves.csv``.
-CURVE_COLUMNS = ("sampler", "recognizer", "k", "seed", "gflops", "map", "top1", "salient_recall", "distractor_share")
+CURVE_COLUMNS = ("sampler", "recognizer", "k", "seed", "gmacs", "map", "top1", "salient_recall", "distractor_share")
 
 
 @dataclass
@@ -154,7 +154,7 @@ class ClipScorer:
 
 
 def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np.ndarray,
-                  salient: np.ndarray | None, gflops: Callable[[SamplerRun, str, int], float],
+                  salient: np.ndarray | None, gmacs: Callable[[SamplerRun, str, int], float],
                   frame_probs: np.ndarray, clip_scorers: dict[str, tuple[ClipScorer, tuple[int, ...]]] | None = None,
                   map_variant: str = "sklearn", keep_scores: bool = False,
                   distractor: np.ndarray | None = None) -> tuple[list[dict], dict]:
@@ -178,14 +178,14 @@ def evaluate_grid(runs: Iterable[SamplerRun], budgets: Iterable[int], labels: np
                     cells.append((rname, bound.scores(idx)))
             for rname, scores in cells:
                 rows.append({"sampler": run.name, "recognizer": rname, "k": K, "seed": run.seed,
-                             "gflops": gflops(run, rname, K), **score_metrics(scores, labels, idx, salient, map_variant, distractor)})
+                             "gmacs": gmacs(run, rname, K), **score_metrics(scores, labels, idx, salient, map_variant, distractor)})
                 if keep_scores:
                     kept[(run.name, rname, K, run.seed)] = scores
     return rows, kept
 
 
 def summarize(rows: list[dict], metrics: tuple[str, ...] = ("map", "top1", "top5", "mean_class_acc", "salient_recall",
-                                                           "distractor_share", "gflops")) -> list[dict]:
+                                                           "distractor_share", "gmacs")) -> list[dict]:
     """Mean ± std over seeds per (sampler, recognizer, k), in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -34,7 +34,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from components.atomic import atomic_savefig  # noqa: E402
 
-METRICS = ("gflops", "map", "top1", "salient_recall", "distractor_share")
+METRICS = ("gmacs", "map", "top1", "salient_recall", "distractor_share")
 
 
 def read_curves(path) -> list[dict]:
@@ -53,7 +53,7 @@ LABELS = {"uniform": "Uniform", "random": "Random", "dense": "Dense (all T frame
           "maxconf_l": "MaxConf-L", "videoconf_l": "VideoConf-L", "oracle": "Oracle (true salient frames)",
           "tsqnet": "TSQNet", "nsnet": "NSNet", "avgn": "AVGN"}
 #: Axis titles for the columns of ``curves.csv``.
-AXES = {"gflops": "GMACs per video", "map": "mAP (%)", "top1": "top-1 accuracy (%)",
+AXES = {"gmacs": "GMACs per video", "map": "mAP (%)", "top1": "top-1 accuracy (%)",
         "salient_recall": "saliency recall@K (%)", "distractor_share": "distractor frames among the K picks (%)",
         "k": "frames selected (K)"}
 #: Fixed colours, the same in every figure; every other series takes the next of ``PALETTE``.
@@ -134,7 +134,7 @@ class Spread(NamedTuple):
                     and np.ptp(self.hi) < 1e-9)
 
 
-def spread(rows: list[dict], metric: str, x: str = "gflops") -> dict[tuple[str, str], Spread]:
+def spread(rows: list[dict], metric: str, x: str = "gmacs") -> dict[tuple[str, str], Spread]:
     """(sampler, recognizer) -> :class:`Spread` of ``metric`` (in %) over the runs of each K, a run being
     one row per (pipeline seed, sampler seed); first-seen order."""
     groups: dict[tuple[str, str], dict[int, list[dict]]] = {}
@@ -190,7 +190,7 @@ def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, ti
                                                   if rec == OWN_HEAD else f" + {rec.upper()} recognizer")
                 _draw(ax, s, styles[name] if rec == "frame" else series_style(name, rec, 0, ablations) | {
                     "color": styles[name]["color"]}, text)
-        ax.set_xlabel(AXES["gflops"], fontsize=11)
+        ax.set_xlabel(AXES["gmacs"], fontsize=11)
         ax.set_ylabel(AXES[metric], fontsize=11)
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
@@ -237,7 +237,7 @@ def draw_variants(rows: list[dict], ablations: Mapping[str, str] | None = None, 
                   label(n, ablations) + (" (reference)" if n in refs else ""),
                   band=n == "uniform" or kind(n, ablations) == "learned")
         ax.set_title(title, fontsize=11)
-        ax.set_xlabel(AXES["gflops"], fontsize=11)
+        ax.set_xlabel(AXES["gmacs"], fontsize=11)
         ax.set_ylabel(AXES[metric], fontsize=11)
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
@@ -309,7 +309,7 @@ def draw_frontier(rows: list[dict], fr: dict, ablations: Mapping[str, str] | Non
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(  # 0.2, 0.3, 0.5, 2, 3, 5 between decades
             lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""))
-    ax.set_xlabel(AXES["gflops"] + (" (log scale)" if log_x else ""), fontsize=11)
+    ax.set_xlabel(AXES["gmacs"] + (" (log scale)" if log_x else ""), fontsize=11)
     ax.set_ylabel(AXES["map"], fontsize=11)
     ax.tick_params(labelsize=10)
     ax.tick_params(which="minor", labelsize=8.5)

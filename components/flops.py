@@ -303,7 +303,7 @@ def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: in
     if sampler is None:
         sampler = (build_avgn(p, num_classes, light.module) if sampler_name == "avgn" else
                    build_sampler(sampler_name, num_classes, light.module.num_features, T, p.tsqnet, p.nsnet,
-                                 p.fusion.lambda_v, text_dim))
+                                 p.fusion.fixed()["lambda_v"], text_dim))
     if batch is None and "light_maps" in tuple(getattr(sampler, "inputs", ())) and hasattr(sampler, "config"):
         batch = avgn_batch(sampler, f.full_size, frames=False)  # AVGN reads the light maps, not light_feats
     calls = frame_calls(sampler_name, sampler, T, k)
@@ -521,7 +521,7 @@ def regime_table(p: Params, num_classes: int, samplers: Mapping[str, nn.Module] 
         if sampler is None:
             sampler = (build_avgn(p, num_classes, light.module) if name == "avgn" else
                        build_sampler(name, num_classes, light.module.num_features, T, p.tsqnet, p.nsnet,
-                                     p.fusion.lambda_v, text_dim))
+                                     p.fusion.fixed()["lambda_v"], text_dim))
         calls = frame_calls(name, sampler, T, 1)
         per_frame = {role: model_cost(role) for role in ("light", "object", "audio") if calls[role]}
         if hasattr(sampler, "config") and "light_maps" in tuple(getattr(sampler, "inputs", ())):

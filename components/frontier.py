@@ -2,7 +2,7 @@
 
 A sampler spends compute twice: on choosing (its own encoders and layers over all T frames) and on
 recognizing the K frames it picks. Comparing it with uniform at the same K hides the first part, so
-this module compares at the same *cost*, GMACs per video (the ``gflops`` column of ``curves.csv``):
+this module compares at the same *cost*, GMACs per video (the ``gmacs`` column of ``curves.csv``):
 
 * **Uniform at matched GMACs.** Uniform's mAP at each K it was evaluated at (``evaluate.budgets``;
   in the summary, every K whose per-video scores ``scores.npz`` holds) gives a curve of mAP against
@@ -122,7 +122,7 @@ def checked_gmacs(value, sampler: str, recognizer: str, k: int, where: str = "")
 # ------------------------------------------------------------------------------------------ per run (MLflow)
 def run_metrics(rows: Iterable[Mapping], budgets: Iterable[int], reference_k: int) -> dict[tuple, dict[str, float]]:
     """(variant, recognizer, sampler seed) -> the frontier metrics of that run, from one pipeline seed's
-    evaluation rows (``sampler``, ``recognizer``, ``k``, ``seed``, ``gflops``, ``map``) at ``budgets``:
+    evaluation rows (``sampler``, ``recognizer``, ``k``, ``seed``, ``gmacs``, ``map``) at ``budgets``:
 
     * ``matched_uniform_map_k<K>``, ``matched_uniform_diff_k<K>``, ``matched_extrapolated_k<K>`` (1/0);
     * ``reaches_dense`` (1/0), and where reached ``gmacs_to_dense`` and ``saving_vs_dense_pct``;
@@ -173,7 +173,7 @@ def _curve(rows: list[Mapping], sampler: str) -> dict[int, tuple[float, float]]:
     by: dict[int, list[Mapping]] = {}
     for r in rows:
         by.setdefault(int(r["k"]), []).append(r)
-    return {k: (float(np.mean([checked_gmacs(r.get("gflops"), sampler, r["recognizer"], k, f", seed {r['seed']}")
+    return {k: (float(np.mean([checked_gmacs(r.get("gmacs"), sampler, r["recognizer"], k, f", seed {r['seed']}")
                                for r in rs])), float(np.mean([float(r["map"]) for r in rs])))
             for k, rs in sorted(by.items())}
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from components import selection
 from components.params import Params, variant_params
 from components.paths import Paths
 
@@ -30,14 +31,15 @@ TUNED_FUSION = "tuned_fusion.json"  # beside the feature store: data/tuned_fusio
 #: Samplers with inference-time fusion settings, and their ``fusion.*`` keys.
 FUSION_KEYS: dict[str, tuple[str, ...]] = {"tsqnet": ("lambda_v",), "nsnet": ("nsnet_strategy", "nsnet_ratio")}
 #: NSNet strategies that read the ratio (the others ignore it, so it is not searched for them).
-RATIO_STRATEGIES = ("index_union", "score_add")
+RATIO_STRATEGIES = selection.RATIO_STRATEGIES
 
 
 def params_fusion(p: Params) -> dict[str, dict]:
-    """The ``fusion`` section's values per sampler (what evaluate uses with ``fusion.source: params``)."""
-    f = p.fusion
-    return {"tsqnet": {"lambda_v": f.lambda_v},
-            "nsnet": {"nsnet_strategy": f.nsnet_strategy, "nsnet_ratio": f.nsnet_ratio}}
+    """The ``fusion`` section's values per sampler (what evaluate uses with ``fusion.source: params``),
+    each unset (null) one at its paper default (:data:`components.params.FIXED_FUSION_DEFAULTS`)."""
+    f = p.fusion.fixed()
+    return {"tsqnet": {"lambda_v": f["lambda_v"]},
+            "nsnet": {"nsnet_strategy": f["nsnet_strategy"], "nsnet_ratio": f["nsnet_ratio"]}}
 
 
 def set_fusion(model: Any, values: Mapping[str, Any] | None) -> Any:

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from components.selection import FUSION_STRATEGIES
+from components.selection import FUSION_STRATEGIES, RATIO_STRATEGIES
 
 
 class ParamsError(ValueError):
@@ -282,21 +283,41 @@ class TSIParams:
 
 
 # ------------------------------------------------------------------------- selection / eval
+#: The fixed fusion values used where ``fusion.*`` leaves them unset (null): the papers' own settings
+#: (TSQNet supp. A: lambda = 0.6; NSNet supp. A.3: index union, ratio 0.6).
+FIXED_FUSION_DEFAULTS: dict[str, Any] = {"lambda_v": 0.6, "nsnet_strategy": "index_union", "nsnet_ratio": 0.6}
+
+
 @dataclass(frozen=True)
 class FusionParams:
     """Inference-time fusion of two-branch samplers: read when frames are *selected* (evaluate, reports,
     predict), never at training, so changing them retrains nothing. ``tune_fusion`` searches them on
-    val (``components.tuning``); ``source`` says whether evaluate uses its result or these values."""
-    lambda_v: float = _f(0.6, lo=0.0, hi=1.0, help="TSQNet union ratio of VQM frames (supp. A)")
-    nsnet_strategy: str = _f("index_union", choices=FUSION_STRATEGIES,
-                             help="NSNet FSM + VGM fusion strategy (supp. A.3, Table 2)")
-    nsnet_ratio: float = _f(0.6, lo=0.0, hi=1.0, help="NSNet fusion ratio: the FSM share (index_union, score_add)")
+    val (``components.tuning``); ``source`` says whether evaluate uses its result or fixed values.
+
+    The fixed values (``lambda_v``, ``nsnet_strategy``, ``nsnet_ratio``) are null (unset) by default.
+    With ``source: tuned`` they are not read, so setting one is refused at load time
+    (``fusion.lambda_v=0.4 is not used while fusion.source=tuned; set fusion.source=params to use it``)
+    rather than silently ignored; with ``source: params`` an unset one takes its paper value
+    (:data:`FIXED_FUSION_DEFAULTS`), and ``nsnet_ratio`` must stay unset under a strategy that ignores it."""
+    lambda_v: float | None = _f(None, lo=0.0, hi=1.0, help="TSQNet union ratio of VQM frames (supp. A); "
+                                "null: 0.6; read only with source: params")
+    nsnet_strategy: str | None = _f(None, choices=FUSION_STRATEGIES,
+                                    help="NSNet FSM + VGM fusion strategy (supp. A.3, Table 2); null: index_union; "
+                                         "read only with source: params")
+    nsnet_ratio: float | None = _f(None, lo=0.0, hi=1.0, help="NSNet fusion ratio: the FSM share (index_union, "
+                                   "score_add only); null: 0.6; read only with source: params")
     source: str = _f("tuned", choices=("tuned", "params"),
-                     help="evaluate with data/tuned_fusion.json (tune_fusion's result) or with the values above")
+                     help="tuned: evaluate, reports and predict use data/tuned_fusion.json (tune_fusion's result; "
+                          "the fixed values above must stay null); params: the fixed values above")
     trials: int = _f(60, lo=1, hi=100_000, help="Optuna trials per tune_fusion study")
     storage: str = _f("sqlite:///.salient/optuna.db",
                       help="Optuna storage: sqlite:///file, postgresql://..., journal:<file> or memory:")
     budgets: tuple[int, ...] = _f((3, 5), help="K values averaged in the tune_fusion objective (val mAP)")
+
+    def fixed(self) -> dict[str, Any]:
+        """The fixed values, each unset one at its paper default (:data:`FIXED_FUSION_DEFAULTS`)."""
+        return {k: FIXED_FUSION_DEFAULTS[k] if getattr(self, k) is None else getattr(self, k)
+                for k in FIXED_FUSION_DEFAULTS}
 
 
 #: Loss weights the sweep searches, per sampler: (params section, field, low, high). Fixed here so a
@@ -449,6 +470,9 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # ``X | None``: null, or an X
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ParamsError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
@@ -493,6 +517,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _check_range(value: Any, meta: Mapping, key: str) -> None:
     lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if value is None:  # an optional key left unset
+        return
     if choices is not None and value not in choices:
         raise ParamsError(f"{key}: {value!r} is not one of {list(choices)}")
     if lo is not None or hi is not None:
@@ -522,7 +548,44 @@ def _build(cls: type, raw: Mapping, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+#: Settings that a switch makes unused: (switch key, the switch's values under which the key is not
+#: read, the key, how to use it). A key that differs from its default (for the fixed fusion values: that is
+#: set at all, their default being null) while its switch says it is not read is refused at load time: an
+#: override such as ``dvc exp run -S fusion.lambda_v=0.4`` must change the result or fail, never be ignored.
+UNUSED_WHEN: tuple[tuple[str, tuple[Any, ...], str, str], ...] = (
+    *(("fusion.source", ("tuned",), f"fusion.{k}", "set fusion.source=params to use it")
+      for k in FIXED_FUSION_DEFAULTS),
+    ("fusion.nsnet_strategy", tuple(s for s in FUSION_STRATEGIES if s not in RATIO_STRATEGIES), "fusion.nsnet_ratio",
+     f"only {' and '.join(RATIO_STRATEGIES)} read it"),
+    ("train_sampler.monitor", ("val_loss",), "train_sampler.val_budgets",
+     "set train_sampler.monitor=val_map to use it"),
+    ("pseudo_labels.guiding", ("response",), "pseudo_labels.distance", "set pseudo_labels.guiding=prototype to use it"),
+)
+
+
+def _get_dotted(obj: Any, key: str) -> tuple[Any, Any]:
+    """(value, default) of dotted ``key`` in params ``obj``."""
+    *parents, name = key.split(".")
+    for part in parents:
+        obj = getattr(obj, part)
+    f = {f.name: f for f in dataclasses.fields(obj)}[name]
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return getattr(obj, name), default
+
+
+def check_unused(p: Params) -> None:
+    """Refuse a setting that its switch makes unused (:data:`UNUSED_WHEN`), naming the switch."""
+    for switch, off, key, how in UNUSED_WHEN:
+        state, _ = _get_dotted(p, switch)
+        value, default = _get_dotted(p, key)
+        if state in off and value != default:
+            shown = yaml.safe_dump(to_dict(value), default_flow_style=True).strip().removesuffix("...").strip()
+            raise ParamsError(f"{key}={shown} is not used while {switch}={state}; {how}"
+                              + (" (or leave it null)" if default is None else f" (or leave it at {to_dict(default)})"))
+
+
 def _validate(p: Params) -> Params:
+    check_unused(p)
     T = p.frames.T
     seeds = p.pipeline.seeds
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:

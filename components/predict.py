@@ -11,8 +11,8 @@ With an AVGN checkpoint (``components.models.samplers.avgn``) the frames are als
 ``frames.full_size`` (its frame cache) and the audio track into log-mel windows (its audio encoder);
 the glance's saliency selects the K frames as for any sampler, and AVGN's own head (spatial glance →
 one P×P patch per selected frame → classifier) adds :class:`AVGNHead`: its top classes and each
-patch as a box in the video's pixels (:func:`patch_box`). :func:`plot_selection` draws the selected
-frames (and those boxes) for ``salient predict --figure``.
+patch as a box in the video's pixels (:func:`patch_box`). :func:`plot_selection` draws the T observed
+frames with the sampler's per-frame scores and the picks marked (and those boxes) for ``salient predict --figure``.
 
 The params' ``compute`` section says where and how the models run (:meth:`Predictor.set_compute`):
 the device (``--device`` wins), autocast around the frame encoders and the recognizer only (the
@@ -56,7 +56,7 @@ COMPUTABLE = {"frame_indices", "light_feats", "light_logits", "light_maps", "obj
 STAGES = ("probe", "decode_light", "light", "sampler", "head", "decode_rec", "recognizer")
 #: How :func:`components.models.samplers.avgn.load_local`'s errors (f_L missing or changed) begin.
 LOCAL_ENCODER_ERROR = "AVGN's local encoder"
-THUMB = 256  # px: longer side of the frames kept for --figure
+STRIP_THUMB = 160  # px: longer side of the T observed frames kept for --figure
 
 
 def patch_box(centre: Sequence[float], patch: int, full: int, width: int, height: int
@@ -86,7 +86,7 @@ class AVGNHead:
     frame_size: tuple[int, int]  # (W, H): the boxes' pixel coordinates
     patch_px: int  # P, in pixels of the frame cache
     glance_frames: int  # T_G: frames whose light maps the glance reads (eq. 14)
-    gflops: float  # GMACs of one prediction through the head (:func:`components.avgn_eval.avgn_gmacs`)
+    gmacs: float  # GMACs of one prediction through the head (:func:`components.avgn_eval.avgn_gmacs`)
 
     def as_dict(self) -> dict:
         return {"classes": [{"class": c, "prob": round(p, 6)} for c, p in self.top],
@@ -94,24 +94,36 @@ class AVGNHead:
                 "frame_size": list(self.frame_size), "patch_px": self.patch_px, "has_audio": self.has_audio,
                 **({} if self.has_audio else {"note": "no audio track: AVGN used its learned missing-audio token"}),
                 "glance_frames": self.glance_frames, "saliency": [round(v, 6) for v in self.saliency],
-                "observed_frames": self.observed, "gmacs": round(self.gflops, 4)}
+                "observed_frames": self.observed, "gmacs": round(self.gmacs, 4)}
 
 
 @dataclass
 class Prediction:
+    """One video's prediction. ``observed`` / ``saliency``: the T pre-sampled frames the sampler scored
+    and its per-frame score of each (``SamplerOutput.saliency``: for a two-branch sampler the first
+    branch's; every branch's in ``branch_saliency``, the picks being their fusion; all 0 for uniform,
+    which scores nothing)."""
     path: str
     top: list[tuple[str, float]]  # (class, probability), best first
     frames: list[int]  # selected frame indices, temporal order
     timestamps: list[float]  # seconds
-    gflops: float
+    gmacs: float
     avgn: AVGNHead | None = None  # with an AVGN checkpoint
-    thumbs: np.ndarray | None = field(default=None, repr=False)  # uint8 [K,h,w,3] of ``frames`` (keep_frames)
+    strip: np.ndarray | None = field(default=None, repr=False)  # uint8 [T,h,w,3] of ``observed`` (keep_frames)
     frame_size: tuple[int, int] | None = None  # (W, H) of the video's frames
+    observed: list[int] = field(default_factory=list)  # [T] frame indices the sampler scored
+    saliency: list[float] = field(default_factory=list)  # [T] the sampler's score of each
+    branch_saliency: dict[str, list[float]] = field(default_factory=dict)  # branch -> [T] (two-branch samplers)
+    fps: float = 0.0
 
     def as_dict(self) -> dict:
         return {"path": self.path, "top": [{"class": c, "prob": round(p, 6)} for c, p in self.top],
                 "frames": self.frames, "timestamps": [round(t, 3) for t in self.timestamps],
-                "gflops": round(self.gflops, 4), **({"avgn": self.avgn.as_dict()} if self.avgn else {})}
+                "gmacs": round(self.gmacs, 4), "observed_frames": self.observed,
+                "saliency": [round(v, 6) for v in self.saliency],
+                **({"branch_saliency": {b: [round(v, 6) for v in x] for b, x in self.branch_saliency.items()}}
+                   if self.branch_saliency else {}),
+                **({"avgn": self.avgn.as_dict()} if self.avgn else {})}
 
 
 @dataclass
@@ -138,8 +150,8 @@ class Predictor:
     objects: torch.nn.Module | None = None
     audio: torch.nn.Module | None = None  # the audio encoder (AVGN)
     device: str = "cpu"
-    gflops: float = 0.0
-    head_gflops: float = 0.0  # AVGN: one prediction through its own head
+    gmacs: float = 0.0
+    head_gmacs: float = 0.0  # AVGN: one prediction through its own head
     # frames per light / object encoder call. On the 2-core CPU 16 was fastest (TSQNet, batch 32: 4.6
     # videos/s vs 1.6 with all 512 frames in one call, which thrashes the caches); raise it on a GPU.
     frame_chunk: int = 16
@@ -198,7 +210,7 @@ class Predictor:
                 raise ValueError(f"AVGN's patch ({c.patch_size} px) exceeds frames.full_size={p.frames.full_size}: "
                                  "predict with the params it was trained with")
         pred = cls(p, sampler, name, classes, K, rec.eval(), recognizer, light, objects, audio)
-        pred.gflops = pred.measure_gflops()  # counted on CPU in float32, before the move and autocast
+        pred.gmacs = pred.measure_gmacs()  # counted on CPU in float32, before the move and autocast
         return pred.set_compute(p.compute).to(resolve_device(device or p.compute.device))
 
     def set_compute(self, c: ComputeParams) -> "Predictor":
@@ -248,9 +260,9 @@ class Predictor:
         """The sampler is AVGN: its own head runs too (:class:`AVGNHead`)."""
         return is_avgn(self.sampler)
 
-    def measure_gflops(self) -> float:
+    def measure_gmacs(self) -> float:
         """GMACs of one prediction, counted on these modules at their resolutions (docs/design.md §3); for
-        AVGN also :attr:`head_gflops` (the rule of evaluate's ``avgn`` recognizer rows)."""
+        AVGN also :attr:`head_gmacs` (the rule of evaluate's ``avgn`` recognizer rows)."""
         f, T, K = self.p.frames, self.p.frames.T, self.K
         calls = frame_calls(self.sampler_name, self.sampler, T, K)  # the same rule as evaluate and the flops table
         enc = {"light": frame_model_gmacs(self.light, f.light_size) if self.light is not None else 0.0,
@@ -273,7 +285,7 @@ class Predictor:
             g += count_macs(lambda: self.recognizer(torch.zeros(1, n, 3, s, s))) / 1e9
         if self.avgn:
             S = f.full_size
-            self.head_gflops = avgn_gmacs(self.sampler, enc, {**dummy, "frames_full": torch.zeros(
+            self.head_gmacs = avgn_gmacs(self.sampler, enc, {**dummy, "frames_full": torch.zeros(
                 1, T, 3, S, S, dtype=torch.uint8)}, K)
         return g
 
@@ -336,13 +348,14 @@ class Predictor:
         patches = sorted((int(observed[t]), rank + 1, patch_box(head["centre"][j, rank], P, S, *size))
                          for rank, t in enumerate(head["idx"][j]))
         return AVGNHead([(self.classes[c], float(p_k[c])) for c in order], patches, head["saliency"][j].tolist(),
-                        observed.tolist(), has_audio, size, P, int(self.sampler.glance_frames), self.head_gflops)
+                        observed.tolist(), has_audio, size, P, int(self.sampler.glance_frames), self.head_gmacs)
 
     @torch.no_grad()
     def predict(self, paths: Sequence[str | Path], top: int = 5, workers: int = 0,
                 keep_frames: bool = False) -> list[Prediction | PredictError]:
         """One result per path, in order; unreadable files become :class:`PredictError` and the rest go on.
-        ``keep_frames``: each prediction keeps thumbnails of its K frames (``thumbs``, for :func:`plot_selection`)."""
+        ``keep_frames``: each prediction keeps thumbnails of its T observed frames (``strip``, for
+        :func:`plot_selection`; decoded once more, at :data:`STRIP_THUMB` px)."""
         f, T = self.p.frames, self.p.frames.T
         t0 = time.perf_counter()
         results: list[Prediction | PredictError | None] = [None] * len(paths)
@@ -383,8 +396,12 @@ class Predictor:
               for k in sizes if k != "full"}  # uint8 host -> float [B,T,3,s,s] on the device
         batch = self._features(fidx, px, [c.audio for c in clips])
         t0 = self._tick("light", t0)
-        ranked = self.sampler.select(self.sampler(batch), self.K)  # [B,K]; AVGN: most salient first
+        scored = self.sampler(batch)
+        ranked = self.sampler.select(scored, self.K)  # [B,K]; AVGN: most salient first
         sel = np.sort(ranked, axis=1)
+        saliency = scored.saliency.detach().float().cpu().numpy()  # [B,T]
+        branches = ({b: v.detach().float().cpu().numpy() for b, v in scored.branches.items()}
+                    if len(scored.branches) > 1 else {})  # name -> [B,T]
         t0 = self._tick("sampler", t0)
         head = None
         if self.avgn:
@@ -398,7 +415,8 @@ class Predictor:
             try:
                 frames = read_frames(r.path, c.frame_indices[row])  # only the K selected frames, [K,H,W,3]
                 rec_px.append(resize_center(frames, s))  # [K,3,s,s] float
-                keep.append((j, c, row, (frames.shape[2], frames.shape[1]), _thumbs(frames) if keep_frames else None))
+                strip = _thumbs(read_frames(r.path, c.frame_indices), STRIP_THUMB) if keep_frames else None  # [T,...]
+                keep.append((j, c, row, (frames.shape[2], frames.shape[1]), strip))
             except VideoError as e:
                 results[where[c.index]] = PredictError(r.path, e.reason, e.detail)
         t0 = self._tick("decode_rec", t0)
@@ -411,15 +429,16 @@ class Predictor:
                 probs = out.view(len(keep), x.shape[1], -1).double().softmax(-1).mean(1).cpu()  # [B,C]
             else:
                 probs = out.double().softmax(-1).cpu()
-            for (j, c, row, size, thumbs), pr in zip(keep, probs.numpy()):
+            for (j, c, row, size, strip), pr in zip(keep, probs.numpy()):
                 r = recs[c.index]
                 order = np.argsort(-pr, kind="stable")[:top]
                 fr = c.frame_indices[row]
                 avgn = (self._avgn_result(head, j, bool(has_audio[j]), c.frame_indices, size, top)
                         if head is not None else None)
-                results[where[c.index]] = Prediction(r.path, [(self.classes[i], float(pr[i])) for i in order],
-                                                     fr.tolist(), (fr / max(r.fps, 1e-6)).tolist(), self.gflops,
-                                                     avgn, thumbs, size)
+                results[where[c.index]] = Prediction(
+                    r.path, [(self.classes[i], float(pr[i])) for i in order], fr.tolist(),
+                    (fr / max(r.fps, 1e-6)).tolist(), self.gmacs, avgn, strip, size, c.frame_indices.tolist(),
+                    saliency[j].tolist(), {b: v[j].tolist() for b, v in branches.items()}, float(r.fps))
         self._tick("recognizer", t0)
         return results  # type: ignore[return-value]
 
@@ -436,61 +455,103 @@ def _load_sampler(path: Path) -> Sampler:
         raise
 
 
-def _thumbs(frames: np.ndarray) -> np.ndarray:
-    """uint8 [K,H,W,3] -> the same frames with their longer side at most :data:`THUMB` px."""
+def _thumbs(frames: np.ndarray, longest: int) -> np.ndarray:
+    """uint8 [n,H,W,3] -> the same frames with their longer side at most ``longest`` px."""
     from PIL import Image  # deferred: only --figure keeps frames
 
     H, W = frames.shape[1:3]
-    scale = min(1.0, THUMB / max(H, W))
+    scale = min(1.0, longest / max(H, W))
     if scale == 1.0:
         return frames.copy()
     size = (max(1, round(W * scale)), max(1, round(H * scale)))
     return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
 
 
+PICK = "#ff7f0e"  # the picked frames' colour in --figure
+
+
+def _strip_row(axes, r: Prediction) -> None:
+    """The T observed frames of ``r`` on ``axes`` (one each): picked ones framed in :data:`PICK` with their
+    time, AVGN's patch as a red box."""
+    from matplotlib.patches import Rectangle
+
+    W, H = r.frame_size
+    boxes = {n: (rank, box) for n, rank, box in r.avgn.patches} if r.avgn else {}
+    picked = set(r.frames)
+    for t, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if t >= len(r.observed):
+            ax.axis("off")
+            continue
+        n = r.observed[t]
+        ax.imshow(r.strip[t], extent=(0, W, H, 0))  # axes in the video's pixels, as the boxes
+        title = f"{n}"
+        if n in picked:
+            for side in ax.spines.values():
+                side.set_edgecolor(PICK)
+                side.set_linewidth(3.5)
+            title += f" · {n / max(r.fps, 1e-6):.1f} s"
+        if n in boxes:
+            rank, (x0, y0, x1, y1) = boxes[n]
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="#d62728", linewidth=1.5))
+        ax.set_title(title, fontsize=7.5, pad=2, color=PICK if n in picked else "black",
+                     fontweight="bold" if n in picked else "normal")
+
+
+def _score_row(ax, r: Prediction, name: str, scores: Sequence[float]) -> None:
+    """Bars of one per-frame score over the T observed frames, the picked frames' bars in :data:`PICK`."""
+    picked = set(r.frames)
+    T = len(scores)
+    ax.bar(range(T), scores, width=0.8, color=[PICK if n in picked else "#9e9e9e" for n in r.observed])
+    ax.set_xlim(-0.5, T - 0.5)
+    ax.set_xticks(range(T))
+    ax.set_xticklabels([str(n) for n in r.observed], fontsize=6.5)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_ylabel(f"score\n({name})" if name != "saliency" else "saliency", fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.5)
+    for sp in ("top", "right"):
+        ax.spines[sp].set_visible(False)
+
+
 def plot_selection(results: Sequence[Prediction | PredictError], out: Path) -> int:
-    """One row per prediction made with ``keep_frames``: its K frames in temporal order (frame index,
-    time; AVGN: the patch its head classified, as a red box, and the frame's saliency rank), the
-    recognizer's top class and AVGN's. Saved to ``out`` (PNG, atomically); returns the rows drawn."""
+    """One block per prediction made with ``keep_frames``: a strip of its T observed frames (frame index
+    above each; the K picks framed and titled in orange with their time; AVGN: the patch its head
+    classified as a red box), then the sampler's per-frame score of each frame as bars (one row per
+    branch for a two-branch sampler, whose picks are the fusion of both), picks in orange; the
+    recognizer's top class (and AVGN's) on the left. Saved to ``out`` (PNG, atomically); returns the
+    blocks drawn."""
     import matplotlib  # deferred: only --figure draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    from matplotlib.gridspec import GridSpec
 
-    rows = [r for r in results if isinstance(r, Prediction) and r.thumbs is not None]
+    rows = [r for r in results if isinstance(r, Prediction) and r.strip is not None]
     if not rows:
         raise ValueError("no prediction to draw (every file failed, or none kept its frames)")
-    K = max(len(r.frames) for r in rows)
-    cell = 2.0  # inches per frame
-    fig, axes = plt.subplots(len(rows), K, figsize=(K * cell + 2.6, len(rows) * (cell + 0.5)), squeeze=False)
-    for i, r in enumerate(rows):
-        W, H = r.frame_size
-        boxes = {n: (rank, box) for n, rank, box in r.avgn.patches} if r.avgn else {}
-        for k, ax in enumerate(axes[i]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if k >= len(r.frames):
-                ax.axis("off")
-                continue
-            n = r.frames[k]
-            ax.imshow(r.thumbs[k], extent=(0, W, H, 0))  # axes in the video's pixels, as the boxes
-            title = f"frame {n} · {r.timestamps[k]:.1f} s"
-            if n in boxes:
-                rank, (x0, y0, x1, y1) = boxes[n]
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="#d62728", linewidth=2.0))
-                title += f"\nsaliency rank {rank}"
-            ax.set_title(title, fontsize=8.5, pad=3)
+    T = max(len(r.observed) for r in rows)
+    scores = [dict(r.branch_saliency) or {"saliency": r.saliency} for r in rows]
+    heights = [h for sc in scores for h in (1.0, *[0.55] * len(sc))]
+    cell = 1.0  # inches per frame
+    fig = plt.figure(figsize=(T * cell + 2.8, sum(heights) * (cell + 0.25) + 0.6))
+    gs = GridSpec(len(heights), T, figure=fig, height_ratios=heights, hspace=0.55, wspace=0.06)
+    g = 0
+    for r, sc in zip(rows, scores):
+        strip = [fig.add_subplot(gs[g, t]) for t in range(T)]
+        _strip_row(strip, r)
         cls, prob = r.top[0]
-        text = f"{Path(r.path).name}\nrecognizer: {cls} {prob:.2f}"
+        text = f"{Path(r.path).name}\nrecognizer: {cls} {prob:.2f}\nK={len(r.frames)} of T={len(r.observed)}"
         if r.avgn:
             c2, p2 = r.avgn.top[0]
             text += f"\nAVGN head: {c2} {p2:.2f}" + ("" if r.avgn.has_audio else "\nno audio track")
-        axes[i, 0].set_ylabel(text, fontsize=9, rotation=0, ha="right", va="center", labelpad=8)
-    head = "Selected frames in temporal order" + (
-        "; red box: the patch AVGN's head classified" if any(r.avgn for r in rows) else "")
-    fig.suptitle(head, fontsize=10, x=0.02, ha="left")
-    fig.tight_layout()
+        strip[0].set_ylabel(text, fontsize=8.5, rotation=0, ha="right", va="center", labelpad=8)
+        for i, (name, v) in enumerate(sc.items()):
+            _score_row(fig.add_subplot(gs[g + 1 + i, :]), r, name, v)
+        g += 1 + len(sc)
+    head = ("The T observed frames (frame index above) and the sampler's per-frame scores; orange: the K frames "
+            "picked" + ("; red box: the patch AVGN's head classified" if any(r.avgn for r in rows) else ""))
+    fig.suptitle(head, fontsize=10, x=0.02, y=1.0 + 0.3 / fig.get_figheight(), ha="left")
     atomic_savefig(fig, out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return len(rows)

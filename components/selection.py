@@ -78,6 +78,8 @@ def average_predictions(logits: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 #: Values of the ``nsnet.fusion`` param, in the order of NSNet supp. Table 2.
 FUSION_STRATEGIES = ("index_union", "index_intersection", "index_join", "score_add", "score_mul", "score_max")
+#: NSNet strategies that read the ratio (the others ignore it).
+RATIO_STRATEGIES = ("index_union", "score_add")
 SCORE_FUSIONS = ("add", "mul", "max")
 
 

@@ -12,7 +12,7 @@ test videos (``results/s<s>/``: ``curves.csv``, ``metrics.json``, ``scores.npz``
   (uniform of the same pipeline seed), averaged over runs, with the *same* video resamples for both
   sides (paired bootstrap); ``resolved_vs_uniform``: the CI excludes 0;
 * ``top1``, ``salient_recall``, ``distractor_share`` (share of the picks showing another class's scene),
-  ``gflops``: pooled like ``map``;
+  ``gmacs``: pooled like ``map``;
 * ``vs[ref]``: ``diff``, ``ci``, ``resolved``, ``pairs``: the same paired difference against each
   ``references`` sampler (``evaluate.references``: MaxConf-L, VideoConf-L, ...; not for the
   references themselves nor branch rows) and, for an ablation, against its base sampler
@@ -38,7 +38,7 @@ from components.figures import read_curves
 from components.metrics import bootstrap_ci, bootstrap_stats, mean_average_precision_batch
 
 #: Curve metrics pooled as the mean over pipeline seeds of each seed's mean over sampler seeds.
-POOLED = ("map", "top1", "salient_recall", "distractor_share", "gflops")
+POOLED = ("map", "top1", "salient_recall", "distractor_share", "gmacs")
 
 
 @dataclass
@@ -192,7 +192,7 @@ def frontier(seeds: list[SeedResults], variant: str, n_boot: int, reference_k: i
     runs: dict[tuple[str, str, int], list[fr.Run]] = {}
     order = {n: i for i, n in enumerate(dict.fromkeys(r["sampler"] for s in seeds for r in s.curves))}
     for s in seeds:  # samplers in curves.csv's order (evaluate.samplers, ablations, branches), frame recognizer first
-        cost = {(r["sampler"], r["recognizer"], r["k"], r["seed"]): r.get("gflops") for r in s.curves}
+        cost = {(r["sampler"], r["recognizer"], r["k"], r["seed"]): r.get("gmacs") for r in s.curves}
         for (name, rec, k, sd), sc in sorted(s.scores.items(), key=lambda kv: (
                 order.get(kv[0][0], len(order)), kv[0][0], kv[0][1] != "frame", kv[0][1:])):
             if rec not in fr.RECOGNIZERS:

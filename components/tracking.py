@@ -10,7 +10,7 @@ trial. The parent is handed to children through the environment, so it works acr
     # inside a stage (components/stages/<name>.py)
     with stage_run("train_sampler@tsqnet", to_dict(params.tsqnet), tracking=params.tracking) as run:
         log_curve("train/loss", losses)             # step = epoch
-        log_budget_curve("test/tsqnet", ks, {"mAP": maps, "gflops": gflops})   # step = K
+        log_budget_curve("test/tsqnet", ks, {"mAP": maps, "gmacs": gmacs})   # step = K
         log_artifacts(["data/samplers/tsqnet"])     # checkpoints as plain files
 
 Configuration, resolved on every call (so tests and library users can change it at run time):
@@ -621,7 +621,7 @@ class TrackedRun:
         """Values at step = K, so MLflow's chart of a metric over steps is the metric vs budget K.
 
         ``values``: one sequence (metric ``prefix``) or a mapping ``name -> sequence``
-        (metrics ``prefix/name``, e.g. ``{"mAP": [...], "gflops": [...]}``), each as long as ``ks``.
+        (metrics ``prefix/name``, e.g. ``{"mAP": [...], "gmacs": [...]}``), each as long as ``ks``.
         """
         curves = values.items() if isinstance(values, Mapping) else [(None, values)]
         points = []

@@ -39,9 +39,9 @@ from typing import Any
 from components import tracking
 from components.params import Params, to_dict, variant_params as effective_params
 
-#: the per-K metrics of an evaluation run (``curves.csv`` columns; ``gflops`` there holds GMACs)
+#: the per-K metrics of an evaluation run (``curves.csv`` columns)
 CURVE_METRICS = {"map": "map", "top1": "top1", "salient_recall": "salient_recall",
-                 "distractor_share": "distractor_share", "gmacs": "gflops"}
+                 "distractor_share": "distractor_share", "gmacs": "gmacs"}
 SUMMARY_METRICS = ("map", "gmacs", "top1")  # also logged as <metric>_k<K> at evaluate.sampler_budgets
 
 

@@ -60,7 +60,7 @@ def main(ws: Path) -> None:
     for name, label in ROWS:
         c5, c3 = h.get(name, {}).get("frame", {}).get("5", {}), h.get(name, {}).get("frame", {}).get("3", {})
         print(f"| {label} | " + " | ".join(cell(h, name, k) for k in ks)
-              + f" | {c5.get('gflops', float('nan')):.2f} | {c3.get('salient_recall', float('nan')):.2f} |")
+              + f" | {c5.get('gmacs', c5.get('gflops', float('nan'))):.2f} | {c3.get('salient_recall', float('nan')):.2f} |")
     print("\nmAP difference to uniform, paired bootstrap 95% CI over test videos (all runs pooled):\n")
     print("| sampler | " + " | ".join(f"K={k}" for k in ks) + " |")
     print("|---|" + "---|" * len(ks))

@@ -76,6 +76,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 import components  # noqa: F401  (imported first: telemetry off, PREFECT_HOME inside the project)
+from components.params import load_params
 from components.paths import Paths
 from components.processes import dvc_command, start_group, stop_group, venv_env
 from components.stage_runner import always_changed_stages
@@ -305,6 +306,13 @@ def untracked_inputs(project_dir: str | os.PathLike, overrides: Mapping[str, Any
     return out
 
 
+def check_overrides(project_dir: str | os.PathLike, overrides: Mapping[str, Any]) -> None:
+    """Load the project's ``params.yaml`` with ``overrides`` as the experiment's stages will
+    (:func:`components.params.load_params`), so that a bad override, or one its switch makes unused
+    (``fusion.lambda_v`` while ``fusion.source=tuned``), fails the flow run before anything runs."""
+    load_params(Path(project_dir) / "params.yaml", dict(overrides))
+
+
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, task_run_name="experiment {name}")
 def dvc_experiment(name: str, overrides: dict[str, Any], targets: list[str] | None, project_dir: str,
                    force: bool = False, parent_run_id: str | None = None,
@@ -499,9 +507,11 @@ def pipeline(targets: list[str] | None = None, overrides: dict[str, Any] | None 
             foreach group (`train_sampler`) or one item (`train_sampler@0-tsqnet`). Empty or null:
             every stage.
         overrides: Params changed for this run only, as {"dotted.key": value}, e.g.
-            {"fusion.lambda_v": 0.4}. The run becomes a DVC experiment named after the flow run,
-            built in a temporary checkout: the worker's params.yaml, dvc.lock and outputs stay as
-            they are; see `dvc exp show`.
+            {"fusion.source": "params", "fusion.lambda_v": 0.4}. Checked like params.yaml before
+            anything runs: an unknown key, a bad value, or one its switch makes unused fails the run.
+            The run becomes a DVC experiment named after the flow run, built in a temporary
+            checkout: the worker's params.yaml, dvc.lock and outputs stay as they are; see
+            `dvc exp show`.
         force: Reproduce even the stages DVC finds up to date (`dvc repro --force`).
         project_dir: The DVC project to run in; a deployment's pull step has already changed into
             it, so "." is the worker's checkout.
@@ -525,6 +535,9 @@ def pipeline(targets: list[str] | None = None, overrides: dict[str, Any] | None 
                               "always_run": sorted(always_changed_stages(project / "dvc.yaml"))}
     run: Any = NULL_RUN
     try:
+        if overrides:  # refused before any stage, experiment or MLflow run starts
+            result["failed"] = "params"
+            check_overrides(project, overrides)
         with parent_run(f"pipeline {run_name}", params, tags=tags, tracking=_tracking_config(project)) as run:
             result["mlflow_run_id"] = run.run_id
             if run.run_id:

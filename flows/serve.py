@@ -368,11 +368,31 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, pool: str = DEFAULT
     return rc
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="salient serve", description=__doc__,
+SERVE_HELP = """\
+Start a local Prefect server, a process work pool, the deployments of prefect.yaml (pipeline, sweep)
+and worker(s) in one command, then run the pipeline from the Prefect UI or the CLI. Ctrl-C stops
+every process it started.
+
+Once it prints that everything is up, in another terminal:
+
+  export PREFECT_API_URL=http://127.0.0.1:4200/api
+  prefect deployment run 'pipeline/pipeline' -p targets='["evaluate"]'
+  prefect deployment run 'pipeline/pipeline' -p overrides='{"data.synthetic.noise": 5.0}'
+
+Overrides run as an isolated DVC experiment (`dvc exp show` lists it); they are checked like
+params.yaml before anything runs. To serve workers on other machines, set an auth string
+(PREFECT_SERVER_API_AUTH_STRING=user:password, or a *_FILE variable naming a file holding it) and
+--host; a non-loopback --host without one is refused."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``salient serve``'s options (user-facing help: :data:`SERVE_HELP`)."""
+    ap = argparse.ArgumentParser(prog="salient serve", description=SERVE_HELP,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--host", default="127.0.0.1", help="address the server binds (default: %(default)s; another "
+                    "one needs an auth string, see above)")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT,
+                    help="the server's port (default: %(default)s; API at /api, UI at /)")
     ap.add_argument("--pool", default=DEFAULT_POOL, help="process work pool name (created if missing)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes (SQLite: keep it small)")
     ap.add_argument("--project-dir", default=".", help="the checkout the workers run the flows in")
@@ -381,7 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ui", action="store_true", help="API only, no web UI")
     ap.add_argument("--allow-unauthenticated", action="store_true",
                     help="let a --host other than 127.0.0.1 serve without an API auth string")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     return serve(args.host, args.port, args.pool, args.workers, project_dir=args.project_dir,

@@ -119,7 +119,7 @@ def _log_evaluation(p) -> tuple[str, list[str]]:
     from components.variant_runs import log_evaluation
 
     rows = [{"sampler": v, "recognizer": "frame", "k": k, "seed": 0, "map": base + k, "top1": 50.0,
-             "salient_recall": 0.5, "distractor_share": 0.1, "gflops": cost * k}
+             "salient_recall": 0.5, "distractor_share": 0.1, "gmacs": cost * k}
             for v, base, cost in (("uniform", 30.0, 0.25), ("tsqnet", 40.0, 0.5)) for k in (1, 2, 3)]
     with tracking.stage_run("evaluate", tracking=p) as ev:
         ids = log_evaluation(p, rows, trainable={"tsqnet": True, "uniform": False}, fusion={}, pipeline_seed=0)

@@ -154,14 +154,14 @@ def test_plots_render_offline(project):
 
 def test_fusion_change_reruns_only_what_reads_it(project):
     p = yaml.safe_load((project / "params.yaml").read_text())
-    p["fusion"]["lambda_v"] = 0.3
+    old, p["fusion"]["lambda_v"] = p["fusion"]["lambda_v"], 0.3
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     try:
         status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
         assert set(status) == {f"{st}@{s}" for st in ("tune_fusion", "sampler_report", "evaluate", "report")
                                for s in (0, 1)}
     finally:
-        p["fusion"]["lambda_v"] = 0.6
+        p["fusion"]["lambda_v"] = old
         (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 

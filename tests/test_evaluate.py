@@ -46,7 +46,7 @@ def test_curves_cover_the_grid(evaluated, tiny_params):
     tsi = {(r["sampler"], int(r["k"])) for r in rows if r["recognizer"] == "tsi"}
     assert tsi == {(s, k) for s in e.samplers for k in tiny_params.tsi.budgets}
     for r in rows:
-        assert 0 <= float(r["map"]) <= 1 and 0 <= float(r["top1"]) <= 1 and float(r["gflops"]) > 0
+        assert 0 <= float(r["map"]) <= 1 and 0 <= float(r["top1"]) <= 1 and float(r["gmacs"]) > 0
     oracle = [r for r in rows if r["sampler"] == "oracle"]
     assert all(float(r["salient_recall"]) == 1.0 for r in oracle)
     share = {(r["sampler"], r["k"]): float(r["distractor_share"]) for r in rows if r["recognizer"] == "frame"}
@@ -87,9 +87,9 @@ def test_frame_rows_match_a_brute_force_recomputation(evaluated, tiny_params):
             assert float(r["map"]) == pytest.approx(mean_average_precision(scores, labels), abs=1e-5)
 
 
-def test_gflops_grow_with_k_and_tsi_costs_what_it_runs(evaluated):
+def test_gmacs_grow_with_k_and_tsi_costs_what_it_runs(evaluated):
     rows = _rows(evaluated)
-    uni = sorted((int(r["k"]), float(r["gflops"])) for r in rows if r["sampler"] == "uniform" and r["recognizer"] == "frame")
+    uni = sorted((int(r["k"]), float(r["gmacs"])) for r in rows if r["sampler"] == "uniform" and r["recognizer"] == "frame")
     steps = np.diff([g for _, g in uni])
     assert (steps > 0).all() and np.allclose(steps, steps[0], rtol=1e-3)  # recognizer x K, nothing else
     m = json.loads((evaluated.results / "metrics.json").read_text())
@@ -102,7 +102,7 @@ def test_gflops_grow_with_k_and_tsi_costs_what_it_runs(evaluated):
 
 def test_summarize_is_mean_and_std_over_seeds():
     rows = [{"sampler": "a", "recognizer": "frame", "k": 1, "seed": s, "map": v, "top1": v, "salient_recall": v,
-             "gflops": 1.0} for s, v in ((0, 0.2), (1, 0.4))]
+             "gmacs": 1.0} for s, v in ((0, 0.2), (1, 0.4))]
     (s,) = summarize(rows)
     assert s["map"] == pytest.approx(0.3) and s["map_std"] == pytest.approx(0.1) and s["seeds"] == 2
 
@@ -172,7 +172,7 @@ def test_predict_matches_the_cached_evaluation(evaluated, tiny_params, name):
         assert o.frames == fr.tolist()
         assert o.top[0][0] == classes[int(sc.argmax())]
         assert o.top[0][1] == pytest.approx(float(sc.max()), abs=1e-4)
-    assert pred.gflops > 0 and all(v >= 0 for v in pred.timings.values())
+    assert pred.gmacs > 0 and all(v >= 0 for v in pred.timings.values())
     if name == "uniform":
         assert pred.light is None and pred.objects is None  # nothing looks at the video before the recognizer
 
@@ -284,7 +284,7 @@ def test_branch_rows_select_by_one_branch_of_the_same_model(evaluated, tiny_para
         idx = np.argsort(-sal["test/fsm"], axis=1, kind="stable")[:, :K]
         assert float(rows[("nsnet[fsm]", K)]["map"]) == pytest.approx(
             mean_average_precision(average_predictions(logits, idx), labels), abs=1e-5)
-        assert float(rows[("nsnet[fsm]", K)]["gflops"]) == pytest.approx(float(rows[("nsnet", K)]["gflops"]))
+        assert float(rows[("nsnet[fsm]", K)]["gmacs"]) == pytest.approx(float(rows[("nsnet", K)]["gmacs"]))
     assert "## Fusion vs its branches" in (evaluated.reports / "README.md").read_text()
 
 

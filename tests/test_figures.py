@@ -26,7 +26,7 @@ def _rows() -> list[dict]:
 
     def add(name, k, seed, m, rec="frame", g=None):
         rows.append({"pipeline_seed": "0", "sampler": name, "recognizer": rec, "k": k, "seed": seed,
-                     "gflops": g if g is not None else 0.5 * k, "map": m, "top1": m - 0.1,
+                     "gmacs": g if g is not None else 0.5 * k, "map": m, "top1": m - 0.1,
                      "salient_recall": 0.5, "distractor_share": 0.1})
 
     for k in (1, 2, 3):
@@ -130,7 +130,7 @@ def test_labels_are_for_readers_and_legends_sit_outside_the_data():
             assert ax.get_xlabel() == "GMACs per video"
             assert ax.get_ylabel() in ("mAP (%)", "top-1 accuracy (%)", "")
             assert ax.xaxis.label.get_fontsize() >= 10
-        raw = {"gflops", "map", "top1", "salient_recall"}
+        raw = {"gmacs", "map", "top1", "salient_recall"}
         assert not raw & set(_texts(fig))
         legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
         assert legends
@@ -189,7 +189,7 @@ def plots_project(tmp_path_factory):
     (root / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}, sort_keys=False))
     shutil.copytree("plots", root / "plots")
     (root / "reports").mkdir()
-    cols = ("pipeline_seed", "sampler", "recognizer", "k", "seed", "gflops", "map", "top1", "salient_recall")
+    cols = ("pipeline_seed", "sampler", "recognizer", "k", "seed", "gmacs", "map", "top1", "salient_recall")
     (root / "reports/curves.csv").write_text(",".join(cols) + "\n" + "".join(
         ",".join(str(r[c]) for c in cols) + "\n" for r in _rows()))
     subprocess.run([*dvc_command(), "init", "--no-scm", "-q"], cwd=root, check=True)
@@ -206,7 +206,7 @@ def test_dvc_plots_have_the_same_grouping_and_human_titles(plots_project):
     for pid, spec in specs.items():
         svg = vlc.vegalite_to_svg(spec)
         assert "GMACs per video" in svg or "frames selected (K)" in svg
-        assert ">gflops<" not in svg and ">map<" not in svg and ">salient_recall<" not in svg
+        assert ">gmacs<" not in svg and ">map<" not in svg and ">salient_recall<" not in svg
         if "ablations" in pid:
             for name in ("TSQNet: full model vs its variants", "NSNet: full model vs its variants",
                          "Training-free baselines", "tsqnet_vqm_only", "nsnet_fem_mlp", "VQM branch only",

@@ -70,9 +70,9 @@ def test_a_missing_or_infinite_cost_is_an_error_naming_the_sampler():
     runs[("nsnet", "frame", 3)] = [Run(0, 0, float("nan"), 0.5, np.zeros(4))]
     with pytest.raises(ValueError, match="'nsnet'.*K=3"):
         pooled(runs, 3)
-    rows = [{"sampler": "uniform", "recognizer": "frame", "k": k, "seed": 0, "gflops": x, "map": y}
+    rows = [{"sampler": "uniform", "recognizer": "frame", "k": k, "seed": 0, "gmacs": x, "map": y}
             for k, x, y in zip(UK, UX, UY)]
-    rows.append({"sampler": "avgn", "recognizer": "frame", "k": 1, "seed": 0, "gflops": float("inf"), "map": 0.5})
+    rows.append({"sampler": "avgn", "recognizer": "frame", "k": 1, "seed": 0, "gmacs": float("inf"), "map": 0.5})
     with pytest.raises(ValueError, match="'avgn'"):
         run_metrics(rows, [1], 3)
 
@@ -128,12 +128,12 @@ def test_each_run_is_read_against_uniform_of_its_own_pipeline_seed():
 
 
 def test_run_metrics_by_hand():
-    rows = [{"sampler": "uniform", "recognizer": "frame", "k": k, "seed": 0, "gflops": x, "map": y}
+    rows = [{"sampler": "uniform", "recognizer": "frame", "k": k, "seed": 0, "gmacs": x, "map": y}
             for k, x, y in zip(UK, UX, UY)]
-    rows += [{"sampler": "tsqnet", "recognizer": "frame", "k": k, "seed": 7, "gflops": x, "map": y}
+    rows += [{"sampler": "tsqnet", "recognizer": "frame", "k": k, "seed": 7, "gmacs": x, "map": y}
              for k, x, y in ((1, 2.5, 0.70), (2, 3.5, 0.80), (4, 9.0, 0.95))]  # K=4 not a sampler budget
-    rows += [{"sampler": "dense", "recognizer": "frame", "k": k, "seed": 0, "gflops": 10.0, "map": 0.78} for k in UK]
-    rows += [{"sampler": "tsqnet", "recognizer": "tsi", "k": 1, "seed": 7, "gflops": 5.0, "map": 0.9}]
+    rows += [{"sampler": "dense", "recognizer": "frame", "k": k, "seed": 0, "gmacs": 10.0, "map": 0.78} for k in UK]
+    rows += [{"sampler": "tsqnet", "recognizer": "tsi", "k": 1, "seed": 7, "gmacs": 5.0, "map": 0.9}]
     m = run_metrics(rows, budgets=[1, 2], reference_k=3)
     t = m[("tsqnet", "frame", 7)]
     assert t["matched_uniform_map_k1"] == pytest.approx(0.65) and t["matched_uniform_diff_k1"] == pytest.approx(0.05)
@@ -171,7 +171,7 @@ def _write_seed(root, seed: int, rng, missing_cost: str | None = None) -> None:
     folder.mkdir(parents=True)
     atomic_savez(folder / "scores.npz", labels=labels, ids=np.array([f"v{i}" for i in range(N)]),
                  **{"|".join(map(str, k)): v.astype(np.float32) for k, v in scores.items()})
-    lines = ["sampler,recognizer,k,seed,gflops,map,top1,salient_recall"]
+    lines = ["sampler,recognizer,k,seed,gmacs,map,top1,salient_recall"]
     for (name, rec, k, sd) in scores:
         g = "" if name == missing_cost else COST[name][k]
         lines.append(f"{name},{rec},{k},{sd},{g},{0.5 + 0.05 * k},0.5,0.4")

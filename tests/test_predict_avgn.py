@@ -75,7 +75,7 @@ def test_predict_json_reports_avgn_classes_and_patch_boxes(avgn_setup, tiny_para
     doc = json.loads(capsys.readouterr().out)
     store = FeatureStore(paths.features)
     P, S = tiny_params.avgn.patch_size, tiny_params.frames.full_size
-    assert doc["sampler"] == "avgn" and doc["avgn_head_gflops_per_video"] > 0
+    assert doc["sampler"] == "avgn" and doc["avgn_head_gmacs_per_video"] > 0
     for v, res in zip(videos, doc["results"]):
         a = res["avgn"]
         W, H = a["frame_size"]
@@ -93,7 +93,7 @@ def test_predict_json_reports_avgn_classes_and_patch_boxes(avgn_setup, tiny_para
         probs = [c["prob"] for c in a["classes"]]
         assert {c["class"] for c in a["classes"]} <= set(store.classes) and len(probs) == 3
         assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-4)  # C=3: all
-        assert a["gmacs"] == doc["avgn_head_gflops_per_video"] and a["glance_frames"] == tiny_params.avgn.t_g
+        assert a["gmacs"] == doc["avgn_head_gmacs_per_video"] and a["glance_frames"] == tiny_params.avgn.t_g
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the online path computes what extract stored: the same selection and head prediction as AVGN there

@@ -58,7 +58,7 @@ def test_amp_and_channels_last_run_and_keep_the_sampler_in_float32(setup):
     pred = _load(ck, "compute.amp=true", "compute.amp_dtype=bfloat16", "compute.channels_last=true",
                  "compute.pin_memory=true")  # pinned memory only acts on a CUDA device
     assert pred.amp_dtype == torch.bfloat16 and pred.pin_memory
-    assert pred.gflops == ref.gflops  # counted in float32 before autocast
+    assert pred.gmacs == ref.gmacs  # counted in float32 before autocast
     seen = {}
     select = pred.sampler.forward
 

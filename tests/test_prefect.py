@@ -157,8 +157,8 @@ def test_results_markdown_headline_links_and_experiment(tmp_path):
     assert mlflow_url("http://mlflow.example:5000/", "3", "abc") == f"http://mlflow.example:5000/#/experiments/3/runs/abc{ml}"
     assert mlflow_url("sqlite:////x/mlflow.db", "3", "abc") == f"http://127.0.0.1:5000/#/experiments/3/runs/abc{ml}"
     summary = {"headline": {
-        "uniform": {"frame": {"1": {"map": 0.5, "gflops": 0.3, "runs": 1, "pipeline_seeds": 1},
-                              "3": {"map": 0.6, "gflops": 0.9, "runs": 1, "pipeline_seeds": 1}}},
+        "uniform": {"frame": {"1": {"map": 0.5, "gmacs": 0.3, "runs": 1, "pipeline_seeds": 1},
+                              "3": {"map": 0.6, "gmacs": 0.9, "runs": 1, "pipeline_seeds": 1}}},
         "tsqnet": {"frame": {"1": {"map": 0.55, "map_std_runs": 0.02, "runs": 3, "pipeline_seeds": 1},
                              "3": {"map": 0.7, "map_std_runs": 0.01, "runs": 3, "pipeline_seeds": 1, "gmacs": 1.2}},
                    "tsi": {"3": {"map": 0.1}}},

@@ -27,7 +27,7 @@ def _write_seed(root, seed: int, rng) -> dict:
     folder.mkdir(parents=True)
     atomic_savez(folder / "scores.npz", labels=labels, ids=np.array([f"v{i}" for i in range(N)]),
                  **{"|".join(map(str, k)): v.astype(np.float32) for k, v in scores.items()})
-    lines = ["sampler,recognizer,k,seed,gflops,map,top1,salient_recall"]
+    lines = ["sampler,recognizer,k,seed,gmacs,map,top1,salient_recall"]
     for (name, rec, k, sd), sc in scores.items():
         m = mean_average_precision(sc.astype(np.float32).astype(np.float64), labels)
         lines.append(f"{name},{rec},{k},{sd},1.5,{m:.6g},0.5,0.4")

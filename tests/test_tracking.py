@@ -43,7 +43,7 @@ evaluate = to_dict(load_params("params.yaml").evaluate)
 slice_ = {"evaluate": evaluate, "tsqnet": {"alpha": 0.6, "dims": (1, 2)}, "flag": True}
 with tracking.stage_run("prepare", slice_) as run:
     tracking.log_curve("train/loss", [0.9, 0.5, 0.25], start_step=1)
-    tracking.log_budget_curve("test/tsqnet", [1, 2, 4], {"mAP": [0.3, 0.5, 0.6], "gflops": [1.0, 2.0, 4.0]})
+    tracking.log_budget_curve("test/tsqnet", [1, 2, 4], {"mAP": [0.3, 0.5, 0.6], "gmacs": [1.0, 2.0, 4.0]})
     tracking.log_metrics({"val": {"top1": 0.75}}, step=2)
 print(run.run_id)
 """
@@ -88,8 +88,8 @@ def test_child_run_in_subprocess_nests_under_parent(tracked, tmp_path):
     # curves: epochs as steps, budgets K as steps
     hist = c.get_metric_history(child_id, "train/loss")
     assert [(m.step, m.value) for m in sorted(hist, key=lambda m: m.step)] == [(1, 0.9), (2, 0.5), (3, 0.25)]
-    gflops = c.get_metric_history(child_id, "test/tsqnet/gflops")
-    assert sorted((m.step, m.value) for m in gflops) == [(1, 1.0), (2, 2.0), (4, 4.0)]
+    gmacs = c.get_metric_history(child_id, "test/tsqnet/gmacs")
+    assert sorted((m.step, m.value) for m in gmacs) == [(1, 1.0), (2, 2.0), (4, 4.0)]
     assert [(m.step, m.value) for m in c.get_metric_history(child_id, "val/top1")] == [(2, 0.75)]
 
 

@@ -122,7 +122,7 @@ def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
     assert st.trials[0].params == {"lambda_v": 0.9}  # the first trial is the params' value
 
     # what evaluate uses: the tuned file with source: tuned, the params with source: params
-    tuned = fusion.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned")), paths)
+    tuned = fusion.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned", lambda_v=None)), paths)
     assert tuned["tsqnet"] == {"lambda_v": lam}
     assert tuned["nsnet"] == {"nsnet_strategy": "index_union", "nsnet_ratio": 0.6}  # not tuned: the params'
     assert fusion.fusion_values(p, paths)["tsqnet"] == {"lambda_v": 0.9}
@@ -136,12 +136,12 @@ def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
     d["val/tqm"] = d["val/tqm"][:, ::-1].copy()
     np.savez(f, **d)
     with pytest.raises(ValueError, match="tuned on other tsqnet saliencies.*rerun tune_fusion"):
-        fusion.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned")), paths)
+        fusion.fusion_values(replace(p, fusion=replace(p.fusion, source="tuned", lambda_v=None)), paths)
 
 
 def test_missing_tuned_file_is_a_clear_error(tmp_path):
     paths = hand_built(tmp_path)
-    p = hand_params(tmp_path, "fusion.source=tuned")
+    p = hand_params(tmp_path, "fusion.source=tuned", "fusion.lambda_v=null")  # the fixed value is not read: unset
     with pytest.raises(FileNotFoundError, match=r"fusion.source is 'tuned' but .*tuned_fusion.json does not exist: "
                                                 r"run the tune_fusion stage"):
         fusion.fusion_values(p, paths)
@@ -298,7 +298,7 @@ def test_tune_fusion_stage_and_evaluate_use_it(trained, tiny_params, tmp_path):
     assert front and all(r["sampler"] in ("tsqnet", "nsnet") and r["gmacs"] > 0 for r in front)
     assert (trained.reports / "pareto.csv").exists() and (trained.reports / "figures" / "pareto.png").exists()
 
-    pt = replace(p, fusion=replace(p.fusion, source="tuned"))
+    pt = replace(p, fusion=replace(p.fusion, source="tuned", lambda_v=None))
     res = evaluate.run(pt, trained)
     metrics_json = json.loads((trained.results / "metrics.json").read_text())
     assert metrics_json["fusion"]["source"] == "tuned"

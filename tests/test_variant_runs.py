@@ -33,7 +33,7 @@ def _rows() -> list[dict]:
     for variant, seeds in (("uniform", [0]), ("tsqnet", [0, 1]), ("tsqnet_vqm_only", [0]), ("tsqnet[vqm]", [0, 1])):
         for seed in seeds:
             for k in (1, 3, 5):
-                rows.append({"sampler": variant, "recognizer": "frame", "k": k, "seed": seed, "gflops": 0.1 * k,
+                rows.append({"sampler": variant, "recognizer": "frame", "k": k, "seed": seed, "gmacs": 0.1 * k,
                              "map": 0.1 * k + 0.01 * seed + (0.05 if variant != "uniform" else 0.0),
                              "top1": 0.05 * k, "salient_recall": 0.5, "distractor_share": 0.1})
     return rows

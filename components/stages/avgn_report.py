@@ -33,7 +33,7 @@ def run(p: Params, paths: Paths) -> dict:
     figures = write_figures(result, inp, heads, p, paths.reports / "figures")
     fixed = result["early_exit"]["fixed"]  # MLflow: K is a step, not a name part
     tracking.log_budget_curve("avgn_head", [r["k"] for r in fixed],
-                              {"map": [r["map"]["mean"] for r in fixed], "gflops": [r["gmacs"] for r in fixed]})
+                              {"map": [r["map"]["mean"] for r in fixed], "gmacs": [r["gmacs"] for r in fixed]})
     tracking.log_artifacts([paths.reports / "avgn.md", paths.reports / "avgn.json", *figures])
     log.info("avgn_report: %d test videos, AVGN seeds %s", result["videos"], result["seeds"]["avgn"])
     return headline(result)

@@ -7,7 +7,7 @@ mAP (``evaluate.map_variant``, its definition recorded in the output), top-1, sa
 against ground truth, and GMACs per video of the whole prediction.
 
 Writes, per pipeline seed, ``results/s<seed>/curves.csv``
-(``sampler,recognizer,k,seed,gflops,map,top1,salient_recall,distractor_share``), ``metrics.json`` (mean ± std over
+(``sampler,recognizer,k,seed,gmacs,map,top1,salient_recall,distractor_share``), ``metrics.json`` (mean ± std over
 sampler seeds at ``evaluate.sampler_budgets``, with first-seed bootstrap CIs over test videos and the
 paired difference to uniform) and ``scores.npz`` (every run's per-video class scores at those K, uniform's
 at every K of ``evaluate.budgets`` for the efficiency frontier, with the labels and ids), from which the
@@ -104,7 +104,7 @@ def run(p: Params, paths: Paths) -> dict:
     if with_avgn:  # AVGN's own recognizer path: glance -> top-K -> patches -> head (components.avgn_eval)
         scorers["avgn"] = (HeadScorer(data, max(p.evaluate.budgets)), tuple(p.evaluate.budgets))
 
-    def gflops(run: SamplerRun, recognizer: str, K: int) -> float:
+    def gmacs(run: SamplerRun, recognizer: str, K: int) -> float:
         name = run.sampler  # a branch run costs what its sampler costs
         if recognizer == "avgn":
             key = (name, K, run.seed)  # frames outside the glance re-run f_G: a mean over this run's picks
@@ -121,10 +121,10 @@ def run(p: Params, paths: Paths) -> dict:
         return frame_cost - enc["recognizer"] * (T if run.name in ("dense", "maxconf") else K) + looked + clip_gmacs[n]
 
     base = [r for r in runs if r.name in p.evaluate.samplers]  # the clip recognizer runs for these only
-    rows, kept = evaluate_grid(base, p.evaluate.budgets, labels, salient, gflops, frame_probs, scorers,
+    rows, kept = evaluate_grid(base, p.evaluate.budgets, labels, salient, gmacs, frame_probs, scorers,
                                p.evaluate.map_variant, keep_scores=True, distractor=distractor)
     extra = [r for r in runs if r.name in p.ablations] + [b for r in base for b in r.branches()]
-    ablation_rows, ablation_kept = evaluate_grid(extra, p.evaluate.budgets, labels, salient, gflops, frame_probs,
+    ablation_rows, ablation_kept = evaluate_grid(extra, p.evaluate.budgets, labels, salient, gmacs, frame_probs,
                                                  {k: v for k, v in scorers.items() if k == "avgn"},
                                                  p.evaluate.map_variant, keep_scores=True,
                                                  distractor=distractor)
@@ -180,7 +180,7 @@ def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> 
         if s["k"] not in show:
             continue
         cell = {m: round(s[m], 5) for m in ("map", "map_std", "top1", "top1_std", "top5", "mean_class_acc",
-                                            "salient_recall", "gflops")}
+                                            "salient_recall", "gmacs")}
         cell["seeds"] = s["seeds"]
         first = min(sd for (nm, rec, k, sd) in kept if (nm, rec, k) == (s["sampler"], s["recognizer"], s["k"]))
         sc = kept[(s["sampler"], s["recognizer"], s["k"], first)]

@@ -136,7 +136,7 @@ def tables(p: Params, summary: list[dict], metrics: dict) -> list[str]:
                 continue
             row = [f"{100 * cells[str(k)]['map']:.1f} ± {100 * cells[str(k)]['map_std']:.1f} / "
                    f"{100 * cells[str(k)]['top1']:.1f}" if str(k) in cells else "–" for k in ks]
-            g = cells.get(str(ks[-1]), {}).get("gflops")
+            g = cells.get(str(ks[-1]), {}).get("gmacs")
             lines.append(f"| {s} | " + " | ".join(row) + (f" | {g:.3f} |" if g is not None else " | – |"))
         lines.append("")
     lines += ["## Differences to uniform (frame recognizer, first seed, paired bootstrap 95% CI of ΔmAP)", "",

@@ -11,6 +11,7 @@ Reads ``results/s<seed>/`` for each of ``pipeline.seeds`` (:mod:`components.summ
   GMACs, and the GMACs it needs to reach dense's mAP and uniform's at the largest sampler budget
   (also ``summary.json``'s ``frontier`` section and metrics ``frontier/<sampler>/<recognizer>/...`` of
   the stage's MLflow run);
+* ``reports/table.csv`` and ``reports/table.tex``: the paper table (:mod:`components.paper_table`);
 * ``reports/figures/curves.png``: accuracy vs GMACs of the learned samplers against the key baselines,
   mean over all runs with the min–max band over them; ``curves_ablations.png``: the ablations and
   branches beside their sampler, and every training-free baseline; ``frontier.png``: mAP vs GMACs of
@@ -30,6 +31,7 @@ from components.figures import plot_curves, plot_frontier, plot_variants
 from components.frontier import flat_metrics, tables as frontier_tables
 from components.metrics import MAP_DEFINITIONS
 from components.params import Params
+from components.paper_table import caption, map_text, spread, table_rows, to_csv, to_latex
 from components.paths import Paths, write_report
 from components.stage_runner import stage_main
 from components.summary import frontier, load_seed, pool
@@ -37,14 +39,8 @@ from components.summary import frontier, load_seed, pool
 log = logging.getLogger(__name__)
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def map_text(c: dict) -> str:
-    """mAP ± the std over pipeline seeds (over sampler seeds when there is one pipeline seed; none for one run)."""
-    std = c["map_std_pipeline"] if c["pipeline_seeds"] > 1 else c["map_std_runs"]
-    return pct(c["map"]) + (f" ± {pct(std)}" if c["runs"] > 1 else "")
+#: K of the GMACs columns of the README's mAP tables (those evaluated; else the largest K)
+GMACS_KS = (3, 5, 8)
 
 
 def ci_text(ci) -> str:
@@ -83,8 +79,9 @@ def tables(p: Params, out: dict) -> list[str]:
     lines += [f"mAP definition (`evaluate.map_variant={out['map_variant']}`): {out['map_definition']}", "",
               "Each pipeline seed trains its own encoders, recognizer and samplers (`pipeline.seeds`); a run is one "
               "(pipeline seed, sampler seed). mAP = mean over pipeline seeds of each seed's mean over sampler "
-              "seeds, ± the std over pipeline seeds (with one pipeline seed: over sampler seeds; no ± for a single "
-              "run). CIs: percentile bootstrap over test videos (95%), "
+              "seeds, ± the std over pipeline seeds (with one pipeline seed: over sampler seeds); no ± for a single "
+              "run or a value without spread (*deterministic*: every run picks the same frames). GMACs per video, "
+              "the whole prediction. CIs: percentile bootstrap over test videos (95%), "
               f"{p.evaluate.bootstrap} resamples, the mean over runs recomputed on each resample; differences "
               "are paired (same resamples, same pipeline seed). A CI containing 0 is marked *not resolved*.", ""]
     for rec in ("frame", "tsi", "avgn"):
@@ -93,16 +90,18 @@ def tables(p: Params, out: dict) -> list[str]:
             continue
         what = ("AVGN's own head (glance → its K most salient frames → P×P patches → its classifier) as the "
                 "recognizer" if rec == "avgn" else f"{rec} recognizer")
+        gks = [k for k in ks if k in GMACS_KS] or ks[-1:]
         lines += [f"## {what}: mAP (%) by K", "",
-                  "| sampler | " + " | ".join(f"K={k}" for k in ks) + f" | GMACs at K={ks[-1]} |",
-                  "|---|" + "---|" * (len(ks) + 1)]
+                  "| sampler | " + " | ".join(f"K={k}" for k in ks) + "".join(f" | GMACs K={k}" for k in gks) + " |",
+                  "|---|" + "---|" * (len(ks) + len(gks))]
         for s, by_rec in hl.items():
             cells = by_rec.get(rec, {})
             if not cells or "[" in s:
                 continue
             row = [map_text(cells[str(k)]) if str(k) in cells else "–" for k in ks]
-            g = cells.get(str(ks[-1]), {}).get("gflops")
-            lines.append(f"| {s} | " + " | ".join(row) + (f" | {g:.3f} |" if g is not None else " | – |"))
+            det = all(spread(c)[1] == "deterministic" for c in cells.values())
+            row += [f"{g:.3f}" if (g := cells.get(str(k), {}).get("gmacs")) is not None else "–" for k in gks]
+            lines.append(f"| {s}{' (deterministic)' if det else ''} | " + " | ".join(row) + " |")
         if not any(s != "uniform" and "[" not in s and any("map_minus_uniform_ci" in hl[s].get(rec, {}).get(str(k), {})
                                                           for k in ks) for s in hl):
             lines.append("")
@@ -145,7 +144,8 @@ def tables(p: Params, out: dict) -> list[str]:
     lines += ["Per-seed reports: `reports/s<seed>/README.md`. Full grid: `curves.csv`. Figures: "
               "`figures/curves.png` (learned samplers vs key baselines), `figures/curves_ablations.png` "
               "(ablations and branches, all baselines), `figures/frontier.png` (the efficiency frontier). "
-              "Regenerate: `dvc repro summary`."]
+              "The paper table (K=3 and K=5: mAP ± std, GMACs, mAP − uniform with its CI): `table.csv`, "
+              "`table.tex`. Regenerate: `dvc repro summary`."]
     return lines
 
 
@@ -185,6 +185,9 @@ def run(p: Params, paths: Paths) -> dict:
     plot_frontier(rows, out["frontier"], fig_dir / "frontier.png", ablations)
     text = "\n".join(tables(p, out)) + "\n"
     atomic_write_text(paths.reports / "README.md", text)
+    paper = table_rows(out["headline"], list(p.evaluate.sampler_budgets))
+    atomic_write_text(paths.reports / "table.csv", to_csv(paper))
+    atomic_write_text(paths.reports / "table.tex", to_latex(paper, caption(out, p.evaluate.bootstrap)))
     tracking.log_metrics(flat_metrics(out["frontier"]))
     tracking.log_artifacts([paths.reports / "README.md", paths.reports / "summary.json", fig_dir / "curves.png",
                             fig_dir / "curves_ablations.png", fig_dir / "frontier.png"])

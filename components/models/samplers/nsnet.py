@@ -223,8 +223,8 @@ class NSNet(Sampler):
     inputs = ("light_feats",)
     #: inference-time fusion settings (the ``fusion.*`` param names), see :meth:`set_fusion`
     fusion_keys = ("nsnet_strategy", "nsnet_ratio")
-    strategy: str = FusionParams().nsnet_strategy  # index_union
-    ratio: float = FusionParams().nsnet_ratio  # 0.6
+    strategy: str = FusionParams().fixed()["nsnet_strategy"]  # index_union (the paper default)
+    ratio: float = FusionParams().fixed()["nsnet_ratio"]  # 0.6
 
     def __init__(self, num_classes: int, light_dim: int, params: NSNetParams = NSNetParams(),
                  max_frames: int = 512, light_mean: torch.Tensor | None = None,
