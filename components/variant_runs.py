@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from components import tracking
+from components.fusion import single_branch_note
 from components.params import Params, to_dict, variant_params as effective_params
 
 #: the per-K metrics of an evaluation run (``curves.csv`` columns; ``gflops`` there holds GMACs)
@@ -146,6 +147,10 @@ def log_evaluation(p: Params, rows: Iterable[Mapping[str, Any]], *, trainable: M
         params = variant_params(p, variant, seed, trainable=learns, pipeline_seed=pipeline_seed,
                                 fusion=None if "[" in variant else fusion.get(base), recognizer=recognizer)
         tags = {"salient.stage": "evaluate"}
+        note = None if params["kind"] != "learned" else single_branch_note(params["sampler"], fusion.get(base),
+                                                               [int(c["k"]) for c in cells])
+        if note:  # why this sampler's numbers equal one of its branches'
+            tags["salient.fusion_note"] = note
         if single:
             done.add((variant, recognizer))
             params["seed"] = "deterministic"

@@ -78,7 +78,10 @@ def test_one_run_per_variant_and_seed_with_the_same_keys(store):
     assert ab["train_sampler.seeds"] == "[0]"
     assert by[("tsqnet", "0")].data.params["tsqnet.branches"] == p.tsqnet.branches == "both"
     assert by[("tsqnet[vqm]", "0")].data.params["branch"] == "vqm"
-    assert "tsqnet.branches" not in uniform.data.params  # a baseline has no sampler section
+    assert "tsqnet.branches" not in uniform.data.params
+    # lambda_v 0.4 at K=1 takes round(0.4) = 0 frames from VQM: there tsqnet is its TQM branch, and the run says so
+    assert "selects exactly its TQM branch's top-K at K=1," in by[("tsqnet", "0")].data.tags["salient.fusion_note"]
+    assert "salient.fusion_note" not in by[("tsqnet[vqm]", "0")].data.tags  # a baseline has no sampler section
 
     # what a user types in the search box finds exactly these
     exp = runs[0].info.experiment_id

@@ -27,7 +27,7 @@ import numpy as np
 
 from components import tracking
 from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
-from components.fusion import params_fusion
+from components.fusion import params_fusion, single_branch_note
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
 from components.sampler_data import load_split
@@ -144,7 +144,11 @@ def _tune(p: Params, paths: Paths, data: FusionData, cost_ms: float | None) -> d
     for name in data.runs:
         report["samplers"][name] = {"tuned": tuned[name], "defaults": params_fusion(p)[name],
                                     **{k: tuned[k][name] for k in ("best_value", "default_value", "gain", "trials",
-                                                                    "study")}}
+                                                                    "study")},
+                                    "single_branch": single_branch_note(name, tuned[name], p.evaluate.budgets)}
+        if report["samplers"][name]["single_branch"]:
+            log.warning("tune_fusion: %s", report["samplers"][name]["single_branch"])
+            tracking.set_tags({f"salient.fusion_note.{name}": report["samplers"][name]["single_branch"]})
     write_timings(paths, "tune_fusion", {"objective_ms_uncached": cost_ms,
                                          "trials_per_second": tuned["trials_per_second"]})
     fig, csv_path = paths.reports / "figures" / "pareto.png", paths.reports / "pareto.csv"
