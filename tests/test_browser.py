@@ -231,5 +231,9 @@ def test_offline_plots_render_without_network(plots_html, tmp_path):
             browser.save_screenshot(str(tmp_path / f"{page.stem}.png"))
             assert marks["lines"] > 0 and marks["symbols"] > 0, (page.name, marks)
             assert marks["axes"] >= 2 and marks["width"] > 200 and marks["title"], (page.name, marks)
-            errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+            logged = browser.get_log("browser")
+            errors = [e for e in logged if e["level"] == "SEVERE"]
             assert not errors, (page.name, errors)  # a failed load (CDN, font) or a Vega error
+            # and no warning either (issue 26): a Vega-Lite major-version mismatch, an "Infinite extent"
+            warnings = [e["message"] for e in logged if e["level"] == "WARNING"]
+            assert not warnings, (page.name, warnings)

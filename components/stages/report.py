@@ -50,9 +50,12 @@ log = logging.getLogger(__name__)
 SALIENCY_REFERENCES, FRAMES_BEFORE, FRAMES_AFTER = ("maxconf_l",), ("uniform", "maxconf_l"), ("oracle",)
 
 
-def learned_samplers(p: Params) -> list[str]:
-    """Every learned (trainable) sampler of ``evaluate.samplers``, in its order: TSQNet, NSNet, AVGN, ..."""
-    return [n for n in p.evaluate.samplers if sampler_trainable(n)]
+def figure_samplers(p: Params) -> tuple[list[str], list[str]]:
+    """The samplers of ``saliency.png`` and of ``frames.png``: every learned (trainable) sampler of
+    ``evaluate.samplers`` (TSQNet, NSNet, AVGN, ...) with the references around them."""
+    learned = [n for n in p.evaluate.samplers if sampler_trainable(n)]
+    present = lambda names: [n for n in dict.fromkeys(names) if n in p.evaluate.samplers]  # noqa: E731
+    return present([*learned, *SALIENCY_REFERENCES]), present([*FRAMES_BEFORE, *learned, *FRAMES_AFTER])
 
 
 def ema(x: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -221,10 +224,9 @@ def run(p: Params, paths: Paths) -> dict:
             for name in p.evaluate.samplers}
     for name, r in runs.items():
         set_fusion(r.model, fusion.get(name))
-    learned = learned_samplers(p)
-    plot_saliency(p, paths, store, ids, {n: runs[n] for n in [*learned, *SALIENCY_REFERENCES] if n in runs},
-                  fig_dir / "saliency.png")
-    shown = {n: runs[n] for n in [*FRAMES_BEFORE, *learned, *FRAMES_AFTER] if n in runs}
+    on_saliency, on_frames = figure_samplers(p)
+    plot_saliency(p, paths, store, ids, {n: runs[n] for n in on_saliency}, fig_dir / "saliency.png")
+    shown = {n: runs[n] for n in on_frames}
     plot_frames(paths, store, ids, shown, min(p.evaluate.headroom_k, store.T), fig_dir / "frames.png")
     text = "\n".join(tables(p, summary, metrics)) + "\n"
     atomic_write_text(paths.reports / "README.md", text)

@@ -111,15 +111,22 @@ def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, 
                         "pareto": int(i in front)})
     if png_path is None:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from components.figures import LABELS, colours  # deferred with matplotlib: the one palette
 
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig = draw_pareto(rows, front, title)
+    atomic_savefig(fig, png_path, dpi=120)
+    plt.close(fig)
+
+
+def draw_pareto(rows: Sequence[Mapping], front: Iterable[int], title: str = "val mAP vs GMACs per video"):
+    """The figure of :func:`write_pareto`: all trials in grey, each sampler's own front as a staircase in its
+    colour (:func:`components.figures.colours`), the joint front (``front``: indices of ``rows``) circled,
+    every front named in the legend."""
+    from components.figures import LABELS, colours, plt  # deferred: matplotlib (Agg), and the one palette
+
+    front = set(int(i) for i in front)
     fig, ax = plt.subplots(figsize=(7.6, 4.8))
     ax.scatter([r["gmacs"] for r in rows], [r["map"] for r in rows], s=14, c="0.8", label="all trials", zorder=1)
     col = colours([r["sampler"] for r in rows])
@@ -136,7 +143,8 @@ def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, 
     if fr:
         ax.scatter([r["gmacs"] for r in fr], [r["map"] for r in fr], s=90, facecolors="none", edgecolors="k", lw=1.2,
                    zorder=4, label="front of all samplers (" + ", ".join(
-                       f"{LABELS.get(n, n)} {sum(r['sampler'] == n for r in fr)}" for n in sorted({r['sampler'] for r in fr})) + ")")
+                       f"{LABELS.get(n, n)} {sum(r['sampler'] == n for r in fr)}"
+                       for n in sorted({r["sampler"] for r in fr})) + ")")
         for r in fr:
             ax.annotate(f"K={r['k']}", (r["gmacs"], r["map"]), textcoords="offset points", xytext=(5, -11), fontsize=7)
     ax.set_xlabel("GMACs per video")
@@ -145,7 +153,4 @@ def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right", title="every sampler's front; circles: the joint front", title_fontsize=8)
     fig.tight_layout()
-    atomic_savefig(fig, png_path, dpi=120)
-    plt.close(fig)
-
-
+    return fig
