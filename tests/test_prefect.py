@@ -404,6 +404,20 @@ def test_pipeline_flow_tasks_artifacts_empty_parents_and_isolated_experiments(tm
         assert f"**DVC experiment** `{exp['experiment']}` (`data.synthetic.noise=5.0`)" in md
         assert yaml.safe_load((project / "params.yaml").read_text())["data"]["synthetic"]["noise"] != 5.0
 
+        # 4. an experiment whose stage fails (a value the typed params reject): that stage's task FAILED, with
+        # the stage's own error in its message, once per attempt; the flow run FAILED
+        from flows.pipeline import RETRIES
+
+        with pytest.raises(Exception, match="in stage prepare") as failed:
+            pipeline(["prepare"], {"data.synthetic.num_classes": "many"}, project_dir=str(project))
+        assert "num_classes" in str(failed.value)
+        with get_client(sync_client=True) as client:
+            (fr,) = [r for r in client.read_flow_runs() if r.name not in
+                     {first["run_name"], again["run_name"], exp["run_name"]}]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))
+        assert fr.state.is_failed()
+        assert sorted((t.name, t.state.type.value) for t in tasks) == [("prepare", "FAILED")] * (RETRIES + 1)
+
 
 # ------------------------------------------------------------------------------ the real thing (slow)
 def _run(args, cwd, env=None, check=True, timeout=300):
