@@ -209,7 +209,7 @@ def git_info(max_age: float = 0.0, cwd: str | os.PathLike | None = None) -> dict
     """``git.commit`` (and mlflow's ``mlflow.source.git.commit``) and ``git.dirty`` of the repository at
     ``cwd`` (default: the working directory); empty outside a git repository or without git. ``git.dirty``
     is true only when tracked *source* differs from the commit: ``dvc.lock`` and the pipeline's own
-    outputs (every ``outs`` path of ``dvc.lock``: reports/, results/, ...) are left out, so the demo's
+    outputs (every ``outs`` path of ``dvc.lock``, and what else lands in :data:`RESULT_DIRS`) are left out, so the demo's
     results on a clean clone do not mark every later run dirty, and so is ``params.yaml`` inside a DVC
     experiment (its changes are the overrides, :func:`experiment_tags`); ``git.dirty_files`` names up to 10 of
     the changed sources. ``max_age`` > 0 reuses an answer for this directory at most that many seconds
@@ -238,8 +238,16 @@ def pipeline_outputs(root: str | os.PathLike) -> set[str]:
     return outs | {"dvc.lock"}
 
 
+#: Folders the stages and ``salient demo`` write results into (``components.paths.Paths``): a changed file
+#: there is a result, not source, even where no stage declares it (``reports/demo_timing.json``); code kept
+#: there (``reports/experiments/*.py``) still counts as source.
+RESULT_DIRS = ("reports", "results")
+
+
 def _is_output(path: str, outputs: set[str]) -> bool:
-    return any(path == o or path.startswith(o + "/") for o in outputs)
+    if any(path == o or path.startswith(o + "/") for o in outputs):
+        return True
+    return path.split("/", 1)[0] in RESULT_DIRS and not path.endswith(".py")
 
 
 def _git_info(cwd: str) -> dict[str, str]:

@@ -336,12 +336,18 @@ def test_git_dirty_ignores_the_pipelines_own_outputs(tmp_path, monkeypatch):
     (repo / "reports/summary.json").write_text('{"new": 1}')  # what `make demo` does
     (repo / "results/curves.csv").write_text("b\n")
     (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text() + "# rerun\n")
+    (repo / "reports/demo_timing.json").write_text("{}")  # written by `salient demo`, declared by no stage
+    subprocess.run(["git", "add", "reports/demo_timing.json"], cwd=repo, check=True)
     info = tracking.git_info(cwd=repo)
     assert info["git.dirty"] == "false" and "git.dirty_files" not in info
     (repo / "src.py").write_text("x = 2\n")  # tracked source: dirty, and named
     (repo / "params.yaml").write_text("a: 1\n")  # untracked: not a change of the commit
     info = tracking.git_info(cwd=repo)
     assert info["git.dirty"] == "true" and info["git.dirty_files"] == "src.py"
+    (repo / "src.py").write_text("x = 1\n")
+    (repo / "reports/check.py").write_text("print(1)\n")  # code kept under reports/ is source
+    subprocess.run(["git", "add", "reports/check.py"], cwd=repo, check=True)
+    assert tracking.git_info(cwd=repo)["git.dirty_files"] == "reports/check.py"
 
 
 def test_experiment_tags_from_dvc_environment_and_a_flow(tmp_path, monkeypatch):
