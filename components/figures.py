@@ -56,15 +56,30 @@ LABELS = {"uniform": "Uniform", "random": "Random", "dense": "Dense (all T frame
 AXES = {"gmacs": "GMACs per video", "map": "mAP (%)", "top1": "top-1 accuracy (%)",
         "salient_recall": "saliency recall@K (%)", "distractor_share": "distractor frames among the K picks (%)",
         "k": "frames selected (K)"}
-#: Fixed colours, the same in every figure; every other series takes the next of ``PALETTE``.
+#: Fixed colours of every registered sampler, the same in every figure and in the HTML pages of
+#: ``salient plots`` (:func:`components.plots.render_dvc_plots` reads :func:`colours`): the one palette.
 COLOURS = {"tsqnet": "#1f77b4", "nsnet": "#d62728", "avgn": "#e7298a", "uniform": "#7f7f7f", "maxconf_l": "#2ca02c",
-           "oracle": "#ff7f0e", "dense": "#000000"}
-#: The other series' colours, each far from every one of ``COLOURS`` and from each other.
-PALETTE = ("#17becf", "#9467bd", "#a6761d", "#8c564b", "#bcbd22", "#1b9e77", "#e6ab02", "#f4a6c8")
+           "oracle": "#ff7f0e", "dense": "#000000", "random": "#17becf", "maxconf": "#9467bd",
+           "videoconf_l": "#a6761d"}
+#: The other series' colours (ablations, branches, samplers this table lacks), each far from every one of
+#: ``COLOURS`` and from each other, handed out in name order (:func:`colours`).
+PALETTE = ("#8c564b", "#1b9e77", "#393b79", "#e6ab02", "#7b4173", "#bcbd22", "#f4a6c8", "#843c39", "#637939")
 #: The recognizer name of AVGN's own head (glance -> K patches -> f_C), evaluated at every K like the frame recognizer.
 OWN_HEAD = "avgn"
 LINES = {"learned": "-", "baseline": "--", "ablation": ":", "branch": "-."}
 MARKERS = {"learned": "o", "baseline": "s", "ablation": "v", "branch": "^"}
+#: Markers that take over where a (colour, marker) pair would repeat in one figure (the palette wrapped).
+MORE_MARKERS = ("P", "X", "h", "<", ">", "d", "p", "*")
+#: The K marked with their number along the lines of the main figure.
+MARK_KS = (1, 3, 5, 8)
+
+
+def colours(names) -> dict[str, str]:
+    """One colour per series name: ``COLOURS`` for the registered samplers (and a branch or ablation
+    whose name is there), the rest ``PALETTE`` in sorted name order, so a name has the same colour in every
+    figure drawn from the same set of names (give each figure every name of ``curves.csv``)."""
+    free = sorted({n for n in names if n not in COLOURS})
+    return {n: COLOURS.get(n) or PALETTE[free.index(n) % len(PALETTE)] for n in dict.fromkeys(names)}
 
 
 def kind(name: str, ablations: Mapping[str, str] | None = None) -> str:
@@ -96,13 +111,14 @@ def label(name: str, ablations: Mapping[str, str] | None = None) -> str:
     return LABELS.get(name, name)
 
 
-def series_style(name: str, recognizer: str, index: int, ablations: Mapping[str, str] | None = None) -> dict:
-    """Matplotlib keywords of one series: the colour of ``COLOURS`` or else ``PALETTE[index]`` (give each
-    series of a figure without a fixed colour its own index), the line and marker by :func:`kind` (learned
-    solid, training-free dashed, ablation dotted, branch dash-dot); a clip recognizer's (TSI) row is
-    open diamonds without a line (it is evaluated at a few K only)."""
+def series_style(name: str, recognizer: str, index: int, ablations: Mapping[str, str] | None = None,
+                 colour: str | None = None) -> dict:
+    """Matplotlib keywords of one series: ``colour`` or the one of ``COLOURS`` or else ``PALETTE[index]``,
+    the line and marker by :func:`kind` (learned solid, training-free dashed, ablation dotted, branch
+    dash-dot); a clip recognizer's (TSI) row is open diamonds without a line (it is evaluated at a few K
+    only)."""
     k = kind(name, ablations)
-    style = {"color": COLOURS.get(name) or PALETTE[index % len(PALETTE)], "ls": LINES[k],
+    style = {"color": colour or COLOURS.get(name) or PALETTE[index % len(PALETTE)], "ls": LINES[k],
              "lw": 2.2 if k == "learned" else 1.6, "marker": MARKERS[k], "ms": 4.5,
              "zorder": 2 if k == "learned" else 3}  # thin lines over thick ones: both stay visible
     if recognizer == OWN_HEAD:  # AVGN's own head: a whole curve over K, drawn as a line of open diamonds
@@ -112,10 +128,21 @@ def series_style(name: str, recognizer: str, index: int, ablations: Mapping[str,
     return style
 
 
-def figure_styles(names: list[str], ablations: Mapping[str, str] | None = None) -> dict[str, dict]:
-    """Frame-recognizer styles of ``names`` with distinct colours: palette colours in order of appearance."""
-    free = [n for n in dict.fromkeys(names) if n not in COLOURS]
-    return {n: series_style(n, "frame", free.index(n) if n in free else 0, ablations) for n in names}
+def figure_styles(names: list[str], ablations: Mapping[str, str] | None = None,
+                  every: list[str] | None = None) -> dict[str, dict]:
+    """Frame-recognizer styles of ``names``: colours by :func:`colours` over ``every`` name of the data
+    (default ``names``), and no two series with the same (colour, marker) pair: where the palette wrapped,
+    the later series takes the next of ``MORE_MARKERS``."""
+    col = colours(list(every or []) + list(names))
+    out, seen = {}, set()
+    for n in dict.fromkeys(names):
+        style = series_style(n, "frame", 0, ablations, col[n])
+        extra = iter(MORE_MARKERS)
+        while (style["color"], style["marker"]) in seen:
+            style["marker"] = next(extra)
+        seen.add((style["color"], style["marker"]))
+        out[n] = style
+    return out
 
 
 class Spread(NamedTuple):
@@ -166,6 +193,15 @@ def _draw(ax, s: Spread, style: dict, text: str, band: bool = True) -> None:
         ax.fill_between(s.x, s.lo, s.hi, color=style["color"], alpha=0.15, lw=0)
 
 
+def mark_ks(ax, s: Spread, colour: str, ks=MARK_KS) -> None:
+    """Write K beside the points of ``s`` at the budgets ``ks`` (in the series' colour, white halo)."""
+    for k, x, y in zip(s.k, s.x, s.mean):
+        if int(k) in ks:
+            ax.annotate(str(int(k)), (x, y), textcoords="offset points", xytext=(-3, 5), ha="right", fontsize=8,
+                        color=colour, fontweight="bold", zorder=7,
+                        path_effects=[patheffects.withStroke(linewidth=2.2, foreground="white")])
+
+
 def _runs_text(spreads: dict, names) -> str:
     n = sorted({int(r) for (s, _), v in spreads.items() if s in names for r in v.runs})
     return str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
@@ -181,15 +217,18 @@ def main_names(rows: list[dict], ablations: Mapping[str, str] | None = None) -> 
 def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, title: str | None = None):
     """The main figure (see the module docstring); returns the matplotlib figure."""
     names = main_names(rows, ablations)
-    styles = figure_styles(names, ablations)
+    styles = figure_styles(names, ablations, every=[r["sampler"] for r in rows])
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.8))
     for ax, metric in zip(axes, ("map", "top1")):
         for (name, rec), s in spread(rows, metric).items():
             if name in names:
                 text = label(name, ablations) + ("" if rec == "frame" else ": own head (glance + P×P patches)"
                                                   if rec == OWN_HEAD else f" + {rec.upper()} recognizer")
-                _draw(ax, s, styles[name] if rec == "frame" else series_style(name, rec, 0, ablations) | {
-                    "color": styles[name]["color"]}, text)
+                style = styles[name] if rec == "frame" else series_style(name, rec, 0, ablations) | {
+                    "color": styles[name]["color"]}
+                _draw(ax, s, style, text)
+                if rec == "frame" and not s.is_point:
+                    mark_ks(ax, s, style["color"])
         ax.set_xlabel(AXES["gmacs"], fontsize=11)
         ax.set_ylabel(AXES[metric], fontsize=11)
         ax.tick_params(labelsize=10)
@@ -212,15 +251,17 @@ def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, ti
                  fontsize=13)
     runs = _runs_text(sp, names)
     fig.text(0.5, 0.915, f"Lines: mean over {runs} run{'' if runs == '1' else 's'} (pipeline seed × sampler seed); "
-             f"bands: min–max over them. K = {ks[0]}…{ks[-1]} frames along each line.", ha="center", fontsize=10)
+             f"bands: min–max over them. K = {ks[0]}…{ks[-1]} frames along each line; numbers: K at "
+             f"{', '.join(map(str, MARK_KS))}.", ha="center", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.91))
     return fig
 
 
 def draw_variants(rows: list[dict], ablations: Mapping[str, str] | None = None, metric: str = "map"):
     """Small multiples (frame recognizer): one panel per learned sampler with its ablations and branches,
-    uniform the grey reference; a last panel with every training-free baseline. Colours are distinct within
-    a panel (each has its own legend); bands (min–max over runs) on the full model and uniform only."""
+    uniform the grey reference; a last panel with every training-free baseline. One colour per series, as in
+    every figure (:func:`colours`), and no (colour, marker) pair used twice in the figure; bands (min–max
+    over runs) on the full model and uniform only."""
     rows = [r for r in rows if r["recognizer"] == "frame"]
     sp = {n: s for (n, _), s in spread(rows, metric).items()}
     names = list(sp)
@@ -230,8 +271,8 @@ def draw_variants(rows: list[dict], ablations: Mapping[str, str] | None = None, 
         for n in names if kind(n, ablations) == "learned"]
     panels.append(("Training-free baselines", [], [n for n in names if kind(n, ablations) == "baseline"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.6), squeeze=False)
+    styles = figure_styles([n for _, refs, ns in panels for n in refs + ns], ablations, every=names)
     for ax, (title, refs, ns) in zip(axes[0], panels):
-        styles = figure_styles(refs + ns, ablations)
         for n in refs + ns:
             _draw(ax, sp[n], {**styles[n], "zorder": 1} if n in refs else styles[n],
                   label(n, ablations) + (" (reference)" if n in refs else ""),
@@ -269,7 +310,7 @@ def draw_frontier(rows: list[dict], fr: dict, ablations: Mapping[str, str] | Non
     sampler's curve at the K the frontier uses (``fr``'s ``ks``; AVGN's own head as open diamonds), lines the
     mean over runs, bands the min–max over them; a cross where a sampler's curve reaches dense's mAP."""
     names = [n for n in dict.fromkeys(r["sampler"] for r in rows) if kind(n, ablations) == "learned"]
-    styles = figure_styles(names + ["uniform", "dense"], ablations)
+    styles = figure_styles(names + ["uniform", "dense"], ablations, every=[r["sampler"] for r in rows])
     fig, ax = plt.subplots(figsize=(10.5, 6.0))
     sp = spread([r for r in rows if r["sampler"] == "uniform" and r["recognizer"] == "frame"], "map")
     if ("uniform", "frame") in sp:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -105,3 +105,29 @@ def fusion_values(p: Params, paths: Paths) -> dict[str, dict]:
     return values
 
 
+#: The two branches of each fused sampler, in the order its ``select`` fuses them (first, second).
+BRANCHES: dict[str, tuple[str, str]] = {"tsqnet": ("vqm", "tqm"), "nsnet": ("fsm", "vgm")}
+
+
+def single_branch_note(name: str, values: Mapping[str, Any] | None, ks: Iterable[int]) -> str | None:
+    """A sentence when fusion ``values`` make sampler ``name`` select exactly one branch's top-K at some K
+    of ``ks`` whatever the scores (:func:`components.selection.single_branch`): then ``name`` and
+    ``name[branch]`` are the same selection and the same numbers there. Tuning on val drives the weight
+    into that range when the branch alone beats every mix of the two (TSQNet's lambda_v >= 0.9 takes all
+    K <= 5 frames from VQM, NSNet's index_union ratio > 0.8 all K <= 5 from FSM). None otherwise."""
+    if not values or name not in BRANCHES:
+        return None
+    if name == "tsqnet":
+        strategy, ratio, shown = "tsqnet_union", float(values["lambda_v"]), f"lambda_v={float(values['lambda_v']):.3f}"
+    else:
+        strategy, ratio = str(values["nsnet_strategy"]), float(values["nsnet_ratio"])
+        shown = f"{strategy} ratio={ratio:.3f}"
+    ks = sorted(set(int(k) for k in ks))
+    for i, branch in enumerate(BRANCHES[name]):
+        same = [k for k in ks if selection.single_branch(strategy, ratio, k) == i]
+        if same:
+            where = "every K" if same == ks else "K=" + ",".join(map(str, same))
+            return (f"{name} with {shown} selects exactly its {branch.upper()} branch's top-K at {where}, so "
+                    f"{name} = {name}[{branch}] there: the fusion weight is in the range where the other branch "
+                    f"contributes no frame")
+    return None

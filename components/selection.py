@@ -211,6 +211,34 @@ def _union_keys(ra: np.ndarray, rb: np.ndarray, ka: int, kb: int) -> np.ndarray:
     return np.where(ra < ka, ra, np.where(rb < kb, ka + rb, ka + kb + ra))
 
 
+def union_counts(K: int, ratio: float) -> tuple[int, int]:
+    """(ka, kb) of :func:`union_select`: ``ceil(K * ratio)`` and ``ceil(K * (1 - ratio))`` (products
+    rounded to 9 decimals first)."""
+    ratio = check_ratio(ratio)
+    return math.ceil(round(K * ratio, 9)), math.ceil(round(K * (1.0 - ratio), 9))
+
+
+def tsqnet_vqm_count(K: int, lambda_v: float) -> int:
+    """k_v of :func:`tsqnet_union_select`: ``round_half_up(lambda_v * K)`` frames from VQM."""
+    return math.floor(round(check_ratio(lambda_v, "lambda_v") * K, 9) + 0.5)
+
+
+def single_branch(strategy: str, ratio: float, K: int) -> int | None:
+    """0 or 1 when fusing two branches with ``strategy`` / ``ratio`` at budget ``K`` selects exactly the
+    top-K of the first (0) or second (1) branch whatever the scores, else None: ``tsqnet_union`` (TSQNet's,
+    ``ratio`` = lambda_v) when k_v is K or 0, ``index_union`` when ceil(K ratio) >= K or ratio is 0,
+    ``score_add`` at ratio 1 or 0. A tuned weight in that range means the "fused" sampler is one branch."""
+    if strategy == "tsqnet_union":
+        k_v = tsqnet_vqm_count(K, ratio)
+        return 0 if k_v >= K else 1 if k_v == 0 else None
+    if strategy == "index_union":
+        ka, _ = union_counts(K, ratio)
+        return 0 if ka >= K else 1 if ka == 0 else None
+    if strategy == "score_add":
+        return 0 if ratio >= 1.0 else 1 if ratio <= 0.0 else None
+    return None
+
+
 def union_select(a, b, K: int, ratio: float = 0.6) -> np.ndarray:
     """Index union of two rankings (NSNet supp. §A.3 "Index Combination", *union*, after [20]).
 
@@ -226,9 +254,7 @@ def union_select(a, b, K: int, ratio: float = 0.6) -> np.ndarray:
     based, so no normalisation is needed.
     """
     a, b = _fusion_inputs(a, b, K)
-    ratio = check_ratio(ratio)
-    ka = math.ceil(round(K * ratio, 9))
-    kb = math.ceil(round(K * (1.0 - ratio), 9))
+    ka, kb = union_counts(K, ratio)
     key = _union_keys(_ranks(a), _ranks(b), ka, kb)
     return np.argsort(key, axis=1, kind="stable")[:, :K].astype(np.int64)
 
@@ -267,8 +293,7 @@ def tsqnet_union_select(s_v, s_t, K: int, lambda_v: float = 0.6) -> np.ndarray:
     normalisation is needed.
     """
     s_v, s_t = _fusion_inputs(s_v, s_t, K, names=("s_v", "s_t"))
-    lambda_v = check_ratio(lambda_v, "lambda_v")
-    k_v = math.floor(round(lambda_v * K, 9) + 0.5)
+    k_v = tsqnet_vqm_count(K, lambda_v)
     key = _union_keys(_ranks(s_v), _ranks(s_t), k_v, K - k_v)
     return np.argsort(key, axis=1, kind="stable")[:, :K].astype(np.int64)
 

@@ -202,9 +202,9 @@ def _flatten_metrics(metrics: Mapping, prefix: str = "") -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------ provenance
-def _git(*args: str) -> str | None:
+def _git(*args: str, cwd: str | os.PathLike | None = None) -> str | None:
     try:
-        r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=20, check=False)
+        r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=20, check=False, cwd=cwd)
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout if r.returncode == 0 else None
@@ -213,27 +213,117 @@ def _git(*args: str) -> str | None:
 _git_cache: dict[str, tuple[float, dict[str, str]]] = {}
 
 
-def git_info(max_age: float = 0.0) -> dict[str, str]:
-    """``git.commit`` (and mlflow's ``mlflow.source.git.commit``) and ``git.dirty`` of the working
-    directory's repository; empty outside a git repository or without git. ``max_age`` > 0 reuses an
-    answer for this working directory at most that many seconds old (one evaluation opens ~100 runs)."""
-    cwd = os.getcwd()
-    hit = _git_cache.get(cwd)
+def git_info(max_age: float = 0.0, cwd: str | os.PathLike | None = None) -> dict[str, str]:
+    """``git.commit`` (and mlflow's ``mlflow.source.git.commit``) and ``git.dirty`` of the repository at
+    ``cwd`` (default: the working directory); empty outside a git repository or without git. ``git.dirty``
+    is true only when tracked *source* differs from the commit: ``dvc.lock`` and the pipeline's own
+    outputs (every ``outs`` path of ``dvc.lock``, and what else lands in :data:`RESULT_DIRS`) are left out, so the demo's
+    results on a clean clone do not mark every later run dirty, and so is ``params.yaml`` inside a DVC
+    experiment (its changes are the overrides, :func:`experiment_tags`); ``git.dirty_files`` names up to 10 of
+    the changed sources. ``max_age`` > 0 reuses an answer for this directory at most that many seconds
+    old (one evaluation opens ~100 runs)."""
+    where = str(Path(cwd or os.getcwd()).absolute())
+    hit = _git_cache.get(where)
     if max_age > 0 and hit is not None and time.monotonic() - hit[0] <= max_age:
         return dict(hit[1])
-    out = _git_info()
-    _git_cache[cwd] = (time.monotonic(), out)
+    out = _git_info(where)
+    _git_cache[where] = (time.monotonic(), out)
     return dict(out)
 
 
-def _git_info() -> dict[str, str]:
-    commit = _git("rev-parse", "HEAD")
+def pipeline_outputs(root: str | os.PathLike) -> set[str]:
+    """``dvc.lock`` and every ``outs`` path it records (relative to ``root``, the DVC project): the files
+    a ``dvc repro`` writes, which are results, not source."""
+    import yaml
+
+    try:
+        lock = yaml.safe_load((Path(root) / "dvc.lock").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {"dvc.lock"}
+    stages = lock.get("stages") if isinstance(lock, Mapping) else None
+    outs = {str(o["path"]).rstrip("/") for st in (stages or {}).values() if isinstance(st, Mapping)
+            for o in st.get("outs") or [] if isinstance(o, Mapping) and o.get("path")}
+    return outs | {"dvc.lock"}
+
+
+#: Folders the stages and ``salient demo`` write results into (``components.paths.Paths``): a changed file
+#: there is a result, not source, even where no stage declares it (``reports/demo_timing.json``); code kept
+#: there (``reports/experiments/*.py``) still counts as source.
+RESULT_DIRS = ("reports", "results")
+
+
+def _is_output(path: str, outputs: set[str]) -> bool:
+    if any(path == o or path.startswith(o + "/") for o in outputs):
+        return True
+    return path.split("/", 1)[0] in RESULT_DIRS and not path.endswith(".py")
+
+
+def _git_info(cwd: str) -> dict[str, str]:
+    commit = _git("rev-parse", "HEAD", cwd=cwd)
     if not commit:
         return {}
-    status = _git("status", "--porcelain", "--untracked-files=no")
     out = {"git.commit": commit.strip(), "mlflow.source.git.commit": commit.strip()}
-    if status is not None:
-        out["git.dirty"] = "true" if status.strip() else "false"
+    top = (_git("rev-parse", "--show-toplevel", cwd=cwd) or "").strip()
+    changed = _git("-c", "core.quotepath=off", "diff", "HEAD", "--name-only", "--no-renames", cwd=cwd)
+    if changed is not None and top:
+        outputs = pipeline_outputs(top)
+        if os.environ.get("DVC_EXP_NAME") and os.environ.get("DVC_EXP_BASELINE_REV"):
+            outputs.add("params.yaml")  # an experiment's -S values: every changed key is in its override tags
+        source = [p for p in changed.splitlines() if p.strip() and not _is_output(p.strip(), outputs)]
+        out["git.dirty"] = "true" if source else "false"
+        if source:
+            out["git.dirty_files"] = ", ".join(source[:10]) + (f" (+{len(source) - 10})" if len(source) > 10 else "")
+    return out
+
+
+#: The tags that group runs by experiment: ``salient.experiment`` (the DVC experiment's or flow run's
+#: name, ``workspace`` for a plain ``dvc repro``), ``salient.overrides`` (``k=v; ...`` or ``none``) and one
+#: ``salient.override.<key>`` per changed param, so ``tags.`salient.override.tsqnet.alpha` = '0.4'`` filters.
+EXPERIMENT_TAG, OVERRIDES_TAG, OVERRIDE_PREFIX = "salient.experiment", "salient.overrides", "salient.override."
+ENV_EXPERIMENT, ENV_OVERRIDES = "SALIENT_EXPERIMENT", "SALIENT_OVERRIDES"
+_overrides_cache: dict[tuple[str, str, str], dict[str, str]] = {}
+
+
+def params_diff(root: str | os.PathLike, rev: str, file: str = "params.yaml") -> dict[str, str]:
+    """``{dotted key: value text}`` of the params in ``root/file`` that differ from ``file`` at git ``rev``
+    (a DVC experiment's ``-S`` overrides: DVC writes them into the experiment's ``params.yaml``; its
+    baseline commit is ``$DVC_EXP_BASELINE_REV``). A key only one side has counts as changed."""
+    import yaml
+
+    key = (str(Path(root).absolute()), rev, file)
+    if key not in _overrides_cache:
+        try:
+            now = flatten_params(yaml.safe_load((Path(root) / file).read_text()) or {})
+            then = flatten_params(yaml.safe_load(_git("show", f"{rev}:{file}", cwd=root) or "{}") or {})
+        except (OSError, yaml.YAMLError, TypeError) as e:
+            log.debug("no params diff against %s: %s", rev, e)
+            now, then = {}, {}
+        _overrides_cache[key] = {k: v for k, v in sorted(now.items()) if then.get(k) != v}
+    return dict(_overrides_cache[key])
+
+
+def experiment_tags(name: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The experiment tags (:data:`EXPERIMENT_TAG` & co.) of a run. ``name`` / ``overrides`` given (a
+    Prefect flow run) win; else a stage run inside ``dvc exp run`` takes ``$DVC_EXP_NAME`` and the params
+    that differ from ``$DVC_EXP_BASELINE_REV``; else ``$SALIENT_EXPERIMENT`` / ``$SALIENT_OVERRIDES``
+    (JSON, exported by a parent run); else ``workspace`` with no overrides."""
+    env = os.environ
+    if name is None and env.get("DVC_EXP_NAME"):
+        name = env["DVC_EXP_NAME"]
+        if overrides is None and env.get("DVC_EXP_BASELINE_REV"):
+            # the experiment's checkout (a temporary one under .dvc/tmp/exps with --temp): the stage's
+            # repository, not $DVC_ROOT, which names the workspace the experiment was started from
+            root = (_git("rev-parse", "--show-toplevel") or "").strip() or "."
+            overrides = params_diff(root, env["DVC_EXP_BASELINE_REV"])
+    name = name or env.get(ENV_EXPERIMENT) or "workspace"
+    if overrides is None:
+        try:
+            overrides = json.loads(env.get(ENV_OVERRIDES) or "{}")
+        except ValueError:
+            overrides = {}
+    flat = flatten_params(dict(overrides or {}))
+    out = {EXPERIMENT_TAG: name, OVERRIDES_TAG: "; ".join(f"{k}={v}" for k, v in sorted(flat.items())) or "none"}
+    out.update({(OVERRIDE_PREFIX + k)[:MAX_KEY]: v for k, v in flat.items()})
     return out
 
 
@@ -763,6 +853,7 @@ def _run_tags(tags: Mapping[str, Any], reap: bool) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - mlflow internals; the run still gets our tags
         log.debug("mlflow context tags unavailable: %s", e)
     all_tags.update(git_info(max_age=0 if reap else 60))
+    all_tags.update(experiment_tags())
     all_tags.update({"host": socket.gethostname(), "salient.version": _salient_version(),
                      "salient.pid": os.getpid(), "salient.pid_start": _process_start(os.getpid())})
     all_tags.update({k: v for k, v in tags.items() if v is not None})
@@ -900,16 +991,21 @@ def parent_run(name: str, params: Any = None, *, tags: Mapping[str, Any] | None 
     While inside, ``$SALIENT_PARENT_RUN_ID`` is this run's id and ``$MLFLOW_TRACKING_URI`` its
     (absolute) tracking URI, so stage runs started in subprocesses become its children in the same
     store; both are restored afterwards. A parent opened inside another (a sweep inside a flow run)
-    is itself that one's child.
+    is itself that one's child. Its experiment tags (:func:`experiment_tags`; ``tags`` may set them) go to
+    the children through ``$SALIENT_EXPERIMENT`` / ``$SALIENT_OVERRIDES``.
     """
     if not tracking_enabled():
         yield NULL_RUN
         return
     uri = absolute_uri(tracking_uri(tracking))
     with _open_run(name, params, {"salient.kind": "parent", **dict(tags or {})}, None, tracking) as run:
-        saved = {k: os.environ.get(k) for k in (ENV_PARENT, ENV_URI)}
+        saved = {k: os.environ.get(k) for k in (ENV_PARENT, ENV_URI, ENV_EXPERIMENT, ENV_OVERRIDES)}
         os.environ[ENV_PARENT] = run.run_id
         os.environ[ENV_URI] = uri
+        got = run.client.get_run(run.run_id).data.tags  # its experiment tags: the children's too
+        os.environ[ENV_EXPERIMENT] = got.get(EXPERIMENT_TAG, "workspace")
+        os.environ[ENV_OVERRIDES] = json.dumps({k[len(OVERRIDE_PREFIX):]: v for k, v in got.items()
+                                                if k.startswith(OVERRIDE_PREFIX)})
         try:
             yield run
         finally:
@@ -1070,6 +1166,7 @@ def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 __all__ = [
     "tracking_enabled", "tracking_uri", "experiment_name", "absolute_uri", "flatten_params", "git_info",
+    "pipeline_outputs", "params_diff", "experiment_tags",
     "dvc_stage_hash", "client", "TrackedRun", "Terminated", "NULL_RUN", "active_run", "stage_run", "variant_run",
     "parent_run",
     "log_params", "set_tags", "log_metrics", "log_curve", "log_budget_curve", "log_artifacts",

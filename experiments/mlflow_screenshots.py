@@ -1,6 +1,6 @@
 """Screenshots of MLflow's compare view over a demo workspace's variant runs (issue 13): uniform,
 MaxConf-L, oracle, TSQNet and NSNet (frame recognizer, lowest seed) side by side, the metrics table
-scrolled to map_k*, and the scatter plot of gmacs_k3 against map_k3.
+scrolled to map_k*, and the scatter plot of gmacs_k03 against map_k03.
 
 Run after `make demo`, with the project's venv (selenium, Debian's chromium: `make browser`):
     python experiments/mlflow_screenshots.py <demo workspace> [out dir, default docs/screenshots]
@@ -59,11 +59,11 @@ try:
                 print(top, b.execute_script(SCROLL, top))
                 time.sleep(1.0)
             b.save_screenshot(str(out / "mlflow_compare_metrics.png"))
-        # scatter plot: gmacs_k3 vs map_k3
+        # scatter plot: gmacs_k03 vs map_k03
         b.execute_script("window.scrollTo(0,0)")
         b.find_element(By.XPATH, "//*[text()='Scatter Plot']").click()
         time.sleep(2)
-        for sid, key in (("x-axis-selector", "gmacs_k3"), ("y-axis-selector", "map_k3")):
+        for sid, key in (("x-axis-selector", "gmacs_k03"), ("y-axis-selector", "map_k03")):
             b.find_element(By.ID, sid).click()
             time.sleep(1)
             opts = b.find_elements(By.CSS_SELECTOR, "[role='option']")

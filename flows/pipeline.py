@@ -25,8 +25,10 @@ tail of the stage's output (stdout and stderr, interleaved as printed) in the ex
 in an ERROR log line. Downstream stages are not started.
 
 **Overrides: an isolated DVC experiment.** Without ``overrides`` the flow runs plain ``dvc repro``
-stages on the workspace as it is. With ``overrides`` (``{"tsqnet.alpha": 0.4}``) it runs *one* task:
-``dvc exp run --temp --name <flow run name> -S key=value ... [TARGETS]``. DVC builds the experiment
+stages on the workspace as it is. With ``overrides`` (``{"tsqnet.alpha": 0.4}``) it runs
+``dvc exp run --temp --name <flow run name> -S key=value ... [TARGETS]`` and reads DVC's output as it
+prints it: every stage DVC starts (``Running stage 'X'``, or restores from its run cache) becomes a task
+of its own, RUNNING while DVC is in it, with that stage's output in its log (:func:`dvc_experiment`). DVC builds the experiment
 in a temporary git checkout under ``.dvc/tmp/exps/`` (HEAD plus the workspace's uncommitted changes
 to tracked files), reproduces there what the values invalidate (outputs it does not rebuild come from
 the DVC cache, and from the run cache when an identical stage ran before), commits the result to the
@@ -64,23 +66,27 @@ from __future__ import annotations
 import collections
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 import components  # noqa: F401  (imported first: telemetry off, PREFECT_HOME inside the project)
 from components.params import load_params
 from components.paths import Paths
 from components.processes import dvc_command, start_group, stop_group, venv_env
 from components.stage_runner import always_changed_stages
-from components.tracking import ENV_PARENT, ENV_URI, NULL_RUN, child_runs, delete_empty, parent_run, ui_url
+from components.tracking import (ENV_PARENT, ENV_URI, NULL_RUN, child_runs, delete_empty, experiment_tags, git_info,
+                                 parent_run, ui_url)
 
 RETRIES = int(os.environ.get("SALIENT_TASK_RETRIES", "2"))
 RETRY_DELAY_SECONDS = float(os.environ.get("SALIENT_RETRY_DELAY_SECONDS", "10"))
@@ -313,20 +319,99 @@ def check_overrides(project_dir: str | os.PathLike, overrides: Mapping[str, Any]
     load_params(Path(project_dir) / "params.yaml", dict(overrides))
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS, task_run_name="experiment {name}")
-def dvc_experiment(name: str, overrides: dict[str, Any], targets: list[str] | None, project_dir: str,
-                   force: bool = False, parent_run_id: str | None = None,
-                   copy_paths: list[str] | None = None) -> str:
-    """``dvc exp run --temp --name NAME [-C PATH ...] -S k=v ... [--force] [TARGETS]``: the experiment
-    runs in a temporary checkout; the workspace is never touched. Returns the experiment's name."""
-    exp = experiment_name(name, project_dir)
-    args = ["exp", "run", "--temp", "--name", exp, *(["--force"] if force else [])]
+#: DVC's log line when it starts (or restores from its run cache, or skips) a stage: one task per match
+_STAGE_LINE = re.compile(r"^(?:Running stage '(?P<run>[^']+)':|Stage '(?P<cached>[^']+)' is cached - skipping run"
+                         r"|Stage '(?P<same>[^']+)' didn't change, skipping)")
+_streams: dict[str, queue.Queue] = {}  # experiment output streams, by key, for experiment_stage tasks
+
+
+def stream_events(proc: Any, events: queue.Queue) -> None:
+    """Read ``proc``'s output (in a thread): ``("stage", name, line)`` when DVC starts a stage,
+    ``("line", text)`` otherwise, ``("exit", status)`` last."""
+    try:
+        for line in proc.popen.stdout:
+            line = line.rstrip()
+            if not line:
+                continue
+            m = _STAGE_LINE.match(line.strip())
+            events.put(("stage", m.group("run") or m.group("cached") or m.group("same"), line) if m else ("line", line))
+    finally:
+        events.put(("exit", proc.popen.wait()))
+
+
+@task(task_run_name="{stage}", cache_policy=NO_CACHE)
+def experiment_stage(stage: str, stream: str, first_line: str) -> tuple:
+    """One stage of a running ``dvc exp run``: RUNNING from DVC's ``Running stage`` line until the next
+    stage starts (COMPLETED) or DVC exits (COMPLETED on 0, FAILED with the output's tail otherwise); its
+    output lines go to this task's log. Returns the event that ended it."""
+    logger, events = get_run_logger(), _streams[stream]
+    tail: collections.deque[str] = collections.deque([first_line], maxlen=TAIL_LINES)
+    logger.info("[%s] %s", stage, first_line)
+    while True:
+        event = events.get()
+        if event[0] == "line":
+            tail.append(event[1])
+            logger.info("[%s] %s", stage, event[1])
+            continue
+        if event[0] == "exit" and event[1]:
+            tail_text = "\n".join(tail)
+            logger.error("dvc exp run failed in %s (exit %d); last lines:\n%s", stage, event[1], tail_text)
+            raise StageFailed(f"`dvc exp run` exited with {event[1]} in stage {stage}; last lines:\n{tail_text}")
+        return event
+
+
+def experiment_args(name: str, overrides: Mapping[str, Any], targets: Sequence[str] | None, force: bool,
+                    copy_paths: Sequence[str] | None) -> list[str]:
+    """``exp run --temp --name NAME [-C PATH ...] -S k=v ... [--force] [TARGETS]``."""
+    args = ["exp", "run", "--temp", "--name", name, *(["--force"] if force else [])]
     for p in copy_paths or []:
         args += ["--copy-paths", p]
     for k, v in overrides.items():
         args += ["-S", _override_arg(k, v)]
-    run_dvc([*args, *(targets or [])], project_dir, parent_run_id, f"exp {exp}")
-    get_run_logger().info("experiment %s: `dvc exp show` lists it, `dvc exp apply %s` applies it", exp, exp)
+    return [*args, *(targets or [])]
+
+
+def dvc_experiment(name: str, overrides: dict[str, Any], targets: list[str] | None, project_dir: str,
+                   force: bool = False, parent_run_id: str | None = None,
+                   copy_paths: list[str] | None = None) -> str:
+    """``dvc exp run --temp ...`` (:func:`experiment_args`), called from the flow: the experiment runs in a
+    temporary checkout, the workspace is never touched. DVC's output is read as it prints it and every
+    stage DVC starts becomes its own task (:func:`experiment_stage`), RUNNING while DVC runs it, so the
+    flow run shows which stage an experiment is in. A failing run is started again up to ``RETRIES``
+    times, ``RETRY_DELAY_SECONDS`` apart (DVC's run cache restores the stages that had finished).
+    Returns the experiment's name."""
+    logger = get_run_logger()
+    exp = experiment_name(name, project_dir)
+    cmd = [*dvc_command(), *experiment_args(exp, overrides, targets, force, copy_paths)]
+    proc = None
+    for attempt in range(RETRIES + 1):
+        logger.info("$ %s", " ".join(cmd))
+        key, events = f"{exp}-{attempt}", queue.Queue()
+        _streams[key] = events
+        proc = start_group(cmd, name=f"exp {exp}", env=_dvc_env(parent_run_id), cwd=project_dir, pipe=True)
+        threading.Thread(target=stream_events, args=(proc, events), daemon=True).start()
+        try:
+            event = events.get()
+            while event[0] != "exit":
+                if event[0] == "stage":
+                    event = experiment_stage(event[1], key, event[2])
+                else:  # before the first stage: DVC preparing the temporary checkout
+                    logger.info("[exp %s] %s", exp, event[1])
+                    event = events.get()
+            if event[1]:
+                raise StageFailed(f"`dvc exp run` exited with {event[1]} before any stage ran")
+            break
+        except StageFailed:
+            if attempt == RETRIES:
+                raise
+            logger.warning("experiment %s failed (attempt %d of %d); again in %.0f s", exp, attempt + 1, RETRIES + 1,
+                           RETRY_DELAY_SECONDS)
+            time.sleep(RETRY_DELAY_SECONDS)
+        finally:
+            _streams.pop(key, None)
+            if proc is not None and proc.alive():  # interrupted: a cancelled or crashed flow run
+                stop_group(proc, signals=(signal.SIGTERM,), grace=10)
+    logger.info("experiment %s: `dvc exp show` lists it, `dvc exp apply %s` applies it", exp, exp)
     return exp
 
 
@@ -352,12 +437,18 @@ def read_json(project_dir: str | os.PathLike, path: str | os.PathLike, ref: str 
         return None
 
 
-def headline_table(summary: Mapping[str, Any], recognizer: str = "frame") -> list[str]:
-    """Markdown lines: mAP (%) at each K (± the spread ``reports/README.md`` uses) and GMACs at the
-    largest K, one row per sampler of ``summary.json``'s headline (branch rows left out)."""
+#: The K of the artifact's results table (the headline tables' budgets)
+TABLE_KS = (3, 5)
+
+
+def headline_table(summary: Mapping[str, Any], recognizer: str = "frame", ks: Sequence[int] = TABLE_KS) -> list[str]:
+    """Markdown lines: per K of ``ks`` (those the summary has; every K when it has none of them) the mAP (%)
+    with its spread over seeds (± as ``reports/README.md``) and 95% bootstrap CI over test videos, and the
+    GMACs per video; one row per sampler of ``summary.json``'s headline (branch rows left out)."""
     rows = {s: by_rec[recognizer] for s, by_rec in (summary.get("headline") or {}).items()
             if "[" not in s and by_rec.get(recognizer)}
-    ks = sorted({int(k) for cells in rows.values() for k in cells})
+    have = sorted({int(k) for cells in rows.values() for k in cells})
+    ks = [k for k in ks if k in have] or have
     if not ks:
         return []
 
@@ -365,15 +456,19 @@ def headline_table(summary: Mapping[str, Any], recognizer: str = "frame") -> lis
         if not c or c.get("map") is None:
             return "–"
         std = c.get("map_std_pipeline") if c.get("pipeline_seeds", 1) > 1 else c.get("map_std_runs")
-        return f"{100 * c['map']:.1f}" + (f" ± {100 * std:.1f}" if c.get("runs", 1) > 1 and std is not None else "")
+        ci = c.get("map_ci")
+        return (f"{100 * c['map']:.1f}" + (f" ± {100 * std:.1f}" if c.get("runs", 1) > 1 and std is not None else "")
+                + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci and len(ci) == 2 else ""))
 
-    lines = ["| sampler | " + " | ".join(f"K={k}" for k in ks) + f" | GMACs at K={ks[-1]} |",
-             "|---|" + "---|" * (len(ks) + 1)]
+    def gmacs(c: Mapping[str, Any] | None) -> str:
+        g = (c or {}).get("gmacs", (c or {}).get("gflops"))
+        return f"{g:.3f}" if isinstance(g, (int, float)) else "–"
+
+    lines = ["| sampler | " + " | ".join(f"mAP K={k} [95% CI] | GMACs K={k}" for k in ks) + " |",
+             "|---|" + "---|---|" * len(ks)]
     for s, cells in rows.items():
-        last = cells.get(str(ks[-1])) or {}
-        gmacs = last.get("gmacs", last.get("gflops"))
-        lines.append(f"| {s} | " + " | ".join(cell(cells.get(str(k))) for k in ks)
-                     + (f" | {gmacs:.3f} |" if isinstance(gmacs, (int, float)) else " | – |"))
+        lines.append(f"| {s} | " + " | ".join(f"{cell(cells.get(str(k)))} | {gmacs(cells.get(str(k)))}" for k in ks)
+                     + " |")
     return lines
 
 
@@ -414,7 +509,8 @@ def results_markdown(result: Mapping[str, Any], *, tracking_uri: str | None = No
     table = headline_table(summary or {})
     if table:
         src = f"`reports/summary.json` of experiment `{exp}`" if exp else "`reports/summary.json`"
-        lines += ["", f"## Headline: frame recognizer, mAP (%) by K ({src})", "", *table]
+        lines += ["", f"## Results: frame recognizer, mAP (%) ± std over seeds [95% bootstrap CI over test videos] "
+                      f"and GMACs per video ({src})", "", *table]
     lines += ["", "## Stages", ""]
     if ran:
         lines += ["| stage | MLflow run | status |", "|---|---|---|"]
@@ -477,16 +573,6 @@ def _tracking_config(project: Path) -> dict[str, str] | None:
     return {k: v for k, v in {"mlflow_uri": uri or None, "experiment": t.get("experiment")}.items() if v}
 
 
-def _git_tags(project: Path) -> dict[str, str]:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
-    if out.returncode:
-        return {}
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project,
-                           capture_output=True, text=True).stdout.strip()
-    commit = out.stdout.strip()
-    return {"git.commit": commit, "mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
-
-
 def _runtime() -> dict[str, str | None]:
     from prefect.runtime import deployment, flow_run
 
@@ -499,7 +585,8 @@ def pipeline(targets: list[str] | None = None, overrides: dict[str, Any] | None 
              project_dir: str = ".") -> dict[str, Any]:
     """Run the DVC pipeline (or ``targets`` and what they need) as Prefect tasks in dependency order.
 
-    One task per stage and per foreach item; with ``overrides``, one isolated ``dvc exp run --temp``.
+    One task per stage and per foreach item; with ``overrides``, an isolated ``dvc exp run --temp`` whose
+    stages are tasks too, as DVC starts them.
     Publishes the markdown artifact ``pipeline-results``. See the module docstring.
 
     Args:
@@ -528,7 +615,9 @@ def pipeline(targets: list[str] | None = None, overrides: dict[str, Any] | None 
     run_name = rt["prefect.flow_run_name"] or time.strftime("pipeline-%Y%m%d-%H%M%S")
     params = {"targets": json.dumps(list(targets or [])), "force": force, "project_dir": str(project),
               "overrides": dict(overrides or {})}
-    tags = {**_git_tags(project), **{k: v for k, v in rt.items() if v}}
+    exp_name = experiment_name(run_name, project) if overrides else None  # the DVC experiment it becomes
+    tags = {**git_info(cwd=project), **{k: v for k, v in rt.items() if v},
+            **(experiment_tags(exp_name, dict(overrides)) if overrides else {})}
     result: dict[str, Any] = {"run_name": run_name, "stages": stages, "overrides": dict(overrides or {}),
                               "experiment": None, "mlflow_run_id": None, "ran": None, "deleted": False,
                               "error": None, "failed": None,
@@ -548,7 +637,7 @@ def pipeline(targets: list[str] | None = None, overrides: dict[str, Any] | None 
                 if copy:
                     logger.info("copying the untracked dataset paths %s into the experiment's checkout", copy)
                 result["failed"] = f"experiment {run_name}"  # the step under way: named by the artifact on error
-                result["experiment"] = dvc_experiment(run_name, dict(overrides), list(targets or []) or None,
+                result["experiment"] = dvc_experiment(exp_name, dict(overrides), list(targets or []) or None,
                                                       str(project), force, run.run_id, copy)
                 run.set_tags({"dvc.experiment": result["experiment"]})
             else:

@@ -314,3 +314,12 @@ def test_fused_minus_branch_ci_is_the_paired_bootstrap_of_the_two_selections(eva
         assert cell["fused_minus_branch_ci"] == pytest.approx(list(want), abs=5e-6)  # reported to 5 decimals
     assert "fused_minus_branch_ci" not in m["nsnet"]["frame"]["3"]  # only branch rows carry it
     assert "| nsnet − nsnet[fsm] |" in (evaluated.reports / "README.md").read_text()
+
+
+def test_saliency_and_frames_figures_show_every_learned_sampler(evaluated, tiny_params):
+    """Issue 26: AVGN was left out of saliency.png and frames.png (a hard-coded TSQNet / NSNet list)."""
+    on_saliency, on_frames = report.figure_samplers(tiny_params)
+    assert on_saliency == ["tsqnet", "nsnet", "avgn", "maxconf_l"]
+    assert on_frames == ["uniform", "maxconf_l", "tsqnet", "nsnet", "avgn", "oracle"]
+    for name in ("saliency.png", "frames.png"):
+        assert (evaluated.reports / "figures" / name).stat().st_size > 10_000

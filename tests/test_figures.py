@@ -228,3 +228,80 @@ def test_salient_plots_html_is_offline(plots_project, tmp_path):
     for f in out:
         html = f.read_text()
         assert "cdn.jsdelivr" not in html and "<script src=\"http" not in html and len(html) > 100_000
+
+
+# ------------------------------------------------------------------------------ issue 26
+def test_curves_mark_k_on_their_points():
+    """The main figure writes K beside each line's points at K = 1, 3 (the K in the data of MARK_KS), at the
+    point's own coordinates, in the series' colour."""
+    from components.figures import MARK_KS
+
+    rows = _rows()
+    ax = draw_curves(rows, ABLATIONS).axes[0]
+    by_label = _series(ax)
+    marks = [(t.get_text(), t.xy, t.get_color()) for t in ax.texts]
+    tsqnet = by_label["TSQNet"]
+    want = {(str(k), (x, y)) for k, x, y in zip((1, 2, 3), tsqnet.get_xdata(), tsqnet.get_ydata()) if k in MARK_KS}
+    assert want <= {(text, tuple(xy)) for text, xy, colour in marks if colour == tsqnet.get_color()}
+    assert {text for text, _, _ in marks} == {"1", "3"}  # K=2 is not marked; K=5, 8 are not in the data
+
+
+def test_one_colour_per_series_in_every_figure_and_no_repeated_pair():
+    """The same name has the same colour in the main figure, the ablation panels and the frontier; inside
+    the ablations figure no (colour, marker) pair is used by two series (the palette wraps at 9)."""
+    from components.figures import COLOURS, colours, figure_styles
+
+    rows = _rows()
+    main, variants = draw_curves(rows, ABLATIONS), draw_variants(rows, ABLATIONS)
+    seen: dict[str, str] = {}
+    for fig in (main, variants):
+        for ax in fig.axes:
+            for text, ln in _series(ax).items():
+                if "recognizer" in text:
+                    continue
+                name = text.replace(" (reference)", "")
+                assert seen.setdefault(name, ln.get_color()) == ln.get_color(), name
+    assert seen["TSQNet"] == COLOURS["tsqnet"] and seen["Random"] == COLOURS["random"]
+    pairs = [(ln.get_color(), ln.get_marker()) for ax in variants.axes for t, ln in _series(ax).items()
+             if t != "Uniform (reference)" and t != "Uniform"]
+    assert len(pairs) == len(set(pairs))
+    many = [f"tsqnet_x{i}" for i in range(12)]  # more ablations than palette colours
+    styles = figure_styles(many, {n: "tsqnet" for n in many})
+    assert len({(s["color"], s["marker"]) for s in styles.values()}) == 12
+    assert colours(["b_x", "a_x"]) == colours(["a_x", "b_x"])  # by name, not by order of appearance
+
+
+def test_pareto_legend_names_every_front(tmp_path):
+    """Each sampler's own front is drawn and named, also one that has no point on the joint front."""
+    from components.tuning.pareto import draw_pareto, write_pareto
+
+    rows = [{"number": i, "sampler": s, "k": k, "map": m, "gmacs": g}
+            for i, (s, k, m, g) in enumerate([("nsnet", 1, 0.5, 1.0), ("nsnet", 3, 0.7, 2.0), ("tsqnet", 1, 0.4, 1.1),
+                                              ("tsqnet", 3, 0.6, 2.1), ("tsqnet", 5, 0.3, 3.0)])]
+    write_pareto(rows, [0, 1], tmp_path / "p.csv", tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    legend = [t.get_text() for t in draw_pareto(rows, [0, 1]).axes[0].get_legend().get_texts()]
+    assert legend == ["all trials", "front of NSNet (2 points)", "front of TSQNet (2 points)",
+                      "front of all samplers (NSNet 2)"]
+
+
+def test_html_plots_use_the_figures_palette():
+    """salient plots: the colour scale of the main template is the PNGs' colours of the series it draws, the
+    ablations' one legend covers every sampler but uniform (drawn grey), named as the PNG legends name them."""
+    import json
+
+    from components.figures import COLOURS, colours, label
+    from components.plots import apply_palette, vegalite_schema
+    from tests.conftest import ROOT
+
+    values = [{k: (str(v) if k != "k" else v) for k, v in r.items()} | {"rev": "workspace"} for r in _rows()]
+    main = apply_palette({**json.loads((ROOT / "plots/curves.json").read_text()), "data": {"values": values}})
+    scale = main["encoding"]["color"]["scale"]
+    drawn = ["tsqnet", "nsnet", "uniform", "maxconf_l", "oracle", "dense"]
+    assert scale == {"domain": [label(n) for n in drawn], "range": [COLOURS[n] for n in drawn]}
+    abl = apply_palette({**json.loads((ROOT / "plots/ablations.json").read_text()), "data": {"values": values}})
+    scale = abl["spec"]["encoding"]["color"]["scale"]
+    names = [n for n in dict.fromkeys(r["sampler"] for r in values) if n != "uniform"]
+    assert scale["domain"] == [label(n) for n in names] and scale["range"] == [colours(names)[n] for n in names]
+    assert "color" not in abl["resolve"]["scale"] and "TSQNet: VQM branch only" in json.dumps(abl["transform"])
+    assert vegalite_schema(abl, "6.4")["$schema"].endswith("/vega-lite/v6.json")

@@ -241,3 +241,29 @@ def test_bad_k_strategy_ratio_and_shapes_raise():
         tsqnet_union_select(A, B, 2, -0.1)
     with pytest.raises(ValueError, match="same shape"):
         fuse_select(A, B[:, :5], 2, "index_union")
+
+
+def test_single_branch_is_exactly_when_the_fusion_selects_one_branch():
+    """Issue 26: in the benchmark, tsqnet equals tsqnet[vqm] and nsnet equals nsnet[fsm] in every seed. The
+    tuned weights (lambda_v 0.93-0.96, NSNet index_union ratio 0.95) make the fusion take all K frames from
+    one branch. Brute force over random scores: the selection equals a branch's top-K at every K exactly
+    when selection.single_branch says so, and the note names the branch."""
+    from components.fusion import single_branch_note
+    from components.selection import fuse_select, single_branch, topk_select, tsqnet_union_select
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((200, 16)), rng.random((200, 16))
+    for ratio in (0.0, 0.1, 0.19, 0.5, 0.6, 0.8, 0.81, 0.9, 0.95, 1.0):
+        for K in (1, 2, 3, 5, 8, 10):
+            picks = {"tsqnet_union": tsqnet_union_select(a, b, K, ratio),
+                     **{s: fuse_select(a, b, K, s, ratio) for s in ("index_union", "score_add", "index_intersection")}}
+            for strategy, got in picks.items():
+                same = [np.array_equal(np.sort(got, 1), np.sort(topk_select(x, K), 1)) for x in (a, b)]
+                want = 0 if same[0] else 1 if same[1] else None
+                assert single_branch(strategy, ratio, K) == want, (strategy, ratio, K, same)
+    note = single_branch_note("tsqnet", {"lambda_v": 0.9637}, range(1, 11))
+    assert note.startswith("tsqnet with lambda_v=0.964 selects exactly its VQM branch's top-K at every K")
+    assert "every K" in single_branch_note("nsnet", {"nsnet_strategy": "index_union", "nsnet_ratio": 0.9528}, [3, 5, 8])
+    assert "K=3" in single_branch_note("nsnet", {"nsnet_strategy": "index_union", "nsnet_ratio": 0.6942}, [3, 5])
+    assert single_branch_note("tsqnet", {"lambda_v": 0.189}, [3, 5]) is None  # a real mix (the demo's)
+    assert single_branch_note("nsnet", {"nsnet_strategy": "index_intersection", "nsnet_ratio": 0.6}, [3, 5]) is None

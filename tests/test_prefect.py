@@ -158,16 +158,24 @@ def test_results_markdown_headline_links_and_experiment(tmp_path):
     assert mlflow_url("sqlite:////x/mlflow.db", "3", "abc") == f"http://127.0.0.1:5000/#/experiments/3/runs/abc{ml}"
     summary = {"headline": {
         "uniform": {"frame": {"1": {"map": 0.5, "gmacs": 0.3, "runs": 1, "pipeline_seeds": 1},
-                              "3": {"map": 0.6, "gmacs": 0.9, "runs": 1, "pipeline_seeds": 1}}},
+                              "3": {"map": 0.6, "gmacs": 0.9, "runs": 1, "pipeline_seeds": 1, "map_ci": [0.55, 0.65]},
+                              "5": {"map": 0.65, "gmacs": 1.5, "runs": 1, "pipeline_seeds": 1}}},
         "tsqnet": {"frame": {"1": {"map": 0.55, "map_std_runs": 0.02, "runs": 3, "pipeline_seeds": 1},
-                             "3": {"map": 0.7, "map_std_runs": 0.01, "runs": 3, "pipeline_seeds": 1, "gmacs": 1.2}},
+                             "3": {"map": 0.7, "map_std_runs": 0.01, "runs": 3, "pipeline_seeds": 1, "gmacs": 1.2,
+                                   "map_ci": [0.651, 0.749]}},
                    "tsi": {"3": {"map": 0.1}}},
         "tsqnet[vqm]": {"frame": {"1": {"map": 0.4}}}}}
-    assert headline_table(summary) == ["| sampler | K=1 | K=3 | GMACs at K=3 |", "|---|---|---|---|",
-                                       "| uniform | 50.0 | 60.0 | 0.900 |", "| tsqnet | 55.0 ± 2.0 | 70.0 ± 1.0 | 1.200 |"]
+    # K=3 and K=5 (K=1 left out), mAP with its spread and CI, GMACs at each K; a missing cell is a dash
+    assert headline_table(summary) == [
+        "| sampler | mAP K=3 [95% CI] | GMACs K=3 | mAP K=5 [95% CI] | GMACs K=5 |", "|---|---|---|---|---|",
+        "| uniform | 60.0 [55.0, 65.0] | 0.900 | 65.0 | 1.500 |",
+        "| tsqnet | 70.0 ± 1.0 [65.1, 74.9] | 1.200 | – | – |"]
+    assert headline_table(summary, ks=(7,))[0] == "| sampler | mAP K=1 [95% CI] | GMACs K=1 | mAP K=3 [95% CI] | " \
+                                                  "GMACs K=3 | mAP K=5 [95% CI] | GMACs K=5 |"  # none of them: every K
     real = json.loads((ROOT / "reports/summary.json").read_text())  # the recorded demo's summary
     table = headline_table(real)
     assert len(table) == 2 + sum("[" not in s for s in real["headline"]) and "| tsqnet |" in "\n".join(table)
+    assert table[0].startswith("| sampler | mAP K=3 [95% CI] | GMACs K=3 | mAP K=5") and "], " not in table[2]
 
     result = {"run_name": "witty-fox", "stages": ["prepare", "summary"], "experiment": "witty-fox",
               "overrides": {"fusion.lambda_v": 0.4}, "mlflow_run_id": "r1", "error": None,
@@ -176,7 +184,7 @@ def test_results_markdown_headline_links_and_experiment(tmp_path):
     assert "# pipeline witty-fox: COMPLETED" in md
     assert "[`r1`](http://127.0.0.1:5000/#/experiments/2/runs/r1?workflowType=machine_learning)" in md and "`salient ui`" in md
     assert "`dvc exp apply witty-fox`" in md and "`fusion.lambda_v=0.4`" in md
-    assert "| tsqnet | 55.0 ± 2.0 | 70.0 ± 1.0 | 1.200 |" in md and "of experiment `witty-fox`" in md
+    assert "| tsqnet | 70.0 ± 1.0 [65.1, 74.9] | 1.200 | – | – |" in md and "of experiment `witty-fox`" in md
     assert ("| summary | [`c1c1c1c1c1c1`](http://127.0.0.1:5000/#/experiments/2/runs/c1c1c1c1c1c1c1c1"
             "?workflowType=machine_learning) | FINISHED |") in md
     md = results_markdown({**result, "experiment": None, "ran": [], "deleted": True, "error": None}, summary=None)
@@ -383,10 +391,43 @@ def test_pipeline_flow_tasks_artifacts_empty_parents_and_isolated_experiments(tm
         assert child.data.tags["mlflow.parentRunId"] == exp["mlflow_run_id"] and child.info.status == "FINISHED"
         assert child.data.params["data.synthetic.noise"] == "5.0"
         assert mc.get_run(exp["mlflow_run_id"]).data.tags["dvc.experiment"] == exp["experiment"]
+        tags = child.data.tags  # grouped by experiment: its name and overrides, one filterable tag per key
+        assert tags["salient.experiment"] == exp["experiment"] and tags["salient.overrides"] == "data.synthetic.noise=5.0"
+        assert tags["salient.override.data.synthetic.noise"] == "5.0"
+        found = mc.search_runs([parent.info.experiment_id], "tags.`salient.override.data.synthetic.noise` = '5.0'")
+        assert {r.info.run_id for r in found} == {exp["mlflow_run_id"], child.info.run_id}
+        assert parent.data.tags["salient.experiment"] == "workspace" and parent.data.tags["salient.overrides"] == "none"
+        # dvc.lock and the stage's outputs changed by run 1 are results, not source: the tree counts as clean
+        assert mc.get_run(exp["mlflow_run_id"]).data.tags["git.dirty"] == "false" == child.data.tags["git.dirty"]
         md, tasks = artifact_and_tasks(exp["run_name"])
-        assert tasks == [f"experiment {exp['run_name']}"]
+        assert tasks == ["prepare", "sources"]  # one task per stage DVC ran (sources: always), not one opaque task
         assert f"**DVC experiment** `{exp['experiment']}` (`data.synthetic.noise=5.0`)" in md
         assert yaml.safe_load((project / "params.yaml").read_text())["data"]["synthetic"]["noise"] != 5.0
+
+        # 4. a value the typed params reject: refused before any stage, experiment or MLflow run
+        from components.params import ParamsError
+        from flows.pipeline import RETRIES
+
+        with pytest.raises(ParamsError, match="num_classes"):
+            pipeline(["prepare"], {"data.synthetic.num_classes": "many"}, project_dir=str(project))
+        known = {first["run_name"], again["run_name"], exp["run_name"]}
+        with get_client(sync_client=True) as client:
+            (refused,) = [r for r in client.read_flow_runs() if r.name not in known]
+            assert refused.state.is_failed() and not client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[refused.id])))
+        known.add(refused.name)
+
+        # 5. an experiment whose stage fails (valid params, a csv dataset naming no annotation file): that stage's
+        # task FAILED, with the stage's own error in its message, once per attempt; the flow run FAILED
+        with pytest.raises(Exception, match="in stage prepare") as failed:
+            pipeline(["prepare"], {"data.dataset": "csv"}, project_dir=str(project))
+        assert "data.annotations is empty" in str(failed.value)
+        with get_client(sync_client=True) as client:
+            (fr,) = [r for r in client.read_flow_runs() if r.name not in known]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))
+        assert fr.state.is_failed()
+        assert sorted((t.name, t.state.type.value) for t in tasks if t.name == "prepare") == \
+            [("prepare", "FAILED")] * (RETRIES + 1)
 
 
 # ------------------------------------------------------------------------------ the real thing (slow)

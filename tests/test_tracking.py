@@ -311,3 +311,63 @@ def test_demo_keeps_a_parent_run_only_when_a_stage_ran(tracked, tmp_path, monkey
     assert first.info.lifecycle_stage == "active" and "salient.empty" not in first.data.tags
     assert [r.data.tags["dvc.stage"] for r in new if r.data.tags.get(tracking.PARENT_TAG) == first.info.run_id] == ["s"]
     assert second.info.lifecycle_stage == "deleted" and "up to date" in second.data.tags["salient.empty"]
+
+
+def _commit_all(repo: Path) -> None:
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    for args in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "c"]):
+        subprocess.run(args, cwd=repo, capture_output=True, text=True, check=True)
+
+
+def test_git_dirty_ignores_the_pipelines_own_outputs(tmp_path, monkeypatch):
+    """Issue 26: a clean clone after `make demo` has dvc.lock and reports/ rewritten by the demo; that is
+    not a change of source, so git.dirty stays false; an edited source file makes it true and is named."""
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "src.py").write_text("x = 1\n")
+    (repo / "reports/summary.json").write_text("{}")
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages:\n  summary:\n    cmd: x\n    outs:\n"
+                                   "    - path: reports/summary.json\n      md5: a\n    - path: results\n      md5: b\n")
+    (repo / "results").mkdir()
+    (repo / "results/curves.csv").write_text("a\n")
+    _commit_all(repo)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    assert tracking.git_info(cwd=repo)["git.dirty"] == "false"
+    (repo / "reports/summary.json").write_text('{"new": 1}')  # what `make demo` does
+    (repo / "results/curves.csv").write_text("b\n")
+    (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text() + "# rerun\n")
+    (repo / "reports/demo_timing.json").write_text("{}")  # written by `salient demo`, declared by no stage
+    subprocess.run(["git", "add", "reports/demo_timing.json"], cwd=repo, check=True)
+    info = tracking.git_info(cwd=repo)
+    assert info["git.dirty"] == "false" and "git.dirty_files" not in info
+    (repo / "src.py").write_text("x = 2\n")  # tracked source: dirty, and named
+    (repo / "params.yaml").write_text("a: 1\n")  # untracked: not a change of the commit
+    info = tracking.git_info(cwd=repo)
+    assert info["git.dirty"] == "true" and info["git.dirty_files"] == "src.py"
+    (repo / "src.py").write_text("x = 1\n")
+    (repo / "reports/check.py").write_text("print(1)\n")  # code kept under reports/ is source
+    subprocess.run(["git", "add", "reports/check.py"], cwd=repo, check=True)
+    assert tracking.git_info(cwd=repo)["git.dirty_files"] == "reports/check.py"
+
+
+def test_experiment_tags_from_dvc_environment_and_a_flow(tmp_path, monkeypatch):
+    """Inside `dvc exp run` (DVC sets DVC_EXP_NAME and DVC_EXP_BASELINE_REV for every stage) the tags name
+    the experiment and the params that differ from the baseline commit, one filterable tag per key; a flow
+    run passes its own; a plain run is the workspace with no overrides."""
+    repo = tmp_path / "exp"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("a:\n  b: 1\n  c: [1, 2]\nd: x\n")
+    _commit_all(repo)
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "params.yaml").write_text("a:\n  b: 5\n  c: [1, 2]\nd: y\n")
+    for k in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", tracking.ENV_EXPERIMENT, tracking.ENV_OVERRIDES):
+        monkeypatch.delenv(k, raising=False)
+    assert tracking.experiment_tags() == {"salient.experiment": "workspace", "salient.overrides": "none"}
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("DVC_EXP_NAME", "witty-fox")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", base)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # DVC names the workspace here, not the experiment's checkout
+    assert tracking.experiment_tags() == {"salient.experiment": "witty-fox", "salient.overrides": "a.b=5; d=y",
+                                          "salient.override.a.b": "5", "salient.override.d": "y"}
+    assert tracking.git_info(cwd=repo)["git.dirty"] == "false"  # the -S values are the overrides, not a dirty tree
+    assert tracking.experiment_tags("run-7", {"fusion.lambda_v": 0.4})["salient.overrides"] == "fusion.lambda_v=0.4"

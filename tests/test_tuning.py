@@ -266,13 +266,13 @@ def test_pareto_study_front_matches_optuna_and_is_written(tmp_path):
 # ------------------------------------------------------------------------- on the tiny pipeline
 @pytest.fixture(scope="module")
 def trained(tiny_samplers, tmp_path_factory):
-    """A private copy of the tiny pipeline's store, encoders, priors and trained uniform / TSQNet / NSNet
+    """A private copy of the tiny pipeline's store, encoders, priors and trained uniform / TSQNet / NSNet / AVGN
     (this module writes data/tuned_*.json, and must not touch the shared session folders)."""
     root = tmp_path_factory.mktemp("tuning")
     paths = Paths().under(root)
     src = tiny_samplers.features.parent
     for d in ("prepared", "features", "encoders", "pseudo_labels",
-              *(f"samplers/{n}" for n in ("uniform", "tsqnet", "nsnet", "nsnet_mlp"))):
+              *(f"samplers/{n}" for n in ("uniform", "tsqnet", "nsnet", "nsnet_mlp", "avgn"))):
         shutil.copytree(src / d, paths.features.parent / d)
     shutil.copy2(src / "prototypes.npz", paths.features.parent / "prototypes.npz")
     return paths
@@ -374,37 +374,55 @@ def test_sweep_nsnet_with_halving_pruner_through_the_flow_body(trained, tmp_path
 
 
 def test_best_sampler_is_registered_and_predict_loads_it(trained, tiny_params, tmp_path, monkeypatch):
-    """tune_fusion under an MLflow run registers the best-on-val sampler as models:/salient-sampler@best:
-    a real MLflow model (MLmodel, pyfunc flavour) with a description and tags naming its sampler, seed and
-    val objective; mlflow.pyfunc loads it and selects the frames the checkpoint selects with the tuned
-    fusion; predict finds its checkpoint and names the model's real sampler (issue 13)."""
+    """tune_fusion under an MLflow run registers the best-on-val sampler among **every** learned sampler
+    (AVGN too, scored by the same val objective without fusion settings) as models:/salient-sampler@best:
+    a real MLflow model (MLmodel, pyfunc flavour) whose model page states the rule and every candidate's
+    value; mlflow.pyfunc loads it and selects the frames the checkpoint selects with the tuned fusion;
+    predict finds its checkpoint and names the model's real sampler (issues 13, 26)."""
     import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     from components import tracking
     from components.data.manifest import read_manifest
+    from components.evaluation import load_runs
     from components.predict import Prediction, Predictor
     from components.sampler_data import load_split
     from components.sampler_training import load_sampler, resolve_checkpoint
     from components.stages import tune_fusion
     from components.store import FeatureStore
+    from components.validation import load_val
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("SALIENT_TRACKING", "1")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     p = load_params(ROOT / "params.yaml", [*TINY, "fusion.trials=3", f"fusion.storage=sqlite:///{tmp_path / 'o.db'}",
-                                           "evaluate.samplers=[uniform,tsqnet,nsnet]"])
+                                           "evaluate.samplers=[uniform,tsqnet,nsnet,avgn]"])
     with tracking.stage_run("tune_fusion", {}, tracking=p):
         tune_fusion.run(p, trained)
     tuned = json.loads(fusion.tuned_fusion_path(trained).read_text())
-    best = max(tuned["best_value"], key=tuned["best_value"].get)
+    # AVGN's val objective by hand: mean softmax of the cached logits over its top-K frames, mAP, mean over K
+    val = load_val(p, trained)
+    (avgn,) = load_runs(trained.data / "samplers", "avgn", "val", val.ids, load_sampler, [0])
+    def hand_map(idx):  # idx [N,K] -> sklearn AP per class with a positive, averaged
+        from sklearn.metrics import average_precision_score
+        scores = np.stack([val.probs[i, row].mean(0) for i, row in enumerate(idx)])  # [N,C]
+        return np.mean([average_precision_score(val.labels[:, c], scores[:, c])
+                        for c in range(val.labels.shape[1]) if val.labels[:, c].any()])
+
+    candidates = {**tuned["best_value"], "avgn": float(np.mean([hand_map(avgn.select(k)) for k in val.budgets]))}
+    best = max(candidates, key=candidates.get)
     client = MlflowClient(uri, registry_uri=uri)
     mv = client.get_model_version_by_alias("salient-sampler", "best")
     assert mv.tags["sampler"] == best and mv.tags["seed"] == "0"  # TINY trains one seed
-    assert float(mv.tags["val_objective"]) == pytest.approx(tuned["best_value"][best], abs=1e-6)
+    assert float(mv.tags["val_objective"]) == pytest.approx(candidates[best], abs=1e-6)
+    assert mv.tags["candidates"] == ", ".join(f"{n} {candidates[n]:.4f}" for n in ("tsqnet", "nsnet", "avgn"))
+    model_page = client.get_registered_model("salient-sampler").description
+    for text in (mv.description, model_page):  # the rule and every candidate show on the model page
+        assert "highest val objective" in text and "avgn" in text and mv.tags["candidates"] in text
     assert mv.tags["data_fingerprint"] and best in mv.description
     assert client.get_experiment(client.get_run(mv.run_id).info.experiment_id).tags[
         tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
+    tuned.setdefault(best, {})  # AVGN has no fusion settings
 
     ck, meta = resolve_checkpoint("models:/salient-sampler@best", seed=7, tracking_params=p)  # seed: the model's
     assert meta["sampler"] == best and meta["seed"] == 0 and torch.load(ck, weights_only=False)["name"] == best

@@ -28,48 +28,60 @@ def store(monkeypatch, tmp_path):
 
 
 def _rows() -> list[dict]:
-    """A hand-made evaluation grid: 4 variants (baseline, learned, ablation, branch), K = 1, 3, 5."""
+    """A hand-made evaluation grid: 5 variants (two baselines, learned, ablation, branch), K = 1, 3, 5, as
+    evaluate writes it: every variant under each sampler seed; uniform's rows identical in both seeds
+    (it draws nothing), random's not."""
     rows = []
-    for variant, seeds in (("uniform", [0]), ("tsqnet", [0, 1]), ("tsqnet_vqm_only", [0]), ("tsqnet[vqm]", [0, 1])):
+    for variant, seeds in (("uniform", [0, 1]), ("random", [0, 1]), ("tsqnet", [0, 1]), ("tsqnet_vqm_only", [0]),
+                           ("tsqnet[vqm]", [0, 1])):
         for seed in seeds:
             for k in (1, 3, 5):
+                drawn = variant not in ("uniform",)
                 rows.append({"sampler": variant, "recognizer": "frame", "k": k, "seed": seed, "gmacs": 0.1 * k,
-                             "map": 0.1 * k + 0.01 * seed + (0.05 if variant != "uniform" else 0.0),
+                             "map": 0.1 * k + 0.01 * seed * drawn + (0.05 if variant != "uniform" else 0.0),
                              "top1": 0.05 * k, "salient_recall": 0.5, "distractor_share": 0.1})
     return rows
 
 
 def test_one_run_per_variant_and_seed_with_the_same_keys(store):
-    p = load_params(ROOT / "params.yaml", ["evaluate.sampler_budgets=[1,3]"])
+    p = load_params(ROOT / "params.yaml", ["evaluate.sampler_budgets=[1,3,5]", "evaluate.headroom_k=3"])
     fusion = {"tsqnet": {"lambda_v": 0.4}, "tsqnet_vqm_only": {"lambda_v": 0.6}}
     with tracking.stage_run("evaluate@0", {}, tracking=p) as parent:
-        ids = log_evaluation(p, _rows(), trainable={"uniform": False, "tsqnet": True, "tsqnet_vqm_only": True},
-                             fusion=fusion, pipeline_seed=0)
-    assert len(ids) == 6  # uniform x1, tsqnet x2, ablation x1, branch x2
+        ids = log_evaluation(p, _rows(), trainable={"uniform": False, "random": False, "tsqnet": True,
+                                                    "tsqnet_vqm_only": True}, fusion=fusion, pipeline_seed=0)
+    assert len(ids) == 8  # uniform x1 (identical in both seeds), random x2, tsqnet x2, ablation x1, branch x2
     runs = [store.get_run(i) for i in ids]
     assert {r.data.tags[tracking.PARENT_TAG] for r in runs} == {parent.run_id}
     by = {(r.data.params["variant"], r.data.params["seed"]): r for r in runs}
+    uniform = by[("uniform", "deterministic")]
+    assert uniform.data.tags["salient.seeds"] == "0,1" and uniform.info.run_name == "uniform · frame · pipeline seed 0"
+    assert {s for v, s in by if v == "random"} == {"0", "1"}  # it draws frames: one run per seed
 
-    # the same metric keys everywhere: curves at step = K, summaries at evaluate.sampler_budgets only
-    want = {"map", "top1", "salient_recall", "distractor_share", "gmacs", "map_k1", "map_k3", "gmacs_k1", "gmacs_k3",
-            "top1_k1", "top1_k3"}
+    # the same metric keys everywhere: summaries at sampler_budgets from K=3, curves vs_k/ at step = K
+    want = {"vs_k/map", "vs_k/top1", "vs_k/salient_recall", "vs_k/distractor_share", "vs_k/gmacs", "map_k03",
+            "map_k05", "gmacs_k03", "gmacs_k05", "top1_k03", "top1_k05"}
     assert all(set(r.data.metrics) == want for r in runs)
-    hist = store.get_metric_history(by[("tsqnet", "1")].info.run_id, "map")
+    assert sorted(want)[0] == "gmacs_k03"  # the first key MLflow's run page lists: a K=3 value, no bare last K
+    hist = store.get_metric_history(by[("tsqnet", "1")].info.run_id, "vs_k/map")
     assert [(m.step, round(m.value, 6)) for m in sorted(hist, key=lambda m: m.step)] == [(1, 0.16), (3, 0.36), (5, 0.56)]
-    assert by[("tsqnet", "1")].data.metrics["map_k3"] == pytest.approx(0.36)
-    assert by[("uniform", "0")].data.metrics["gmacs_k3"] == pytest.approx(0.3)
+    assert by[("tsqnet", "1")].data.metrics["map_k03"] == pytest.approx(0.36)
+    assert uniform.data.metrics["gmacs_k03"] == pytest.approx(0.3)
 
     # the same identifying params on every run, and the effective section of the ablation
     common = {"variant", "sampler", "kind", "seed", "pipeline_seed", "recognizer"}
     assert all(common <= set(r.data.params) for r in runs)
-    kinds = {v: by[(v, "0")].data.params["kind"] for v in ("uniform", "tsqnet", "tsqnet_vqm_only", "tsqnet[vqm]")}
+    kinds = {v: by[(v, "0" if v != "uniform" else "deterministic")].data.params["kind"]
+             for v in ("uniform", "tsqnet", "tsqnet_vqm_only", "tsqnet[vqm]")}
     assert kinds == {"uniform": "baseline", "tsqnet": "learned", "tsqnet_vqm_only": "ablation", "tsqnet[vqm]": "branch"}
     ab = by[("tsqnet_vqm_only", "0")].data.params
     assert ab["sampler"] == "tsqnet" and ab["tsqnet.branches"] == "vqm" and ab["fusion.lambda_v"] == "0.6"
     assert ab["train_sampler.seeds"] == "[0]"
     assert by[("tsqnet", "0")].data.params["tsqnet.branches"] == p.tsqnet.branches == "both"
     assert by[("tsqnet[vqm]", "0")].data.params["branch"] == "vqm"
-    assert "tsqnet.branches" not in by[("uniform", "0")].data.params  # a baseline has no sampler section
+    assert "tsqnet.branches" not in uniform.data.params
+    # lambda_v 0.4 at K=1 takes round(0.4) = 0 frames from VQM: there tsqnet is its TQM branch, and the run says so
+    assert "selects exactly its TQM branch's top-K at K=1," in by[("tsqnet", "0")].data.tags["salient.fusion_note"]
+    assert "salient.fusion_note" not in by[("tsqnet[vqm]", "0")].data.tags  # a baseline has no sampler section
 
     # what a user types in the search box finds exactly these
     exp = runs[0].info.experiment_id

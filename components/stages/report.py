@@ -5,10 +5,11 @@
   band, K = 1…10 along each line; TSI recognizer rows as open diamonds — the papers' Fig. 3.
 * ``reports/figures/curves_ablations.png``: one panel per learned sampler with its ablations and
   branches (uniform the reference), one with every training-free baseline.
-* ``reports/figures/saliency.png``: each learned sampler's per-frame saliency over time for one test
-  video per class (min-max normalised, EMA-smoothed), over the ground-truth salient spans — NSNet Fig. 5.
+* ``reports/figures/saliency.png``: every learned sampler's (TSQNet, NSNet, AVGN, ...) per-frame saliency
+  over time for one test video per class (min-max normalised, EMA-smoothed; MaxConf-L dashed for
+  reference), over the ground-truth salient spans — NSNet Fig. 5.
 * ``reports/figures/frames.png``: the T observation frames of a few test videos, a ground-truth row
-  and each sampler's K picks outlined — TSQNet Fig. 5.
+  and the K picks of uniform, MaxConf-L, every learned sampler and the oracle outlined — TSQNet Fig. 5.
 * ``reports/README.md``: the tables (samplers × K with mAP / top-1 / recall / GMACs, mean ± std over
   seeds, bootstrap CIs) and links to the figures.
 
@@ -34,6 +35,7 @@ from components.evaluation import load_runs, summarize  # noqa: E402
 from components.figures import (COLOURS, LABELS, VideoPicks, plot_curves, plot_frame_picks,  # noqa: E402
                                 plot_variants, read_curves)
 from components.metrics import salient_mask  # noqa: E402
+from components.models.samplers import sampler_trainable  # noqa: E402
 from components.params import Params  # noqa: E402
 from components.paths import Paths  # noqa: E402
 from components.stage_runner import stage_main  # noqa: E402
@@ -43,7 +45,17 @@ from components.fusion import fusion_values, set_fusion  # noqa: E402
 from components.atomic import atomic_savefig, atomic_write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
-LEARNED = ("tsqnet", "nsnet", "maxconf_l")
+#: Training-free samplers drawn beside every learned one: MaxConf-L in saliency.png (its per-frame
+#: confidence), these in frames.png (before and after the learned samplers' rows).
+SALIENCY_REFERENCES, FRAMES_BEFORE, FRAMES_AFTER = ("maxconf_l",), ("uniform", "maxconf_l"), ("oracle",)
+
+
+def figure_samplers(p: Params) -> tuple[list[str], list[str]]:
+    """The samplers of ``saliency.png`` and of ``frames.png``: every learned (trainable) sampler of
+    ``evaluate.samplers`` (TSQNet, NSNet, AVGN, ...) with the references around them."""
+    learned = [n for n in p.evaluate.samplers if sampler_trainable(n)]
+    present = lambda names: [n for n in dict.fromkeys(names) if n in p.evaluate.samplers]  # noqa: E731
+    return present([*learned, *SALIENCY_REFERENCES]), present([*FRAMES_BEFORE, *learned, *FRAMES_AFTER])
 
 
 def ema(x: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -81,7 +93,8 @@ def plot_saliency(p: Params, paths: Paths, store: FeatureStore, ids: list[str], 
         for name, run in runs.items():
             s = run.out.saliency[n].numpy().astype(np.float64)
             s = (s - s.min()) / (s.max() - s.min() + 1e-12)
-            ax.plot(fidx[pos[vid]], ema(s), "-", lw=1.6, color=COLOURS.get(name), label=LABELS.get(name, name))
+            ax.plot(fidx[pos[vid]], ema(s), "-" if sampler_trainable(name) else "--", lw=1.6, color=COLOURS.get(name),
+                    label=LABELS.get(name, name))
         ax.set_title(f"{classes[c]} ({vid})", fontsize=10)
         ax.set_ylim(0, 1.05)
         ax.tick_params(labelsize=9)
@@ -211,9 +224,9 @@ def run(p: Params, paths: Paths) -> dict:
             for name in p.evaluate.samplers}
     for name, r in runs.items():
         set_fusion(r.model, fusion.get(name))
-    learned = {n: r for n, r in runs.items() if n in LEARNED}
-    plot_saliency(p, paths, store, ids, learned, fig_dir / "saliency.png")
-    shown = {n: runs[n] for n in ("uniform", "maxconf_l", "tsqnet", "nsnet", "oracle") if n in runs}
+    on_saliency, on_frames = figure_samplers(p)
+    plot_saliency(p, paths, store, ids, {n: runs[n] for n in on_saliency}, fig_dir / "saliency.png")
+    shown = {n: runs[n] for n in on_frames}
     plot_frames(paths, store, ids, shown, min(p.evaluate.headroom_k, store.T), fig_dir / "frames.png")
     text = "\n".join(tables(p, summary, metrics)) + "\n"
     atomic_write_text(paths.reports / "README.md", text)

@@ -27,15 +27,15 @@ import numpy as np
 
 from components import tracking
 from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
-from components.fusion import params_fusion
+from components.fusion import params_fusion, single_branch_note
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
 from components.sampler_data import load_split
 from components.sampler_training import sampler_seeds
 from components.stage_runner import stage_main
 from components.store import FeatureStore
-from components.tuning import (FusionData, fusion_objective_data, input_study_name, pareto_study, storage_from_url,
-                               study_lock, tune_fusion, write_pareto)
+from components.tuning import (FusionData, fusion_objective_data, input_study_name, learned_objectives, pareto_study,
+                               storage_from_url, study_lock, tune_fusion, write_pareto)
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +73,31 @@ def objective_ms(data: FusionData, repeats: int = 5) -> float | None:
     return 1e3 * float(np.median(times)) if times else None
 
 
-def register_best(p: Params, paths: Paths, tuned: dict, model_name: str = "salient-sampler",
-                  alias: str = "best") -> str | None:
-    """Register the sampler with the best tuned **val** objective in the MLflow Model Registry as
+#: How ``register_best`` chooses ``models:/salient-sampler@best`` (written into the model's description).
+BEST_RULE = ("the learned sampler of evaluate.samplers with the highest val objective ({objective}; TSQNet and NSNet "
+             "at their tuned fusion, samplers without fusion settings such as AVGN as trained), then its seed "
+             "with the best kept {monitor}; ties keep evaluate.samplers order")
+
+
+def register_best(p: Params, paths: Paths, candidates: dict[str, dict], objective: str,
+                  model_name: str = "salient-sampler", alias: str = "best") -> str | None:
+    """Register the learned sampler with the best **val** objective among ``candidates`` (every learned
+    sampler, :func:`components.tuning.learned_objectives`) in the MLflow Model Registry as
     ``models:/salient-sampler@best``: its seed with the best kept val score (``training.json``; the
     first seed when none is recorded) as an MLflow pyfunc model (:mod:`components.sampler_model`, with
-    the tuned fusion setting), described and tagged with the sampler, seed, val objective, data
-    fingerprint and git commit. ``salient predict --checkpoint models:/salient-sampler@best`` and
-    ``mlflow.pyfunc.load_model`` load it. No-op without tracking."""
+    the tuned fusion setting). The registered model's and the version's description state the rule
+    (:data:`BEST_RULE`) and every candidate's value; tags name the sampler, seed, val objective, the
+    candidates, data fingerprint and git commit. ``salient predict --checkpoint
+    models:/salient-sampler@best`` and ``mlflow.pyfunc.load_model`` load it. No-op without tracking."""
     import json
     import tempfile
 
     from components.sampler_model import save_sampler_model  # deferred: mlflow.pyfunc, only when tracking
 
     run = tracking.active_run()
-    if run is None:
+    if run is None or not candidates:
         return None
-    best = max(tuned["best_value"], key=lambda n: tuned["best_value"][n])
+    best = max(candidates, key=lambda n: candidates[n]["value"])  # first of equals: evaluate.samplers order
     folder = paths.data / "samplers" / best
     seeds = sampler_seeds(p, best)
     training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
@@ -99,8 +107,8 @@ def register_best(p: Params, paths: Paths, tuned: dict, model_name: str = "salie
     seed = max(scored, key=lambda s: sign * training[str(s)][monitor]) if scored else seeds[0]
     store = FeatureStore(paths.features)
     git = tracking.git_info()
-    meta = {"sampler": best, "seed": seed, "val_objective": tuned["best_value"][best],
-            "objective": tuned.get("objective"), "fusion": tuned.get(best) or {},
+    meta = {"sampler": best, "seed": seed, "val_objective": candidates[best]["value"],
+            "objective": objective, "fusion": candidates[best]["fusion"],
             "seed_selected_by": monitor if scored else "first seed (no val score recorded)",
             "data_fingerprint": store.meta.get("fingerprint"), "git_commit": git.get("git.commit"),
             "pipeline_seed": paths.pipeline_seed}
@@ -109,13 +117,15 @@ def register_best(p: Params, paths: Paths, tuned: dict, model_name: str = "salie
         model_dir = save_sampler_model(folder / f"seed{seed}.pt", Path(tmp) / "sampler", meta,
                                        {k: v[:2].numpy() for k, v in example.items()})
         tracking.log_artifacts([model_dir])  # -> artifact path "sampler"
-    tracking.set_tags({"salient.best_sampler": best, "salient.best_seed": seed})
-    description = (f"{best} sampler, seed {seed}: the best tuned val objective of tune_fusion, "
-                   f"{meta['val_objective']:.4f} (its definition: the version's tag `objective`), with its tuned "
-                   f"fusion {meta['fusion']}. "
+    values = ", ".join(f"{n} {c['value']:.4f}" for n, c in candidates.items())
+    tracking.set_tags({"salient.best_sampler": best, "salient.best_seed": seed, "salient.best_candidates": values})
+    rule = BEST_RULE.format(objective=objective, monitor=monitor)
+    description = (f"Chosen by tune_fusion as {rule}. Candidates (val objective): {values}. "
+                   f"This version: {best}, seed {seed} (pipeline seed {paths.pipeline_seed}), "
+                   f"{meta['val_objective']:.4f}, fusion {meta['fusion'] or 'none'}. "
                    f"Load with mlflow.pyfunc.load_model or `salient predict --checkpoint models:/{model_name}@{alias}`.")
     tags = {"sampler": best, "seed": seed, "val_objective": f"{meta['val_objective']:.6f}",
-            "objective": meta["objective"], "data_fingerprint": meta["data_fingerprint"],
+            "objective": objective, "rule": rule, "candidates": values, "data_fingerprint": meta["data_fingerprint"],
             "git_commit": meta["git_commit"], "pipeline_seed": paths.pipeline_seed}
     mv = tracking.register_model(run.run_id, "sampler", model_name, alias=alias, description=description, tags=tags)
     return f"models:/{model_name}@{alias} = {best} seed {seed} (version {mv.version})" if mv is not None else None
@@ -134,7 +144,11 @@ def _tune(p: Params, paths: Paths, data: FusionData, cost_ms: float | None) -> d
     for name in data.runs:
         report["samplers"][name] = {"tuned": tuned[name], "defaults": params_fusion(p)[name],
                                     **{k: tuned[k][name] for k in ("best_value", "default_value", "gain", "trials",
-                                                                    "study")}}
+                                                                    "study")},
+                                    "single_branch": single_branch_note(name, tuned[name], p.evaluate.budgets)}
+        if report["samplers"][name]["single_branch"]:
+            log.warning("tune_fusion: %s", report["samplers"][name]["single_branch"])
+            tracking.set_tags({f"salient.fusion_note.{name}": report["samplers"][name]["single_branch"]})
     write_timings(paths, "tune_fusion", {"objective_ms_uncached": cost_ms,
                                          "trials_per_second": tuned["trials_per_second"]})
     fig, csv_path = paths.reports / "figures" / "pareto.png", paths.reports / "pareto.csv"
@@ -154,8 +168,8 @@ def _tune(p: Params, paths: Paths, data: FusionData, cost_ms: float | None) -> d
         write_pareto([], [], csv_path, fig)
         report["pareto"] = {"trials": 0, "front": []}
     write_report(paths, "tune_fusion.json", report)
-    if data.runs:
-        report["registered"] = register_best(p, paths, tuned)
+    if tracking.active_run() is not None:
+        report["registered"] = register_best(p, paths, learned_objectives(p, paths, data, tuned), tuned["objective"])
     return {k: {n: v for n, v in tuned[k].items() if v is not None}
             for k in ("best_value", "default_value", "gain", "trials_per_second")}
 

@@ -37,8 +37,8 @@ Where each piece lives (one job per file):
 """
 from __future__ import annotations
 
-from components.tuning.fusion_search import (FusionData, fusion_objective_data, input_study_name, suggest_fusion,
-                                             tune_fusion)
+from components.tuning.fusion_search import (FusionData, fusion_objective_data, input_study_name, learned_objectives,
+                                             suggest_fusion, tune_fusion)
 from components.tuning.loss_sweep import (TUNED_LOSSES, make_pruner, run_sweep, suggest_losses, sweep_objective,
                                           sweep_study_name, write_best_losses)
 from components.tuning.pareto import PARETO_COLUMNS, pareto_front, pareto_study, write_pareto
@@ -46,6 +46,6 @@ from components.tuning.storage import storage_from_url, study_lock
 
 __all__ = [
     "TUNED_LOSSES", "storage_from_url", "study_lock", "FusionData", "fusion_objective_data", "suggest_fusion",
-    "input_study_name", "tune_fusion", "PARETO_COLUMNS", "pareto_front", "pareto_study", "write_pareto",
+    "input_study_name", "learned_objectives", "tune_fusion", "PARETO_COLUMNS", "pareto_front", "pareto_study", "write_pareto",
     "sweep_study_name", "make_pruner", "suggest_losses", "sweep_objective", "write_best_losses", "run_sweep",
 ]

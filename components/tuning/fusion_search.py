@@ -24,6 +24,7 @@ from components.atomic import atomic_write_json
 from components.redaction import redact
 from components.evaluation import SamplerRun, load_runs
 from components.fusion import FUSION_KEYS, RATIO_STRATEGIES, params_fusion, saliency_digest, set_fusion, tuned_fusion_path
+from components.models.samplers import sampler_trainable
 from components.params import Params
 from components.paths import Paths
 from components.sampler_training import load_sampler, sampler_seeds
@@ -72,6 +73,23 @@ def fusion_objective_data(p: Params, paths: Paths, names: Iterable[str] = tuple(
         runs[name] = load_runs(root, name, "val", val.ids, load_sampler, sampler_seeds(p, name))
         inputs[name] = saliency_digest(root, name)
     return FusionData(val, runs, inputs)
+
+
+def learned_objectives(p: Params, paths: Paths, data: FusionData, tuned: Mapping[str, Any]) -> dict[str, dict]:
+    """The val objective of **every** learned sampler of ``evaluate.samplers`` that is trained: the tuned
+    ones (TSQNet, NSNet) at their best tuned fusion (``tuned["best_value"]``), the others (AVGN: no fusion
+    settings) scored by the same objective on their stored val saliencies. ``{name: {"value", "fusion"}}``
+    in ``evaluate.samplers`` order; what ``register_best`` chooses ``@best`` among."""
+    root, out = paths.data / "samplers", {}
+    for name in p.evaluate.samplers:
+        if name in tuned.get("best_value", {}):
+            out[name] = {"value": float(tuned["best_value"][name]), "fusion": dict(tuned.get(name) or {})}
+        elif sampler_trainable(name) and list(Path(root, name).glob("seed*.pt")):
+            runs = load_runs(root, name, "val", data.val.ids, load_sampler, sampler_seeds(p, name))
+            out[name] = {"value": FusionData(data.val, {name: runs}).score(name, {}), "fusion": {}}
+        elif sampler_trainable(name):
+            log.info("register_best: %s is not trained (no %s/seed*.pt): not a candidate", name, Path(root, name))
+    return out
 
 
 def suggest_fusion(trial: "optuna.Trial", name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:

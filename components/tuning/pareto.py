@@ -98,7 +98,8 @@ PARETO_COLUMNS = ("number", "sampler", "k", "map", "gmacs", "pareto", "lambda_v"
 def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, png_path: Path | None = None,
                  title: str = "val mAP vs GMACs per video") -> None:
     """``csv_path``: every trial with a ``pareto`` 0/1 column (front first, by cost); ``png_path``: all
-    trials in grey, the front highlighted per sampler and joined as a staircase."""
+    trials in grey, each sampler's own front as a staircase in its colour (:func:`components.figures.colours`),
+    the joint front of all samplers circled, every front named in the legend."""
     front = set(int(i) for i in front)
     order = sorted(range(len(rows)), key=lambda i: (i not in front, rows[i]["gmacs"], -rows[i]["map"]))
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
@@ -110,31 +111,46 @@ def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, 
                         "pareto": int(i in front)})
     if png_path is None:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    ax.scatter([r["gmacs"] for r in rows], [r["map"] for r in rows], s=14, c="0.75", label="all trials", zorder=1)
-    fr = sorted({(rows[i]["gmacs"], rows[i]["map"]): rows[i] for i in front}.values(),  # repeats drawn once
-                key=lambda r: (r["gmacs"], -r["map"]))
-    if fr:
-        ax.step([r["gmacs"] for r in fr], [r["map"] for r in fr], where="post", c="k", lw=1, zorder=2)
-    for name in sorted({r["sampler"] for r in fr}):
-        pts = [r for r in fr if r["sampler"] == name]
-        ax.scatter([r["gmacs"] for r in pts], [r["map"] for r in pts], s=40, zorder=3, label=f"front: {name}")
-        for r in pts:
-            ax.annotate(f"K={r['k']}", (r["gmacs"], r["map"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set_xlabel("GMACs per video")
-    ax.set_ylabel("val mAP")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig = draw_pareto(rows, front, title)
     atomic_savefig(fig, png_path, dpi=120)
     plt.close(fig)
 
 
+def draw_pareto(rows: Sequence[Mapping], front: Iterable[int], title: str = "val mAP vs GMACs per video"):
+    """The figure of :func:`write_pareto`: all trials in grey, each sampler's own front as a staircase in its
+    colour (:func:`components.figures.colours`), the joint front (``front``: indices of ``rows``) circled,
+    every front named in the legend."""
+    from components.figures import LABELS, colours, plt  # deferred: matplotlib (Agg), and the one palette
+
+    front = set(int(i) for i in front)
+    fig, ax = plt.subplots(figsize=(7.6, 4.8))
+    ax.scatter([r["gmacs"] for r in rows], [r["map"] for r in rows], s=14, c="0.8", label="all trials", zorder=1)
+    col = colours([r["sampler"] for r in rows])
+    for name in sorted({r["sampler"] for r in rows}):  # each sampler's own front: its best mAP per cost
+        own = [r for r in rows if r["sampler"] == name]
+        pts = sorted({(r["gmacs"], r["map"]): r for r in (own[i] for i in pareto_front(
+            [(r["map"], r["gmacs"]) for r in own]))}.values(), key=lambda r: (r["gmacs"], -r["map"]))
+        ax.step([r["gmacs"] for r in pts], [r["map"] for r in pts], where="post", c=col[name], lw=1.2, alpha=0.8,
+                zorder=2)
+        ax.scatter([r["gmacs"] for r in pts], [r["map"] for r in pts], s=22, c=col[name], zorder=3,
+                   label=f"front of {LABELS.get(name, name)} ({len(pts)} points)")
+    fr = sorted({(rows[i]["gmacs"], rows[i]["map"]): rows[i] for i in front}.values(),  # repeats drawn once
+                key=lambda r: (r["gmacs"], -r["map"]))
+    if fr:
+        ax.scatter([r["gmacs"] for r in fr], [r["map"] for r in fr], s=90, facecolors="none", edgecolors="k", lw=1.2,
+                   zorder=4, label="front of all samplers (" + ", ".join(
+                       f"{LABELS.get(n, n)} {sum(r['sampler'] == n for r in fr)}"
+                       for n in sorted({r["sampler"] for r in fr})) + ")")
+        for r in fr:
+            ax.annotate(f"K={r['k']}", (r["gmacs"], r["map"]), textcoords="offset points", xytext=(5, -11), fontsize=7)
+    ax.set_xlabel("GMACs per video")
+    ax.set_ylabel("val mAP")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right", title="every sampler's front; circles: the joint front", title_fontsize=8)
+    fig.tight_layout()
+    return fig
