@@ -9,6 +9,7 @@ import torch
 
 from components.evaluation import CURVE_COLUMNS, ClipScorer, mean_selected, softmax, summarize
 from components.metrics import mean_average_precision, top1
+from components.models.recognizers import load_recognizer
 from components.predict import Prediction, PredictError, Predictor
 from components.selection import average_predictions
 from components.stages import evaluate, report, train_recognizer
@@ -135,9 +136,14 @@ def test_report_writes_figures_and_tables(evaluated):
     assert "mAP definition" in text and "| tsqnet |" in text and "tsi recognizer" in text
 
 
-def test_train_recognizer_report(evaluated):
+def test_train_recognizer_report(evaluated, tiny_params):
     r = json.loads((evaluated.reports / "train_recognizer.json").read_text())
     assert r["init"].startswith("frame recognizer") and 1.0 < r["gmacs_ratio_tsi_over_tsn"] <= 1.05
+    assert r["consensus"] == tiny_params.tsi.consensus == "probs"
+    for k in ("val_clip_acc_tsi", "val_clip_map_tsi", "val_clip_acc_tsn", "val_clip_map_tsn"):
+        assert 0.0 <= r[k] <= 1.0, k
+    tsi = load_recognizer(evaluated.features.parent / "recognizers" / "tsi.pt")
+    assert tsi.consensus == "probs"  # the saved config rebuilds the trained consensus
     assert (evaluated.features.parent / "recognizers" / "tsi.pt").exists()
 
 

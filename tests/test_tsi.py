@@ -6,12 +6,14 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from components.evaluation import ClipScorer, mean_selected, softmax
 from components.flops import count_macs
-from components.models.recognizers import create_recognizer, list_recognizers
+from components.models.recognizers import average_consensus, create_recognizer, list_recognizers
 from components.models.recognizers.tsi import (CTI, SME, CrossScaleIntegration, TSIBlock, TSIConfig,
                                                TSINet, saliency_align)
 
@@ -201,23 +203,62 @@ def test_identity_init_channel_map_is_1_5_L():
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet14t"])
-def test_identity_init_equals_the_frame_recognizer_mean_logits(arch):
+@pytest.mark.parametrize("consensus", ["probs", "logits"])
+def test_identity_init_equals_the_frame_recognizer(arch, consensus):
+    """At init TSI computes the frame recognizer's consensus exactly: with ``probs`` its softmax is the
+    mean of the frames' softmax (how the frame recognizer is scored on selected frames), with
+    ``logits`` it is the mean of the frames' logits."""
     state = trained_like_state(arch)
     tsn = create_recognizer("tsn", arch=arch, num_classes=C, num_frames=4, pretrained_state=state).eval()
     tsi = create_recognizer("tsi", arch=arch, num_classes=C, num_frames=4, pretrained_state=state,
-                            identity_init=True).eval()
+                            identity_init=True, consensus=consensus).eval()
     plain = create_recognizer("tsi", arch=arch, num_classes=C, num_frames=4,  # plain timm keys load too
-                              pretrained_state=tsn.frames.backbone.state_dict(), identity_init=True).eval()
+                              pretrained_state=tsn.frames.backbone.state_dict(), identity_init=True,
+                              consensus=consensus).eval()
     with torch.no_grad():
         for K in (1, 4):
             x = clips(2, K)
             frame_logits = tsn.frames(x.flatten(0, 1))[1].view(2, K, C)
-            want = frame_logits.mean(1)
-            assert want.std() > 0.05  # a non-trivial network
+            assert frame_logits.std() > 0.05  # a non-trivial network
             # equal up to float32 rounding: the TSI path scales by 1.5 and back and sums in another
             # order; 3.5e-5 measured on one of our 2-core machines (oneDNN kernels differ by CPU)
-            torch.testing.assert_close(tsi(x), want, atol=1e-4, rtol=0)
-            torch.testing.assert_close(plain(x), want, atol=1e-4, rtol=0)
+            if consensus == "probs":
+                want = frame_logits.softmax(-1).mean(1)
+                got = [tsi(x).softmax(-1), plain(x).softmax(-1)]
+            else:
+                want = frame_logits.mean(1)
+                got = [tsi(x), plain(x)]
+            for g in got:
+                torch.testing.assert_close(g, want, atol=1e-4, rtol=0)
+
+
+def test_consensus_by_hand():
+    z = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 4.0]]])  # one clip, 2 frames, 3 classes
+    p = [[math.exp(2) / (math.exp(2) + 2), 1 / (math.exp(2) + 2), 1 / (math.exp(2) + 2)],
+         [1 / (math.exp(4) + 2), 1 / (math.exp(4) + 2), math.exp(4) / (math.exp(4) + 2)]]
+    want = torch.tensor([[(a + b) / 2 for a, b in zip(*p)]])
+    torch.testing.assert_close(average_consensus(z, "probs").exp(), want)
+    torch.testing.assert_close(average_consensus(z, "probs").softmax(-1), want)
+    torch.testing.assert_close(average_consensus(z, "logits"), torch.tensor([[1.0, 0.0, 2.0]]))
+    with pytest.raises(ValueError, match="unknown consensus 'median'"):
+        average_consensus(z, "median")
+    with pytest.raises(ValueError, match="unknown consensus 'median'"):
+        create_recognizer("tsn", arch="resnet18", num_classes=C, num_frames=2, consensus="median")
+
+
+def test_identity_init_scores_like_the_frame_recognizer_in_evaluation():
+    """Through the evaluation code: TSI at init on each video's selected frames (ClipScorer) gives the
+    frame recognizer's row (mean softmax of its per-frame logits over the same picks)."""
+    state = trained_like_state("resnet18")
+    tsn = create_recognizer("tsn", arch="resnet18", num_classes=C, num_frames=3, pretrained_state=state).eval()
+    tsi = create_recognizer("tsi", arch="resnet18", num_classes=C, num_frames=3, pretrained_state=state,
+                            identity_init=True)
+    frames = (clips(4, 6) * 255).to(torch.uint8)  # 4 videos x 6 observation frames
+    with torch.no_grad():
+        frame_probs = softmax(tsn.frames(frames.flatten(0, 1).float() / 255)[1].view(4, 6, C).numpy())
+    idx = np.array([[0, 2, 4], [5, 1, 3], [1, 2, 3], [0, 4, 5]])
+    got = ClipScorer(tsi, frames.numpy()).scores(idx)
+    np.testing.assert_allclose(got, mean_selected(frame_probs, idx), atol=1e-4, rtol=0)
 
 
 # -------------------------------------------------------------------------- temporal sensitivity

@@ -3,13 +3,20 @@
 TSI paper §4.1: "divide [the video] into T segments, randomly sample one frame from each segment";
 here K = ``tsi.frames`` segments over the ``train_encoders.bank_frames`` frames already decoded per
 train / val video (the same resumable bank ``train_encoders`` built: no second decode), validation
-on the segment centres. With ``tsi.arch: recognizer`` the backbone starts from the trained frame
-recognizer and the TSI blocks start as an exact identity (``identity_init``), so training begins at
-the frame recognizer's TSN accuracy — the 2-core analogue of the paper's ImageNet initialisation.
-Clip augmentation (flip, translation) is shared by all frames of a clip, as in TSN.
+on the segment centres, the best epoch by val clip mAP. With ``tsi.arch: recognizer`` the backbone
+starts from the trained frame recognizer and the TSI blocks start as an exact identity
+(``identity_init``), so training begins at the frame recognizer's own clip scores — the 2-core
+analogue of the paper's ImageNet initialisation. With ``tsi.consensus: probs`` (the default) the clip
+score is the log of the mean per-frame softmax, so at init TSI scores any K frames exactly as
+``evaluate`` scores the frame recognizer on them (the mean softmax); with ``logits`` (TSN's and the
+paper's average of class scores) it starts well below that on untrimmed videos (see
+:mod:`components.models.recognizers`). Clip augmentation (flip, translation) is shared by all frames
+of a clip, as in TSN. Training on uniform TSN clips carries over to a sampler's picks: on the demo's
+val split TSI gains as much over its init on TSQNet's and NSNet's picks as on uniform ones, so the
+clips are not drawn the way a sampler picks.
 
-Outputs ``data/recognizers/tsi.pt`` and ``reports/train_recognizer.json`` (val clip accuracy of TSI
-next to the untrained TSN consensus of the same frame recognizer, and GMACs of both).
+Outputs ``data/recognizers/tsi.pt`` and ``reports/train_recognizer.json`` (val clip accuracy and mAP
+of TSI next to the untrained TSN consensus of the same frame recognizer, and GMACs of both).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from components.features import ENCODER_FIX
 from components.flops import count_macs
 from components.hashing import code_fingerprint, fingerprint
 from components.integrity import load_checkpoint, save_checkpoint
+from components.metrics import mean_average_precision
 from components.models.recognizers import Recognizer, create_recognizer
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
@@ -79,11 +87,17 @@ def make_step(seed: int):
 
 
 @torch.no_grad()
-def clip_accuracy(model: Recognizer, bank: FeatureStore, split: str, K: int) -> float:
+def clip_metrics(model: Recognizer, bank: FeatureStore, split: str, K: int) -> dict[str, float]:
+    """Clip accuracy and mAP (``sklearn``, the evaluate default) of ``model`` on the split's segment-centre clips."""
     model.eval()
-    hits = [(model(x.float().div_(255.0)).argmax(-1) == y.argmax(-1)).float()
-            for x, y in clip_batches(bank, split, K, 16, 0, None)]
-    return float(torch.cat(hits).mean()) if hits else float("nan")
+    scores, targets = [], []
+    for x, y in clip_batches(bank, split, K, 16, 0, None):
+        scores.append(model(x.float().div_(255.0)).softmax(-1))
+        targets.append(y)
+    if not scores:
+        return {"acc": float("nan"), "map": float("nan")}
+    s, y = torch.cat(scores).numpy(), torch.cat(targets).numpy()
+    return {"acc": float((s.argmax(-1) == y.argmax(-1)).mean()), "map": mean_average_precision(s, y > 0)}
 
 
 def run(p: Params, paths: Paths) -> dict:
@@ -105,15 +119,15 @@ def run(p: Params, paths: Paths) -> dict:
     from_frames = t.arch == "recognizer"
     arch = frame_ck["cfg"]["arch"] if from_frames else t.arch
     cfg = {"arch": arch, "num_classes": len(classes), "num_frames": t.frames, "pyramid": t.pyramid,
-           "groups": t.groups, "reduction": t.reduction}
+           "groups": t.groups, "reduction": t.reduction, "consensus": t.consensus}
     torch.manual_seed(t.seed)
     model = create_recognizer("tsi", **cfg, identity_init=from_frames,
                               pretrained_state=frame_ck["state_dict"] if from_frames else None)
     tsn = create_recognizer("tsn", arch=arch, num_classes=len(classes), num_frames=t.frames,
-                            pretrained_state=frame_ck["state_dict"]) if from_frames else None
+                            pretrained_state=frame_ck["state_dict"], consensus=t.consensus) if from_frames else None
     t0 = time.perf_counter()
     fcfg = FitConfig(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, patience=t.patience, seed=t.seed,
-                     desc="train tsi", monitor="val_acc", mode="max", grad_clip=5.0)
+                     desc="train tsi", monitor="val_map", mode="max", grad_clip=5.0)
     fp = fingerprint(bank.meta["fingerprint"], frame_ck.get("fingerprint", ""), cfg, from_frames, repr(fcfg), CKPT_VERSION,
                      code_fingerprint("components.stages.train_recognizer"))  # other code never resumes it
     ScratchKey("components.stages.train_recognizer", ("tsi", "frames", "audio", "train_encoders.bank_frames"),
@@ -123,6 +137,7 @@ def run(p: Params, paths: Paths) -> dict:
               lambda ep: clip_batches(bank, "train", t.frames, t.batch_size, t.seed, ep),
               lambda: clip_batches(bank, "val", t.frames, t.batch_size, t.seed, None),
               fcfg, paths.work / "train_recognizer" / fp, fp, log_metrics=tracking.log_metrics,
+              val_metrics=lambda: {"map": clip_metrics(model, bank, "val", t.frames)["map"]},
               compute=Compute.of(p.compute))
     out = paths.features.parent / "recognizers" / "tsi.pt"
     save_checkpoint({"name": "tsi", "cfg": cfg, "state_dict": model.state_dict(), "classes": classes,
@@ -131,11 +146,12 @@ def run(p: Params, paths: Paths) -> dict:
     clip = torch.zeros(1, t.frames, 3, s, s)
     summary = {"arch": arch, "init": "frame recognizer + identity TSI blocks" if from_frames else "random",
                "clip_frames": t.frames, "best_epoch": res.best_epoch, "epochs_run": len(res.history),
-               "val_clip_acc_tsi": clip_accuracy(model, bank, "val", t.frames),
+               "consensus": t.consensus,
+               **{f"val_clip_{k}_tsi": v for k, v in clip_metrics(model, bank, "val", t.frames).items()},
                "gmacs_per_clip_tsi": count_macs(lambda: model(clip)) / 1e9}
     seconds = round(time.perf_counter() - t0, 1)
-    if tsn is not None:
-        summary["val_clip_acc_tsn"] = clip_accuracy(tsn, bank, "val", t.frames)
+    if tsn is not None:  # TSI's starting point: the frame recognizer with the same consensus
+        summary.update({f"val_clip_{k}_tsn": v for k, v in clip_metrics(tsn, bank, "val", t.frames).items()})
         summary["gmacs_per_clip_tsn"] = count_macs(lambda: tsn(clip)) / 1e9
         summary["gmacs_ratio_tsi_over_tsn"] = summary["gmacs_per_clip_tsi"] / summary["gmacs_per_clip_tsn"]
     write_report(paths, "train_recognizer.json", summary)

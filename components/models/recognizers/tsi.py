@@ -253,8 +253,8 @@ class TSINet(Recognizer):
 
     def __init__(self, arch: str, num_classes: int, num_frames: int,
                  pretrained_state: Mapping[str, Tensor] | None = None, pyramid: int = 3, groups: int = 4,
-                 reduction: int = 16, kv_stride: int = 2, identity_init: bool = False):
-        super().__init__(arch, num_classes, num_frames, pretrained_state)
+                 reduction: int = 16, kv_stride: int = 2, identity_init: bool = False, consensus: str = "probs"):
+        super().__init__(arch, num_classes, num_frames, pretrained_state, consensus)
         self.cfg = TSIConfig(pyramid=pyramid, groups=groups, reduction=reduction, kv_stride=kv_stride)
         self.frames.set_channels_last(False)  # the TSI blocks view [B*K,C,H,W] as [B,K,C,H,W]
         for site in insert_tsi_blocks(self.frames.backbone, self.cfg, num_frames):
