@@ -278,7 +278,7 @@ def build_avgn(p: Params, num_classes: int, light: nn.Module | None = None) -> n
     """An untrained AVGN with the shapes of a trained one at ``p``'s resolutions (same cost): e^G is the light
     encoder's map at ``frames.light_size`` and f_L the frame recognizer on ``avgn.patch_size`` patches
     (``avgn.local: recognizer``), random weights, nothing read from disk."""
-    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer  # deferred: AVGN only
+    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer, StageMap  # deferred: AVGN only
 
     e, f = p.encoders, p.frames
     light = light if light is not None else create_encoder("light", arch=e.light_arch, num_classes=num_classes)
@@ -288,8 +288,9 @@ def build_avgn(p: Params, num_classes: int, light: nn.Module | None = None) -> n
     if p.avgn.local == "recognizer":
         local = FrozenRecognizer(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
                                  p.avgn.patch_size)
+    pi = StageMap(light, f.light_size, p.avgn.pi_stride) if p.avgn.pi_map == "fine" else None  # π's finer map
     return AVGNSampler(num_classes, int(maps.shape[1]), tuple(int(x) for x in maps.shape[-2:]), e.audio_dim, f.T,
-                       p.avgn, local_module=local)
+                       p.avgn, local_module=local, pi_module=pi)
 
 
 def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: int, *,
