@@ -211,3 +211,21 @@ def test_probe_separates_separable_classes_and_not_noise():
     yn = rng.integers(0, 3, 600)
     assert probe_accuracy(noise[::2], yn[::2], noise[1::2], yn[1::2]) < 0.45  # chance 1/3
     assert math.isnan(probe_accuracy(x, y, x[:0], y[:0]))
+
+
+def test_flops_rows_of_fine_pi_sum_to_avgn_gmacs():
+    """The AVGN cost rows (components/flops.py) price the stage map in the spatial-glance row; their sum is
+    the cost counted on the whole head."""
+    import torch.nn as nn
+
+    from components.avgn_eval import avgn_gmacs
+    from components.flops import FrameModel, avgn_flops_rows, count_macs, total_gmacs
+
+    light, audio = FrameModel(nn.Conv2d(3, 4, 3, padding=1), S, "tiny_light"), FrameModel(nn.Linear(8, 5), (7, 8), "a")
+    enc = {"light": light.gmacs(), "audio": audio.gmacs(), "recognizer": 1e-3}
+    s, b = _fine_sampler(), _batch()
+    rows = avgn_flops_rows(s, 3, S, light, audio)
+    assert avgn_gmacs(s, enc, b, 3) == pytest.approx(total_gmacs(rows), rel=1e-6)
+    spatial = next(r for r in rows if r.component == "spatial glance")
+    stage = count_macs(lambda: s.net._pi_encoder[0](torch.zeros(1, 3, S, S))) / 1e9
+    assert spatial.model.startswith("stage map") and spatial.gmacs_per_call > stage

@@ -43,6 +43,13 @@ Read top to bottom: config, helpers (one per equation), blocks, model, losses, e
   ``e^GA_t``, flattened (pooling would throw away *where*), Linear + tanh, a GRU over the frames in
   the order given (so the centre at step t sees ``e^GA_1..t``), Linear + sigmoid -> ``u in (0,1)^2``,
   mapped affinely onto the centres whose P×P patch lies inside the frame (:func:`centre_from_unit`).
+  What AESPA / π read (our choice, ``pi_encoder``): eq. 5 reads e^G, the light encoder's last map,
+  which is 2×2 at 48² and 1×1 at 32² (no *where* left to read); with a π encoder (a frozen module on
+  the processed frames' pixels, ``config.d_pi`` channels on ``config.grid``) they read its finer map
+  instead, e.g. the light encoder's stride-8 stage (6×6 / 4×4). The pooled e^G of TF_AV, ψ and f_C is
+  unchanged. ``forward(order="saliency")`` processes the K frames most salient first
+  (:func:`saliency_order`), the order inference's top-K has, so π's GRU and the running max see the
+  same kind of sequence in training and at test time (our choice; the paper does not say).
 * **Patch** (:func:`extract_patches`, eq. 6): centre ``(x_c, y_c)`` in [0,1] frame coordinates (x
   along the width), clamped to ``[P/(2W0), 1 - P/(2W0)] x [P/(2H0), 1 - P/(2H0)]``; pixel offsets
   ``o_ij = (j - (P-1)/2, i - (P-1)/2)``; bilinear ``grid_sample`` with ``align_corners=False`` (pixel

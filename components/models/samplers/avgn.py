@@ -10,14 +10,22 @@ P×P patches from it, eq. 6) and ``labels``.
 * ``forward`` in eval mode is the **temporal glance** only (eqs. 1-3, 14): ``saliency = s_t`` with the
   first ``glance_frames`` (T_G) frames encoded, so ``evaluate`` ranks frames by it like any sampler.
 * ``forward`` in training mode (or whenever the batch holds ``frames_full``) also runs the **spatial
-  glance** and the head (eqs. 4-8) on ``train_frames`` frames: in training a random subset in
-  temporal order; otherwise the top frames by saliency, most salient first (how inference runs).
+  glance** and the head (eqs. 4-8) on ``train_frames`` frames: in training a random subset, processed
+  most salient first (``avgn.train_order: saliency``, our choice: the order inference uses; ``temporal``
+  is the earlier behaviour); otherwise the top frames by saliency, most salient first.
+* π's input (``avgn.pi_map``): ``glance`` = e^G (eq. 5 as written; 2×2 in the demo, 1×1 in the
+  benchmark profile), ``fine`` = :class:`StageMap`, the light encoder's stride-``pi_stride`` stage on the
+  processed frames (our choice; its file ``light.pt`` by path and SHA-256 like f_L's, kept out of the
+  checkpoint; its MACs are counted in every AVGN cost row because it runs inside the head).
 * :meth:`AVGNSampler.predict_head` is AVGN's own recognizer path (glance → top-K → patches → head), in
   saliency order, so step t's prediction uses the t most salient frames (early exit reads it).
 
 f_L (eq. 7) is by default the trained frame recognizer (``recognizer.pt`` of ``train_encoders``),
 frozen and kept out of the checkpoint: its file and SHA-256 are constructor arguments, and a
 checkpoint whose recognizer file is missing or changed is refused (a checkpoint of another config).
+``avgn.local_mode: finetune`` trains it on the patches with AVGN (the paper trains f_L) at
+``avgn.local_lr`` (:meth:`AVGNSampler.optimizer_groups`); its weights are then in the checkpoint, and
+each training frame costs f_L's forward and backward at P×P.
 """
 from __future__ import annotations
 
