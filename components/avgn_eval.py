@@ -7,7 +7,7 @@
   and the early-exit decisions (:func:`components.models.avgn.early_exit`).
 * :func:`avgn_gmacs` - GMACs of one prediction, counted on the real modules (FlopCounterMode):
   light encoder × T_G (only the glanced frames are encoded) + audio encoder × T + the temporal glance
-  + per processed frame (AESPA + π + f_L at P×P + ψ + f_C) × K. With the frame recognizer instead of
+  + per processed frame (π's finer map where ``avgn.pi_map: fine`` + AESPA + π + f_L at P×P + ψ + f_C) × K. With the frame recognizer instead of
   the head (AVGN as a plain sampler) the recognizer runs on the K frames at full resolution.
 """
 from __future__ import annotations

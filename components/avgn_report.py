@@ -45,6 +45,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from components.atomic import atomic_savefig  # noqa: E402
+from components.avgn_calibration import (calibrate, choose_gate, gate_candidates, probe_accuracy,  # noqa: E402
+                                         step_temperatures)
 from components.avgn_eval import avgn_gmacs, exit_predictions, frames_beyond_glance, head_predictions  # noqa: E402
 from components.data.manifest import FrameBoxes, read_boxes  # noqa: E402
 from components.evaluation import mean_selected, seed_checkpoints, softmax  # noqa: E402
@@ -335,11 +337,12 @@ def load_variants(p: Params, paths: Paths) -> dict[str, Variant]:
     return out
 
 
-def load_inputs(p: Params, paths: Paths) -> Inputs:
+def load_inputs(p: Params, paths: Paths, split: str = "test", variants: dict[str, Variant] | None = None) -> Inputs:
+    """The ``split``'s tensors and the AVGN variants (loaded unless given)."""
     store = FeatureStore(paths.features)
     check_store(store, p.frames.T)
-    variants = load_variants(p, paths)  # first: no AVGN, no point loading the frame cache
-    data, ids = load_split(store, "test", keys=sampler_keys("avgn", training=True))
+    variants = variants if variants is not None else load_variants(p, paths)  # first: no AVGN, no frame cache
+    data, ids = load_split(store, split, keys=sampler_keys("avgn", training=True))
     labels = data["labels"].numpy() > 0
     return Inputs(ids=ids, data=data, labels=labels.astype(np.int64),
                   frame_probs=softmax(data["rec_logits"].numpy()), has_audio=data["has_audio"].numpy().astype(bool),
@@ -411,26 +414,75 @@ def _nanmean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else float("nan")
 
 
-def exit_section(inp: Inputs, v: Variant, heads: list[dict], p: Params, gmacs_by_k: list[float]) -> dict:
-    """Section 2: the fixed-K curve and the early-exit rows of AVGN (``probs`` of each seed)."""
-    e = p.evaluate
-    K_max = min(max(e.budgets), inp.T)
+def exit_inputs(inp: Inputs, v: Variant, heads: list[dict], p: Params,
+                gmacs_by_k: list[float]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(``probs [S,N,K_max,C]`` of the head per seed, per-video GMACs ``[S,N,K_max]``, the fixed-K budgets)."""
+    K_max = min(max(p.evaluate.budgets), inp.T)
     probs = np.stack([h["probs"][:, :K_max] for h in heads]).astype(np.float64)  # [S,N,K_max,C]
-    budgets = [k for k in e.budgets if k <= K_max]
     per_video = np.stack([video_costs(gmacs_by_k, h["idx"], m.glance_frames, inp.enc["light"])
                           for h, m in zip(heads, v.models)])  # [S,N,K_max]
-    gmacs_by_k = per_video
-    fixed = fixed_k_curve(probs, inp.labels, gmacs_by_k, budgets, e.map_variant, e.bootstrap)
-    rows, scores = exit_table(probs, inp.labels, gmacs_by_k, p.avgn.exit_thresholds, e.map_variant, e.bootstrap)
+    return probs, per_video, [k for k in p.evaluate.budgets if k <= K_max]
+
+
+def matched_exit_rows(probs: np.ndarray, labels: np.ndarray, costs: np.ndarray, thresholds: Sequence[float],
+                      fixed: list[dict], e) -> list[dict]:
+    """:func:`exit_table` rows, each with the cheapest fixed K of at least its mAP and the paired ΔmAP CI."""
+    rows, scores = exit_table(probs, labels, costs, thresholds, e.map_variant, e.bootstrap)
     for r in rows:
         m = match_fixed(r, fixed)
         ref = probs[:, :, m["k"] - 1]
         m["map_diff"] = r["map"]["mean"] - next(f["map"]["mean"] for f in fixed if f["k"] == m["k"])
-        m["map_diff_ci"] = map_ci(scores[r["threshold"]], inp.labels, e.map_variant, e.bootstrap, minus=ref)
+        m["map_diff_ci"] = map_ci(scores[r["threshold"]], labels, e.map_variant, e.bootstrap, minus=ref)
         r["match"] = m
         r["verdict"] = exit_verdict(r)
-    return {"k_max": K_max, "gmacs_by_k": [float(x) for x in per_video.mean((0, 1))], "fixed": fixed, "exit": rows,
-            "seeds": v.seeds}
+    return rows
+
+
+def exit_section(inp: Inputs, v: Variant, heads: list[dict], p: Params, gmacs_by_k: list[float],
+                 val: dict | None = None) -> dict:
+    """Section 2: the fixed-K curve and the early-exit rows of AVGN (``probs`` of each seed); with ``val``
+    (:func:`val_exit`) also the calibrated exit (each seed's val temperatures) over the same thresholds and
+    the two gates chosen on val (raw and calibrated confidence)."""
+    e = p.evaluate
+    probs, per_video, budgets = exit_inputs(inp, v, heads, p, gmacs_by_k)
+    fixed = fixed_k_curve(probs, inp.labels, per_video, budgets, e.map_variant, e.bootstrap)
+    rows = matched_exit_rows(probs, inp.labels, per_video, p.avgn.exit_thresholds, fixed, e)
+    out = {"k_max": probs.shape[2], "gmacs_by_k": [float(x) for x in per_video.mean((0, 1))], "fixed": fixed,
+           "exit": rows, "seeds": v.seeds}
+    if val is not None:
+        cal = np.stack([calibrate(pr, t) for pr, t in zip(probs, val["temperatures"])])  # [S,N,K_max,C]
+        out["calibrated"] = matched_exit_rows(cal, inp.labels, per_video, p.avgn.exit_thresholds, fixed, e)
+        out["chosen"] = {
+            kind: {**val["gates"][kind], "test": matched_exit_rows(
+                cal if kind == "calibrated" else probs, inp.labels, per_video, [val["gates"][kind]["threshold"]],
+                fixed, e)[0]} for kind in ("raw", "calibrated")}
+    return out
+
+
+def val_exit(probs: np.ndarray, labels: np.ndarray, costs: np.ndarray, budgets: Sequence[int], p: Params) -> dict:
+    """Early exit on val: per seed the step temperatures (:func:`components.avgn_calibration.step_temperatures`),
+    the fixed-K val mAPs, and the gate chosen for ``avgn.exit_target`` with the raw and the calibrated
+    confidence (:func:`components.avgn_calibration.choose_gate`; mAP and GMACs are means over seeds)."""
+    e, a = p.evaluate, p.avgn
+    temps = [step_temperatures(pr, labels) for pr in probs]  # [S][K_max]
+    cal = np.stack([calibrate(pr, t) for pr, t in zip(probs, temps)])
+    fixed = {int(K): float(np.mean([mean_average_precision(s[:, K - 1], labels, e.map_variant) for s in probs]))
+             for K in budgets}
+    best = max(fixed.values())
+
+    def curve(pr: np.ndarray) -> Callable[[float], tuple[float, float]]:
+        def at(thr: float) -> tuple[float, float]:
+            used, pred = zip(*(exit_predictions(x, thr) for x in pr))
+            return (float(np.mean([mean_average_precision(q, labels, e.map_variant) for q in pred])),
+                    float(np.mean([exit_costs(u, c).mean() for u, c in zip(used, costs)])))
+        return at
+
+    cands = gate_candidates(a.exit_thresholds)
+    gates = {kind: choose_gate(curve(pr), cands, best, a.exit_target) for kind, pr in (("raw", probs), ("calibrated", cal))}
+    return {"temperatures": [[float(x) for x in t] for t in temps], "fixed_map": fixed, "best_fixed_map": best,
+            "target": a.exit_target, "gates": gates,
+            "curve": {kind: [dict(zip(("threshold", "map", "gmacs"), (t, *curve(pr)(t)))) for t in a.exit_thresholds]
+                      for kind, pr in (("raw", probs), ("calibrated", cal))}}
 
 
 def gmacs_counter(model, inp: Inputs) -> Callable[..., float]:
@@ -500,8 +552,60 @@ def audio_section(inp: Inputs, heads: dict[str, list[dict]], K: int, p: Params) 
     return out
 
 
-def compute(p: Params, inp: Inputs) -> tuple[dict, dict[str, list[dict]]]:
-    """Every section; returns (the result for ``avgn.json``, each variant's head predictions per seed)."""
+def head_vs_frame(inp: Inputs, heads: list[dict], Ks: Sequence[int], e) -> list[dict]:
+    """AVGN's head after K frames against the frame recognizer's mean softmax over the *same* K frames
+    (the head's picks), per K: mAP (mean ± std over seeds, CI) and the paired difference head − frame."""
+    rows = []
+    for K in Ks:
+        head = np.stack([h["probs"][:, K - 1] for h in heads]).astype(np.float64)  # [S,N,C]
+        frame = np.stack([mean_selected(inp.frame_probs, h["idx"][:, :K]) for h in heads])
+        rows.append({"k": int(K),
+                     "head_map": {**stat([mean_average_precision(s, inp.labels, e.map_variant) for s in head]),
+                                  "ci": map_ci(head, inp.labels, e.map_variant, e.bootstrap)},
+                     "frame_map": {**stat([mean_average_precision(s, inp.labels, e.map_variant) for s in frame]),
+                                   "ci": map_ci(frame, inp.labels, e.map_variant, e.bootstrap)},
+                     "head_minus_frame_ci": map_ci(head, inp.labels, e.map_variant, e.bootstrap, minus=frame)})
+    return rows
+
+
+def probes(store: FeatureStore) -> dict:
+    """Val top-1 of linear probes (:func:`components.avgn_calibration.probe_accuracy`) on each video's mean
+    audio embedding, mean light feature, and both, trained on the train split's videos with audio."""
+    def split(name: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        ok = np.asarray(store.array(name, "valid"), bool) & np.asarray(store.array(name, "has_audio"), bool)
+        x = {k: np.asarray(store.array(name, k))[ok].astype(np.float64).mean(1) for k in ("audio_emb", "light_feats")}
+        return x, np.asarray(store.array(name, "labels"))[ok].argmax(1)
+
+    (tr, ytr), (va, yva) = split("train"), split("val")
+    both = lambda x: np.concatenate([x["audio_emb"], x["light_feats"]], 1)  # noqa: E731
+    return {"train_videos": int(len(ytr)), "val_videos": int(len(yva)), "chance": 1.0 / len(store.classes),
+            "audio": probe_accuracy(tr["audio_emb"], ytr, va["audio_emb"], yva),
+            "visual": probe_accuracy(tr["light_feats"], ytr, va["light_feats"], yva),
+            "audio_visual": probe_accuracy(both(tr), ytr, both(va), yva)}
+
+
+def val_section(p: Params, val: Inputs, store: FeatureStore | None) -> dict:
+    """Section 5, on the **val** split (what the defaults were chosen on; nothing here reads test): the
+    spatial glance against the key object, head vs frame recognizer on the same picks, early exit
+    (temperatures, gates: :func:`val_exit`) and the linear probes (:func:`probes`)."""
+    e = p.evaluate
+    K = min(e.headroom_k, val.T)
+    K_all = min(max([*e.budgets, K, *e.sampler_budgets]), val.T)
+    heads = {n: [head_predictions(m, val.data, K_all) for m in v.models] for n, v in val.variants.items()}
+    v = val.variants["avgn"]
+    cost = gmacs_counter(v.models[0], val)
+    gmacs_by_k = [cost(k) for k in range(1, min(max(e.budgets), val.T) + 1)]
+    probs, per_video, budgets = exit_inputs(val, v, heads["avgn"], p, gmacs_by_k)
+    return {"videos": len(val.ids), "spatial": spatial_section(val, heads, K, e.bootstrap, e.map_variant),
+            "head_vs_frame": head_vs_frame(val, heads["avgn"], [k for k in e.sampler_budgets if k <= val.T], e),
+            "exit": val_exit(probs, val.labels, per_video, budgets, p),
+            "probes": probes(store) if store is not None else None}
+
+
+def compute(p: Params, inp: Inputs, val: Inputs | None = None,
+            store: FeatureStore | None = None) -> tuple[dict, dict[str, list[dict]]]:
+    """Every section; returns (the result for ``avgn.json``, each variant's head predictions per seed).
+    ``val`` (the val split's inputs) adds section 5 and the calibrated early exit; ``store`` the probes."""
     e = p.evaluate
     K = min(e.headroom_k, inp.T)
     K_all = min(max([*e.budgets, K, *e.sampler_budgets]), inp.T)
@@ -510,16 +614,20 @@ def compute(p: Params, inp: Inputs) -> tuple[dict, dict[str, list[dict]]]:
     K_max = min(max(e.budgets), inp.T)
     cost = gmacs_counter(v.models[0], inp)  # the seeds share one architecture: the first seed's count
     gmacs_by_k = [cost(k) for k in range(1, K_max + 1)]
+    vs = val_section(p, val, store) if val is not None else None
     result = {
         "videos": len(inp.ids), "T": inp.T, "map_variant": e.map_variant,
         "map_definition": MAP_DEFINITIONS[e.map_variant], "bootstrap": e.bootstrap,
         "seeds": {n: v.seeds for n, v in inp.variants.items()},
         "audio_less_videos": int((~inp.has_audio).sum()),
         "spatial": spatial_section(inp, heads, K, e.bootstrap, e.map_variant),
-        "early_exit": exit_section(inp, v, heads["avgn"], p, gmacs_by_k),
+        "early_exit": exit_section(inp, v, heads["avgn"], p, gmacs_by_k, vs["exit"] if vs else None),
         "glance": glance_section(inp, v, p, heads["avgn"], cost),
         "audio": audio_section(inp, heads, K, p),
+        "head_vs_frame": head_vs_frame(inp, heads["avgn"], [k for k in e.sampler_budgets if k <= inp.T], e),
     }
+    if vs is not None:
+        result["val"] = vs
     return result, heads
 
 
@@ -619,6 +727,7 @@ def markdown(result: dict) -> str:
         "at no threshold does early exit cost fewer GMACs than the cheapest fixed K of at least its mean mAP") +
         "; the ΔmAP CIs (paired: same videos, seed s against seed s) say whether the two mAPs differ at all. "
         "Figure: `figures/avgn_exit.png`.", ""]
+    L += exit_calibrated_md(ex, result.get("val"))
     # 3 glance
     Ks = sorted({r["k"] for r in gl["rows"]})
     L += [f"## 3. Glance budget T_G (Table 3; trained with T_G = {gl['trained_t_g']}, T = {gl['T']})", "",
@@ -650,7 +759,72 @@ def markdown(result: dict) -> str:
           "subset values are biased low)" if result["map_variant"] == "cumulative" else "") + ".", "",
           "Figures: `figures/avgn_exit.png` (mAP vs GMACs), `figures/avgn_patches.png` (π's patches on a few test "
           "videos).", ""]
+    L += head_md(result.get("head_vs_frame", []), "test") + val_md(result.get("val"))
     return "\n".join(L)
+
+
+def exit_calibrated_md(ex: dict, val: dict | None) -> list[str]:
+    """Section 2's calibrated rows: the exit with per-step temperatures fitted on val, and the gates chosen on val."""
+    if "calibrated" not in ex or val is None:
+        return []
+    v = val["exit"]
+    L = ["**Calibrated exit** (per-step temperature τ_t fitted on val by NLL; seed 1's τ_1..τ_K: "
+         + ", ".join(f"{t:.2f}" for t in v["temperatures"][0]) + ")", "",
+         "| threshold | frames used | GMACs per video | mAP (%) | top-1 (%) | fixed K needs more GMACs for ≥ this mAP? |",
+         "|---|---|---|---|---|---|"]
+    L += [f"| {r['threshold']:g} | {r['frames']['mean']:.2f} ± {r['frames']['std']:.2f} | {r['gmacs']['mean']:.3f} ± "
+          f"{r['gmacs']['std']:.3f} | {_pct(r['map'])} | {_pct(r['top1'])} | {r['verdict']} |" for r in ex["calibrated"]]
+    L += ["", f"**Gates chosen on val** (the cheapest on val whose val mAP ≥ {v['target']:g} × the best fixed-K val mAP "
+          f"{100 * v['best_fixed_map']:.1f}%), applied to test:", "",
+          "| confidence | threshold | val mAP (%) | val GMACs | reached target | test frames | test GMACs | test mAP (%) | "
+          "fixed K needs more GMACs for ≥ this mAP? |", "|---|---|---|---|---|---|---|---|---|"]
+    for kind, g in ex["chosen"].items():
+        t = g["test"]
+        L.append(f"| {kind} | {g['threshold']:g} | {100 * g['map']:.1f} | {g['gmacs']:.3f} | {'yes' if g['reached'] else 'no'} | "
+                 f"{t['frames']['mean']:.2f} | {t['gmacs']['mean']:.3f} | {_pct(t['map'])} | {t['verdict']} |")
+    return L + [""]
+
+
+def head_md(rows: list[dict], split: str) -> list[str]:
+    """Head vs frame recognizer on the same picks."""
+    if not rows:
+        return []
+    L = [f"**AVGN's head vs the frame recognizer on the same K frames ({split})**: head − frame mAP, paired CI.", "",
+         "| K | head mAP (%) | frame recognizer mAP (%) | head − frame (points) |", "|---|---|---|---|"]
+    for r in rows:
+        ci = r["head_minus_frame_ci"]
+        d = 100 * (r["head_map"]["mean"] - r["frame_map"]["mean"])
+        L.append(f"| {r['k']} | {_pct(r['head_map'])} | {_pct(r['frame_map'])} | {d:+.1f}"
+                 + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" + ("" if resolved(ci) else " not resolved") if ci else "")
+                 + " |")
+    return L + [""]
+
+
+def val_md(val: dict | None) -> list[str]:
+    """Section 5: what the defaults were chosen on (val only)."""
+    if val is None:
+        return []
+    L = [f"## 5. Val split ({val['videos']} videos): what the defaults were chosen on", ""]
+    sp = val["spatial"]
+    pi = next((r for r in sp["rows"] if r["variant"] == "avgn" and "minus_centre" in r), None) if sp["available"] else None
+    if pi:
+        c = next(r for r in sp["rows"] if r["variant"] == "avgn" and r["policy"] == "centre")
+        L += [f"Spatial glance (K = {sp['k']}, rule `{sp['rule']}`): π hit {_pct(pi['hit'])}, centre crop "
+              f"{_pct(c['hit'])}; π − centre {_diff(pi['minus_centre']['hit'])} points.", ""]
+    L += head_md(val["head_vs_frame"], "val")
+    ex = val["exit"]
+    L += ["Early exit on val (mean over seeds; mAP % / GMACs): " + "; ".join(
+        f"{kind}: " + ", ".join(f"{r['threshold']:g} → {100 * r['map']:.1f} / {r['gmacs']:.3f}" for r in rows)
+        for kind, rows in ex["curve"].items()) + ". Fixed K: " + ", ".join(
+        f"K={k} {100 * m:.1f}" for k, m in ex["fixed_map"].items()) + ".", ""]
+    pr = val.get("probes")
+    if pr:
+        L += [f"Linear probes (logistic regression on a video's mean feature, {pr['train_videos']} train → "
+              f"{pr['val_videos']} val videos with audio; chance {100 * pr['chance']:.1f}%): audio embedding "
+              f"**{100 * pr['audio']:.1f}%**, light features {100 * pr['visual']:.1f}%, both "
+              f"{100 * pr['audio_visual']:.1f}% val top-1. The synthetic audio carries the class by construction "
+              "(a class tone during the salient frames, the distractor's tone during distractor frames).", ""]
+    return L
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -677,6 +851,16 @@ def draw_exit(result: dict):
     for r, xi, mi in zip(e, ex_x, ex_m):
         ax.annotate(f"{r['threshold']:g}", (xi, mi), textcoords="offset points", xytext=(4, 5), fontsize=8.5,
                     color="#d62728")
+    if ex.get("calibrated"):  # temperatures fitted on val; the gates chosen on val
+        c = ex["calibrated"]
+        cx = np.array([r["gmacs"]["mean"] for r in c])
+        cm = np.array([100 * r["map"]["mean"] for r in c])
+        o = np.argsort(cx, kind="stable")
+        ax.plot(cx[o], cm[o], ":^", color="#2ca02c", lw=1.6, ms=6, label="early exit, calibrated on val (τ_t)")
+        for kind, mk in (("raw", "D"), ("calibrated", "*")):
+            t = ex["chosen"][kind]["test"]
+            ax.plot([t["gmacs"]["mean"]], [100 * t["map"]["mean"]], mk, color="black", ms=10, mfc="none",
+                    label=f"gate chosen on val ({kind}): {ex['chosen'][kind]['threshold']:g}")
     ax.set_xlabel("GMACs per video (mean over test videos)", fontsize=11)
     ax.set_ylabel("mAP (%)", fontsize=11)
     ax.tick_params(labelsize=10)
@@ -798,5 +982,6 @@ __all__ = ["patch_pixel_boxes", "random_centres", "frame_targets", "per_video_me
            "paired_difference", "resolved", "map_ci", "exit_costs", "fixed_k_curve", "exit_table", "match_fixed",
            "exit_verdict", "Variant", "Inputs", "patch_size", "frame_cache_size", "avgn_variants", "load_variants",
            "load_inputs", "spatial_section", "exit_section", "gmacs_counter", "glance_section", "audio_section",
-           "compute", "headline", "markdown", "draw_exit", "PatchVideo", "patch_videos", "draw_patches",
+           "compute", "headline", "markdown", "exit_inputs", "matched_exit_rows", "val_exit", "head_vs_frame",
+           "probes", "val_section", "exit_calibrated_md", "head_md", "val_md", "draw_exit", "PatchVideo", "patch_videos", "draw_patches",
            "save_figure", "write_figures"]

@@ -416,7 +416,7 @@ def bench_avgn(params: str, n: int = 1000, T: int = 16, C: int = 12, d: int = 12
     read back memory-mapped, with f_L = the configured recognizer architecture (random weights: same
     cost) frozen at P x P, as ``train_sampler@avgn`` trains it. What dominates: the same epoch with a
     zero-cost f_L (the difference is f_L's forward + backward to the patch) and the load time."""
-    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer  # deferred: only this benchmark
+    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer, StageMap  # deferred: only this benchmark
     from components.models.encoders import create_encoder  # deferred: only this benchmark
 
     p = load_params(params)
@@ -449,7 +449,9 @@ def bench_avgn(params: str, n: int = 1000, T: int = 16, C: int = 12, d: int = 12
         torch.manual_seed(0)
         if local is None:
             local = FrozenRecognizer(rec, av.patch_size)
-        m = AVGNSampler(C, d, grid, a, T, av, local_module=local).train()
+        pi = (StageMap(create_encoder("light", arch=p.encoders.light_arch, num_classes=C), p.frames.light_size,
+                       av.pi_stride) if av.pi_map == "fine" else None)
+        m = AVGNSampler(C, d, grid, a, T, av, local_module=local, pi_module=pi).train()
         opt = torch.optim.AdamW(m.parameters(), lr=av.lr)
 
         def epoch():

@@ -278,7 +278,7 @@ def build_avgn(p: Params, num_classes: int, light: nn.Module | None = None) -> n
     """An untrained AVGN with the shapes of a trained one at ``p``'s resolutions (same cost): e^G is the light
     encoder's map at ``frames.light_size`` and f_L the frame recognizer on ``avgn.patch_size`` patches
     (``avgn.local: recognizer``), random weights, nothing read from disk."""
-    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer  # deferred: AVGN only
+    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer, StageMap  # deferred: AVGN only
 
     e, f = p.encoders, p.frames
     light = light if light is not None else create_encoder("light", arch=e.light_arch, num_classes=num_classes)
@@ -288,8 +288,9 @@ def build_avgn(p: Params, num_classes: int, light: nn.Module | None = None) -> n
     if p.avgn.local == "recognizer":
         local = FrozenRecognizer(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
                                  p.avgn.patch_size)
+    pi = StageMap(light, f.light_size, p.avgn.pi_stride) if p.avgn.pi_map == "fine" else None  # π's finer map
     return AVGNSampler(num_classes, int(maps.shape[1]), tuple(int(x) for x in maps.shape[-2:]), e.audio_dim, f.T,
-                       p.avgn, local_module=local)
+                       p.avgn, local_module=local, pi_module=pi)
 
 
 def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: int, *,
@@ -346,18 +347,21 @@ def avgn_flops_rows(sampler: nn.Module, K: int, full_size: int, light: FrameMode
             sampler.glance_frames = saved
         f_l = count_macs(lambda: net.f_l(torch.zeros(1, 3, P, P))) / 1e9
         c = sampler.config
-        e_g = torch.zeros(1, K, c.d_g, *c.grid)
+        e_g = torch.zeros(1, K, c.d_pi or c.d_g, *c.grid)  # the map AESPA / π read (e^G or the finer stage map)
         a = torch.zeros(1, T, c.d_a)
         if c.patch == "centre":
             spatial = 0.0
         else:
             spatial = count_macs(lambda: net.pi(net.aespa(e_g, a if c.use_aespa else None))) / 1e9
+            if net._pi_encoder:  # avgn.pi_map: fine - the light encoder's stage map of each processed frame
+                spatial += K * count_macs(lambda: net._pi_encoder[0](batch["frames_full"][:1, 0].float())) / 1e9
     rest = head - spatial - f_l * K
     rows = [FlopsRow(COMPONENT["light"], light.name, light.label, light.gmacs(), min(t_g, T))]
     if sampler.params.audio:
         rows.append(FlopsRow(COMPONENT["audio"], audio.name, audio.label, audio.gmacs(), T))
     rows += [FlopsRow("sampler", "AV-TeST (temporal glance)", _inputs_label(sampler, batch), glance, 1),
-             FlopsRow("spatial glance", "AESPA + pi" if c.patch != "centre" else "centre crop", f"e^G[{K}x{c.d_g}x"
+             FlopsRow("spatial glance", ("stage map + " if net._pi_encoder else "") + "AESPA + pi"
+                      if c.patch != "centre" else "centre crop", f"{'map' if net._pi_encoder else 'e^G'}[{K}x{c.d_pi or c.d_g}x"
                       f"{'x'.join(map(str, c.grid))}]", spatial / K, K),
              FlopsRow("local encoder", type(getattr(net.f_l, "net", net.f_l)).__name__, f"{P}x{P}", f_l, K),
              FlopsRow("classifier", "psi + f_C" if c.use_psi else "f_C", "-", rest / K, K)]

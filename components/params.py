@@ -243,6 +243,26 @@ class AVGNParams:
     lr: float = _f(5e-4, lo=1e-7, hi=10.0)
     exit_thresholds: tuple[float, ...] = _f((0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99), lo=0.0, hi=1.0,
                                             help="confidence gates of the early-exit curve (AVGN+)")
+    pi_map: str = _f("fine", choices=("fine", "glance"),
+                     help="the map AESPA / pi read (eqs. 4-5): 'glance' = e^G, the light encoder's last map (2x2 at "
+                          "48^2, 1x1 at 32^2); 'fine' = the light encoder's stride-pi_stride stage on the processed "
+                          "frames (our choice, 6x6 at 48^2, 4x4 at 32^2), its MACs counted in AVGN's cost")
+    pi_stride: int = _f(8, lo=2, hi=64, help="stride of the light encoder stage pi reads with pi_map: fine (a "
+                        "reduction of its timm feature_info: 4, 8, 16 or 32 for EfficientNet-Lite0)")
+    train_order: str = _f("saliency", choices=("saliency", "temporal"),
+                          help="order of the training frames through the spatial glance: 'saliency' (most salient "
+                               "first, as inference runs; our choice) or 'temporal' (the earlier behaviour)")
+    local_mode: str = _f("frozen", choices=("frozen", "finetune"),
+                         help="f_L = the recognizer (avgn.local: recognizer) frozen, or fine-tuned on the patches "
+                              "with AVGN (the paper trains f_L; forward + backward of f_L at P x P per training frame)")
+    local_lr: float = _f(1e-4, lo=1e-8, hi=1.0, help="f_L's learning rate with local_mode: finetune (cosine, like lr)")
+    weight_decay: float = _f(1e-4, lo=0.0, hi=1.0, help="AdamW weight decay of AVGN's training")
+    exit_calibration: str = _f("temperature", choices=("temperature", "none"),
+                               help="early exit's confidence: max of p_t with one temperature per step t fitted "
+                                    "on val by NLL (our choice), or the raw max probability")
+    exit_target: float = _f(0.98, lo=0.0, hi=1.0,
+                            help="early exit's chosen gate: the cheapest on val (mean GMACs) whose val mAP >= "
+                                 "exit_target x the best fixed-K val mAP")
 
 
 @dataclass(frozen=True)

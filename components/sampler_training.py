@@ -76,20 +76,26 @@ def avgn_kwargs(p: Params, store: FeatureStore) -> dict:
           "audio_dim": int(audio.shape[-1]), "T": store.T, "params": p.avgn,
           "map_mean": torch.from_numpy(mean).float(), "map_std": torch.from_numpy(std).float(),
           "audio_mean": torch.from_numpy(audio.mean(0)).float(), "audio_std": torch.from_numpy(audio.std(0)).float()}
+    def encoder_file(name: str) -> tuple[str, str | None]:  # a train_encoders model by path and SHA-256
+        f = Path(store.folder).parent / "encoders" / name
+        rel = os.path.relpath(f) if not os.path.relpath(f).startswith("..") else str(f)
+        return rel, file_sha256(f) if f.exists() else None
+
     if p.avgn.local == "recognizer":
-        rec = Path(store.folder).parent / "encoders" / "recognizer.pt"
-        rel = os.path.relpath(rec) if not os.path.relpath(rec).startswith("..") else str(rec)
-        kw.update(local_path=rel, local_digest=file_sha256(rec) if rec.exists() else None)
+        kw["local_path"], kw["local_digest"] = encoder_file("recognizer.pt")
+    if p.avgn.pi_map == "fine":  # π's finer map: the light encoder's earlier stage at its input side
+        kw["pi_path"], kw["pi_digest"] = encoder_file("light.pt")
+        kw["pi_size"] = p.frames.light_size
     return kw
 
 
-def training_settings(p: Params, name: str) -> tuple[int, int, float]:
-    """(epochs, batch size, lr) of registered sampler ``name``: ``avgn``'s own section (its spatial glance
-    runs a CNN on pixels), ``train_sampler`` for every other sampler."""
+def training_settings(p: Params, name: str) -> tuple[int, int, float, float]:
+    """(epochs, batch size, lr, weight decay) of registered sampler ``name``: ``avgn``'s own section (its
+    spatial glance runs a CNN on pixels), ``train_sampler`` for every other sampler."""
     if name == "avgn":
-        return p.avgn.epochs, p.avgn.batch_size, p.avgn.lr
+        return p.avgn.epochs, p.avgn.batch_size, p.avgn.lr, p.avgn.weight_decay
     t = p.train_sampler
-    return t.epochs, t.batch_size, t.lr
+    return t.epochs, t.batch_size, t.lr, t.weight_decay
 
 
 def describe_kwargs(kwargs: dict) -> dict:
@@ -151,8 +157,9 @@ def load_sampler(path: Path) -> Sampler:
     ck = load_checkpoint(path, "sampler checkpoint", fix)  # unreadable or damaged weights: refused, named
     try:
         kwargs = {k: v for k, v in ck["kwargs"].items() if k not in STALE_KWARGS}
-        if kwargs.get("local_path"):  # AVGN's f_L: the recognizer file, found from here or beside the checkpoint
-            kwargs["local_path"] = _beside(Path(path), kwargs["local_path"])
+        for key in ("local_path", "pi_path"):  # AVGN's f_L / π encoder: found from here or beside the checkpoint
+            if kwargs.get(key):
+                kwargs[key] = _beside(Path(path), kwargs[key])
         model = create_sampler(ck["name"], **kwargs)
         if ck.get("state_dict"):
             model.load_state_dict(ck["state_dict"])
@@ -237,8 +244,8 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     train, val = ((data() if callable(data) else data) if data is not None
                   else load_train_val(store, paths, sampler_keys(model, training=True)))
     t = p.train_sampler
-    epochs, batch_size, lr = training_settings(p, name)
-    cfg = FitConfig(epochs=epochs, lr=lr, weight_decay=t.weight_decay, patience=t.patience, seed=seed,
+    epochs, batch_size, lr, wd = training_settings(p, name)
+    cfg = FitConfig(epochs=epochs, lr=lr, weight_decay=wd, patience=t.patience, seed=seed,
                     desc=f"train {name} seed {seed}", log_prefix=log_prefix, grad_clip=1.0, monitor=t.monitor,
                     mode="max" if t.monitor == "val_map" else "min")
     val_metrics = None
@@ -251,7 +258,8 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
         ckpt_dir = paths.work / "train_sampler" / name / fp
         ScratchKey("components.sampler_training", ("train_sampler", *[s for s in (name,) if hasattr(p, s)]),
                    (paths.features / "meta.json",), variant, paths.pipeline_seed).stamp(ckpt_dir, p)
+    groups = model.optimizer_groups(lr, wd) if hasattr(model, "optimizer_groups") else None  # AVGN: f_L's own lr
     res = fit(model, _step, lambda ep: batches(train, batch_size, seed, ep), lambda: batches(val, batch_size),
-              cfg, ckpt_dir, fp, on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
+              cfg, ckpt_dir, fp, params=groups, on_epoch=None if on_epoch is None else (lambda epoch, row: on_epoch(model, epoch, row)),
               val_metrics=val_metrics, log_metrics=tracking.log_metrics)
     return Trained(model, kwargs, res.history, ckpt_dir, res.best_epoch)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from components.avgn_calibration import gate_candidates
 from components.avgn_report import (Inputs, exit_costs, exit_table, fixed_k_curve, frame_targets, load_variants,
                                     map_ci, match_fixed, paired_difference, patch_pixel_boxes, per_video_mean,
                                     random_centres, resolved, seed_mean, spatial_section)
@@ -194,6 +195,20 @@ def test_stage_on_the_tiny_pipeline(tiny_samplers):
     for title in ("## 1. Spatial", "## 2. Early exit", "## 3. Glance budget", "## 4. Videos without audio"):
         assert title in md
     assert "exit_gmacs_t0.9" in headline and "patch_hit_rate" in headline
+    # val (section 5): temperatures per seed and step, gates chosen on val, then applied to test
+    v = r["val"]
+    assert len(v["exit"]["temperatures"]) == len(p.train_sampler.seeds)
+    assert all(len(t) == 3 and all(0.05 <= x <= 50 for x in t) for t in v["exit"]["temperatures"])
+    for kind in ("raw", "calibrated"):
+        gate = ex["chosen"][kind]
+        assert gate["threshold"] in gate_candidates(p.avgn.exit_thresholds)
+        assert 1 <= gate["test"]["frames"]["mean"] <= 3
+    assert [row["threshold"] for row in ex["calibrated"]] == list(p.avgn.exit_thresholds)
+    assert [row["k"] for row in r["head_vs_frame"]] == [1, 2] == [row["k"] for row in v["head_vs_frame"]]
+    pr = v["probes"]
+    assert 0 <= pr["audio"] <= 1 and pr["val_videos"] > 0 and 0 < pr["chance"] < 1
+    for title in ("**Calibrated exit**", "**Gates chosen on val**", "## 5. Val split", "Linear probes"):
+        assert title in md
 
 
 def test_only_the_ablations_a_section_reads_are_loaded(tiny_params, tmp_path):

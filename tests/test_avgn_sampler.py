@@ -25,7 +25,7 @@ from components.params import AVGNParams
 from components.sampler_data import SAMPLER_KEYS, sampler_keys
 
 B, T, C, D_G, D_A, GRID, S = 3, 6, 3, 8, 6, (2, 2), 16
-BASE = AVGNParams(dim=16, heads=2, cls_hidden=16, patch_size=8, local="scratch", t_g=4, train_frames=T, ord_k=3,
+BASE = AVGNParams(dim=16, heads=2, cls_hidden=16, patch_size=8, local="scratch", pi_map="glance", t_g=4, train_frames=T, ord_k=3,
                   dropout=0.0)
 
 

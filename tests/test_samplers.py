@@ -33,7 +33,7 @@ def _kwargs(name):
         return {"num_classes": C, "light_dim": d, "params": NSNetParams(dim=8, heads=2)}
     if name == "avgn":
         return {"num_classes": C, "map_dim": 4, "grid": (2, 2), "audio_dim": 4, "T": T,
-                "params": AVGNParams(dim=8, heads=2, cls_hidden=8, patch_size=8, local="scratch", train_frames=3, t_g=6)}
+                "params": AVGNParams(dim=8, heads=2, cls_hidden=8, patch_size=8, local="scratch", pi_map="glance", train_frames=3, t_g=6)}
     return {}
 
 

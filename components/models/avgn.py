@@ -43,6 +43,13 @@ Read top to bottom: config, helpers (one per equation), blocks, model, losses, e
   ``e^GA_t``, flattened (pooling would throw away *where*), Linear + tanh, a GRU over the frames in
   the order given (so the centre at step t sees ``e^GA_1..t``), Linear + sigmoid -> ``u in (0,1)^2``,
   mapped affinely onto the centres whose P×P patch lies inside the frame (:func:`centre_from_unit`).
+  What AESPA / π read (our choice, ``pi_encoder``): eq. 5 reads e^G, the light encoder's last map,
+  which is 2×2 at 48² and 1×1 at 32² (no *where* left to read); with a π encoder (a frozen module on
+  the processed frames' pixels, ``config.d_pi`` channels on ``config.grid``) they read its finer map
+  instead, e.g. the light encoder's stride-8 stage (6×6 / 4×4). The pooled e^G of TF_AV, ψ and f_C is
+  unchanged. ``forward(order="saliency")`` processes the K frames most salient first
+  (:func:`saliency_order`), the order inference's top-K has, so π's GRU and the running max see the
+  same kind of sequence in training and at test time (our choice; the paper does not say).
 * **Patch** (:func:`extract_patches`, eq. 6): centre ``(x_c, y_c)`` in [0,1] frame coordinates (x
   along the width), clamped to ``[P/(2W0), 1 - P/(2W0)] x [P/(2H0), 1 - P/(2H0)]``; pixel offsets
   ``o_ij = (j - (P-1)/2, i - (P-1)/2)``; bilinear ``grid_sample`` with ``align_corners=False`` (pixel
@@ -85,7 +92,8 @@ class AVGNConfig:
     num_classes: int
     d_g: int  # channels of f_G's map e^G
     d_a: int  # channels of f_A's features e^A
-    grid: tuple[int, int] = (7, 7)  # H_G, W_G of e^G
+    grid: tuple[int, int] = (7, 7)  # H, W of the map AESPA / π read (e^G's, or the π encoder's)
+    d_pi: int | None = None  # channels of the π encoder's map (None: AESPA / π read e^G itself)
     max_frames: int = 16  # T at most
     # AV-TeST (eqs. 2-3): tokens are 2*d_av wide (concatenated visual | audio halves)
     d_av: int = 128
@@ -245,6 +253,13 @@ def gumbel_topk(scores: Tensor, k: int, tau: float, noise: bool = True) -> Tenso
     return torch.stack(rows, 1)  # [B,k,T]
 
 
+def saliency_order(saliency: Tensor) -> Tensor:
+    """Positions ``[B,K]`` that sort ``saliency [B,K]`` most salient first (stable: ties keep their
+    order). Training and inference both process the spatial glance's frames in this order (our choice:
+    π's GRU and the running max then see the same sequence in both; inference's top-K is this order)."""
+    return torch.argsort(-saliency, dim=1, stable=True)
+
+
 def early_exit(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
     """AVGN⁺ (FrameExit-style): exit after the first frame whose ``max_c p_t >= threshold``.
 
@@ -330,7 +345,7 @@ class AESPA(nn.Module):
     def __init__(self, c: AVGNConfig):
         super().__init__()
         self.grid = c.grid
-        self.proj_g = nn.Linear(c.d_g, c.d_aespa)
+        self.proj_g = nn.Linear(c.d_pi or c.d_g, c.d_aespa)
         self.proj_a = nn.Linear(c.d_a, c.d_aespa)
         self.pos_g = _pos(c.grid[0] * c.grid[1], c.d_aespa)
         self.pos_a = _pos(c.max_frames, c.d_aespa)
@@ -460,7 +475,8 @@ class AVGNOutput:
 class AVGN(nn.Module):
     """The whole network of Sec. 3 (see the module docstring); :meth:`loss` is Sec. 3.4."""
 
-    def __init__(self, config: AVGNConfig, local_encoder: nn.Module | None = None):
+    def __init__(self, config: AVGNConfig, local_encoder: nn.Module | None = None,
+                 pi_encoder: nn.Module | None = None):
         super().__init__()
         c = self.config = config
         f_l = local_encoder if local_encoder is not None else LocalEncoder(c.patch_size, c.d_local)
@@ -470,6 +486,10 @@ class AVGN(nn.Module):
             self._frozen = [f_l.eval().requires_grad_(False)]
         else:
             self.f_l_trained = f_l
+        if (pi_encoder is None) != (c.d_pi is None):
+            raise ValueError(f"avgn: a π encoder needs config.d_pi (its channels) and d_pi needs one; got "
+                             f"d_pi={c.d_pi}, encoder {'given' if pi_encoder is not None else 'none'}")
+        self._pi_encoder = [pi_encoder.eval().requires_grad_(False)] if pi_encoder is not None else []
         d_l = f_l.out_dim
         self.missing_audio = _pos(1, c.d_a)  # learned token for absent audio
         self.temporal = AVTeST(c)
@@ -490,8 +510,8 @@ class AVGN(nn.Module):
 
     def train(self, mode: bool = True) -> "AVGN":
         super().train(mode)
-        if hasattr(self, "_frozen"):
-            self._frozen[0].eval()  # a frozen f_L keeps its BatchNorm statistics
+        for m in getattr(self, "_frozen", []) + self._pi_encoder:
+            m.eval()  # a frozen f_L / π encoder keeps its BatchNorm statistics
         return self
 
     # ---------------------------------------------------------------------------- input checks
@@ -499,8 +519,9 @@ class AVGN(nn.Module):
                 ids: Sequence | None) -> tuple[Tensor, Tensor]:
         """Validate, pool audio spatially, broadcast ``has_audio`` -> (``e_a [B,T,D_A]``, ``[B,T]`` bool)."""
         c = self.config
-        if e_g.dim() != 5 or e_g.shape[2] != c.d_g or tuple(e_g.shape[3:]) != tuple(c.grid):
-            raise ValueError(f"e_g must be [B,T,{c.d_g},{c.grid[0]},{c.grid[1]}], got {list(e_g.shape)}")
+        if e_g.dim() != 5 or e_g.shape[2] != c.d_g or (not self._pi_encoder and tuple(e_g.shape[3:]) != tuple(c.grid)):
+            want = f"{c.grid[0]},{c.grid[1]}" if not self._pi_encoder else "h,w"
+            raise ValueError(f"e_g must be [B,T,{c.d_g},{want}], got {list(e_g.shape)}")
         if e_a.dim() == 5:
             e_a = e_a.mean((-2, -1))  # pool over H_A x W_A, [B,T,D_A]
         B, T = e_g.shape[:2]
@@ -530,11 +551,13 @@ class AVGN(nn.Module):
     # --------------------------------------------------------------------------------- forward
     def forward(self, e_g: Tensor, e_a: Tensor, frames: Tensor | None = None, *, has_audio: Tensor | None = None,
                 t_g: int | None = None, frame_idx: Tensor | None = None,
-                ids: Sequence | None = None) -> AVGNOutput:
+                ids: Sequence | None = None, order: str = "given") -> AVGNOutput:
         """Temporal glance over all T frames; with ``frames [B,K,3,H0,W0]`` also the spatial glance and
         the prediction head on the K frames ``frame_idx [B,K]`` (default: all T in order, K = T).
 
         ``t_g`` (eq. 14) defaults to ``config.t_g``; ``ids`` names videos in error messages.
+        ``order="saliency"`` processes the K frames most salient first (:func:`saliency_order` of this
+        pass's detached ``s_t``), the order inference uses; ``"given"`` keeps ``frame_idx``'s order.
         """
         c = self.config
         e_a, has_audio = self._inputs(e_g, e_a, has_audio, ids)
@@ -554,10 +577,15 @@ class AVGN(nn.Module):
             frame_idx = torch.arange(T, device=e_g.device).expand(B, T)
         if tuple(frame_idx.shape) != (B, K):
             raise ValueError(f"frame_idx must be [B,K] = [{B},{K}], got {list(frame_idx.shape)}")
+        if order == "saliency":
+            perm = saliency_order(_take(out.saliency.detach(), frame_idx))  # [B,K]
+            frame_idx, frames = frame_idx.gather(1, perm), frames[torch.arange(B, device=frames.device)[:, None], perm]
+        elif order != "given":
+            raise ValueError(f"order={order!r} must be 'given' or 'saliency'")
         if c.patch == "centre":  # Table 6: a fixed centre crop, no π
             centre = torch.full((B, K, 2), 0.5, device=e_g.device, dtype=e_g.dtype)
         else:
-            e_ga = self.aespa(_take(e_g, frame_idx).detach(), a_stop if c.use_aespa else None)  # eq. 4
+            e_ga = self.aespa(self._pi_maps(e_g, frames, frame_idx), a_stop if c.use_aespa else None)  # eq. 4
             centre = centre_from_unit(self.pi(e_ga), c.patch_size, H0, W0)  # eq. 5, [B,K,2]
         patches = extract_patches(frames.flatten(0, 1), centre.flatten(0, 1), c.patch_size)  # eq. 6, [BK,3,P,P]
         e_l = self.f_l(patches).view(B, K, -1)  # eq. 7, [B,K,D_L]
@@ -569,6 +597,19 @@ class AVGN(nn.Module):
         out.aux = {"fc_g": self.fc_g(g_k), "fc_l": self.fc_l(e_l), "f_v": self.f_v(e_v),
                    "fc_a": self.fc_a(a_live), "f_a": self.f_a(a_live)}
         return out
+
+    def _pi_maps(self, e_g: Tensor, frames: Tensor, frame_idx: Tensor) -> Tensor:
+        """The map AESPA / π read for the processed frames, detached, ``[B,K,D,H,W]``: e^G (eq. 5 as
+        written) or, with a π encoder, its finer map of the same frames (``frames [B,K,3,H0,W0]``)."""
+        if not self._pi_encoder:
+            return _take(e_g, frame_idx).detach()
+        B, K = frames.shape[:2]
+        with torch.no_grad():
+            m = self._pi_encoder[0](frames.flatten(0, 1))  # [BK,D,H,W]
+        if m.shape[1] != self.config.d_pi or tuple(m.shape[2:]) != tuple(self.config.grid):
+            raise ValueError(f"the π encoder's map is {list(m.shape[1:])}, config says "
+                             f"[{self.config.d_pi},{self.config.grid[0]},{self.config.grid[1]}]")
+        return m.view(B, K, *m.shape[1:])
 
     # ---------------------------------------------------------------------------------- losses
     def loss_terms(self, out: AVGNOutput, labels: Tensor) -> dict[str, Tensor]:
@@ -633,4 +674,4 @@ def ordered_logits_loss(saliency: Tensor, e_av: Tensor, f_av: MaxAggClassifier, 
 __all__ = ["AVGN", "AVGNConfig", "AVGNOutput", "AVTeST", "AESPA", "AESPALayer", "PatchPolicy", "LocalEncoder",
            "AudioFusion", "CrossBlock", "MaxAggClassifier", "glance_tokens", "saliency_pseudo_labels",
            "patch_centre_bounds", "clamp_centre", "centre_from_unit", "patch_offsets", "extract_patches",
-           "gumbel_topk", "early_exit", "masked_reconstruction_loss", "ordered_logits_loss", "LOSSES"]
+           "gumbel_topk", "early_exit", "saliency_order", "masked_reconstruction_loss", "ordered_logits_loss", "LOSSES"]

@@ -5,7 +5,9 @@
    (hit rate, IoU, paired π − centre), with the Table 6 ablations where configured;
 2. early exit (AVGN⁺) vs fixed K: frames used, GMACs per video, mAP / top-1 per threshold;
 3. glance budget T_G (Table 3): head and frame-recognizer mAP / GMACs per T_G and K;
-4. videos with and without audio, separately.
+4. videos with and without audio, separately;
+5. the val split: π against the key object, head vs frame recognizer, the early-exit temperatures and
+   gates (applied to test in 2), linear probes of the audio / visual features.
 
 Writes ``reports/s<seed>/avgn.md``, ``reports/s<seed>/avgn.json`` (DVC metrics) and
 ``reports/s<seed>/figures/avgn_exit.png``, ``avgn_patches.png``; logs headline numbers to MLflow
@@ -21,13 +23,15 @@ from components.avgn_report import compute, headline, load_inputs, markdown, wri
 from components.params import Params
 from components.paths import Paths, write_report
 from components.stage_runner import stage_main
+from components.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
 
 def run(p: Params, paths: Paths) -> dict:
     inp = load_inputs(p, paths)
-    result, heads = compute(p, inp)
+    val = load_inputs(p, paths, "val", variants=inp.variants)  # section 5 and the exit calibration: val only
+    result, heads = compute(p, inp, val, FeatureStore(paths.features))
     write_report(paths, "avgn.json", result)
     atomic_write_text(paths.reports / "avgn.md", markdown(result))
     figures = write_figures(result, inp, heads, p, paths.reports / "figures")

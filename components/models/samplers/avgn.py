@@ -10,14 +10,22 @@ P×P patches from it, eq. 6) and ``labels``.
 * ``forward`` in eval mode is the **temporal glance** only (eqs. 1-3, 14): ``saliency = s_t`` with the
   first ``glance_frames`` (T_G) frames encoded, so ``evaluate`` ranks frames by it like any sampler.
 * ``forward`` in training mode (or whenever the batch holds ``frames_full``) also runs the **spatial
-  glance** and the head (eqs. 4-8) on ``train_frames`` frames: in training a random subset in
-  temporal order; otherwise the top frames by saliency, most salient first (how inference runs).
+  glance** and the head (eqs. 4-8) on ``train_frames`` frames: in training a random subset, processed
+  most salient first (``avgn.train_order: saliency``, our choice: the order inference uses; ``temporal``
+  is the earlier behaviour); otherwise the top frames by saliency, most salient first.
+* π's input (``avgn.pi_map``): ``glance`` = e^G (eq. 5 as written; 2×2 in the demo, 1×1 in the
+  benchmark profile), ``fine`` = :class:`StageMap`, the light encoder's stride-``pi_stride`` stage on the
+  processed frames (our choice; its file ``light.pt`` by path and SHA-256 like f_L's, kept out of the
+  checkpoint; its MACs are counted in every AVGN cost row because it runs inside the head).
 * :meth:`AVGNSampler.predict_head` is AVGN's own recognizer path (glance → top-K → patches → head), in
   saliency order, so step t's prediction uses the t most salient frames (early exit reads it).
 
 f_L (eq. 7) is by default the trained frame recognizer (``recognizer.pt`` of ``train_encoders``),
 frozen and kept out of the checkpoint: its file and SHA-256 are constructor arguments, and a
 checkpoint whose recognizer file is missing or changed is refused (a checkpoint of another config).
+``avgn.local_mode: finetune`` trains it on the patches with AVGN (the paper trains f_L) at
+``avgn.local_lr`` (:meth:`AVGNSampler.optimizer_groups`); its weights are then in the checkpoint, and
+each training frame costs f_L's forward and backward at P×P.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from components.integrity import file_sha256
 from components.models.avgn import AVGN, AVGNConfig, LocalEncoder
@@ -41,34 +50,76 @@ def std_floor(std: torch.Tensor) -> torch.Tensor:
 
 
 class FrozenRecognizer(nn.Module):
-    """f_L = a trained frame recognizer (``FrameClassifier``) on the P×P patch, frozen: [N,3,P,P] in
-    [0,1] -> pooled features [N,D]. Gradients still reach the patch (π learns through it)."""
+    """f_L = a trained frame recognizer (``FrameClassifier``) on the P×P patch: [N,3,P,P] in [0,1] ->
+    pooled features [N,D]. Gradients still reach the patch (π learns through it). ``frozen=False``
+    (``avgn.local_mode: finetune``; the paper trains f_L, eq. 7) makes its weights part of AVGN's state
+    and optimizer; its BatchNorm statistics stay the recognizer's (our choice: batches of 48² patches
+    are small and few)."""
 
-    frozen = True
-
-    def __init__(self, recognizer: nn.Module, patch_size: int):
+    def __init__(self, recognizer: nn.Module, patch_size: int, frozen: bool = True):
         super().__init__()
         self.net, self.patch_size, self.out_dim = recognizer, patch_size, recognizer.num_features
+        self.frozen = frozen
+
+    def train(self, mode: bool = True) -> "FrozenRecognizer":
+        super().train(mode)
+        self.net.eval()  # BatchNorm keeps the recognizer's running statistics
+        return self
 
     def forward(self, patch: torch.Tensor) -> torch.Tensor:
         return self.net.features(patch)
 
 
-def load_local(local: str, patch_size: int, path: str | None, digest: str | None) -> nn.Module:
-    """f_L of eq. 7 for ``avgn.local``: the frozen recognizer at ``path`` (checked against ``digest``)
-    or a small CNN trained with AVGN."""
-    if local == "scratch":
-        return LocalEncoder(patch_size, 256)
-    from components.features import load_frame_model  # deferred: only a recognizer f_L needs the encoders
+class StageMap(nn.Module):
+    """π's finer input (``avgn.pi_map: fine``, our choice): the light encoder f_G (a ``FrameClassifier``),
+    frozen, run up to its stage of output stride ``stride`` (timm ``feature_info``) on the processed
+    frames resized to its input side ``size``: ``[N,3,H0,W0]`` in [0,1] -> ``[N,C,ceil(size/stride),...]``
+    (EfficientNet-Lite0, stride 8: 40 channels, 6×6 at 48², 4×4 at 32²; its last map e^G is 2×2 / 1×1).
+    It runs inside AVGN's head, so FlopCounterMode counts its MACs in every AVGN cost row."""
+
+    def __init__(self, light: nn.Module, size: int, stride: int):
+        super().__init__()
+        info = list(getattr(light.backbone, "feature_info", []))
+        at = [i for i, f in enumerate(info) if f["reduction"] == stride]
+        if not at:
+            raise ValueError(f"avgn.pi_stride={stride}: the light encoder has stages of stride "
+                             f"{sorted({f['reduction'] for f in info})} only")
+        self.light, self.size, self.stage = light, size, at[-1]
+        self.out_dim = int(info[self.stage]["num_chs"])
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(frames, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        x = (x - self.light.mean) / self.light.std
+        return self.light.backbone.forward_intermediates(x, indices=[self.stage], intermediates_only=True,
+                                                         stop_early=True)[0]
+
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the map for this encoder's input side."""
+        with torch.no_grad():
+            return tuple(self(torch.zeros(1, 3, self.size, self.size)).shape[-2:])
+
+
+def load_encoder_file(what: str, path: str | None, digest: str | None, hint: str) -> nn.Module:
+    """A trained frame model of ``train_encoders`` at ``path``, checked against ``digest`` (sha256)."""
+    from components.features import load_frame_model  # deferred: only AVGN's f_L / π encoder need the encoders
 
     if not path or not Path(path).exists():
-        raise FileNotFoundError(f"AVGN's local encoder f_L {path!r} is missing: it is the frame recognizer of "
-                                "train_encoders (`dvc repro train_encoders`), or set avgn.local: scratch")
+        raise FileNotFoundError(f"AVGN's {what} {path!r} is missing: it is a model of train_encoders "
+                                f"(`dvc repro train_encoders`){hint}")
     got = file_sha256(path)
     if digest and got != digest:
-        raise ValueError(f"AVGN's local encoder {path} changed since this checkpoint was trained (sha256 "
+        raise ValueError(f"AVGN's {what} {path} changed since this checkpoint was trained (sha256 "
                          f"{got[:12]} != {digest[:12]}): a checkpoint of another config; retrain avgn")
-    return FrozenRecognizer(load_frame_model(Path(path)), patch_size)
+    return load_frame_model(Path(path))
+
+
+def load_local(local: str, patch_size: int, path: str | None, digest: str | None, frozen: bool = True) -> nn.Module:
+    """f_L of eq. 7 for ``avgn.local``: the recognizer at ``path`` (checked against ``digest``), frozen or
+    fine-tuned, or a small CNN trained with AVGN."""
+    if local == "scratch":
+        return LocalEncoder(patch_size, 256)
+    rec = load_encoder_file("local encoder f_L", path, digest, ", or set avgn.local: scratch")
+    return FrozenRecognizer(rec, patch_size, frozen=frozen)
 
 
 class AVGNSampler(Sampler):
@@ -82,22 +133,32 @@ class AVGNSampler(Sampler):
                  params: AVGNParams = AVGNParams(), map_mean: torch.Tensor | None = None,
                  map_std: torch.Tensor | None = None, audio_mean: torch.Tensor | None = None,
                  audio_std: torch.Tensor | None = None, local_path: str | None = None,
-                 local_digest: str | None = None, local_module: nn.Module | None = None):
+                 local_digest: str | None = None, local_module: nn.Module | None = None,
+                 pi_path: str | None = None, pi_digest: str | None = None, pi_size: int = 0,
+                 pi_module: nn.Module | None = None):
         super().__init__()
         self.params, self.T = params, T
         a = params
         if a.patch_size <= 0:
             raise ValueError("avgn.patch_size must be positive")
+        pi_enc = None
+        if a.pi_map == "fine":  # π reads the light encoder's finer stage (StageMap); pi_module: a given one (tests)
+            pi_enc = pi_module if pi_module is not None else StageMap(
+                load_encoder_file("light encoder (pi_map: fine)", pi_path, pi_digest, ", or set avgn.pi_map: glance"),
+                pi_size, a.pi_stride)
+            grid = pi_enc.grid()
         self.config = AVGNConfig(
             num_classes=num_classes, d_g=map_dim, d_a=audio_dim, grid=tuple(grid), max_frames=T,
+            d_pi=pi_enc.out_dim if pi_enc is not None else None,
             d_av=a.dim, tf_layers=a.layers, tf_heads=a.heads, t_g=min(a.t_g, T), d_aespa=a.dim,
             aespa_layers=a.aespa_layers, aespa_heads=a.heads, bottlenecks=a.bottlenecks, patch_size=a.patch_size,
             d_psi=a.dim, psi_heads=a.heads, cls_hidden=a.cls_hidden, dropout=a.dropout, ord_k=min(a.ord_k, a.train_frames),
             loss_v=a.loss_v, loss_a=a.loss_a, loss_mask=a.loss_mask, loss_s=a.loss_s, loss_ord=a.loss_ord,
             w_v=a.w_v, w_a=a.w_a, w_mask=a.w_mask, w_s=a.w_s, w_ord=a.w_ord, use_audio=a.audio, av_test=a.av_test,
             use_aespa=a.aespa, use_psi=a.psi, patch=a.patch)
-        local = local_module if local_module is not None else load_local(a.local, a.patch_size, local_path, local_digest)
-        self.net = AVGN(self.config, local)  # local_module: a given f_L (benchmarks), not a registry argument
+        local = local_module if local_module is not None else load_local(
+            a.local, a.patch_size, local_path, local_digest, frozen=a.local_mode == "frozen")
+        self.net = AVGN(self.config, local, pi_enc)  # local_module: a given f_L (benchmarks), not a registry argument
         for name, v, n in (("map", map_mean, map_dim), ("audio", audio_mean, audio_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(n) if v is None else torch.as_tensor(v).float().clone())
         for name, v, n in (("map", map_std, map_dim), ("audio", audio_std, audio_dim)):
@@ -127,14 +188,26 @@ class AVGNSampler(Sampler):
             return SamplerOutput(saliency=out.saliency, aux={"avgn": out})
         B, T = g.shape[:2]
         K = min(self.params.train_frames, T)
-        if self.training:  # a random subset, in temporal order (the engine seeds torch)
+        if self.training:  # a random subset (the engine seeds torch), in avgn.train_order
             idx = torch.stack([torch.randperm(T)[:K].sort().values for _ in range(B)])
-            out = self.net(g, a, self._frames(batch, idx), has_audio=has, frame_idx=idx)
+            order = "saliency" if self.params.train_order == "saliency" else "given"
+            out = self.net(g, a, self._frames(batch, idx), has_audio=has, frame_idx=idx, order=order)
         else:  # how inference runs: the K most salient frames, most salient first
             glance = self.net(g, a, has_audio=has, t_g=self.glance_frames)
             idx = torch.argsort(-glance.saliency, dim=1, stable=True)[:, :K]
             out = self.net(g, a, self._frames(batch, idx), has_audio=has, frame_idx=idx, t_g=self.glance_frames)
         return SamplerOutput(saliency=out.saliency, aux={"avgn": out})
+
+    def optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: f_L (fine-tuned, ``avgn.local_mode: finetune``) at ``avgn.local_lr``,
+        everything else at ``lr``; one group when f_L is frozen or a scratch CNN."""
+        f_l = self.net.f_l
+        if getattr(f_l, "frozen", True) or not isinstance(f_l, FrozenRecognizer):
+            return [{"params": list(self.parameters()), "lr": lr, "weight_decay": weight_decay}]
+        mine = {id(q) for q in f_l.parameters()}
+        return [{"params": [q for q in self.parameters() if id(q) not in mine], "lr": lr, "weight_decay": weight_decay},
+                {"params": list(f_l.parameters()), "lr": self.params.local_lr, "weight_decay": weight_decay,
+                 "name": "f_L"}]
 
     def loss(self, batch: Batch, out: SamplerOutput) -> tuple[torch.Tensor, dict[str, float]]:
         return self.net.loss(out.aux["avgn"], batch["labels"])
@@ -170,9 +243,10 @@ class AVGNSampler(Sampler):
 def avgn(num_classes: int, map_dim: int, grid: tuple[int, int], audio_dim: int, T: int,
          params: AVGNParams = AVGNParams(), map_mean: torch.Tensor | None = None, map_std: torch.Tensor | None = None,
          audio_mean: torch.Tensor | None = None, audio_std: torch.Tensor | None = None,
-         local_path: str | None = None, local_digest: str | None = None) -> AVGNSampler:
+         local_path: str | None = None, local_digest: str | None = None, pi_path: str | None = None,
+         pi_digest: str | None = None, pi_size: int = 0) -> AVGNSampler:
     return AVGNSampler(num_classes, map_dim, grid, audio_dim, T, params, map_mean, map_std, audio_mean, audio_std,
-                       local_path, local_digest)
+                       local_path, local_digest, pi_path=pi_path, pi_digest=pi_digest, pi_size=pi_size)
 
 
-__all__ = ["AVGNSampler", "FrozenRecognizer", "avgn", "load_local", "file_sha256"]
+__all__ = ["AVGNSampler", "FrozenRecognizer", "StageMap", "avgn", "load_local", "load_encoder_file", "file_sha256"]
