@@ -202,7 +202,7 @@ class NSNetParams:
 
 @dataclass(frozen=True)
 class AVGNParams:
-    """AVGN (``shared/papers/avgn.md``): sizes, glance budget, patch, the Table 4 / 6 / 7 switches, and its
+    """AVGN ("Audio-Visual Glance Network for Efficient Video Recognition", arXiv:2308.09322): sizes, glance budget, patch, the Table 4 / 6 / 7 switches, and its
     own training schedule (its spatial glance runs the local encoder on pixels, so it trains with other
     settings than the feature-only samplers of ``train_sampler``; seeds, monitor, patience, weight decay
     and val_budgets still come from ``train_sampler``)."""

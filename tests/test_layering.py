@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md §4, checked on the import graph (ast only, nothing is imported).
+"""The layering of docs/design.md §4, checked on the import graph (ast only, nothing is imported).
 
 * no import cycle among the modules of ``components/`` and ``flows/``;
 * the library (``components/`` but the CLI and the stages) imports no stage and no flow;

@@ -1,5 +1,5 @@
-"""AVGN: Audio-Visual Glance Network for efficient video recognition, see ``shared/papers/avgn.md``
-(Sec. 3, eqs. 1-14; equation numbers are the paper's). Plain torch, no pipeline wiring yet: this
+"""AVGN: "Audio-Visual Glance Network for Efficient Video Recognition" (Nugroho, Woo, Lee, Kim,
+ICCV 2023), arXiv:2308.09322 (Sec. 3, eqs. 1-14; equation numbers are the paper's). Plain torch, no pipeline wiring yet: this
 module is the model and its losses; registering it as a sampler (``create_sampler("avgn")``), the
 store inputs it needs (spatial light-encoder maps, full-resolution frames) and the FLOPs pricing are
 later steps of issue 14.

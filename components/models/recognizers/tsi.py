@@ -1,5 +1,5 @@
 """TSI: Temporal Saliency Integration for video action recognition (Su, Feng, Wang, Gan, Wu, Qiao,
-2021), see ``shared/papers/tsi.md`` (Sec. 3.2-3.4, eqs. 3-10, Fig. 4).
+2021), arXiv:2106.01088 (Sec. 3.2-3.4, eqs. 3-10, Fig. 4).
 
 A **TSI block** is SME then CTI (the "cascade" fusion of Table 7) on the features ``X [N,T,C,H,W]``
 of the T frames of a clip; :class:`TSINet` folds time into the batch for the 2D backbone and the

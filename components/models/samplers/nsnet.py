@@ -1,4 +1,5 @@
-"""NSNet: Non-saliency Suppression Network (Xia, Wu et al., ECCV 2022), see ``shared/papers/nsnet.md``.
+"""NSNet: Non-saliency Suppression Network (Xia, Wu et al., ECCV 2022), "NSNet: Non-saliency Suppression
+Sampler for Efficient Video Recognition", arXiv:2207.10388.
 
 A cheap sampler over stored light features ``light_feats [B,T,d]``; three modules (Sec. 3.2):
 

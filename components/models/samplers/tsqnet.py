@@ -1,5 +1,5 @@
-"""TSQNet: Temporal Saliency Query Network (Xia, Wang, Wu et al., ECCV 2022), see
-``shared/papers/tsqnet.md`` (Sec. 3.1-3.3, eqs. 1-5) and ``tsqnet_supplementary.md`` (A, C.1, C.3).
+"""TSQNet: Temporal Saliency Query Network (Xia, Wang, Wu et al., ECCV 2022), "Temporal Saliency Query Network for Efficient Video Recognition",
+arXiv:2207.10379 (Sec. 3.1-3.3, eqs. 1-5; supplementary A, C.1, C.3).
 
 Two instantiations of one **TSQ mechanism** (Sec. 3.1) over cached features:
 
