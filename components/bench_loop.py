@@ -91,9 +91,11 @@ def bench_noop(project: Path, work: Path, repeats: int = 3) -> dict:
     """``dvc repro`` ``repeats`` times on a finished demo; each must run nothing."""
     dvc = project / ".venv/bin/dvc"  # the demo clone's own install, else this one's
     cmd = [*([str(dvc)] if dvc.exists() else dvc_command()), "repro"]
+    env = dict(os.environ)  # dvc.yaml's `python -m ...` (the always-run `sources` stage) in that install too
+    env["PATH"] = str(dvc.parent if dvc.exists() else Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     before, walls, ran = _load(), [], []
     for i in range(repeats):
-        rc, wall, out = _timed(cmd, project, work / f"noop{i}.log")
+        rc, wall, out = _timed(cmd, project, work / f"noop{i}.log", env)
         walls.append(round(wall, 2))
         if rc or not NOOP_TEXT.search(out) or ran_stages(out, project):
             ran.append({"run": i, "rc": rc, "tail": out[-1500:]})
