@@ -1002,7 +1002,8 @@ def parent_run(name: str, params: Any = None, *, tags: Mapping[str, Any] | None 
         saved = {k: os.environ.get(k) for k in (ENV_PARENT, ENV_URI, ENV_EXPERIMENT, ENV_OVERRIDES)}
         os.environ[ENV_PARENT] = run.run_id
         os.environ[ENV_URI] = uri
-        got = run.client.get_run(run.run_id).data.tags  # its experiment tags: the children's too
+        # its experiment tags, as _run_tags merged them (no server round trip: a spooled run has none)
+        got = {**experiment_tags(), **{k: str(v) for k, v in dict(tags or {}).items() if v is not None}}
         os.environ[ENV_EXPERIMENT] = got.get(EXPERIMENT_TAG, "workspace")
         os.environ[ENV_OVERRIDES] = json.dumps({k[len(OVERRIDE_PREFIX):]: v for k, v in got.items()
                                                 if k.startswith(OVERRIDE_PREFIX)})

@@ -158,7 +158,7 @@ def test_fusion_change_reruns_only_what_reads_it(project):
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     try:
         status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
-        assert set(status) == {f"{st}@{s}" for st in ("tune_fusion", "sampler_report", "evaluate", "report")
+        assert set(status) - {"sources"} == {f"{st}@{s}" for st in ("tune_fusion", "sampler_report", "evaluate", "report")
                                for s in (0, 1)}
     finally:
         p["fusion"]["lambda_v"] = old
@@ -182,7 +182,7 @@ def test_exp_run_and_a_local_remote(project, tmp_path):
     _run([str(BIN / "dvc"), "pull"], project)
     assert (project / "data/s0/features/train/light_feats.npy").read_bytes() == before
     out = _run([str(BIN / "dvc"), "status"], project)
-    assert "changed" not in out.stdout
+    assert "changed" not in out.stdout.replace("always changed", "")  # `sources` runs on every repro
 
 
 def test_concurrent_repro_fails_fast_with_the_lock_message(project):

@@ -507,7 +507,8 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
             schema = client.read_deployment_by_name("pipeline/pipeline").parameter_openapi_schema
             assert all(len(p.get("description") or "") > 20 for p in schema["properties"].values()), schema
 
-            # 2. a stage that fails: params.yaml the stage's loader rejects, --force so DVC runs it
+            # 2. a stage that fails: params.yaml the stage's loader rejects, --force so DVC runs it (the first
+            # stage, `sources`, already loads the params and fails; prepare never starts)
             p = yaml.safe_load((project / "params.yaml").read_text())
             p["fusion"]["lambda_v"] = 1.5
             (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
@@ -519,7 +520,7 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
             timings["run_failed"] = time.time() - t0
             assert fr.state.is_failed(), fr.state
             task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[bad_id])))
-            stage_runs = [t for t in task_runs if t.name == "prepare"]
+            stage_runs = [t for t in task_runs if t.name == "sources"]
             assert len(stage_runs) == 1, [t.name for t in task_runs]
             assert stage_runs[0].run_count == 3, "two retries after the first attempt"
             assert stage_runs[0].state.is_failed()
@@ -527,11 +528,11 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
             records = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[bad_id])))
             logs = "\n".join(rec.message for rec in records)
             assert "fusion.lambda_v: 1.5 is outside the allowed range" in logs
-            attempts = [r for r in records if r.message.startswith("$ ") and "repro --single-item --force prepare" in r.message]
+            attempts = [r for r in records if r.message.startswith("$ ") and "repro --single-item --force sources" in r.message]
             assert len(attempts) == 3, logs[-3000:]  # the command of each attempt, streamed to the flow run's logs
             assert any(r.level >= 40 and "outside the allowed range" in r.message for r in records)  # an ERROR line
             (art,) = _artifacts(client, bad_id)
-            assert ": FAILED" in art.data and "## Error (in `prepare`)" in art.data and "outside the allowed range" in art.data
+            assert ": FAILED" in art.data and "## Error (in `sources`)" in art.data and "outside the allowed range" in art.data
 
         # 3. MLflow: one parent run per flow run, FINISHED and FAILED
         from mlflow.tracking import MlflowClient
