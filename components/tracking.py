@@ -776,6 +776,9 @@ def _sigterm_as_exit() -> Iterator[None]:
         return
 
     def handler(signum, frame):  # noqa: ARG001
+        # the first SIGTERM ends the open runs KILLED; a repeat (torchrun forwards its own on shutdown) must
+        # not interrupt that and leave a run RUNNING: ignored until the default comes back below
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)

@@ -120,6 +120,20 @@ def test_exception_marks_run_failed(tracked):
     assert out.returncode == 143, out.stderr
     assert c.get_run(out.stdout.split()[0]).info.status == "KILLED"
 
+    # a second SIGTERM while the runs are being closed (torchrun forwards its own on shutdown; under load it
+    # lands mid-close): both the variant run and the stage run still end KILLED, none stays RUNNING
+    code = ("import os, signal, time\nfrom components import tracking\n"
+            "close = tracking.TrackedRun.terminate\n"
+            "def twice(self, status):\n    os.kill(os.getpid(), signal.SIGTERM)\n    return close(self, status)\n"
+            "tracking.TrackedRun.terminate = twice\n"
+            "with tracking.stage_run('train_sampler@avgn', {'a': 1}) as run:\n"
+            "    with tracking.variant_run('avgn · train · seed 0') as child:\n"
+            "        print(run.run_id, child.run_id, flush=True)\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n        time.sleep(30)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 143, out.stderr
+    assert [c.get_run(r).info.status for r in out.stdout.split()] == ["KILLED", "KILLED"], out.stderr[-2000:]
+
 
 def test_a_sigkilled_stage_run_is_marked_killed_by_the_next_run(tracked):
     """Issue 12 item 1: kill -9 leaves a run RUNNING with no end time; the next run opened on this host
