@@ -597,3 +597,33 @@ def test_sweep_of_avgn_loss_weights_through_the_flow_body(trained, tmp_path):
     study = optuna.load_study(study_name="sweep-avgn", storage=tuning.storage_from_url(storage))
     assert len(study.trials) == 2 and all(len(t.intermediate_values) == 1 for t in study.trials)  # 1 epoch each
     assert json.loads((trained.features.parent / "tuned_losses.json").read_text())["sampler"] == "avgn"
+
+
+def test_avgn_registered_as_best_carries_its_own_inputs(trained, tmp_path, monkeypatch):
+    """When AVGN wins @best (as on the benchmark), its model's input example and signature hold what AVGN
+    reads (light_maps, audio_emb, has_audio), not the arrays TSQNet / NSNet read: the registered model
+    answers on the store's arrays exactly as the checkpoint does."""
+    import mlflow.pyfunc
+
+    from components import tracking
+    from components.sampler_data import load_split
+    from components.sampler_training import load_sampler
+    from components.stages.tune_fusion import register_best
+    from components.store import FeatureStore
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("SALIENT_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    p = load_params(ROOT / "params.yaml", [*TINY, "evaluate.samplers=[uniform,tsqnet,nsnet,avgn]"])
+    with tracking.stage_run("tune_fusion", {}, tracking=p):
+        assert register_best(p, trained, {"tsqnet": {"value": 0.1, "fusion": {}},
+                                          "avgn": {"value": 0.9, "fusion": None}}, "val_map") is not None
+    model = mlflow.pyfunc.load_model("models:/salient-sampler@best")
+    ref = load_sampler(trained.data / "samplers" / "avgn" / "seed0.pt")
+    assert set(model.metadata.get_input_schema().input_names()) == set(ref.inputs) and "light_maps" in ref.inputs
+    test, _ = load_split(FeatureStore(trained.features), "test", keys=tuple(ref.inputs))
+    out = model.predict({k: v.numpy().astype(np.float32) for k, v in test.items()}, params={"k": 2})  # float32 in
+    with torch.no_grad():
+        ref_out = ref(test)
+    np.testing.assert_allclose(out["saliency"], ref_out.saliency.numpy(), rtol=1e-5)
+    assert np.array_equal(out["frames"], np.asarray(ref.select(ref_out, 2)))

@@ -31,7 +31,7 @@ from components.fusion import params_fusion, single_branch_note
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
 from components.sampler_data import load_split
-from components.sampler_training import sampler_seeds
+from components.sampler_training import load_sampler, sampler_seeds
 from components.stage_runner import stage_main
 from components.store import FeatureStore
 from components.tuning import (FusionData, fusion_objective_data, input_study_name, learned_objectives, pareto_study,
@@ -113,7 +113,9 @@ def register_best(p: Params, paths: Paths, candidates: dict[str, dict], objectiv
             "data_fingerprint": store.meta.get("fingerprint"), "git_commit": git.get("git.commit"),
             "pipeline_seed": paths.pipeline_seed}
     with tempfile.TemporaryDirectory() as tmp:
-        example, _ = load_split(store, "val")  # two val videos: the model's input example and signature
+        # two val videos, every array the chosen sampler reads (AVGN: light_maps), as the input example
+        inputs = tuple(load_sampler(folder / f"seed{seed}.pt").inputs)
+        example, _ = load_split(store, "val", keys=inputs)
         model_dir = save_sampler_model(folder / f"seed{seed}.pt", Path(tmp) / "sampler", meta,
                                        {k: v[:2].numpy() for k, v in example.items()})
         tracking.log_artifacts([model_dir])  # -> artifact path "sampler"
