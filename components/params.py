@@ -238,6 +238,14 @@ class AVGNParams:
     w_mask: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_mask")
     w_s: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_s")
     w_ord: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_ord")
+    loss_search: bool = _f(True, help="L_search (our choice, not in the paper): pi regressed towards the patch that "
+                           "f_L classifies best among a search_grid^2 grid of candidate patches (training only)")
+    w_search: float = _f(1.0, lo=0.0, hi=10.0, help="weight of L_search")
+    search_grid: int = _f(3, lo=2, hi=16, help="L_search: candidate patch positions per axis (G; G^2 f_L calls a frame)")
+    search_frames: int = _f(2, lo=1, hi=1024, help="L_search: training frames a video searched (the first of "
+                            "train_frames in train_order)")
+    search_tau: float = _f(0.25, lo=1e-3, hi=100.0, help="L_search: temperature of the soft-argmin over candidates "
+                           "(cross-entropy units)")
     epochs: int = _f(12, lo=1, hi=10_000, help="AVGN training epochs")
     batch_size: int = _f(16, lo=1, hi=4096, help="videos per AVGN step")
     lr: float = _f(5e-4, lo=1e-7, hi=10.0)
@@ -296,6 +304,8 @@ class TSIParams:
     pyramid: int = _f(3, lo=1, hi=8, help="K cascaded depth-wise convs of SME (eqs. 4-5)")
     groups: int = _f(4, lo=1, hi=32, help="G channel groups of CTI (eq. 8)")
     reduction: int = _f(16, lo=1, hi=256, help="SME channel reduction r")
+    min_stride: int = _f(1, lo=1, hi=64, help="TSI blocks only where the backbone's features have an output stride "
+                         ">= this (1 = every residual / inverted-residual block, the paper's placement)")
     epochs: int = _f(2, lo=1, hi=10_000)
     batch_size: int = _f(8, lo=1, hi=4096, help="clips per step")
     lr: float = _f(3e-4, lo=1e-7, hi=10.0)

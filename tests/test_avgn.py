@@ -314,3 +314,59 @@ def test_one_training_step_gives_every_parameter_a_finite_gradient_and_lowers_th
         m.loss(m(e_g, e_a, frames, has_audio=has_audio), labels)[0].backward()
         opt.step()
     assert eval_loss() < before
+
+
+# ------------------------------------------------------------------- L_search (our choice, not the paper's)
+class _BrightScorer(torch.nn.Module):
+    """f_L whose class-0 logit is 20 x the patch's mean brightness (class 1: 0): a patch classifies class 0
+    best where the frame is brightest."""
+
+    patch_size, out_dim = CFG.patch_size, 4
+
+    def forward(self, patch):
+        return patch.mean((1, 2, 3))[:, None].expand(-1, self.out_dim)
+
+    def logits(self, patch):
+        b = patch.mean((1, 2, 3))
+        return torch.stack([20 * b, torch.zeros_like(b), torch.zeros_like(b)], -1)
+
+
+def test_search_target_is_the_soft_argmin_over_the_candidate_grid():
+    cfg = dataclasses.replace(CFG, loss_search=True, search_grid=3, search_tau=0.05)
+    m = AVGN(cfg, local_encoder=_BrightScorer())
+    frames = torch.zeros(2, 1, 3, H0, W0)
+    frames[0, 0, :, H0 - 8:, W0 - 8:] = 1.0  # a bright square in the bottom-right corner: u = (1, 1) covers it
+    labels = torch.tensor([[1.0, 0, 0], [1.0, 0, 0]])
+    got = m.search_target(frames, labels)
+    # brute force: every candidate's CE, softmax(-CE / tau), weighted mean of the candidates' u
+    axis = torch.linspace(0, 1, 3)
+    cand = torch.tensor([[x, y] for y in axis for x in axis])
+    want = []
+    for b in range(2):
+        ce = []
+        for u in cand:
+            patch = extract_patches(frames[b], centre_from_unit(u[None], CFG.patch_size, H0, W0), CFG.patch_size)
+            ce.append(-F.log_softmax(_BrightScorer().logits(patch), -1)[0, 0])
+        w = torch.softmax(-torch.stack(ce) / 0.05, 0)
+        want.append(w @ cand)
+    assert torch.allclose(got[:, 0], torch.stack(want), atol=1e-5)
+    assert got[0, 0].min() > 0.75  # towards the bright corner (neighbours half-cover it too)
+    assert torch.allclose(got[1, 0], torch.tensor([0.5, 0.5]), atol=1e-5)  # a flat frame: the centre
+
+
+def test_search_loss_trains_pi_only_in_training_and_pulls_it_to_the_target():
+    cfg = dataclasses.replace(CFG, loss_search=True, search_frames=2, w_search=2.0)
+    e_g, e_a, frames, labels, has_audio = _inputs()
+    m = AVGN(cfg, local_encoder=_BrightScorer())
+    assert "search" not in m.eval().loss_terms(m(e_g, e_a, frames, has_audio=has_audio), labels)  # eval: none
+    m.train()
+    out = m(e_g, e_a, frames, has_audio=has_audio)
+    terms = m.loss_terms(out, labels)
+    want = (out.unit[:, :2] - m.search_target(frames[:, :2], labels)).abs().sum(-1).mean()
+    assert torch.allclose(terms["search"], want)
+    loss, stats = m.loss(out, labels)
+    assert "loss_search" in stats
+    g_pi = torch.autograd.grad(terms["search"], m.pi.out.weight)[0]
+    assert g_pi.abs().sum() > 0  # π gets the gradient
+    with pytest.raises(ValueError, match="patch: policy"):
+        AVGNConfig(**{**dataclasses.asdict(cfg), "patch": "centre"})

@@ -64,6 +64,15 @@ Read top to bottom: config, helpers (one per equation), blocks, model, losses, e
 * **Losses** (:meth:`AVGN.loss`, Sec. 3.4): L_p, L_V (eq. 9), L_A (eq. 10), L_mask, L_s (eqs.
   11-12), L_ord (eq. 13), each with a switch and a weight in :class:`AVGNConfig` (Table 7). CE against
   multi-hot labels is the soft-target CE of the other samplers (labels normalised to sum 1).
+* **L_search** (our choice, not in the paper; ``loss_search``, off by default in the config): π learns
+  only through the bilinear gradient of eq. 6 at the patch's border, which carries little signal, and on
+  the benchmark it drifted to a corner of the frame (hit rate below a random patch). L_search gives π a
+  target from the training labels alone, in the spirit of AdaFocus v1's reward (the patch that makes
+  the classifier more confident): on the first ``search_frames`` processed frames, f_L's classifier
+  (:meth:`AVGN.patch_logits`) scores a ``search_grid``² grid of patches; the soft-argmin of their
+  cross-entropy (:meth:`AVGN.search_target`, temperature ``search_tau``) is π's target, ``L1`` in ``u``
+  space. No box or position label is read; it costs ``search_grid``² f_L calls per searched frame in
+  training only (inference runs π alone).
 * **Stop-gradients** (Sec. 3.4, last paragraph): TF_AV, AESPA and π read ``e_g.detach()`` and the
   detached audio; ψ reads the detached ``e^G`` as its query (its audio keys stay attached: the paper
   stops ψ only towards f_G). The L_mask target ``ẽ^G`` and the pseudo-labels ``s̃`` are detached.
@@ -81,7 +90,7 @@ from torch import Tensor
 
 from components.models.samplers.nsnet import normalise_labels, soft_cross_entropy
 
-LOSSES = ("p", "v", "a", "mask", "s", "ord")
+LOSSES = ("p", "v", "a", "mask", "s", "ord")  # the paper's (Sec. 3.4); L_search is ours, off by default
 
 
 # ------------------------------------------------------------------------------------- config
@@ -132,6 +141,13 @@ class AVGNConfig:
     w_mask: float = 1.0
     w_s: float = 1.0
     w_ord: float = 1.0
+    # L_search (our choice, not in the paper; module docstring): π regressed towards the patch the scorer
+    # classifies best among a search_grid x search_grid grid of candidates, on search_frames frames a video
+    loss_search: bool = False
+    w_search: float = 1.0
+    search_grid: int = 3
+    search_frames: int = 2
+    search_tau: float = 0.25
     # component switches (Tables 4 and 6): audio modality, TF_AV, AESPA, ψ, patch centre source
     use_audio: bool = True  # False: every frame treated as audio-less (the missing-audio token)
     av_test: bool = True  # False: a per-frame MLP scores saliency (no temporal attention)
@@ -160,10 +176,14 @@ class AVGNConfig:
             raise ValueError(f"avgn.patch={self.patch!r} must be 'policy' or 'centre'")
         if self.gumbel_tau <= 0:
             raise ValueError(f"avgn.gumbel_tau={self.gumbel_tau} must be > 0")
+        if self.search_tau <= 0:
+            raise ValueError(f"avgn.search_tau={self.search_tau} must be > 0")
+        if self.loss_search and self.patch != "policy":
+            raise ValueError("avgn.loss_search trains π: it needs avgn.patch: policy")
 
     def enabled(self) -> dict[str, float]:
         """Switched-on losses -> their weights."""
-        return {k: getattr(self, f"w_{k}") for k in LOSSES if getattr(self, f"loss_{k}")}
+        return {k: getattr(self, f"w_{k}") for k in LOSSES + ("search",) if getattr(self, f"loss_{k}")}
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -462,6 +482,8 @@ class AVGNOutput:
     has_audio: Tensor  # [B,T] bool
     frame_idx: Tensor | None = None  # [B,K] frames processed by the spatial glance, in order
     centre: Tensor | None = None  # [B,K,2] (x_c, y_c) in [0,1] (eq. 5)
+    unit: Tensor | None = None  # [B,K,2] π's u in (0,1)^2 before centre_from_unit (L_search's prediction)
+    frames: Tensor | None = None  # [B,K,3,H0,W0] the processed frames (kept for L_search in training)
     logits: Tensor | None = None  # p_t logits [B,K,C] (eq. 8)
     frame_logits: Tensor | None = None  # p'_t logits [B,K,C] (eq. 11)
     e_av: Tensor | None = None  # [e^G, e^L, e^AT] [B,K,F] (eq. 13's e^AV)
@@ -586,7 +608,10 @@ class AVGN(nn.Module):
             centre = torch.full((B, K, 2), 0.5, device=e_g.device, dtype=e_g.dtype)
         else:
             e_ga = self.aespa(self._pi_maps(e_g, frames, frame_idx), a_stop if c.use_aespa else None)  # eq. 4
-            centre = centre_from_unit(self.pi(e_ga), c.patch_size, H0, W0)  # eq. 5, [B,K,2]
+            out.unit = self.pi(e_ga)  # [B,K,2]
+            centre = centre_from_unit(out.unit, c.patch_size, H0, W0)  # eq. 5, [B,K,2]
+            if c.loss_search and self.training:
+                out.frames = frames
         patches = extract_patches(frames.flatten(0, 1), centre.flatten(0, 1), c.patch_size)  # eq. 6, [BK,3,P,P]
         e_l = self.f_l(patches).view(B, K, -1)  # eq. 7, [B,K,D_L]
         g_k = _take(g, frame_idx)  # e^G of the processed frames, [B,K,D_G]
@@ -634,7 +659,43 @@ class AVGN(nn.Module):
         if "ord" in on:  # eq. 13
             terms["ord"] = ordered_logits_loss(_take(out.saliency, out.frame_idx), out.e_av, self.f_av, labels,
                                                self.config.ord_k, self.config.gumbel_tau, noise=self.training)
+        if "search" in on and out.frames is not None:  # our choice (module docstring); training only
+            n = min(self.config.search_frames, out.unit.shape[1])
+            target = self.search_target(out.frames[:, :n], labels)  # [B,n,2]
+            terms["search"] = (out.unit[:, :n] - target).abs().sum(-1).mean()
         return terms
+
+    def patch_logits(self, patches: Tensor) -> Tensor:
+        """Class logits of P×P patches ``[N,3,P,P] -> [N,C]``: f_L's own classifier when it has one (the
+        frame recognizer's), else FC^L on f_L's features (eq. 9's ``fc_l``)."""
+        f_l = self.f_l
+        return f_l.logits(patches) if hasattr(f_l, "logits") else self.fc_l(f_l(patches))
+
+    @torch.no_grad()
+    def search_target(self, frames: Tensor, labels: Tensor) -> Tensor:
+        """L_search's target (our choice, see the module docstring): ``frames [B,n,3,H0,W0]``, multi-hot
+        ``labels [B,C]`` -> ``u* [B,n,2]``, the soft-argmin over a G×G grid of admissible patch positions
+        (``u`` in ``linspace(0, 1, G)^2``) of the soft-target cross-entropy of :meth:`patch_logits`:
+        ``u* = sum_g softmax_g(-CE_g / tau) u_g``. A frame whose candidates all score alike gets the grid's
+        mean, the centre; one where a single patch classifies the video's label gets that patch."""
+        c = self.config
+        B, n, _, H0, W0 = frames.shape
+        G = c.search_grid
+        axis = torch.linspace(0.0, 1.0, G, device=frames.device, dtype=frames.dtype)
+        cand = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(G * G, 2)  # (u_x, u_y), [G²,2]
+        centres = centre_from_unit(cand, c.patch_size, H0, W0)  # [G²,2]
+        flat = frames.flatten(0, 1)  # [Bn,3,H0,W0]
+        patches = extract_patches(flat.repeat_interleave(G * G, 0), centres.repeat(flat.shape[0], 1), c.patch_size)
+        was = self.f_l.training
+        self.f_l.eval()
+        try:
+            logits = self.patch_logits(patches).view(B, n, G * G, -1)  # [B,n,G²,C]
+        finally:
+            self.f_l.train(was)
+        target = normalise_labels(labels)[:, None, None]  # [B,1,1,C]
+        ce = -(target * logits.log_softmax(-1)).sum(-1)  # [B,n,G²]
+        w = (-ce / c.search_tau).softmax(-1)  # [B,n,G²]
+        return w @ cand  # [B,n,2]
 
     def loss(self, out: AVGNOutput, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Weighted sum of the switched-on terms -> (loss, stats: ``loss_<term>``, ``acc``, ``n``)."""

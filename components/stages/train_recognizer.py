@@ -119,7 +119,7 @@ def run(p: Params, paths: Paths) -> dict:
     from_frames = t.arch == "recognizer"
     arch = frame_ck["cfg"]["arch"] if from_frames else t.arch
     cfg = {"arch": arch, "num_classes": len(classes), "num_frames": t.frames, "pyramid": t.pyramid,
-           "groups": t.groups, "reduction": t.reduction, "consensus": t.consensus}
+           "groups": t.groups, "reduction": t.reduction, "consensus": t.consensus, "min_stride": t.min_stride}
     torch.manual_seed(t.seed)
     model = create_recognizer("tsi", **cfg, identity_init=from_frames,
                               pretrained_state=frame_ck["state_dict"] if from_frames else None)

@@ -54,6 +54,12 @@ Bottleneck, "the output features [of the 3x3 conv] are further passed through SM
 sequentially", then the last 1x1 conv restores the channels: the block sits after conv2 / bn2 / act2
 and before conv3. The paper has no BasicBlock (ResNet-18/34); there the block sits at the start of
 the residual branch, before conv1 (where TSM shifts), and the shortcut carries the unmodified input.
+In timm's EfficientNet (our choice; the benchmark's recognizer is EfficientNet-Lite0) the block sits
+where it sits in a Bottleneck: after the depth-wise 3x3 conv, before the 1x1 projection
+(``conv_pwl``). ``min_stride`` keeps blocks only where the features' output stride is at least that:
+eq. 3's attention costs ``2 HW hw C/r`` per frame pair, so at 176² the stride-2 and stride-4 blocks of
+Lite0 (88², 44² maps) would cost a quarter of the network; at ``min_stride`` 16 TSI runs in the 11
+blocks at 11² and 6² (the paper's res4-res5 analogue). 1 (the default) is every block, the paper.
 
 **Fine-tuning a frame recognizer** (``identity_init=True``). With the SME recovery conv zero
 (``A = sigmoid(0) = 1/2``, so ``X^SME = 1.5 X``), the CI FCs zero (``alpha = 1/2``) and the temporal
@@ -88,6 +94,7 @@ class TSIConfig:
     groups: int = 4  # CTI channel groups G (eq. 8)
     reduction: int = 16  # SME channel reduction r
     kv_stride: int = 2  # max-pool of the saliency-alignment keys / values (1 = literal eq. 3)
+    min_stride: int = 1  # blocks only where the features' output stride >= this (1 = every block, the paper)
 
 
 # ------------------------------------------------------------------------------------------ SME
@@ -220,24 +227,53 @@ def fold_inverse_(conv: nn.Conv2d, channel_map: Tensor) -> None:
     conv.weight.copy_(torch.einsum("oikl,ij->ojkl", conv.weight.double(), inv))
 
 
-def insert_tsi_blocks(backbone: nn.Module, cfg: TSIConfig, frames: int) -> list[nn.Sequential]:
-    """Put a TSI block in front of conv3 of every timm Bottleneck (after its 3x3 conv) and conv1 of
-    every BasicBlock; returns the new ``Sequential(tsi=..., conv=...)`` sites."""
+def tsi_sites(backbone: nn.Module) -> list[tuple[nn.Module, str]]:
+    """Where TSI blocks go, ``(block, conv attribute)``: in front of conv3 of every timm Bottleneck (after
+    its 3x3 conv, Sec. 3.4) and conv1 of every BasicBlock; in timm's EfficientNet, the same place as in
+    a Bottleneck: after the depth-wise 3x3 conv, in front of the 1x1 projection (``conv_pwl`` of an
+    InvertedResidual, ``conv_pw`` of a DepthwiseSeparableConv; our choice, the paper has ResNets only)."""
     ensure_torchvision()
+    from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
     from timm.models.resnet import BasicBlock, Bottleneck
 
-    sites = []
-    for block in list(backbone.modules()):
-        name = "conv3" if isinstance(block, Bottleneck) else "conv1" if isinstance(block, BasicBlock) else None
-        if name is None:
-            continue
+    kinds = ((Bottleneck, "conv3"), (BasicBlock, "conv1"), (InvertedResidual, "conv_pwl"),
+             (DepthwiseSeparableConv, "conv_pw"))
+    return [(block, next(name for kind, name in kinds if isinstance(block, kind)))
+            for block in backbone.modules() if isinstance(block, tuple(kind for kind, _ in kinds))]
+
+
+@torch.no_grad()
+def site_strides(backbone: nn.Module, sites: list[tuple[nn.Module, str]], size: int = 64) -> list[int]:
+    """The output stride of the features each site's conv reads (one probe forward at ``size``²)."""
+    seen: dict[int, int] = {}
+    hooks = [getattr(block, name).register_forward_pre_hook(
+        lambda mod, args, i=i: seen.__setitem__(i, size // args[0].shape[-1])) for i, (block, name) in enumerate(sites)]
+    training, w = backbone.training, next(backbone.parameters())
+    try:
+        backbone.eval()(torch.zeros(1, 3, size, size, device=w.device, dtype=w.dtype))
+    finally:
+        backbone.train(training)
+        for h in hooks:
+            h.remove()
+    return [seen[i] for i in range(len(sites))]
+
+
+def insert_tsi_blocks(backbone: nn.Module, cfg: TSIConfig, frames: int) -> list[nn.Sequential]:
+    """Put a TSI block at every site of :func:`tsi_sites` whose features have an output stride >=
+    ``cfg.min_stride``; returns the new ``Sequential(tsi=..., conv=...)`` sites."""
+    sites = tsi_sites(backbone)
+    if cfg.min_stride > 1 and sites:
+        sites = [s for s, stride in zip(sites, site_strides(backbone, sites)) if stride >= cfg.min_stride]
+    if not sites:
+        raise ValueError(f"{type(backbone).__name__} has no timm ResNet Bottleneck / BasicBlock or EfficientNet "
+                         f"block for TSI blocks (at output stride >= {cfg.min_stride})")
+    out = []
+    for block, name in sites:
         conv = getattr(block, name)
         site = nn.Sequential(OrderedDict(tsi=TSIBlock(conv.in_channels, cfg, frames), conv=conv))
         setattr(block, name, site)
-        sites.append(site)
-    if not sites:
-        raise ValueError(f"{type(backbone).__name__} has no timm ResNet Bottleneck / BasicBlock for TSI blocks")
-    return sites
+        out.append(site)
+    return out
 
 
 # -------------------------------------------------------------------------------------- network
@@ -253,9 +289,11 @@ class TSINet(Recognizer):
 
     def __init__(self, arch: str, num_classes: int, num_frames: int,
                  pretrained_state: Mapping[str, Tensor] | None = None, pyramid: int = 3, groups: int = 4,
-                 reduction: int = 16, kv_stride: int = 2, identity_init: bool = False, consensus: str = "probs"):
+                 reduction: int = 16, kv_stride: int = 2, identity_init: bool = False, consensus: str = "probs",
+                 min_stride: int = 1):
         super().__init__(arch, num_classes, num_frames, pretrained_state, consensus)
-        self.cfg = TSIConfig(pyramid=pyramid, groups=groups, reduction=reduction, kv_stride=kv_stride)
+        self.cfg = TSIConfig(pyramid=pyramid, groups=groups, reduction=reduction, kv_stride=kv_stride,
+                             min_stride=min_stride)
         self.frames.set_channels_last(False)  # the TSI blocks view [B*K,C,H,W] as [B,K,C,H,W]
         for site in insert_tsi_blocks(self.frames.backbone, self.cfg, num_frames):
             if identity_init:

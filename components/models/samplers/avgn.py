@@ -69,6 +69,10 @@ class FrozenRecognizer(nn.Module):
     def forward(self, patch: torch.Tensor) -> torch.Tensor:
         return self.net.features(patch)
 
+    def logits(self, patch: torch.Tensor) -> torch.Tensor:
+        """The recognizer's class logits on the patch ``[N,3,P,P] -> [N,C]`` (L_search's scorer)."""
+        return self.net.classify(self.net.features(patch))
+
 
 class StageMap(nn.Module):
     """π's finer input (``avgn.pi_map: fine``, our choice): the light encoder f_G (a ``FrameClassifier``),
@@ -154,7 +158,10 @@ class AVGNSampler(Sampler):
             aespa_layers=a.aespa_layers, aespa_heads=a.heads, bottlenecks=a.bottlenecks, patch_size=a.patch_size,
             d_psi=a.dim, psi_heads=a.heads, cls_hidden=a.cls_hidden, dropout=a.dropout, ord_k=min(a.ord_k, a.train_frames),
             loss_v=a.loss_v, loss_a=a.loss_a, loss_mask=a.loss_mask, loss_s=a.loss_s, loss_ord=a.loss_ord,
-            w_v=a.w_v, w_a=a.w_a, w_mask=a.w_mask, w_s=a.w_s, w_ord=a.w_ord, use_audio=a.audio, av_test=a.av_test,
+            w_v=a.w_v, w_a=a.w_a, w_mask=a.w_mask, w_s=a.w_s, w_ord=a.w_ord,
+            loss_search=a.loss_search and a.patch == "policy",  # a centre crop has no π to train
+            w_search=a.w_search, search_grid=a.search_grid, search_frames=a.search_frames, search_tau=a.search_tau,
+            use_audio=a.audio, av_test=a.av_test,
             use_aespa=a.aespa, use_psi=a.psi, patch=a.patch)
         local = local_module if local_module is not None else load_local(
             a.local, a.patch_size, local_path, local_digest, frozen=a.local_mode == "frozen")
