@@ -80,14 +80,21 @@ def _wait_text(browser, text: str, timeout: float = 60) -> None:
                     f"{browser.find_element(By.TAG_NAME, 'body').text[:2000]}")
 
 
-def _shot(browser, tmp_path: Path, name: str) -> Path:
-    """A screenshot into the test's directory, and into ``$SALIENT_SCREENSHOTS`` when set (the README's)."""
+#: where the README's screenshots go (relative to where pytest started: tests may chdir), None: nowhere
+SCREENSHOTS = Path(os.environ["SALIENT_SCREENSHOTS"]).absolute() if os.environ.get("SALIENT_SCREENSHOTS") else None
+
+
+def _shot(browser, tmp_path: Path, name: str, height: int | None = None) -> Path:
+    """A screenshot into the test's directory, and into ``$SALIENT_SCREENSHOTS`` when set (the README's);
+    ``height``: of the window first, to leave out the empty page below what it shows."""
+    if height:
+        browser.set_window_size(browser.get_window_size()["width"], height)
+        time.sleep(0.5)
     shot = tmp_path / name
     browser.save_screenshot(str(shot))
-    if os.environ.get("SALIENT_SCREENSHOTS"):
-        out = Path(os.environ["SALIENT_SCREENSHOTS"])
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, out / name)
+    if SCREENSHOTS is not None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, SCREENSHOTS / name)
     return shot
 
 
@@ -262,7 +269,7 @@ def test_mlflow_variant_view_lists_variant_runs_with_map_and_gmacs_at_k3(mlflow_
         for close in browser.find_elements(By.CSS_SELECTOR, '[data-component-id="mlflow.assistant.chat_panel.close"]'):
             close.click()  # the assistant panel a fresh browser opens once: out of the screenshot's way
         time.sleep(0.5)
-        _shot(browser, tmp_path, "mlflow_variant_view.png")
+        _shot(browser, tmp_path, "mlflow_variant_view.png", height=620)
 
 
 # ------------------------------------------------------------------------------ Prefect: a flow run's page
