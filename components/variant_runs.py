@@ -143,6 +143,10 @@ RUN_NAME_COLUMN = "attributes.`Run Name`"
 VIEW_GROUPS = (("param", "variant"), ("tag", tracking.EXPERIMENT_TAG))
 
 
+#: the most groups the view keeps closed (a tag holds at most 20,000 characters; ~60 a group)
+MAX_CLOSED = 200
+
+
 def group_id(variant: str, experiment: str) -> str:
     """The id MLflow's UI gives the group of ``variant``'s runs in ``experiment`` (``groupsExpanded`` keys)."""
     return ",".join(f"{mode}.{key}.{value}" for (mode, key), value in zip(VIEW_GROUPS, (variant, experiment)))
@@ -165,7 +169,7 @@ def view_state(p: Params, collapsed: Iterable[str] = ()) -> dict[str, Any]:
             "columnWidths": {RUN_NAME_COLUMN: 400, map_k: 160, gmacs_k: 160},
             "groupBy": {"aggregateFunction": "average",
                         "groupByKeys": [{"mode": mode, "groupByData": key} for mode, key in VIEW_GROUPS]},
-            "groupsExpanded": {g: False for g in sorted(set(collapsed))},
+            "groupsExpanded": {g: False for g in dict.fromkeys(collapsed)},
             "runListHidden": False, "viewMaximized": False}
 
 
@@ -186,7 +190,8 @@ def save_variant_view(p: Params, experiment_id: str, groups: Iterable[str] = ())
     someone else wrote one) to an experiment; ``groups``: the :func:`group_id` of more groups to show
     closed, added to those the view already closes. Returns the view id."""
     old = tracking.saved_view(experiment_id, VIEW_ID, tracking=p)
-    closed = set(groups) | set(((old or {}).get("state") or {}).get("groupsExpanded") or {})
+    before = list(((old or {}).get("state") or {}).get("groupsExpanded") or {})
+    closed = list(dict.fromkeys([*groups, *before]))[:MAX_CLOSED]  # this evaluation's first; a group left out opens
     tracking.save_view(experiment_id, VIEW_ID, view_name(p), view_state(p, closed), tracking=p)
     tracking.set_experiment_note(experiment_id, note(p, experiment_id), owner="**salient**:", tracking=p)
     return VIEW_ID

@@ -133,7 +133,7 @@ def test_evaluation_saves_the_variant_view_and_the_experiment_note(store, monkey
     *Views* menu lists and ``viewStateShareKey`` opens; tests/test_browser.py opens it in Chromium): its filter
     finds exactly the evaluated variant runs with a K=3 value, groups of this run's variants closed, a later
     evaluation adds its groups, and a description someone else wrote is never replaced."""
-    from components.variant_runs import VIEW_ID, group_id, view_name, view_url
+    from components.variant_runs import MAX_CLOSED, VIEW_ID, group_id, save_variant_view, view_name, view_url
 
     p = load_params(ROOT / "params.yaml", ["evaluate.sampler_budgets=[1,3,5]", "evaluate.headroom_k=3"])
     with tracking.stage_run("evaluate@0", {}, tracking=p) as parent:
@@ -168,3 +168,8 @@ def test_evaluation_saves_the_variant_view_and_the_experiment_note(store, monkey
     assert again["createdAt"] == view["createdAt"]
     assert set(again["state"]["groupsExpanded"]) == {*state["groupsExpanded"], group_id("tsqnet", "exp-1")}
     assert store.get_experiment(exp.experiment_id).tags[tracking.NOTE_TAG] == "my notes"
+
+    # an experiment tag holds at most 20,000 characters: the groups of the latest evaluation are kept first
+    many = [group_id(f"v{i}", "exp-2") for i in range(MAX_CLOSED + 50)]
+    save_variant_view(p, exp.experiment_id, many)
+    assert list(tracking.saved_view(exp.experiment_id, VIEW_ID)["state"]["groupsExpanded"]) == many[:MAX_CLOSED]
