@@ -1162,7 +1162,8 @@ def ui_url(port: int | str, experiment_id: str | None = None, run_id: str | None
     root = (f"http://{host}:{port}" if base is None else base).rstrip("/")  # base "": a link on the same server
     page = "experiments" if not experiment_id else f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
     if view and experiment_id and not run_id:  # the runs table of the experiment, as the view arranges it
-        return f"{root}/#/{page}/runs?workflowType=machine_learning&{VIEW_URL_PARAM}={urllib.parse.quote(view, safe='')}"
+        key = urllib.parse.quote(view, safe="")
+        return f"{root}/#/{page}/runs?workflowType=machine_learning&{VIEW_URL_PARAM}={key}"
     return f"{root}/#/{page}?workflowType=machine_learning"
 
 

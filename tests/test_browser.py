@@ -264,7 +264,8 @@ def test_mlflow_variant_view_lists_variant_runs_with_map_and_gmacs_at_k3(mlflow_
         assert [row[gmacs_k] for row in rows] == ["1.5 (average)", "0.75 (average)"]
 
         # open the best variant's row: its run, with the same mAP@3 and GMACs@3
-        browser.find_element(By.CSS_SELECTOR, '.ag-row[row-index="0"] .ag-cell[col-id^="attributes"] [role="button"]').click()
+        expander = '.ag-row[row-index="0"] .ag-cell[col-id^="attributes"] [role="button"]'  # the group's chevron
+        browser.find_element(By.CSS_SELECTOR, expander).click()
         WebDriverWait(browser, 30).until(lambda b: len(b.execute_script(GRID_JS)) == 3)
         opened = browser.execute_script(GRID_JS)[1]
         assert runs[0].info.run_name in opened[name] and opened["params.`recognizer`"] == "frame"
@@ -279,7 +280,8 @@ def test_mlflow_variant_view_lists_variant_runs_with_map_and_gmacs_at_k3(mlflow_
 #: the names of the task runs listed under the flow run page's Task Runs tab, and their state badges
 TASKS_JS = """
 return [...document.querySelectorAll('#task-runs-content .state-list-item')].map(item => [
-    item.querySelector('.state-list-item__name')?.innerText.trim(), item.querySelector('.state-badge')?.innerText.trim()]);
+    item.querySelector('.state-list-item__name')?.innerText.trim(),
+    item.querySelector('.state-badge')?.innerText.trim()]);
 """
 #: the rendered markdown tables of an artifact page: [[cell texts of a row]] per table, header row first
 TABLES_JS = """
