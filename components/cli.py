@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from components import tracking
+from components import tracking, variant_runs
 from components.atomic import atomic_write_text
 from components.data.video import VIDEO_EXTENSIONS, validate_paths
 from components.fusion import fusion_values
@@ -406,6 +406,20 @@ def _experiment_id(p) -> str | None:
     return exp.experiment_id if exp is not None else None
 
 
+def _variant_view(p, exp_id: str | None, port: int) -> str | None:
+    """The link to the experiment's saved view of the variant runs (written here when an evaluation
+    that could not reach the server left none); None without an experiment or when it cannot be written."""
+    if exp_id is None:
+        return None
+    try:
+        if tracking.saved_view(exp_id, variant_runs.VIEW_ID, tracking=p) is None:
+            variant_runs.save_variant_view(p, exp_id)
+    except Exception as e:  # noqa: BLE001 - only a link depends on it
+        print(f"note: the saved view of the variant runs could not be written ({e})", file=sys.stderr)
+        return None
+    return variant_runs.view_url(p, port, exp_id)
+
+
 def cmd_ui(args) -> int:
     """The MLflow server in a process group of its own, stopped as a whole (its gunicorn / uvicorn
     workers included) when we get SIGTERM, SIGINT or SIGHUP, or exit for any other reason."""
@@ -422,8 +436,11 @@ def cmd_ui(args) -> int:
         except ProcessError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"\nMLflow UI, the experiment's runs:  {tracking.ui_url(args.port, _experiment_id(p))}\n"
-              "Ctrl-C stops it.", file=sys.stderr, flush=True)
+        exp_id = _experiment_id(p)
+        view = _variant_view(p, exp_id, args.port)
+        print(f"\nMLflow UI, the experiment's runs:  {tracking.ui_url(args.port, exp_id)}\n"
+              + (f"the variant runs (saved view \"{variant_runs.view_name(p)}\"):  {view}\n" if view else "")
+              + "Ctrl-C stops it.", file=sys.stderr, flush=True)
         while proc.alive():  # polled, not wait(): the signal handler runs between two polls
             proc.remember_children()
             time.sleep(0.5)

@@ -68,6 +68,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -1150,15 +1151,73 @@ def ui_command(params: Any = None, port: int = 5000) -> list[str]:
 
 
 def ui_url(port: int | str, experiment_id: str | None = None, run_id: str | None = None,
-           host: str = "127.0.0.1", base: str | None = None) -> str:
+           host: str = "127.0.0.1", base: str | None = None, view: str | None = None) -> str:
     """The MLflow UI link that opens an experiment (or one of its runs; else the experiment list) on its
     training runs. MLflow 3.17's UI shows an experiment in its GenAI view (traces, sessions) unless the URL
     says ``workflowType=machine_learning`` or the user switched to "Model training" in that browser: it does
     not read the experiment's ``mlflow.experimentKind`` tag (checked in Chromium, tests/test_browser.py).
-    ``base``: the server's URL (an ``http(s)://`` tracking URI) instead of ``http://host:port``."""
-    root = (base or f"http://{host}:{port}").rstrip("/")
+    ``base``: the server's URL (an ``http(s)://`` tracking URI) instead of ``http://host:port`` ("": a link
+    relative to the page's server, ``/#/...``). ``view``: a
+    saved view of the experiment's runs table (:func:`save_view`) that the page opens with."""
+    root = (f"http://{host}:{port}" if base is None else base).rstrip("/")  # base "": a link on the same server
     page = "experiments" if not experiment_id else f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    if view and experiment_id and not run_id:  # the runs table of the experiment, as the view arranges it
+        key = urllib.parse.quote(view, safe="")
+        return f"{root}/#/{page}/runs?workflowType=machine_learning&{VIEW_URL_PARAM}={key}"
     return f"{root}/#/{page}?workflowType=machine_learning"
+
+
+#: MLflow 3.17's *saved views* of an experiment's runs table live on the server, as experiment tags
+#: ``mlflow.sharedViewState.<id>``: a JSON envelope ``{name, createdAt, updatedAt, state}`` whose ``state`` is
+#: the page's search facets (``searchFilter``, ``orderByKey``, ``orderByAsc``, ...) and table state
+#: (``selectedColumns``, ``columnOrder``, ``columnWidths``, ``groupBy``, ``groupsExpanded``, ...) as a JSON
+#: string. The UI lists them under *Views* and opens one from a link with ``viewStateShareKey=<id>`` (the
+#: state of the runs table a user arranges by hand stays in that browser's localStorage).
+SAVED_VIEW_PREFIX, VIEW_URL_PARAM = "mlflow.sharedViewState.", "viewStateShareKey"
+NOTE_TAG = "mlflow.note.content"  # an experiment's (or run's) description, markdown, shown by the UI
+MAX_EXPERIMENT_TAG_VALUE = 20000  # mlflow.utils.validation.MAX_EXPERIMENT_TAG_VAL_LENGTH
+
+
+def saved_view(experiment_id: str, view_id: str, *, tracking: Any = None) -> dict[str, Any] | None:
+    """The saved view ``view_id`` of an experiment as ``{name, createdAt, updatedAt, state}`` (``state``
+    decoded to a dict); None when there is none or it is unreadable."""
+    value = client(tracking).get_experiment(experiment_id).tags.get(SAVED_VIEW_PREFIX + view_id)
+    try:
+        env = json.loads(value)
+        return {**env, "state": json.loads(env["state"])}
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def save_view(experiment_id: str, view_id: str, name: str, state: Mapping[str, Any], *,
+              tracking: Any = None) -> str:
+    """Write (or rewrite, keeping its creation time) the saved view ``view_id`` named ``name`` of an
+    experiment's runs table; returns ``view_id`` (``ui_url(..., view=view_id)`` opens it)."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", view_id):
+        raise ValueError(f"saved view id {view_id!r}: letters, digits, '.', '_' and '-' only")
+    old = saved_view(experiment_id, view_id, tracking=tracking)
+    now = int(time.time() * 1000)
+    created = old["createdAt"] if old and isinstance(old.get("createdAt"), int) else now
+    value = json.dumps({"name": name, "createdAt": created, "updatedAt": now,
+                        "state": json.dumps(dict(state), separators=(",", ":"))}, separators=(",", ":"))
+    if len(value) > MAX_EXPERIMENT_TAG_VALUE:
+        raise ValueError(f"saved view {view_id!r} is {len(value)} characters, over MLflow's "
+                         f"{MAX_EXPERIMENT_TAG_VALUE} for an experiment tag")
+    client(tracking).set_experiment_tag(experiment_id, SAVED_VIEW_PREFIX + view_id, value)
+    return view_id
+
+
+def set_experiment_note(experiment_id: str, text: str, *, owner: str, tracking: Any = None) -> bool:
+    """Set the experiment's description (``mlflow.note.content``) to ``text`` unless someone else wrote one:
+    only an empty description or one that starts with ``owner`` (the first line of ours) is replaced.
+    Returns whether it was written."""
+    c = client(tracking)
+    current = c.get_experiment(experiment_id).tags.get(NOTE_TAG)
+    if current and not current.startswith(owner):
+        return False
+    if current != text:
+        c.set_experiment_tag(experiment_id, NOTE_TAG, text)
+    return True
 
 
 def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -1174,6 +1233,7 @@ __all__ = [
     "dvc_stage_hash", "client", "TrackedRun", "Terminated", "NULL_RUN", "active_run", "stage_run", "variant_run",
     "parent_run",
     "log_params", "set_tags", "log_metrics", "log_curve", "log_budget_curve", "log_artifacts",
-    "register_model", "resolve_model_uri", "ui_command", "ui_url", "server_env", "child_runs", "has_children",
+    "register_model", "resolve_model_uri", "ui_command", "ui_url", "saved_view", "save_view", "set_experiment_note",
+    "server_env", "child_runs", "has_children",
     "delete_empty", "http_budget", "unreachable", "spool_dir", "sync_spool", "Spool",
 ]

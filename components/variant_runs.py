@@ -38,12 +38,15 @@ Runs are children of the stage's run (``evaluate@0``, ``train_sampler@0-tsqnet``
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from components import tracking
 from components.fusion import single_branch_note
 from components.params import Params, to_dict, variant_params as effective_params
+
+log = logging.getLogger(__name__)
 
 #: the per-K metrics of an evaluation run (``curves.csv`` columns)
 CURVE_METRICS = {"map": "map", "top1": "top1", "salient_recall": "salient_recall",
@@ -119,6 +122,86 @@ def _deterministic(groups: Mapping[tuple[str, str, int], list[Mapping[str, Any]]
     return {key for key, runs in by.items() if len(runs) > 1 and all(r == runs[0] for r in runs)}
 
 
+# ------------------------------------------------------------------------------ the saved view
+#: the saved view of the experiment's runs table that ``salient ui`` and the README link to
+#: (:func:`components.tracking.save_view`): MLflow keeps a table arranged by hand in that one browser only
+VIEW_ID = "salient-variant-runs"
+
+
+def view_name(p: Params) -> str:
+    k = p.evaluate.headroom_k
+    return f"Variant runs: mAP@{k}, GMACs@{k} (salient)"
+
+
+def _column(kind: str, key: str) -> str:
+    """A runs-table column id of MLflow's UI: ``metrics.`map_k03```."""
+    return f"{kind}.`{key}`"
+
+
+RUN_NAME_COLUMN = "attributes.`Run Name`"
+#: one group of the view per variant and experiment (a DVC experiment's runs are not averaged with the workspace's)
+VIEW_GROUPS = (("param", "variant"), ("tag", tracking.EXPERIMENT_TAG))
+
+
+#: the most groups the view keeps closed (a tag holds at most 20,000 characters; ~60 a group)
+MAX_CLOSED = 200
+
+
+def group_id(variant: str, experiment: str) -> str:
+    """The id MLflow's UI gives the group of ``variant``'s runs in ``experiment`` (``groupsExpanded`` keys)."""
+    return ",".join(f"{mode}.{key}.{value}" for (mode, key), value in zip(VIEW_GROUPS, (variant, experiment)))
+
+
+def view_state(p: Params, collapsed: Iterable[str] = ()) -> dict[str, Any]:
+    """The runs-table state of the variant view: the evaluated variant runs with a value at K =
+    ``evaluate.headroom_k`` (``tags.`salient.kind` = 'variant' and metrics.map_k03 >= 0``: no training run,
+    no clip-recognizer run without that K), one row per variant and experiment (MLflow's group by, the mean
+    over seeds; a group opens on its runs), best ``map_k03`` first, columns ``map_k03``, ``gmacs_k03`` and
+    the recognizer. ``collapsed``: the :func:`group_id` of the groups shown closed."""
+    k = p.evaluate.headroom_k
+    map_k, gmacs_k = _column("metrics", summary_key("map", k)), _column("metrics", summary_key("gmacs", k))
+    columns = [map_k, gmacs_k, _column("params", "recognizer")]  # a group's seed would read as their mean
+    return {"searchFilter": f"tags.`salient.kind` = 'variant' and metrics.{summary_key('map', k)} >= 0",
+            "orderByKey": map_k, "orderByAsc": False, "startTime": "ALL", "lifecycleFilter": "Active",
+            # the UI sizes the columns that columnOrder names: room for a group's name ("Group: variant: tsqnet,
+            # salient.experiment: workspace") and its "43.5 (average)"
+            "selectedColumns": columns, "columnOrder": [RUN_NAME_COLUMN, *columns],
+            "columnWidths": {RUN_NAME_COLUMN: 400, map_k: 160, gmacs_k: 160},
+            "groupBy": {"aggregateFunction": "average",
+                        "groupByKeys": [{"mode": mode, "groupByData": key} for mode, key in VIEW_GROUPS]},
+            "groupsExpanded": {g: False for g in dict.fromkeys(collapsed)},
+            "runListHidden": False, "viewMaximized": False}
+
+
+def note(p: Params, experiment_id: str) -> str:
+    """The experiment's description: how to open the variant view (markdown)."""
+    k = p.evaluate.headroom_k
+    link = tracking.ui_url(0, experiment_id, base="", view=VIEW_ID)  # relative: on whichever server shows it
+    return (f"**salient**: the comparable runs are the *variant runs* (one child run per sampler variant, "
+            f"recognizer and seed of `evaluate`). Open them with the saved view **{view_name(p)}** (*Views* menu "
+            f"above the runs table, or the link [{link}]({link}) on this server; `salient ui` prints it): one row "
+            f"per variant and DVC experiment with its mean `{summary_key('map', k)}` (mAP at K={k}) and "
+            f"`{summary_key('gmacs', k)}` (GMACs per video at K={k}) over seeds, best first; open a row for its "
+            f"seeds. salient rewrites that view after each `evaluate`: save yours under another name.")
+
+
+def save_variant_view(p: Params, experiment_id: str, groups: Iterable[str] = ()) -> str:
+    """Write the variant view (:func:`view_state`) and the experiment's description (:func:`note`, unless
+    someone else wrote one) to an experiment; ``groups``: the :func:`group_id` of more groups to show
+    closed, added to those the view already closes. Returns the view id."""
+    old = tracking.saved_view(experiment_id, VIEW_ID, tracking=p)
+    before = list(((old or {}).get("state") or {}).get("groupsExpanded") or {})
+    closed = list(dict.fromkeys([*groups, *before]))[:MAX_CLOSED]  # this evaluation's first; a group left out opens
+    tracking.save_view(experiment_id, VIEW_ID, view_name(p), view_state(p, closed), tracking=p)
+    tracking.set_experiment_note(experiment_id, note(p, experiment_id), owner="**salient**:", tracking=p)
+    return VIEW_ID
+
+
+def view_url(p: Params, port: int | str, experiment_id: str, **kw: Any) -> str:
+    """The link that opens ``experiment_id`` on the variant view (:func:`components.tracking.ui_url`)."""
+    return tracking.ui_url(port, experiment_id, view=VIEW_ID, **kw)
+
+
 def log_evaluation(p: Params, rows: Iterable[Mapping[str, Any]], *, trainable: Mapping[str, bool],
                    fusion: Mapping[str, Mapping[str, Any] | None], pipeline_seed: int | None,
                    extra: Mapping[tuple[str, str, int], Mapping[str, float]] | None = None) -> list[str]:
@@ -165,7 +248,22 @@ def log_evaluation(p: Params, rows: Iterable[Mapping[str, Any]], *, trainable: M
                 run.log_budget_curve(curve_key(m), ks, values)
             run.log_metrics((extra or {}).get((variant, recognizer, seed), {}))
             ids.append(run.run_id)
+    _update_view(p, {v for (v, _, _) in groups})
     return ids
+
+
+def _update_view(p: Params, variants: set[str]) -> None:
+    """The variant view of the open run's experiment, its groups of ``variants`` in this run's experiment
+    closed; a failure is logged, never raised (a convenience, not a result), and a run buffered offline
+    (no experiment id until it is synced) leaves it to ``salient ui``."""
+    run = tracking.active_run()
+    if run is None or not run.experiment_id or run.spool is not None:
+        return
+    experiment = tracking.experiment_tags()[tracking.EXPERIMENT_TAG]
+    try:
+        save_variant_view(p, run.experiment_id, [group_id(v, experiment) for v in variants])
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not save the MLflow view of the variant runs: %s", e)
 
 
 @contextlib.contextmanager

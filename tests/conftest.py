@@ -207,7 +207,7 @@ def stop_local_prefect(stack, started: set, timings: dict, t_start: float) -> tu
 #: The longest test files (seconds of their own at 2 workers), started first: `make test` runs the suite in
 #: two xdist workers that take whole files (``--dist loadfile``), and a long file picked up last would run
 #: alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_dvc_pipeline.py", "test_prefect.py", "test_extract_pool.py", "test_tuning.py",
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_prefect.py", "test_browser.py", "test_extract_pool.py", "test_tuning.py",
                  "test_extract_shards.py", "test_postgres_optuna.py", "test_distributed.py")
 
 

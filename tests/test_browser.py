@@ -1,5 +1,10 @@
-"""What a user browses, checked in headless Chromium (issue 13): MLflow's compare view of two variant
-runs of an evaluation, the experiment opening on its training runs, and ``salient plots``' offline HTML.
+"""What a user browses, checked in headless Chromium (issues 13, 26): MLflow's compare view of two variant
+runs of an evaluation, the experiment opening on its training runs, the saved view of the variant runs
+(mAP@3 and GMACs@3 per variant), the Prefect UI's page of a pipeline flow run (a task per stage, the
+results artifact's table), and ``salient plots``' offline HTML.
+
+``SALIENT_SCREENSHOTS=docs/screenshots`` saves the README's screenshots of the variant view and the flow
+run where the tests look at them (else they stay in the test's temporary directory).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them when missing) and the
 ``selenium`` package (requirements.txt). Without the browser the tests *fail*, saying how to install
@@ -11,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
 import time
 import urllib.parse
@@ -20,9 +27,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import tracking
+from components import tracking, variant_runs
 from components.processes import dvc_command, free_port, start_group, stop_group, wait_healthy
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_tiny_project, stop_local_prefect
 
 pytest.importorskip("selenium", reason="selenium is in requirements.txt: run `make install`")
 from selenium import webdriver  # noqa: E402
@@ -71,6 +78,27 @@ def _wait_text(browser, text: str, timeout: float = 60) -> None:
         browser.save_screenshot(str(shot))
         pytest.fail(f"{text!r} not on {browser.current_url} after {timeout} s (screenshot {shot}):\n"
                     f"{browser.find_element(By.TAG_NAME, 'body').text[:2000]}")
+
+
+#: where the README's screenshots go (relative to where pytest started: tests may chdir), None: nowhere
+SCREENSHOTS = Path(os.environ["SALIENT_SCREENSHOTS"]).absolute() if os.environ.get("SALIENT_SCREENSHOTS") else None
+
+
+def _shot(browser, tmp_path: Path, name: str, height: int | None = None) -> Path:
+    """A screenshot into the test's directory, and into ``$SALIENT_SCREENSHOTS`` when set (the README's, in
+    256 colours);
+    ``height``: of the window first, to leave out the empty page below what it shows."""
+    if height:
+        browser.set_window_size(browser.get_window_size()["width"], height)
+        time.sleep(0.5)
+    shot = tmp_path / name
+    browser.save_screenshot(str(shot))
+    if SCREENSHOTS is not None:  # in 256 colours: a third of the bytes, the same to the eye
+        from PIL import Image
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        Image.open(shot).convert("RGB").quantize(256).save(SCREENSHOTS / name, optimize=True)
+    return shot
 
 
 # ------------------------------------------------------------------------------ MLflow compare view
@@ -189,6 +217,151 @@ def test_mlflow_experiment_link_opens_on_training_runs(mlflow_ui, tmp_path):
         browser.save_screenshot(str(tmp_path / "experiment.png"))
         assert "workflowType=machine_learning" in browser.current_url
         assert "Usage" not in browser.find_element(By.TAG_NAME, "body").text  # GenAI's overview tabs
+
+
+# ------------------------------------------------------------------------------ MLflow: the variant view
+#: the runs table of MLflow's experiment page (AG Grid: pinned and scrolled columns of a row are separate
+#: elements with the same row-index), as [{column id: text}] in row order
+GRID_JS = """
+const rows = {};
+for (const r of document.querySelectorAll('.ag-row[row-index]')) {
+  const row = rows[+r.getAttribute('row-index')] ??= {};
+  for (const c of r.querySelectorAll('.ag-cell[col-id]')) row[c.getAttribute('col-id')] = c.innerText.trim();
+}
+return Object.keys(rows).map(Number).sort((a, b) => a - b).map(i => rows[i]);
+"""
+GROUP = re.compile(r"Group: variant: (\S+), salient\.experiment: (\S+)\s+(\d+)$")
+
+
+def _value(cell: str) -> float:
+    """A metric cell's number: ``43`` or a group's ``43.5 (average)``."""
+    return float(cell.split()[0])
+
+
+def test_mlflow_variant_view_lists_variant_runs_with_map_and_gmacs_at_k3(mlflow_ui, tmp_path, tiny_params):
+    """The link ``salient ui`` prints and the experiment's description names (the saved view the evaluate
+    stage writes, :func:`components.variant_runs.save_variant_view`) opens the runs table on the variant runs:
+    one row per variant (and DVC experiment), best mAP@3 first, its mean mAP@3 and GMACs@3 over seeds in view;
+    opening a row lists its run with the same numbers. No stage run is listed."""
+    base, port, exp_id, ids = mlflow_ui
+    c = tracking.client()
+    runs = sorted((c.get_run(i) for i in ids), key=lambda r: -r.data.metrics["map_k03"])
+    name, map_k, gmacs_k = variant_runs.RUN_NAME_COLUMN, "metrics.`map_k03`", "metrics.`gmacs_k03`"
+    with chromium(tmp_path / "profile") as browser:
+        browser.get(variant_runs.view_url(tiny_params, port, exp_id))
+        _wait_text(browser, "Group: variant: uniform")
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert variant_runs.view_name(tiny_params) in body  # the Views menu names the saved view
+        assert "the comparable runs are the variant runs" in body  # the experiment's description
+        rows = browser.execute_script(GRID_JS)
+        groups = [GROUP.search(row[name]) for row in rows]
+        assert all(groups), [row.get(name) for row in rows]  # groups only: no stage run, nothing ungrouped
+        assert [(g[1], g[2], g[3]) for g in groups] == [(r.data.params["variant"], "workspace", "1") for r in runs]
+        for row, run in zip(rows, runs):  # one run per variant here: its mean is its value
+            assert _value(row[map_k]) == pytest.approx(run.data.metrics["map_k03"])
+            assert _value(row[gmacs_k]) == pytest.approx(run.data.metrics["gmacs_k03"])
+        assert [row[map_k] for row in rows] == ["43 (average)", "33 (average)"]
+        assert [row[gmacs_k] for row in rows] == ["1.5 (average)", "0.75 (average)"]
+
+        # open the best variant's row: its run, with the same mAP@3 and GMACs@3
+        expander = '.ag-row[row-index="0"] .ag-cell[col-id^="attributes"] [role="button"]'  # the group's chevron
+        browser.find_element(By.CSS_SELECTOR, expander).click()
+        WebDriverWait(browser, 30).until(lambda b: len(b.execute_script(GRID_JS)) == 3)
+        opened = browser.execute_script(GRID_JS)[1]
+        assert runs[0].info.run_name in opened[name] and opened["params.`recognizer`"] == "frame"
+        assert (opened[map_k], opened[gmacs_k]) == ("43", "1.5")
+        for close in browser.find_elements(By.CSS_SELECTOR, '[data-component-id="mlflow.assistant.chat_panel.close"]'):
+            close.click()  # the assistant panel a fresh browser opens once: out of the screenshot's way
+        time.sleep(0.5)
+        _shot(browser, tmp_path, "mlflow_variant_view.png", height=620)
+
+
+# ------------------------------------------------------------------------------ Prefect: a flow run's page
+#: the names of the task runs listed under the flow run page's Task Runs tab, and their state badges
+TASKS_JS = """
+return [...document.querySelectorAll('#task-runs-content .state-list-item')].map(item => [
+    item.querySelector('.state-list-item__name')?.innerText.trim(),
+    item.querySelector('.state-badge')?.innerText.trim()]);
+"""
+#: the rendered markdown tables of an artifact page: [[cell texts of a row]] per table, header row first
+TABLES_JS = """
+return [...document.querySelectorAll('.artifact-data-markdown table')].map(t =>
+    [...t.querySelectorAll('tr')].map(tr => [...tr.children].map(c => c.innerText.trim())));
+"""
+
+
+def _markdown_rows(lines: list[str]) -> list[list[str]]:
+    """The cells of a markdown table's lines, its separator line left out."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not set(line) <= set("|-: ")]
+
+
+@pytest.mark.slow
+def test_prefect_flow_run_page_shows_a_task_per_stage_and_the_results_table(tmp_path, monkeypatch):
+    """The pipeline flow (flows/pipeline.py) up to ``summary`` on the tiny project against a real Prefect
+    server with its UI (flows.serve.LocalPrefect), MLflow on: the flow run's page lists one completed task
+    run per stage, and its ``pipeline-results`` artifact page renders the headline table of the run's
+    ``reports/summary.json`` (mAP and GMACs at K=3 per sampler). The evaluate stage left the MLflow view of
+    the variant runs on the experiment."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.pipeline import ARTIFACT_KEY, headline_table, pipeline
+    from flows.serve import LocalPrefect
+
+    t_start = time.time()
+    project = copy_tiny_project(tmp_path / "proj")
+    monkeypatch.setenv("SALIENT_TRACKING", "1")
+    monkeypatch.setenv(tracking.ENV_URI, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("SALIENT_RETRY_DELAY_SECONDS", "0")
+    monkeypatch.delenv(tracking.ENV_PARENT, raising=False)
+    stack = LocalPrefect(project, port=free_port(), home=tmp_path / "prefect_home", log_dir=tmp_path / "logs", ui=True)
+    started: set[int] = set()
+    timings: dict[str, float] = {}
+    try:
+        stack.start_server()
+        started |= stack.pids()
+        t0 = time.time()
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            result = pipeline(["summary"], project_dir=str(project))
+            with get_client(sync_client=True) as client:
+                (flow_run,) = [r for r in client.read_flow_runs() if r.name == result["run_name"]]
+                tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+        timings["flow"] = time.time() - t0
+        assert result["error"] is None and flow_run.state.is_completed(), result
+        stages = result["stages"]
+        assert "evaluate@0" in stages and stages[-1] == "summary"
+        assert sorted(t.name for t in tasks) == sorted(stages)
+        summary = json.loads((project / "reports" / "summary.json").read_text())
+        table = _markdown_rows(headline_table(summary))
+        assert table[0] == ["sampler", "mAP K=3 [95% CI]", "GMACs K=3"] and len(table) > 3, table
+
+        # the evaluate stage's variant runs, and the saved view that finds them
+        exp_id = tracking.client().get_run(result["mlflow_run_id"]).info.experiment_id
+        view = tracking.saved_view(exp_id, variant_runs.VIEW_ID)
+        found = tracking.client().search_runs([exp_id], view["state"]["searchFilter"])
+        assert {r.data.params["variant"] for r in found} >= {row[0] for row in table[1:]}
+
+        with chromium(tmp_path / "profile") as browser:
+            browser.get(f"{stack.ui_url}/runs/flow-run/{flow_run.id}")
+            _wait_text(browser, f"{len(stages)} Task runs")
+            browser.find_element(By.ID, "task-runs").click()
+            WebDriverWait(browser, 60).until(lambda b: len(b.execute_script(TASKS_JS)) == len(stages))
+            listed = browser.execute_script(TASKS_JS)
+            assert sorted(n for n, _ in listed) == sorted(stages) and {s for _, s in listed} == {"Completed"}
+            _shot(browser, tmp_path, "prefect_flow_run.png")
+
+            browser.find_element(By.ID, "artifacts").click()
+            _wait_text(browser, ARTIFACT_KEY)
+            browser.find_element(By.XPATH, f"//*[normalize-space(text())='{ARTIFACT_KEY}']").click()
+            _wait_text(browser, "GMACs K=3")
+            tables = browser.execute_script(TABLES_JS)
+            assert table in tables, tables  # the results table as the artifact holds it, rendered
+            assert f"pipeline {result['run_name']}: COMPLETED" in browser.find_element(By.TAG_NAME, "body").text
+            _shot(browser, tmp_path, "prefect_results_artifact.png")
+    finally:
+        left, alive = stop_local_prefect(stack, started, timings, t_start)
+    assert left == [] and alive == []
 
 
 # ------------------------------------------------------------------------------ offline plots

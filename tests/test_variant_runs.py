@@ -126,3 +126,50 @@ def test_nothing_is_logged_outside_a_run_or_with_tracking_off(store, monkeypatch
     monkeypatch.setenv("SALIENT_TRACKING", "0")
     with tracking.stage_run("evaluate", {}, tracking=p):
         assert log_evaluation(p, _rows(), trainable={}, fusion={}, pipeline_seed=None) == []
+
+
+def test_evaluation_saves_the_variant_view_and_the_experiment_note(store, monkeypatch):
+    """log_evaluation leaves MLflow 3.17's saved view of the variant runs on the experiment (the tag the UI's
+    *Views* menu lists and ``viewStateShareKey`` opens; tests/test_browser.py opens it in Chromium): its filter
+    finds exactly the evaluated variant runs with a K=3 value, groups of this run's variants closed, a later
+    evaluation adds its groups, and a description someone else wrote is never replaced."""
+    from components.variant_runs import MAX_CLOSED, VIEW_ID, group_id, save_variant_view, view_name, view_url
+
+    p = load_params(ROOT / "params.yaml", ["evaluate.sampler_budgets=[1,3,5]", "evaluate.headroom_k=3"])
+    with tracking.stage_run("evaluate@0", {}, tracking=p) as parent:
+        ids = log_evaluation(p, _rows(), trainable={"uniform": False, "random": False, "tsqnet": True,
+                                                    "tsqnet_vqm_only": True}, fusion={}, pipeline_seed=0)
+    with training_run(p, "tsqnet", 0, trainable=True, pipeline_seed=0):  # a variant run without map_k03
+        pass
+    exp = store.get_experiment(parent.experiment_id)
+    view = tracking.saved_view(exp.experiment_id, VIEW_ID)
+    assert view["name"] == view_name(p) == "Variant runs: mAP@3, GMACs@3 (salient)"
+    assert isinstance(view["createdAt"], int) and view["updatedAt"] >= view["createdAt"]
+    state = view["state"]
+    found = store.search_runs([exp.experiment_id], state["searchFilter"])
+    assert sorted(r.info.run_id for r in found) == sorted(ids)  # no stage run, no training run
+    assert state["orderByKey"] == "metrics.`map_k03`" and state["orderByAsc"] is False
+    assert state["selectedColumns"][:2] == ["metrics.`map_k03`", "metrics.`gmacs_k03`"]
+    assert state["groupsExpanded"] == {group_id(v, "workspace"): False for v in
+                                       ("random", "tsqnet", "tsqnet[vqm]", "tsqnet_vqm_only", "uniform")}
+    assert group_id("tsqnet", "workspace") == "param.variant.tsqnet,tag.salient.experiment.workspace"
+    note = exp.tags[tracking.NOTE_TAG]
+    assert note.startswith("**salient**:") and f"viewStateShareKey={VIEW_ID}" in note and view_name(p) in note
+    assert view_url(p, 5000, exp.experiment_id) == (f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+                                                    f"?workflowType=machine_learning&viewStateShareKey={VIEW_ID}")
+
+    # a second evaluation (another DVC experiment) adds its groups; a description of the user's stays
+    store.set_experiment_tag(exp.experiment_id, tracking.NOTE_TAG, "my notes")
+    monkeypatch.setenv(tracking.ENV_EXPERIMENT, "exp-1")  # as a parent run in a DVC experiment exports it
+    with tracking.stage_run("evaluate@0", {}, tracking=p):
+        log_evaluation(p, [r for r in _rows() if r["sampler"] == "tsqnet"], trainable={"tsqnet": True},
+                       fusion={}, pipeline_seed=0)
+    again = tracking.saved_view(exp.experiment_id, VIEW_ID)
+    assert again["createdAt"] == view["createdAt"]
+    assert set(again["state"]["groupsExpanded"]) == {*state["groupsExpanded"], group_id("tsqnet", "exp-1")}
+    assert store.get_experiment(exp.experiment_id).tags[tracking.NOTE_TAG] == "my notes"
+
+    # an experiment tag holds at most 20,000 characters: the groups of the latest evaluation are kept first
+    many = [group_id(f"v{i}", "exp-2") for i in range(MAX_CLOSED + 50)]
+    save_variant_view(p, exp.experiment_id, many)
+    assert list(tracking.saved_view(exp.experiment_id, VIEW_ID)["state"]["groupsExpanded"]) == many[:MAX_CLOSED]
