@@ -246,6 +246,8 @@ class AVGNParams:
                             "train_frames in train_order)")
     search_tau: float = _f(0.25, lo=1e-3, hi=100.0, help="L_search: temperature of the soft-argmin over candidates "
                            "(cross-entropy units)")
+    search_detach: bool = _f(True, help="L_search: pi learns from L_search alone (the other losses crop at a "
+                             "detached centre); false: both gradients, as the paper trains pi through eq. 6")
     epochs: int = _f(12, lo=1, hi=10_000, help="AVGN training epochs")
     batch_size: int = _f(16, lo=1, hi=4096, help="videos per AVGN step")
     lr: float = _f(5e-4, lo=1e-7, hi=10.0)

@@ -370,3 +370,14 @@ def test_search_loss_trains_pi_only_in_training_and_pulls_it_to_the_target():
     assert g_pi.abs().sum() > 0  # π gets the gradient
     with pytest.raises(ValueError, match="patch: policy"):
         AVGNConfig(**{**dataclasses.asdict(cfg), "patch": "centre"})
+
+
+def test_with_search_detach_only_l_search_trains_pi():
+    e_g, e_a, frames, labels, has_audio = _inputs()
+    for detach in (True, False):
+        m = AVGN(dataclasses.replace(CFG, loss_search=True, search_detach=detach), local_encoder=_BrightScorer())
+        m.train()
+        terms = m.loss_terms(m(e_g, e_a, frames, has_audio=has_audio), labels)
+        others = sum(v for k, v in terms.items() if k != "search")
+        g = torch.autograd.grad(others, m.pi.out.weight, allow_unused=True)[0]
+        assert (g is None or g.abs().sum() == 0) == detach

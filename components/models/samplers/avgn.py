@@ -161,6 +161,7 @@ class AVGNSampler(Sampler):
             w_v=a.w_v, w_a=a.w_a, w_mask=a.w_mask, w_s=a.w_s, w_ord=a.w_ord,
             loss_search=a.loss_search and a.patch == "policy",  # a centre crop has no π to train
             w_search=a.w_search, search_grid=a.search_grid, search_frames=a.search_frames, search_tau=a.search_tau,
+            search_detach=a.search_detach,
             use_audio=a.audio, av_test=a.av_test,
             use_aespa=a.aespa, use_psi=a.psi, patch=a.patch)
         local = local_module if local_module is not None else load_local(
