@@ -51,7 +51,7 @@ from components.avgn_eval import avgn_gmacs, exit_predictions, frames_beyond_gla
 from components.data.manifest import FrameBoxes, read_boxes  # noqa: E402
 from components.evaluation import mean_selected, seed_checkpoints, softmax  # noqa: E402
 from components.flops import encoder_gmacs  # noqa: E402
-from components.metrics import (MAP_DEFINITIONS, PATCH_HIT_RULES, bootstrap_ci, box_iou,  # noqa: E402
+from components.metrics import (MAP_DEFINITIONS, PATCH_HIT_RULES, bootstrap_ci, box_iou, map_ci as mean_map_ci,  # noqa: E402
                                 mean_average_precision, mean_average_precision_batch, patch_hits, random_patches,
                                 top1)
 from components.params import Params, variant_params  # noqa: E402
@@ -62,6 +62,8 @@ from components.selection import topk_select, uniform_select  # noqa: E402
 from components.store import FeatureStore  # noqa: E402
 
 log = logging.getLogger(__name__)
+#: The registered sampler this report is about (its own recognizer path); every other variant is an ablation of it.
+AVGN = "avgn"
 
 HIT_RULE = "coverage"
 FEW_VIDEOS = 30  # below this many videos in a subset the report says that its CI is wide
@@ -167,19 +169,11 @@ def map_ci(scores: np.ndarray, labels: np.ndarray, variant: str, n_boot: int,
     resampled videos on both sides, seed s against seed s)."""
     A = np.asarray(scores, dtype=np.float64)
     B = None if minus is None else np.asarray(minus, dtype=np.float64)
-    y = np.asarray(labels)
     S, N, C = A.shape
     if not n_boot or N < 2:
         return None
-
-    def metric(I: np.ndarray) -> np.ndarray:  # I [b,n] -> [b]
-        m = mean_average_precision_batch(A[:, I], y[I], variant=variant)  # [S,b]
-        if B is not None:
-            m = m - mean_average_precision_batch(B[:, I], y[I], variant=variant)
-        return m.mean(0)
-
     chunk = int(max(1, min(64, 2e7 // max(1, S * N * C * (2 if B is not None else 1)))))
-    return [float(x) for x in bootstrap_ci(metric, N, n_boot=n_boot, vectorized=True, chunk=chunk)]
+    return [float(x) for x in mean_map_ci(list(A), labels, variant, n_boot, None if B is None else list(B), chunk)]
 
 
 # ------------------------------------------------------------------------------- early exit
@@ -314,10 +308,10 @@ def avgn_variants(p: Params) -> list[str]:
     """``avgn`` and the AVGN ablations some section reads, in params order: π without AESPA and the
     trained centre crop (spatial, Table 6), the audio-free model (audio-less videos). The other ablations
     (Tables 4 and 7) are ``evaluate``'s rows."""
-    out = ["avgn"]
+    out = [AVGN]
     for n in p.ablations:
         base, q = variant_params(p, n)
-        if base == "avgn" and (q.avgn.patch == "centre" or not q.avgn.aespa or not q.avgn.audio):
+        if base == AVGN and (q.avgn.patch == "centre" or not q.avgn.aespa or not q.avgn.audio):
             out.append(n)
     return out
 
@@ -331,7 +325,7 @@ def load_variants(p: Params, paths: Paths) -> dict[str, Variant]:
         if not folder.is_dir():
             raise FileNotFoundError(f"no trained {name!r}: {folder} is missing; run "
                                     f"`dvc repro train_sampler@{paths.pipeline_seed or 0}-{name}`"
-                                    + (" (or `ablate`)" if name != "avgn" else ""))
+                                    + (" (or `ablate`)" if name != AVGN else ""))
         cks = seed_checkpoints(root, name, sampler_seeds(p, name))
         out[name] = Variant(name, variant_params(p, name)[1], [s for s, _ in cks], [load_sampler(c) for _, c in cks])
     return out
@@ -342,7 +336,7 @@ def load_inputs(p: Params, paths: Paths, split: str = "test", variants: dict[str
     store = FeatureStore(paths.features)
     check_store(store, p.frames.T)
     variants = variants if variants is not None else load_variants(p, paths)  # first: no AVGN, no frame cache
-    data, ids = load_split(store, split, keys=sampler_keys("avgn", training=True))
+    data, ids = load_split(store, split, keys=sampler_keys(AVGN, training=True))
     labels = data["labels"].numpy() > 0
     return Inputs(ids=ids, data=data, labels=labels.astype(np.int64),
                   frame_probs=softmax(data["rec_logits"].numpy()), has_audio=data["has_audio"].numpy().astype(bool),
@@ -364,13 +358,13 @@ def spatial_section(inp: Inputs, heads: dict[str, list[dict]], K: int, n_boot: i
         out["note"] = "no spatial ground truth (no boxes.npz with the test videos' key-object boxes)"
         return out
     full_size = frame_cache_size(inp)
-    out.update(available=True, patch_size=patch_size(inp.variants["avgn"]), full_size=full_size)
+    out.update(available=True, patch_size=patch_size(inp.variants[AVGN]), full_size=full_size)
     N = len(inp.ids)
     for name, v in inp.variants.items():
         trained_centre, patch = v.avgn.patch == "centre", patch_size(v)
-        if name != "avgn" and not (trained_centre or not v.avgn.aespa):
+        if name != AVGN and not (trained_centre or not v.avgn.aespa):
             continue  # the Table 6 ablations only
-        policies = (["model", "centre", "random"] if name == "avgn" else
+        policies = (["model", "centre", "random"] if name == AVGN else
                     ["model"] if trained_centre else ["model", "centre"])
         vals = {pol: {"hit": [], "iou": []} for pol in policies}  # [S] of [N] per-video means
         with_target = []
@@ -532,7 +526,7 @@ def audio_section(inp: Inputs, heads: dict[str, list[dict]], K: int, p: Params) 
     """Section 4: videos with and without audio, separately."""
     e = p.evaluate
     uniform = mean_selected(inp.frame_probs, uniform_select(len(inp.ids), inp.T, K))[None]  # [1,N,C]
-    models = {n: v for n, v in inp.variants.items() if n == "avgn" or not v.avgn.audio}
+    models = {n: v for n, v in inp.variants.items() if n == AVGN or not v.avgn.audio}
     out = {"k": K, "subsets": {}}
     for subset, mask in (("with_audio", inp.has_audio), ("without_audio", ~inp.has_audio)):
         n = int(mask.sum())
@@ -592,12 +586,12 @@ def val_section(p: Params, val: Inputs, store: FeatureStore | None) -> dict:
     K = min(e.headroom_k, val.T)
     K_all = min(max([*e.budgets, K, *e.sampler_budgets]), val.T)
     heads = {n: [head_predictions(m, val.data, K_all) for m in v.models] for n, v in val.variants.items()}
-    v = val.variants["avgn"]
+    v = val.variants[AVGN]
     cost = gmacs_counter(v.models[0], val)
     gmacs_by_k = [cost(k) for k in range(1, min(max(e.budgets), val.T) + 1)]
-    probs, per_video, budgets = exit_inputs(val, v, heads["avgn"], p, gmacs_by_k)
+    probs, per_video, budgets = exit_inputs(val, v, heads[AVGN], p, gmacs_by_k)
     return {"videos": len(val.ids), "spatial": spatial_section(val, heads, K, e.bootstrap, e.map_variant),
-            "head_vs_frame": head_vs_frame(val, heads["avgn"], [k for k in e.sampler_budgets if k <= val.T], e),
+            "head_vs_frame": head_vs_frame(val, heads[AVGN], [k for k in e.sampler_budgets if k <= val.T], e),
             "exit": val_exit(probs, val.labels, per_video, budgets, p),
             "probes": probes(store) if store is not None else None}
 
@@ -610,7 +604,7 @@ def compute(p: Params, inp: Inputs, val: Inputs | None = None,
     K = min(e.headroom_k, inp.T)
     K_all = min(max([*e.budgets, K, *e.sampler_budgets]), inp.T)
     heads = {n: [head_predictions(m, inp.data, K_all) for m in v.models] for n, v in inp.variants.items()}
-    v = inp.variants["avgn"]
+    v = inp.variants[AVGN]
     K_max = min(max(e.budgets), inp.T)
     cost = gmacs_counter(v.models[0], inp)  # the seeds share one architecture: the first seed's count
     gmacs_by_k = [cost(k) for k in range(1, K_max + 1)]
@@ -621,10 +615,10 @@ def compute(p: Params, inp: Inputs, val: Inputs | None = None,
         "seeds": {n: v.seeds for n, v in inp.variants.items()},
         "audio_less_videos": int((~inp.has_audio).sum()),
         "spatial": spatial_section(inp, heads, K, e.bootstrap, e.map_variant),
-        "early_exit": exit_section(inp, v, heads["avgn"], p, gmacs_by_k, vs["exit"] if vs else None),
-        "glance": glance_section(inp, v, p, heads["avgn"], cost),
+        "early_exit": exit_section(inp, v, heads[AVGN], p, gmacs_by_k, vs["exit"] if vs else None),
+        "glance": glance_section(inp, v, p, heads[AVGN], cost),
         "audio": audio_section(inp, heads, K, p),
-        "head_vs_frame": head_vs_frame(inp, heads["avgn"], [k for k in e.sampler_budgets if k <= inp.T], e),
+        "head_vs_frame": head_vs_frame(inp, heads[AVGN], [k for k in e.sampler_budgets if k <= inp.T], e),
     }
     if vs is not None:
         result["val"] = vs
@@ -638,7 +632,7 @@ def headline(result: dict) -> dict[str, float]:
     sp = result["spatial"]
     for r in sp["rows"] if sp["available"] else []:
         pre = {"policy": "patch", "centre": "centre", "random": "random"}[r["policy"]]
-        pre = pre if r["variant"] == "avgn" else f"{r['variant']}_{pre}"
+        pre = pre if r["variant"] == AVGN else f"{r['variant']}_{pre}"
         out[f"{pre}_hit_rate"], out[f"{pre}_iou"] = r["hit"]["mean"], r["iou"]["mean"]
         if "minus_centre" in r:
             out[f"{pre}_minus_centre_hit_rate"] = r["minus_centre"]["hit"]["mean"]
@@ -695,7 +689,7 @@ def markdown(result: dict) -> str:
             L.append(f"| {r['variant']} | {r['label']} | {r['videos']} | {r['frames_with_target']['mean']:.1f} | "
                      f"{_pct(r['hit'])} | {_pct(r['iou'])} | {_pct(r.get('head_map', {}), ci=False)} | "
                      f"{_diff(mc['hit']) if mc else ''} | {_diff(mc['iou']) if mc else ''} |")
-        pi = next((r for r in sp["rows"] if r["variant"] == "avgn" and "minus_centre" in r), None)
+        pi = next((r for r in sp["rows"] if r["variant"] == AVGN and "minus_centre" in r), None)
         if pi:
             d = pi["minus_centre"]["hit"]
             reading = ("π hits the key object more often than a centre crop" if d["resolved"] and d["mean"] > 0 else
@@ -806,9 +800,9 @@ def val_md(val: dict | None) -> list[str]:
         return []
     L = [f"## 5. Val split ({val['videos']} videos): what the defaults were chosen on", ""]
     sp = val["spatial"]
-    pi = next((r for r in sp["rows"] if r["variant"] == "avgn" and "minus_centre" in r), None) if sp["available"] else None
+    pi = next((r for r in sp["rows"] if r["variant"] == AVGN and "minus_centre" in r), None) if sp["available"] else None
     if pi:
-        c = next(r for r in sp["rows"] if r["variant"] == "avgn" and r["policy"] == "centre")
+        c = next(r for r in sp["rows"] if r["variant"] == AVGN and r["policy"] == "centre")
         L += [f"Spatial glance (K = {sp['k']}, rule `{sp['rule']}`): π hit {_pct(pi['hit'])}, centre crop "
               f"{_pct(c['hit'])}; π − centre {_diff(pi['minus_centre']['hit'])} points.", ""]
     L += head_md(val["head_vs_frame"], "val")
@@ -865,7 +859,7 @@ def draw_exit(result: dict):
     ax.set_ylabel("mAP (%)", fontsize=11)
     ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3)
-    n = len(result["seeds"]["avgn"])
+    n = len(result["seeds"][AVGN])
     ax.set_title(f"AVGN: early exit vs fixed K on the test split ({result['videos']} videos, {n} seed"
                  f"{'' if n == 1 else 's'})", fontsize=12)
     handles, labels = ax.get_legend_handles_labels()
@@ -970,9 +964,9 @@ def save_figure(draw: Callable[[], object], out: Path) -> Path:
 def write_figures(result: dict, inp: Inputs, heads: dict[str, list[dict]], p: Params, figures: Path) -> list[Path]:
     """``avgn_exit.png`` and ``avgn_patches.png`` (the first AVGN seed's picks) under ``figures``."""
     K = min(p.evaluate.headroom_k, inp.T)
-    v = inp.variants["avgn"]
+    v = inp.variants[AVGN]
     out = [save_figure(lambda: draw_exit(result), figures / "avgn_exit.png")]
-    vids = patch_videos(inp, heads["avgn"][0], K, patch_size(v), frame_cache_size(inp))
+    vids = patch_videos(inp, heads[AVGN][0], K, patch_size(v), frame_cache_size(inp))
     out.append(save_figure(lambda: draw_patches(vids, K, v.seeds[0], truth=bool(inp.boxes)),
                            figures / "avgn_patches.png"))
     return out

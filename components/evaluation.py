@@ -17,13 +17,14 @@ where the sampler reads object scores + sampler + recognizer on its frames), doc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 
+from components.fusion import select as fused_select
 from components.metrics import (distractor_share, mean_average_precision, mean_class_accuracy, salient_recall, top1,
                                 topk_accuracy)
 from components.models.samplers import Sampler, SamplerOutput
@@ -44,6 +45,7 @@ class SamplerRun:
     out: SamplerOutput  # saliency [N,T] and branch scores of the split's valid videos
 
     branch: str | None = None  # set: select by this branch's scores alone (top-K), not the fusion
+    fusion: Mapping[str, Any] | None = None  # inference-time fusion settings passed to ``model.select``
 
     @property
     def sampler(self) -> str:
@@ -53,7 +55,12 @@ class SamplerRun:
     def select(self, K: int) -> np.ndarray:  # -> int64 [N,K]
         if self.branch is not None:
             return topk_select(self.out.branches[self.branch].detach().cpu().numpy(), K)
-        return self.model.select(self.out, K)
+        return fused_select(self.model, self.out, K, self.fusion)
+
+    def with_fusion(self, values: Mapping[str, Any] | None) -> "SamplerRun":
+        """This run selecting with fusion settings ``values`` (checked against its class's ``fusion_keys``)."""
+        return replace(self, fusion=type(self.model).check_fusion(values) if hasattr(self.model, "check_fusion")
+                       else dict(values or {}))
 
     def branches(self) -> list["SamplerRun"]:
         """One run per branch of a two-branch sampler (TSQNet VQM / TQM, NSNet FSM / VGM) selecting by
@@ -61,11 +68,12 @@ class SamplerRun:
         like-for-like comparison (the papers' "fusion not worse than the better branch")."""
         if len(self.out.branches) < 2:
             return []
-        return [SamplerRun(f"{self.name}[{b}]", self.seed, self.model, self.out, b) for b in self.out.branches]
+        return [SamplerRun(f"{self.name}[{b}]", self.seed, self.model, self.out, b, self.fusion) for b in self.out.branches]
 
 
 def load_runs(root: Path, name: str, split: str, ids: list[str],
-              load: Callable[[Path], Sampler], seeds: Iterable[int] | None = None) -> list[SamplerRun]:
+              load: Callable[[Path], Sampler], seeds: Iterable[int] | None = None,
+              fusion: Mapping[str, Any] | None = None) -> list[SamplerRun]:
     """The seeds of sampler ``name`` under ``root/name`` with their ``split`` saliency; the rows must be
     exactly ``ids`` (the split's valid videos in store order), else the saliency is stale. ``seeds``
     (the configured ``train_sampler.seeds`` of that sampler): every one must be there, and only those
@@ -81,7 +89,7 @@ def load_runs(root: Path, name: str, split: str, ids: list[str],
         branches = {k.split("/", 1)[1]: torch.from_numpy(f[k]) for k in f.files
                     if k.startswith(f"{split}/") and k not in (f"{split}/ids", f"{split}/saliency")}
         out = SamplerOutput(saliency=torch.from_numpy(f[f"{split}/saliency"]), branches=branches)
-        runs.append(SamplerRun(name, seed, load(ck), out))
+        runs.append(SamplerRun(name, seed, load(ck), out).with_fusion(fusion))
     return runs
 
 

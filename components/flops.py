@@ -31,8 +31,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from components.features import load_frame_model
 from components.models.encoders import create_encoder
-from components.models.samplers import create_sampler
-from components.params import NSNetParams, Params, TSQNetParams
+from components.models.samplers import (create_sampler, list_samplers, sampler_class, sampler_trainable,
+                                        untrained_sampler)
+from components.params import NSNetParams, Params
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,6 @@ class FrameModel:
 
 
 # ------------------------------------------------------------------------- which models run how often
-RECOGNIZER_ON_ALL = ("dense", "maxconf")  # the recognizer runs on all T frames (its logits are the saliency)
-LIGHT_SAMPLERS = ("maxconf_l", "videoconf_l", "nsnet")  # read the light encoder's output on all T frames
-FREE_SAMPLERS = ("uniform", "random", "oracle")  # no per-frame model before selection (oracle: ground truth)
 #: Store arrays (``components.features.store_specs``) whose per-frame producer :func:`frame_calls` knows: a per-frame
 #: model's output, or bookkeeping / pixels that cost no model call before the sampler (whatever a sampler does with
 #: ``frames_full`` runs inside its own forward and is counted there).
@@ -139,42 +137,44 @@ COUNTED_INPUTS = frozenset({"light_feats", "light_logits", "light_maps", "object
                             "valid"})
 
 
+#: Store arrays the frame recognizer produces: a sampler reading them runs it on all T frames.
+RECOGNIZER_OUTPUTS = frozenset({"rec_feats", "rec_logits"})
+
+
 class UncountedSamplerError(ValueError):
     """A sampler whose cost the counter cannot tell (it would otherwise be counted as free)."""
 
 
 def frame_calls(name: str, sampler: nn.Module | None, T: int, K: int) -> dict[str, int]:
     """Per-frame model calls of one prediction with sampler ``name``: ``{"light", "object", "audio",
-    "recognizer"} -> calls``. TSQNet's ``params.branches`` decides light (VQM) and object (TQM);
-    any other sampler (AVGN, an ablation, an unregistered one) is judged by the store arrays it reads
-    (``sampler.inputs``). Raises :class:`UncountedSamplerError`, naming the sampler, when it declares no
-    inputs or reads an array whose producer this function does not know: counting it as free would be wrong."""
+    "recognizer"} -> calls``, judged by the store arrays it reads (:meth:`Sampler.cost_inputs`): light
+    features / logits -> the light encoder on all T frames (light maps: on its ``glance_frames``, AVGN's
+    T_G, eq. 14), object scores -> the object recognizer on T, audio -> the audio encoder on T, the
+    recognizer's cached features / logits -> the recognizer on T; else the recognizer on its K frames
+    (on T for a sampler that ``uses_all_frames``). ``sampler`` None: the registry's untrained ``name``.
+    Raises :class:`UncountedSamplerError`, naming the sampler, when it declares no inputs or reads an
+    array whose producer this function does not know: counting it as free would be wrong."""
+    if sampler is None:  # a registered name: its class's declared inputs (a baseline's: an instance, no arguments)
+        if name not in list_samplers():
+            raise UncountedSamplerError(f"cannot count the per-frame cost of sampler {name!r}: not registered and "
+                                        "no instance given")
+        sampler = sampler_class(name) if sampler_trainable(name) else create_sampler(name)
+    inputs = tuple(sampler.cost_inputs() if isinstance(sampler, nn.Module) and hasattr(sampler, "cost_inputs")
+                   else getattr(sampler, "inputs", ()))
+    unknown = sorted(set(inputs) - COUNTED_INPUTS)
+    if not getattr(sampler, "inputs", ()) or unknown:
+        what = f"reads {unknown}, which no per-frame model of the cost table produces" if unknown else \
+            "declares no store inputs (its `inputs`)"
+        raise UncountedSamplerError(f"cannot count the per-frame cost of sampler {name!r} "
+                                    f"({type(sampler).__name__}): it {what}")
     calls = dict.fromkeys(ROLES, 0)
-    calls["recognizer"] = T if name in RECOGNIZER_ON_ALL else K
-    inputs = tuple(getattr(sampler, "inputs", ()))
-    if name not in RECOGNIZER_ON_ALL + FREE_SAMPLERS + LIGHT_SAMPLERS + ("tsqnet",):
-        unknown = sorted(set(inputs) - COUNTED_INPUTS)
-        if not inputs or unknown:
-            what = f"reads {unknown}, which no per-frame model of the cost table produces" if unknown else \
-                "declares no store inputs (its `inputs`)"
-            raise UncountedSamplerError(f"cannot count the per-frame cost of sampler {name!r} "
-                                        f"({type(sampler).__name__}): it {what}")
-    if name in LIGHT_SAMPLERS:
-        calls["light"] = T
-    elif name == "tsqnet":
-        branches = getattr(getattr(sampler, "params", None), "branches", "both")
-        calls["light"] = T * (branches != "tqm")
-        calls["object"] = T * (branches != "vqm")
-    elif name not in RECOGNIZER_ON_ALL + FREE_SAMPLERS:
-        calls["light"] = T * any(k in inputs for k in ("light_feats", "light_logits"))
-        if "light_maps" in inputs:  # AVGN: the glance encodes only its first T_G frames (eq. 14)
-            calls["light"] = min(T, int(getattr(sampler, "glance_frames", T)))
-        calls["object"] = T * ("object_scores" in inputs)
-        if any(k in inputs for k in ("rec_feats", "rec_logits")):
-            calls["recognizer"] = T
+    calls["light"] = T * any(k in inputs for k in ("light_feats", "light_logits"))
+    if "light_maps" in inputs:  # AVGN: the glance encodes only its first T_G frames (eq. 14)
+        calls["light"] = min(T, int(getattr(sampler, "glance_frames", T)))
+    calls["object"] = T * ("object_scores" in inputs)
     calls["audio"] = T * ("audio_emb" in inputs)
-    if not getattr(getattr(sampler, "params", None), "audio", True):  # AVGN without audio (Table 4) reads none
-        calls["audio"] = 0
+    on_all = getattr(sampler, "uses_all_frames", False) or bool(RECOGNIZER_OUTPUTS & set(inputs))
+    calls["recognizer"] = T if on_all else K
     return calls
 
 
@@ -206,7 +206,7 @@ def prediction_flops(sampler_name: str, T: int, K: int, recognizer: FrameModel, 
     MaxConf). ``sampler`` defaults to the registry's untrained ``sampler_name`` (baselines only).
     """
     if sampler is None:
-        if sampler_name in ("tsqnet", "nsnet", "avgn"):
+        if sampler_trainable(sampler_name):
             raise ValueError(f"prediction_flops: pass the instantiated {sampler_name} sampler "
                              "(see flops_table_for_params)")
         sampler = create_sampler(sampler_name)
@@ -246,19 +246,6 @@ def counted_sampler_gmacs(name: str, sampler: nn.Module, batch: Mapping[str, tor
     return g
 
 
-def build_sampler(name: str, num_classes: int, light_dim: int, T: int, tsqnet: TSQNetParams = TSQNetParams(),
-                  nsnet: NSNetParams = NSNetParams(), lambda_v: float = 0.6, text_dim: int = 384) -> nn.Module:
-    """An untrained sampler with the shapes of a trained one (random priors: same cost)."""
-    if name == "tsqnet":
-        return create_sampler("tsqnet", num_classes=num_classes, light_dim=light_dim,
-                              params=dataclasses.replace(tsqnet, init="random"),
-                              object_text=torch.zeros(1000, text_dim), lambda_v=lambda_v, max_frames=max(T, 512))
-    if name == "nsnet":
-        return create_sampler("nsnet", num_classes=num_classes, light_dim=light_dim, params=nsnet,
-                              max_frames=max(T, 512))
-    return create_sampler(name)
-
-
 def encoder_models(p: Params, num_classes: int) -> tuple[FrameModel, FrameModel]:
     """The configured light encoder and audio encoder (random weights: same cost) at their inputs."""
     e, f = p.encoders, p.frames
@@ -274,39 +261,18 @@ def audio_model(p: Params, num_classes: int) -> FrameModel:
                       "audio_cnn" if e.audio_width == 32 else f"audio_cnn_w{e.audio_width}")
 
 
-def build_avgn(p: Params, num_classes: int, light: nn.Module | None = None) -> nn.Module:
-    """An untrained AVGN with the shapes of a trained one at ``p``'s resolutions (same cost): e^G is the light
-    encoder's map at ``frames.light_size`` and f_L the frame recognizer on ``avgn.patch_size`` patches
-    (``avgn.local: recognizer``), random weights, nothing read from disk."""
-    from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer, StageMap  # deferred: AVGN only
-
-    e, f = p.encoders, p.frames
-    light = light if light is not None else create_encoder("light", arch=e.light_arch, num_classes=num_classes)
-    with _eval_mode(light), torch.no_grad():
-        maps = light.forward_maps(torch.zeros(1, 3, f.light_size, f.light_size))[2]  # [1,D,h,w]
-    local = None
-    if p.avgn.local == "recognizer":
-        local = FrozenRecognizer(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
-                                 p.avgn.patch_size)
-    pi = StageMap(light, f.light_size, p.avgn.pi_stride) if p.avgn.pi_map == "fine" else None  # π's finer map
-    return AVGNSampler(num_classes, int(maps.shape[1]), tuple(int(x) for x in maps.shape[-2:]), e.audio_dim, f.T,
-                       p.avgn, local_module=local, pi_module=pi)
-
-
 def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: int, *,
                            sampler: nn.Module | None = None, text_dim: int = 384,
                            batch: Mapping[str, torch.Tensor] | None = None) -> list[FlopsRow]:
     """:func:`prediction_flops` for a params file: the configured encoders (random weights: same cost)
     at ``p.frames`` resolutions, T = ``p.frames.T``, K = ``k``; ``sampler`` defaults to an untrained one
-    built from ``p.tsqnet`` / ``p.nsnet`` (``text_dim``: the text encoder's width, MiniLM 384)."""
+    built from ``p`` (:meth:`Sampler.untrained`; ``text_dim``: the text encoder's width, MiniLM 384)."""
     e, f, T = p.encoders, p.frames, p.frames.T
     light = FrameModel(create_encoder("light", arch=e.light_arch, num_classes=num_classes), f.light_size, e.light_arch)
     if sampler is None:
-        sampler = (build_avgn(p, num_classes, light.module) if sampler_name == "avgn" else
-                   build_sampler(sampler_name, num_classes, light.module.num_features, T, p.tsqnet, p.nsnet,
-                                 p.fusion.fixed()["lambda_v"], text_dim))
-    if batch is None and "light_maps" in tuple(getattr(sampler, "inputs", ())) and hasattr(sampler, "config"):
-        batch = avgn_batch(sampler, f.full_size, frames=False)  # AVGN reads the light maps, not light_feats
+        sampler = untrained_sampler(sampler_name, p, num_classes, light.module, text_dim)
+    if batch is None and hasattr(sampler, "cost_batch"):
+        batch = sampler.cost_batch(f.full_size)  # AVGN reads the light maps, not light_feats
     calls = frame_calls(sampler_name, sampler, T, k)
     obj = audio = None
     if calls["object"]:
@@ -318,16 +284,6 @@ def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: in
     return prediction_flops(sampler_name, T, k, rec, light, obj, audio, sampler, batch)
 
 
-def avgn_batch(sampler: nn.Module, full_size: int, frames: bool = True) -> dict[str, torch.Tensor]:
-    """Zeros shaped like one video's AVGN store arrays (light maps, audio, frame cache) for ``sampler``."""
-    c = sampler.config
-    b = {"light_maps": torch.zeros(1, sampler.T, c.d_g, *c.grid), "audio_emb": torch.zeros(1, sampler.T, c.d_a),
-         "has_audio": torch.ones(1, dtype=torch.bool), "labels": torch.eye(c.num_classes)[:1]}
-    if frames:
-        b["frames_full"] = torch.zeros(1, sampler.T, 3, full_size, full_size, dtype=torch.uint8)
-    return b
-
-
 def avgn_flops_rows(sampler: nn.Module, K: int, full_size: int, light: FrameModel, audio: FrameModel,
                     t_g: int | None = None) -> list[FlopsRow]:
     """AVGN's own prediction with K frames, per component, measured on the modules: light encoder × T_G
@@ -336,7 +292,7 @@ def avgn_flops_rows(sampler: nn.Module, K: int, full_size: int, light: FrameMode
     frame), ψ + f_C (eq. 8)."""
     t_g = sampler.glance_frames if t_g is None else t_g
     T, P, net = sampler.T, sampler.config.patch_size, sampler.net
-    batch = avgn_batch(sampler, full_size)
+    batch = sampler.cost_batch(full_size, frames=True)
     with _eval_mode(sampler):
         saved = sampler.glance_frames
         sampler.glance_frames = t_g
@@ -411,9 +367,10 @@ def paper_setting_rows(method: str = "tsqnet") -> list[FlopsRow]:
     if "object" in cfg:
         arch, size, _ = cfg["object"]
         obj = FrameModel(create_encoder("object", arch=arch, weights="none"), size, arch)
-    sampler = build_sampler(method, C, light.module.num_features, T,
-                            nsnet=NSNetParams(dim=light.module.num_features, heads=8, layers=2),
-                            text_dim=PAPER_TEXT_DIM)
+    base = Params()
+    setting = dataclasses.replace(base, frames=dataclasses.replace(base.frames, T=T),
+                                  nsnet=NSNetParams(dim=light.module.num_features, heads=8, layers=2))
+    sampler = untrained_sampler(method, setting, C, light.module, PAPER_TEXT_DIM)
     rows = prediction_flops(method, T, K, rec, light, obj, None, sampler)
     roles = {v: k for k, v in COMPONENT.items()}
     out = []
@@ -455,7 +412,6 @@ REGIME_MIN_LIGHT_RATIO = 15.0
 #: at most this fraction of one recognizer call (TSQNet (3.52 + 1.56 + 0.46) / 16 = 0.346G, 4.109 / 0.346 = 11.9;
 #: NSNet (5.12 + 0.32) / 16 = 0.340G, 12.1).
 REGIME_MIN_CANDIDATE_RATIO = 12.0
-REGIME_SAMPLERS = ("tsqnet", "nsnet", "avgn")
 
 
 @dataclass(frozen=True)
@@ -497,13 +453,13 @@ class RegimeRow:
 
 
 def regime_table(p: Params, num_classes: int, samplers: Mapping[str, nn.Module] | None = None,
-                 names: Sequence[str] = REGIME_SAMPLERS, text_dim: int = 384) -> list[RegimeRow]:
+                 names: Sequence[str] | None = None, text_dim: int = 384) -> list[RegimeRow]:
     """Per-frame costs of ``p``'s configuration against the papers' regime, one :class:`RegimeRow` per sampler
-    of ``names``: the configured models at ``p.frames`` resolutions (random weights: same cost), the sampler
-    from ``samplers`` (trained ones) or an untrained one of the same shapes (:func:`build_sampler`,
-    :func:`build_avgn`). Which models a sampler runs is :func:`frame_calls`'; a sampler it cannot count
+    of ``names`` (default: the learned samplers of ``evaluate.samplers``): the configured models at ``p.frames`` resolutions (random weights: same cost), the sampler
+    from ``samplers`` (trained ones) or an untrained one of the same shapes (:meth:`Sampler.untrained`). Which models a sampler runs is :func:`frame_calls`'; a sampler it cannot count
     raises :class:`UncountedSamplerError` naming it."""
     e, f, T = p.encoders, p.frames, p.frames.T
+    names = regime_samplers(p) if names is None else names
     samplers = dict(samplers or {})
     light = FrameModel(create_encoder("light", arch=e.light_arch, num_classes=num_classes), f.light_size, e.light_arch)
     rec = FrameModel(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
@@ -523,19 +479,21 @@ def regime_table(p: Params, num_classes: int, samplers: Mapping[str, nn.Module] 
     for name in names:
         sampler = samplers.get(name)
         if sampler is None:
-            sampler = (build_avgn(p, num_classes, light.module) if name == "avgn" else
-                       build_sampler(name, num_classes, light.module.num_features, T, p.tsqnet, p.nsnet,
-                                     p.fusion.fixed()["lambda_v"], text_dim))
+            sampler = untrained_sampler(name, p, num_classes, light.module, text_dim)
         calls = frame_calls(name, sampler, T, 1)
         per_frame = {role: model_cost(role) for role in ("light", "object", "audio") if calls[role]}
-        if hasattr(sampler, "config") and "light_maps" in tuple(getattr(sampler, "inputs", ())):
-            batch = avgn_batch(sampler, f.full_size, frames=False)
-        else:
+        batch = sampler.cost_batch(f.full_size) if hasattr(sampler, "cost_batch") else None
+        if batch is None:
             batch = feature_batch(T, num_classes, light_dim=light.module.num_features,
                                   rec_dim=rec.module.num_features, audio_dim=e.audio_dim)
         rows.append(RegimeRow(name, per_frame, counted_sampler_gmacs(name, sampler, batch), T, cost["recognizer"],
                               cost["light"]))
     return rows
+
+
+def regime_samplers(p: Params) -> list[str]:
+    """The samplers of the "Cost regime" table: the learned ones of ``evaluate.samplers``, in its order."""
+    return [n for n in p.evaluate.samplers if sampler_trainable(n)]
 
 
 def regime_markdown(rows: Sequence[RegimeRow], recognizer: str = "", light: str = "") -> list[str]:

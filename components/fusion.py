@@ -1,12 +1,15 @@
 """Fusion *settings*: how a two-branch sampler fuses its branches at inference, and where the values
 come from. Read by evaluate, the reports, ``predict``, the val objective and the tuner.
 
-* :data:`FUSION_KEYS` - samplers with inference-time fusion settings and their ``fusion.*`` keys
-  (TSQNet's union ratio ``lambda_v``, TSQNet §3.4 "Multi-modality Saliency Fusion"; NSNet's strategy and ratio, NSNet supp. §A.3).
+* :func:`components.models.samplers.fusion_samplers` - samplers with inference-time fusion settings and their ``fusion.*`` keys, as
+  their classes declare them (``Sampler.fusion_keys``: TSQNet's union ratio ``lambda_v``, TSQNet §3.4
+  "Multi-modality Saliency Fusion"; NSNet's strategy and ratio, NSNet supp. §A.3).
 * :func:`params_fusion` - the ``fusion`` section's values per sampler.
 * :func:`fusion_values` - what evaluate uses: the params' values, or ``data/tuned_fusion.json``
   (written by ``tune_fusion``, checked against the stored saliencies by :func:`saliency_digest`).
-* :func:`set_fusion` - apply settings to a loaded sampler before ``select``.
+* The settings are passed to ``Sampler.select(out, K, fusion)`` (``SamplerRun.fusion`` of
+  :func:`components.evaluation.load_runs`), never set on the model; :func:`set_fusion` remains for
+  a model handed to code that calls ``select(out, K)`` itself (``salient predict``, the MLflow model).
 
 Fusion is an inference-time setting, so changing it never retrains a sampler. The fusion *math*
 (score / index fusion, TSQNet's union) is in :mod:`components.selection`.
@@ -22,14 +25,14 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from components import selection
+from components.models.samplers import fusion_samplers, sampler_class
 from components.params import Params, variant_params
 from components.paths import Paths
 
 log = logging.getLogger(__name__)
 
 TUNED_FUSION = "tuned_fusion.json"  # beside the feature store: data/tuned_fusion.json
-#: Samplers with inference-time fusion settings, and their ``fusion.*`` keys.
-FUSION_KEYS: dict[str, tuple[str, ...]] = {"tsqnet": ("lambda_v",), "nsnet": ("nsnet_strategy", "nsnet_ratio")}
+
 #: NSNet strategies that read the ratio (the others ignore it, so it is not searched for them).
 RATIO_STRATEGIES = selection.RATIO_STRATEGIES
 
@@ -38,8 +41,13 @@ def params_fusion(p: Params) -> dict[str, dict]:
     """The ``fusion`` section's values per sampler (what evaluate uses with ``fusion.source: params``),
     each unset (null) one at its paper default (:data:`components.params.FIXED_FUSION_DEFAULTS`)."""
     f = p.fusion.fixed()
-    return {"tsqnet": {"lambda_v": f["lambda_v"]},
-            "nsnet": {"nsnet_strategy": f["nsnet_strategy"], "nsnet_ratio": f["nsnet_ratio"]}}
+    return {name: sampler_class(name).params_fusion(f) for name in fusion_samplers()}
+
+
+def select(model: Any, out: Any, K: int, values: Mapping[str, Any] | None) -> np.ndarray:
+    """The one fusion path: ``model.select(out, K, values)``, the settings passed to the selection (a
+    sampler without fusion settings, or empty ``values``: ``model.select(out, K)``), never set on the model."""
+    return model.select(out, K, values) if values else model.select(out, K)
 
 
 def set_fusion(model: Any, values: Mapping[str, Any] | None) -> Any:
@@ -93,7 +101,7 @@ def fusion_values(p: Params, paths: Paths) -> dict[str, dict]:
                                 f"or set fusion.source: params")
     tuned = json.loads(f.read_text())
     root = paths.data / "samplers"
-    for name, keys in FUSION_KEYS.items():
+    for name, keys in fusion_samplers().items():
         if name not in tuned:
             log.info("%s has no tuned fusion for %s: using the params' %s", f, name, values[name])
             continue
@@ -105,25 +113,19 @@ def fusion_values(p: Params, paths: Paths) -> dict[str, dict]:
     return values
 
 
-#: The two branches of each fused sampler, in the order its ``select`` fuses them (first, second).
-BRANCHES: dict[str, tuple[str, str]] = {"tsqnet": ("vqm", "tqm"), "nsnet": ("fsm", "vgm")}
-
-
 def single_branch_note(name: str, values: Mapping[str, Any] | None, ks: Iterable[int]) -> str | None:
     """A sentence when fusion ``values`` make sampler ``name`` select exactly one branch's top-K at some K
     of ``ks`` whatever the scores (:func:`components.selection.single_branch`): then ``name`` and
     ``name[branch]`` are the same selection and the same numbers there. Tuning on val drives the weight
     into that range when the branch alone beats every mix of the two (TSQNet's lambda_v >= 0.9 takes all
     K <= 5 frames from VQM, NSNet's index_union ratio > 0.8 all K <= 5 from FSM). None otherwise."""
-    if not values or name not in BRANCHES:
+    cls = sampler_class(name) if values else None
+    rule = cls.fusion_rule(values) if cls is not None and cls.branch_names else None
+    if rule is None:
         return None
-    if name == "tsqnet":
-        strategy, ratio, shown = "tsqnet_union", float(values["lambda_v"]), f"lambda_v={float(values['lambda_v']):.3f}"
-    else:
-        strategy, ratio = str(values["nsnet_strategy"]), float(values["nsnet_ratio"])
-        shown = f"{strategy} ratio={ratio:.3f}"
+    strategy, ratio, shown = rule
     ks = sorted(set(int(k) for k in ks))
-    for i, branch in enumerate(BRANCHES[name]):
+    for i, branch in enumerate(cls.branch_names):
         same = [k for k in ks if selection.single_branch(strategy, ratio, k) == i]
         if same:
             where = "every K" if same == ks else "K=" + ",".join(map(str, same))

@@ -25,7 +25,7 @@ Everything is numpy and vectorised over classes (and over a leading batch of eva
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -362,6 +362,28 @@ def bootstrap_ci(metric: Callable[[np.ndarray], float] | np.ndarray, n: int | No
     The same ``seed`` draws the same resamples, so two methods bootstrapped with one seed are paired.
     """
     return percentile_ci(bootstrap_stats(metric, n, n_boot, seed, vectorized, chunk), alpha)
+
+
+def map_metric(runs: Sequence[np.ndarray], labels: np.ndarray, variant: str = "sklearn",
+               minus: Sequence[np.ndarray] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``metric(I [b,n]) -> [b]`` for :func:`bootstrap_ci` (``vectorized``): the mean over ``runs`` (each
+    ``[N,C]`` scores of one run on the same videos) of mAP on the resampled videos, or, with ``minus``
+    (one run paired with each run), of the paired difference mAP(run) - mAP(minus run)."""
+    labels = np.asarray(labels)
+    if minus is None:
+        return lambda I: np.mean([mean_average_precision_batch(r[I], labels[I], variant) for r in runs], axis=0)
+    return lambda I: np.mean([mean_average_precision_batch(a[I], labels[I], variant)
+                              - mean_average_precision_batch(b[I], labels[I], variant)
+                              for a, b in zip(runs, minus)], axis=0)
+
+
+def map_ci(runs: Sequence[np.ndarray], labels: np.ndarray, variant: str, n_boot: int,
+           minus: Sequence[np.ndarray] | None = None, chunk: int = 64) -> tuple[float, float]:
+    """The one mAP bootstrap CI: percentile bootstrap 95% CI over test videos of :func:`map_metric` (the
+    mean over runs of mAP, or of the paired difference to ``minus``); the same resamples for every
+    call, so CIs of two methods are paired."""
+    return bootstrap_ci(map_metric(runs, labels, variant, minus), len(labels), n_boot=n_boot, vectorized=True,
+                        chunk=chunk)
 
 
 def bootstrap_stats(metric: Callable[[np.ndarray], float] | np.ndarray, n: int | None = None, n_boot: int = 1000,

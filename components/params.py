@@ -356,16 +356,6 @@ class FusionParams:
                 for k in FIXED_FUSION_DEFAULTS}
 
 
-#: Loss weights the sweep searches, per sampler: (params section, field, low, high). Fixed here so a
-#: sweep always explores the same space; each range lies inside the field's own ``lo``/``hi``.
-SWEEP_SPACES: dict[str, tuple[tuple[str, str, float, float], ...]] = {
-    "tsqnet": (("tsqnet", "alpha", 0.0, 1.5), ("tsqnet", "beta", 0.0, 1.5)),
-    "nsnet": (("nsnet", "gamma", 0.0, 1.0),),
-    "avgn": (("avgn", "w_v", 0.0, 2.0), ("avgn", "w_a", 0.0, 2.0), ("avgn", "w_mask", 0.0, 2.0),
-             ("avgn", "w_s", 0.0, 2.0), ("avgn", "w_ord", 0.0, 2.0)),
-}
-
-
 @dataclass(frozen=True)
 class AblationParams:
     """One ablation: a registered sampler trained with some of its own params changed
@@ -388,9 +378,9 @@ DEFAULT_ABLATIONS = {  # one sampler seed each in the demo (the quick start); th
 @dataclass(frozen=True)
 class SweepParams:
     """Loss-weight sweeps (``flows/sweep.py``): every trial trains ``sampler`` (one seed, the first of
-    ``train_sampler.seeds``) for ``epochs`` with weights from :data:`SWEEP_SPACES` and reports val mAP
+    ``train_sampler.seeds``) for ``epochs`` with weights from its class's ``sweep_space`` and reports val mAP
     each epoch to the pruner. The best weights go to ``data/tuned_losses.json``, never into params.yaml."""
-    sampler: str = _f("tsqnet", choices=tuple(SWEEP_SPACES), help="sampler whose loss weights are swept")
+    sampler: str = _f("tsqnet", help="sampler whose loss weights are swept (one whose class declares a sweep_space)")
     trials: int = _f(12, lo=1, hi=100_000, help="trials per sweep run (split over --workers processes)")
     pruner: str = _f("median", choices=("median", "halving"), help="Optuna MedianPruner / SuccessiveHalvingPruner")
     epochs: int = _f(10, lo=1, hi=10_000, help="training epochs per trial")
@@ -497,6 +487,11 @@ class Params:
     ablations: dict[str, AblationParams] = _f(factory=lambda: dict(DEFAULT_ABLATIONS),
                                               help="name -> {sampler, set}: sampler variants trained and "
                                                    "evaluated beside evaluate.samplers")
+    plugins: dict[str, dict[str, float]] = _f(factory=dict,
+                                              help="name -> its numeric settings: samplers added as one module of "
+                                                   "components/models/samplers/ (README: \"Add your own sampler\"), "
+                                                   "each trained by train_plugin@<seed>-<name>; evaluate them by "
+                                                   "adding the name to evaluate.samplers")
 
 
 # ------------------------------------------------------------------------------- the loader

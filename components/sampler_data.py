@@ -20,11 +20,9 @@ def sampler_keys(model_or_name, training: bool = False) -> tuple[str, ...]:
     what it declares in ``inputs`` beyond them, and in training its ``train_inputs`` (AVGN: its light
     maps, and the frame cache it crops patches from), so other samplers never load pixels."""
     if isinstance(model_or_name, str):
-        from components.models.samplers import SAMPLERS, _import_members  # deferred: names only, on demand
-        import typing
+        from components.models.samplers import sampler_class  # deferred: names only, on demand
 
-        _import_members()
-        model_or_name = typing.get_type_hints(SAMPLERS.get(model_or_name)).get("return")
+        model_or_name = sampler_class(model_or_name)
     extra = tuple(getattr(model_or_name, "inputs", ())) + (tuple(getattr(model_or_name, "train_inputs", ()))
                                                             if training else ())
     return SAMPLER_KEYS + tuple(dict.fromkeys(k for k in extra if k not in SAMPLER_KEYS))

@@ -23,7 +23,7 @@ from components import tracking
 from components.engine import CKPT_VERSION, FitConfig, fit
 from components.hashing import code_fingerprint, fingerprint
 from components.integrity import CheckpointError, file_sha256, load_checkpoint, with_digest
-from components.models.samplers import Sampler, create_sampler
+from components.models.samplers import Sampler, create_sampler, sampler_class
 from components.params import Params, to_dict, variant_params
 from components.paths import Paths
 from components.scratch import ScratchKey
@@ -37,64 +37,15 @@ STALE_KWARGS = frozenset({"lambda_v"})
 
 
 def sampler_kwargs(name: str, p: Params, store: FeatureStore, seed: int) -> dict:
-    """Constructor arguments of a registered sampler, from params and the store's priors."""
-    C, d = len(store.classes), store.array("train", "light_feats").shape[-1]
-    if name in ("tsqnet", "nsnet"):
-        mean, std = light_stats(store)
-    if name == "tsqnet":
-        protos = np.load(store.folder.parent / "prototypes.npz")["light"]
-        return {"num_classes": C, "light_dim": d, "params": p.tsqnet,
-                "visual_prototypes": torch.from_numpy(protos), "object_text": torch.from_numpy(store.load("text_objects")),
-                "class_text": torch.from_numpy(store.load("text_classes")), "light_mean": mean, "light_std": std}
-    if name == "nsnet":
-        return {"num_classes": C, "light_dim": d, "params": p.nsnet, "light_mean": mean, "light_std": std}
-    if name == "random":
-        return {"seed": seed}
-    if name == "avgn":
-        return avgn_kwargs(p, store)
-    return {}
-
-
-def avgn_kwargs(p: Params, store: FeatureStore) -> dict:
-    """AVGN's constructor arguments: store shapes, per-channel statistics of the training split's light
-    maps and audio embeddings (videos with audio only), and f_L = the frame recognizer of this pipeline
-    seed (``<data>/encoders/recognizer.pt``) by path and SHA-256."""
-    import os
-
-    valid = np.asarray(store.array("train", "valid"), dtype=bool)
-    maps = store.array("train", "light_maps")  # [N,T,D,h,w] float16 memmap
-    s1 = np.zeros(maps.shape[2]); s2 = np.zeros(maps.shape[2]); n = 0
-    for i in np.flatnonzero(valid):  # one video at a time: the maps need not fit in memory as float64
-        x = np.asarray(maps[i], dtype=np.float64).transpose(1, 0, 2, 3).reshape(maps.shape[2], -1)
-        s1 += x.sum(1); s2 += (x * x).sum(1); n += x.shape[1]
-    mean = s1 / max(n, 1)
-    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 0.0))
-    has = np.asarray(store.array("train", "has_audio"), dtype=bool) & valid
-    audio = np.asarray(store.array("train", "audio_emb"))[has].astype(np.float64)
-    audio = audio.reshape(-1, audio.shape[-1]) if len(audio) else np.zeros((1, store.array("train", "audio_emb").shape[-1]))
-    kw = {"num_classes": len(store.classes), "map_dim": int(maps.shape[2]), "grid": tuple(int(x) for x in maps.shape[3:]),
-          "audio_dim": int(audio.shape[-1]), "T": store.T, "params": p.avgn,
-          "map_mean": torch.from_numpy(mean).float(), "map_std": torch.from_numpy(std).float(),
-          "audio_mean": torch.from_numpy(audio.mean(0)).float(), "audio_std": torch.from_numpy(audio.std(0)).float()}
-    def encoder_file(name: str) -> tuple[str, str | None]:  # a train_encoders model by path and SHA-256
-        f = Path(store.folder).parent / "encoders" / name
-        rel = os.path.relpath(f) if not os.path.relpath(f).startswith("..") else str(f)
-        return rel, file_sha256(f) if f.exists() else None
-
-    if p.avgn.local == "recognizer":
-        kw["local_path"], kw["local_digest"] = encoder_file("recognizer.pt")
-    if p.avgn.pi_map == "fine":  # π's finer map: the light encoder's earlier stage at its input side
-        kw["pi_path"], kw["pi_digest"] = encoder_file("light.pt")
-        kw["pi_size"] = p.frames.light_size
-    return kw
+    """Constructor arguments of a registered sampler, from params and the store's priors (what its class
+    declares: :meth:`components.models.samplers.Sampler.build_kwargs`)."""
+    return sampler_class(name).build_kwargs(p, store, seed)
 
 
 def training_settings(p: Params, name: str) -> tuple[int, int, float, float]:
-    """(epochs, batch size, lr, weight decay) of registered sampler ``name``: ``avgn``'s own section (its
-    spatial glance runs a CNN on pixels), ``train_sampler`` for every other sampler."""
-    if name == "avgn":
-        return p.avgn.epochs, p.avgn.batch_size, p.avgn.lr, p.avgn.weight_decay
-    t = p.train_sampler
+    """(epochs, batch size, lr, weight decay) of registered sampler ``name``, from the params section its
+    class names (``schedule_section``: ``train_sampler``, or AVGN's own ``avgn``)."""
+    t = getattr(p, sampler_class(name).schedule_section)
     return t.epochs, t.batch_size, t.lr, t.weight_decay
 
 
@@ -102,14 +53,6 @@ def describe_kwargs(kwargs: dict) -> dict:
     """kwargs as hashable data: tensors by content digest, params sections as dicts."""
     return {k: hashlib.sha1(v.numpy().tobytes()).hexdigest() if torch.is_tensor(v) else to_dict(v)
             for k, v in kwargs.items()}
-
-
-def light_stats(store: FeatureStore) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean / std of the training split's light features (valid videos, all frames)."""
-    valid = np.asarray(store.array("train", "valid"), dtype=bool)
-    x = np.asarray(store.array("train", "light_feats"))[valid].astype(np.float64)
-    x = x.reshape(-1, x.shape[-1])
-    return torch.from_numpy(x.mean(0)).float(), torch.from_numpy(x.std(0)).float()
 
 
 def sampler_seeds(p: Params, name: str) -> tuple[int, ...]:
@@ -187,17 +130,21 @@ def _beside(checkpoint: Path, rel: str) -> str:
     return str(alt) if alt is not None and alt.exists() else rel
 
 
-def _extra(paths: Paths, split: str) -> dict:
+def _extra(paths: Paths, split: str, pseudo: tuple[str, ...]) -> dict:
     f = paths.data / "pseudo_labels" / f"{split}.npz"
-    return {"ns_labels": np.load(f)["ns"]} if f.exists() else {}
+    if not pseudo or not f.exists():
+        return {}
+    with np.load(f) as z:
+        return {f"{k}_labels": z[k] for k in pseudo}
 
 
-def load_train_val(store: FeatureStore, paths: Paths, keys: tuple[str, ...] | None = None) -> tuple[dict, dict]:
-    """The train and val splits as tensors (``keys``: default :data:`SAMPLER_KEYS`), with NSNet's pseudo
-    labels where they exist."""
+def load_train_val(store: FeatureStore, paths: Paths, keys: tuple[str, ...] | None = None,
+                   pseudo: tuple[str, ...] = ("ns",)) -> tuple[dict, dict]:
+    """The train and val splits as tensors (``keys``: default :data:`SAMPLER_KEYS`), with the pseudo labels
+    ``pseudo`` (a sampler class's ``pseudo_labels``; default NSNet's) where they exist."""
     kw = {} if keys is None else {"keys": keys}
-    train, _ = load_split(store, "train", extra=_extra(paths, "train"), **kw)
-    val, _ = load_split(store, "val", extra=_extra(paths, "val"), **kw)
+    train, _ = load_split(store, "train", extra=_extra(paths, "train", pseudo), **kw)
+    val, _ = load_split(store, "val", extra=_extra(paths, "val", pseudo), **kw)
     return train, val
 
 
@@ -242,7 +189,7 @@ def train_one(p: Params, paths: Paths, name: str, seed: int,
     if not model.trainable:
         return Trained(model, kwargs, None, None)
     train, val = ((data() if callable(data) else data) if data is not None
-                  else load_train_val(store, paths, sampler_keys(model, training=True)))
+                  else load_train_val(store, paths, sampler_keys(model, training=True), model.pseudo_labels))
     t = p.train_sampler
     epochs, batch_size, lr, wd = training_settings(p, name)
     cfg = FitConfig(epochs=epochs, lr=lr, weight_decay=wd, patience=t.patience, seed=seed,

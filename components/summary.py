@@ -35,7 +35,7 @@ import numpy as np
 
 from components import frontier as fr
 from components.figures import read_curves
-from components.metrics import bootstrap_ci, bootstrap_stats, mean_average_precision_batch
+from components.metrics import bootstrap_ci, bootstrap_stats, map_metric
 
 #: Curve metrics pooled as the mean over pipeline seeds of each seed's mean over sampler seeds.
 POOLED = ("map", "top1", "salient_recall", "distractor_share", "gmacs")
@@ -83,18 +83,9 @@ def same_videos(seeds: list[SeedResults]) -> tuple[list[str], np.ndarray]:
     return ids, labels
 
 
-def _mean_map(runs: list[np.ndarray], labels: np.ndarray, variant: str):
-    """metric(I [b,n]) -> [b]: the mean over runs of mAP on the resampled videos."""
-    def metric(I):
-        return np.mean([mean_average_precision_batch(r[I], labels[I], variant) for r in runs], axis=0)
-    return metric
-
-
 def _diff(pairs: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, variant: str):
-    def metric(I):
-        return np.mean([mean_average_precision_batch(a[I], labels[I], variant)
-                        - mean_average_precision_batch(b[I], labels[I], variant) for a, b in pairs], axis=0)
-    return metric
+    """metric(I [b,n]) -> [b]: the mean over the pairs of the paired mAP difference (:func:`map_metric`)."""
+    return map_metric([a for a, _ in pairs], labels, variant, [b for _, b in pairs])
 
 
 def _pairs(runs: list[tuple], ref: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -147,7 +138,7 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
                      "map_by_pipeline_seed": {str(ps): round(v["map"], 5) for ps, v in sorted(means.items())},
                      "pipeline_seeds": len(means), "runs": len(all_maps)})
         if n_boot:
-            cell["map_ci"] = _ci(_mean_map([sc for _, _, sc in runs], labels, variant), n, n_boot)
+            cell["map_ci"] = _ci(map_metric([sc for _, _, sc in runs], labels, variant), n, n_boot)
             base = {ps: sc for ps, _, sc in cells.get(("uniform", rec, k), [])}
             if name != "uniform" and base:
                 pairs = [(sc, base[ps]) for ps, _, sc in runs if ps in base]
@@ -199,7 +190,7 @@ def frontier(seeds: list[SeedResults], variant: str, n_boot: int, reference_k: i
                 continue
             g = fr.checked_gmacs(cost.get((name, rec, k, sd)), name, rec, k,
                                  f", pipeline seed {s.seed}, sampler seed {sd}")
-            metric = _mean_map([sc], labels, variant)
+            metric = map_metric([sc], labels, variant)
             boot = bootstrap_stats(metric, n, n_boot=n_boot, vectorized=True) if n_boot else np.zeros(0)
             runs.setdefault((name, rec, k), []).append(fr.Run(s.seed, sd, g, _point(metric, n), boot))
     return fr.pooled(runs, reference_k)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from components.evaluation import softmax
-from components.fusion import set_fusion
+from components.fusion import select
 from components.metrics import MAP_DEFINITIONS, mean_average_precision
 from components.models.samplers import SamplerOutput
 from components.params import Params
@@ -80,8 +80,7 @@ def sampler_val_score(model: Any, val_data: Mapping, val: ValSet, fusion: Mappin
     pred = predict_split(model, val_data)  # switches to eval mode; fit switches back each epoch
     out = SamplerOutput(saliency=torch.from_numpy(pred.pop("saliency")),
                         branches={k: torch.from_numpy(v) for k, v in pred.items()})
-    set_fusion(model, fusion)
-    return val.score(lambda K: model.select(out, K))
+    return val.score(lambda K: select(model, out, K, fusion))
 
 
 def branch_val_score(model: Any, val_data: Mapping, val: ValSet, budgets: Iterable[int]) -> float:

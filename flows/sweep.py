@@ -6,7 +6,7 @@
     python -m flows.sweep --prefect --workers 2    # the Prefect flow: trials as tasks (2 at a time)
 
 Every trial trains ``sweep.sampler`` (the first seed of ``train_sampler.seeds``) for ``sweep.epochs``
-with loss weights from ``params.SWEEP_SPACES`` (TSQNet alpha, beta in [0, 1.5]; NSNet gamma in
+with loss weights from the sampler class's ``sweep_space`` (TSQNet alpha, beta in [0, 1.5]; NSNet gamma in
 [0, 1]), reports val mAP after every epoch to the pruner (``sweep.pruner``), and is an MLflow child
 run of one parent run ``sweep <study>``. Trials that raise are recorded FAIL; the study goes on.
 Checkpoints: ``.salient/work/sweep/<study>/<trial>/`` (scratch, not DVC outputs).

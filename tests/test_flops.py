@@ -63,9 +63,11 @@ def test_costs_scale_with_calls():
 def test_frame_calls_per_sampler():
     T, K = 16, 5
 
-    class Branches:  # a TSQNet stand-in: only its params.branches matters
-        def __init__(self, b):
-            self.params = type("P", (), {"branches": b})()
+    def Branches(b):  # a TSQNet with some branches: the store arrays it reads decide (light: VQM, objects: TQM)
+        from components.models.samplers.tsqnet import TSQNet
+        from components.params import TSQNetParams
+
+        return TSQNet(3, 4, TSQNetParams(dim=8, init="random", branches=b), object_text=torch.zeros(10, 4))
 
     want = {"uniform": (0, 0, K), "random": (0, 0, K), "oracle": (0, 0, K), "dense": (0, 0, T),
             "maxconf": (0, 0, T), "maxconf_l": (T, 0, K), "nsnet": (T, 0, K)}

@@ -24,7 +24,7 @@ import torch
 
 from components import fusion, tuning
 from components.integrity import file_digests
-from components.params import SWEEP_SPACES, AVGNParams, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params, to_dict
+from components.params import AVGNParams, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params, to_dict
 from components.paths import Paths
 try:
     from tests.conftest import ROOT, TINY
@@ -158,9 +158,14 @@ def test_fusion_params_and_set_fusion_validate():
         load_params(ROOT / "params.yaml", ["sweep.pruner=hyperband"])
     with pytest.raises(ParamsError, match="nsnet.fusion: unknown key"):  # moved to fusion.nsnet_strategy
         load_params(ROOT / "params.yaml", ["nsnet.fusion=index_union"])
-    for name, space in SWEEP_SPACES.items():  # each swept range lies inside the field's own range
-        assert name in [c for c in SweepParams.__dataclass_fields__["sampler"].metadata["choices"]]
-        for section, key, lo, hi in space:
+    from components.models.samplers import list_samplers, sampler_class, sweep_space
+
+    swept = [n for n in list_samplers() if sampler_class(n).sweep_space]
+    assert swept == ["avgn", "nsnet", "tsqnet"]
+    with pytest.raises(ValueError, match="'uniform' has no loss weights to sweep"):
+        sweep_space("uniform")
+    for name in swept:  # each swept range lies inside the field's own range
+        for section, key, lo, hi in sweep_space(name):
             meta = {"tsqnet": TSQNetParams, "nsnet": NSNetParams, "avgn": AVGNParams}[section].__dataclass_fields__[key].metadata
             assert meta["lo"] <= lo < hi <= meta["hi"]
     from components.models.samplers.nsnet import NSNet

@@ -27,19 +27,19 @@ from components.data.clips import iter_clips
 from components.data.manifest import read_manifest
 from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
                                    summarize)
-from components.flops import count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
-from components.metrics import (MAP_DEFINITIONS, bootstrap_ci, distractor_mask, mean_average_precision_batch,
-                                salient_mask)
+from components.flops import RECOGNIZER_OUTPUTS, count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
+from components.metrics import MAP_DEFINITIONS, distractor_mask, map_ci, salient_mask
 from components.avgn_eval import HeadScorer, avgn_gmacs, frames_beyond_glance
 from components.params import Params, evaluated_samplers, variant_params
 from components.sampler_data import SAMPLER_KEYS, check_store, load_split, sampler_keys
+from components.models.samplers import sampler_class
 from components.paths import Paths
 from components.stage_runner import stage_main
 from components.models.recognizers import load_recognizer
 from components.sampler_training import load_sampler, sampler_seeds
 from components.store import FeatureStore
 from components.frontier import run_metrics
-from components.fusion import fusion_values, set_fusion
+from components.fusion import fusion_values
 from components.variant_runs import log_evaluation
 from components.atomic import atomic_path, atomic_savez, atomic_write_json
 
@@ -74,17 +74,20 @@ def run(p: Params, paths: Paths) -> dict:
     frame_probs = softmax(np.asarray(store.array("test", "rec_logits"))[valid])  # [N,T,C]
     enc = encoder_gmacs(p, paths.encoders)
     names = evaluated_samplers(p)
-    with_avgn = any(variant_params(p, n)[0] == "avgn" for n in names)
-    data, _ = load_split(store, "test", keys=sampler_keys("avgn", training=True) if with_avgn else SAMPLER_KEYS)
+    classes = {n: sampler_class(variant_params(p, n)[0]) for n in names}
+    heads = {c.own_recognizer: c for c in classes.values() if c.own_recognizer}  # AVGN's head: recognizer "avgn"
+    keys = dict.fromkeys(SAMPLER_KEYS)  # what the samplers read; an own recognizer path also its training inputs
+    for c in classes.values():
+        keys.update(dict.fromkeys(sampler_keys(c, training=bool(c.own_recognizer))))
+    data, _ = load_split(store, "test", keys=tuple(keys))
     one = {k: v[:1] for k, v in data.items() if k != "frames_full"}  # one video, to count each sampler's MACs
 
     runs: list[SamplerRun] = []
     own_gmacs: dict[str, float] = {}  # each sampler's own layers
     fusion = fusion_values(p, paths)  # fusion.source: the tune_fusion result or the params
     for name in names:  # evaluate.samplers, then the ablations
-        rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler, sampler_seeds(p, name))
-        for r in rs:
-            set_fusion(r.model, fusion.get(name))
+        rs = load_runs(paths.features.parent / "samplers", name, "test", ids, load_sampler, sampler_seeds(p, name),
+                       fusion.get(name))
         runs += rs
         own_gmacs[name] = sampler_gmacs(rs[0].model, one)
 
@@ -101,12 +104,12 @@ def run(p: Params, paths: Paths) -> dict:
             clip_gmacs[k] = count_macs(lambda k=k: tsi(torch.zeros(1, k, 3, s, s))) / 1e9
 
     head_gmacs: dict[tuple[str, int, int], float] = {}
-    if with_avgn:  # AVGN's own recognizer path: glance -> top-K -> patches -> head (components.avgn_eval)
-        scorers["avgn"] = (HeadScorer(data, max(p.evaluate.budgets)), tuple(p.evaluate.budgets))
+    for head in heads:  # AVGN's own recognizer path: glance -> top-K -> patches -> head (components.avgn_eval)
+        scorers[head] = (HeadScorer(data, max(p.evaluate.budgets)), tuple(p.evaluate.budgets))
 
     def gmacs(run: SamplerRun, recognizer: str, K: int) -> float:
         name = run.sampler  # a branch run costs what its sampler costs
-        if recognizer == "avgn":
+        if recognizer in heads:
             key = (name, K, run.seed)  # frames outside the glance re-run f_G: a mean over this run's picks
             if key not in head_gmacs:
                 beyond = frames_beyond_glance(run.select(K), run.model.glance_frames)
@@ -115,17 +118,20 @@ def run(p: Params, paths: Paths) -> dict:
         frame_cost = video_gmacs(name, run.model, enc, own_gmacs[name], T, K)
         if recognizer == "frame":
             return frame_cost
-        n = T if run.name == "dense" else K
-        # MaxConf still scores all T frames with the frame recognizer; the clip recognizer then sees n
-        looked = enc["recognizer"] * T if run.name == "maxconf" else 0.0
-        return frame_cost - enc["recognizer"] * (T if run.name in ("dense", "maxconf") else K) + looked + clip_gmacs[n]
+        on_all = getattr(run.model, "uses_all_frames", False)  # dense: the clip recognizer sees all T frames
+        n = T if on_all else K
+        # MaxConf still scores all T frames with the frame recognizer (it reads its cached logits); the clip
+        # recognizer then sees n
+        scores_all = not on_all and bool(set(run.model.cost_inputs()) & RECOGNIZER_OUTPUTS)
+        looked = enc["recognizer"] * T if scores_all else 0.0
+        return frame_cost - enc["recognizer"] * (T if on_all or scores_all else K) + looked + clip_gmacs[n]
 
     base = [r for r in runs if r.name in p.evaluate.samplers]  # the clip recognizer runs for these only
     rows, kept = evaluate_grid(base, p.evaluate.budgets, labels, salient, gmacs, frame_probs, scorers,
                                p.evaluate.map_variant, keep_scores=True, distractor=distractor)
     extra = [r for r in runs if r.name in p.ablations] + [b for r in base for b in r.branches()]
     ablation_rows, ablation_kept = evaluate_grid(extra, p.evaluate.budgets, labels, salient, gmacs, frame_probs,
-                                                 {k: v for k, v in scorers.items() if k == "avgn"},
+                                                 {k: v for k, v in scorers.items() if k in heads},
                                                  p.evaluate.map_variant, keep_scores=True,
                                                  distractor=distractor)
     rows, kept = rows + ablation_rows, {**kept, **ablation_kept}
@@ -172,9 +178,7 @@ def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> 
         return [round(float(x), 5) for x in ci]
 
     def paired_ci(a: np.ndarray, b: np.ndarray) -> list[float]:  # mAP(a) - mAP(b), resampling videos
-        return rounded(bootstrap_ci(lambda I: mean_average_precision_batch(a[I], labels[I], variant=v)
-                                    - mean_average_precision_batch(b[I], labels[I], variant=v), n,
-                                    n_boot=p.evaluate.bootstrap, vectorized=True))
+        return rounded(map_ci([a], labels, v, p.evaluate.bootstrap, minus=[b]))
 
     for s in summary:
         if s["k"] not in show:
@@ -186,8 +190,7 @@ def headline(p: Params, summary: list[dict], kept: dict, labels: np.ndarray) -> 
         sc = kept[(s["sampler"], s["recognizer"], s["k"], first)]
         base = kept.get(("uniform", s["recognizer"], s["k"], 0))
         if p.evaluate.bootstrap:
-            cell["map_ci"] = rounded(bootstrap_ci(lambda I: mean_average_precision_batch(sc[I], labels[I], variant=v), n,
-                                                  n_boot=p.evaluate.bootstrap, vectorized=True))
+            cell["map_ci"] = rounded(map_ci([sc], labels, v, p.evaluate.bootstrap))
             if base is not None and s["sampler"] != "uniform":
                 cell["map_minus_uniform_ci"] = paired_ci(sc, base)
             fused = kept.get((s["sampler"].split("[")[0], s["recognizer"], s["k"], first))

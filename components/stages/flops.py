@@ -14,8 +14,9 @@ import logging
 
 from components import tracking
 from components.data.manifest import read_manifest
-from components.flops import (REGIME_SAMPLERS, avgn_batch, avgn_flops_rows, encoder_models, flops_table_for_params,
-                              paper_setting_rows, regime_markdown, regime_table, total_gmacs)
+from components.flops import (PAPER_SETTINGS, avgn_flops_rows, encoder_models, flops_table_for_params,
+                              paper_setting_rows, regime_markdown, regime_samplers, regime_table, total_gmacs)
+from components.models.samplers import sampler_class
 from components.flops_table import write_flops_tables
 from components.params import Params
 from components.paths import Paths
@@ -33,27 +34,26 @@ def run(p: Params, paths: Paths) -> dict:
     for name in p.evaluate.samplers:
         ck = paths.features.parent / "samplers" / name / f"seed{sampler_seeds(p, name)[0]}.pt"  # this seed's first
         sampler = loaded[name] = load_sampler(ck) if ck.exists() else None
-        if name == "avgn":
+        if sampler_class(name).own_recognizer:  # AVGN: as a sampler, and its own head
             if sampler is None:
-                raise FileNotFoundError(f"{ck} missing: AVGN's cost is counted on its trained modules")
-            batch = avgn_batch(sampler, p.frames.full_size, frames=False)
-            rows = flops_table_for_params(p, len(classes), name, K, sampler=sampler, batch=batch)
+                raise FileNotFoundError(f"{ck} missing: {name}'s cost is counted on its trained modules")
+            rows = flops_table_for_params(p, len(classes), name, K, sampler=sampler)
             tables[f"{name} as a sampler (frame recognizer on K frames), this project (T={p.frames.T}, K={K})"] = (rows, None)
             totals[name] = total_gmacs(rows)
             light, audio = encoder_models(p, len(classes))
             rows = avgn_flops_rows(sampler, K, p.frames.full_size, light, audio)
             tables[f"avgn, its own head (glance T_G={sampler.glance_frames}, patches {sampler.config.patch_size}x"
                    f"{sampler.config.patch_size}, K={K})"] = (rows, None)
-            totals["avgn_head"] = total_gmacs(rows)
+            totals[f"{name}_head"] = total_gmacs(rows)
             continue
         rows = flops_table_for_params(p, len(classes), name, K, sampler=sampler)
         tables[f"{name}, this project (T={p.frames.T}, K={K})"] = (rows, None)
         totals[name] = total_gmacs(rows)
-    for method in ("tsqnet", "nsnet"):
+    for method in PAPER_SETTINGS:
         rows = paper_setting_rows(method)
         tables[f"{method}, the paper's ActivityNet setting (T=16, K=5)"] = (rows, None)
         totals[f"{method}_paper_setting"] = total_gmacs(rows)
-    names = [n for n in REGIME_SAMPLERS if n in p.evaluate.samplers]
+    names = regime_samplers(p)
     regime = regime_table(p, len(classes), {n: loaded[n] for n in names if loaded[n] is not None}, names)
     e, f = p.encoders, p.frames
     appendix = regime_markdown(regime, f"{e.recognizer_arch} {f.recognizer_size}x{f.recognizer_size}",

@@ -41,7 +41,7 @@ from components.paths import Paths  # noqa: E402
 from components.stage_runner import stage_main  # noqa: E402
 from components.sampler_training import load_sampler, sampler_seeds  # noqa: E402
 from components.store import FeatureStore  # noqa: E402
-from components.fusion import fusion_values, set_fusion  # noqa: E402
+from components.fusion import fusion_values  # noqa: E402
 from components.atomic import atomic_savefig, atomic_write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -220,10 +220,8 @@ def run(p: Params, paths: Paths) -> dict:
     ids = [i for i, v in zip(store.ids("test"), valid) if v]
     root = paths.features.parent / "samplers"
     fusion = fusion_values(p, paths)  # the settings evaluate used
-    runs = {name: load_runs(root, name, "test", ids, load_sampler, sampler_seeds(p, name))[0]
+    runs = {name: load_runs(root, name, "test", ids, load_sampler, sampler_seeds(p, name), fusion.get(name))[0]
             for name in p.evaluate.samplers}
-    for name, r in runs.items():
-        set_fusion(r.model, fusion.get(name))
     on_saliency, on_frames = figure_samplers(p)
     plot_saliency(p, paths, store, ids, {n: runs[n] for n in on_saliency}, fig_dir / "saliency.png")
     shown = {n: runs[n] for n in on_frames}

@@ -24,7 +24,7 @@ from components.stage_runner import stage_main
 from components.evaluation import seed_checkpoints
 from components.sampler_training import load_sampler, sampler_seeds
 from components.store import FeatureStore
-from components.fusion import fusion_values, set_fusion
+from components.fusion import fusion_values, select
 from components.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def run(p: Params, paths: Paths) -> dict:
     for name in evaluated_samplers(p):  # evaluate.samplers, then the ablations
         per_k: dict[str, dict[str, list[float]]] = {}
         for _, ck in seed_checkpoints(root, name, sampler_seeds(p, name)):  # the configured seeds, all present
-            model = set_fusion(load_sampler(ck), fusion.get(name))
+            model = load_sampler(ck)
             sal_file = np.load(ck.with_name(f"saliency_{ck.stem}.npz"))
             if list(sal_file["test/ids"]) != ids:
                 raise ValueError(f"{ck}: saliency rows do not match the feature store's test split; rerun train_sampler@{name}")
@@ -63,7 +63,7 @@ def run(p: Params, paths: Paths) -> dict:
             if sal is not None and hasattr(model, "attention_diagnostics"):
                 diag.setdefault(name, []).append(model.attention_diagnostics(test_data, labels, sal, Kd))
             for K in p.evaluate.sampler_budgets:
-                idx = model.select(out, K)
+                idx = select(model, out, K, fusion.get(name))
                 scores = average_predictions(logits, idx)
                 row = per_k.setdefault(str(K), {"top1": [], "map": [], "salient_recall": []})
                 row["top1"].append(top1(scores, labels))

@@ -30,6 +30,7 @@ from components.evaluation import CURVE_COLUMNS
 from components.figures import plot_curves, plot_frontier, plot_variants
 from components.frontier import flat_metrics, tables as frontier_tables
 from components.metrics import MAP_DEFINITIONS
+from components.models.samplers import own_recognizers
 from components.params import Params
 from components.paper_table import caption, map_text, spread, table_rows, to_csv, to_latex
 from components.paths import Paths, write_report
@@ -84,12 +85,13 @@ def tables(p: Params, out: dict) -> list[str]:
               "the whole prediction. CIs: percentile bootstrap over test videos (95%), "
               f"{p.evaluate.bootstrap} resamples, the mean over runs recomputed on each resample; differences "
               "are paired (same resamples, same pipeline seed). A CI containing 0 is marked *not resolved*.", ""]
-    for rec in ("frame", "tsi", "avgn"):
+    heads = own_recognizers()  # AVGN's head: the recognizer "avgn"
+    for rec in ("frame", "tsi", *heads):
         ks = [k for k in Ks if any(str(k) in hl[s].get(rec, {}) for s in hl)]
         if not ks:
             continue
         what = ("AVGN's own head (glance → its K most salient frames → P×P patches → its classifier) as the "
-                "recognizer" if rec == "avgn" else f"{rec} recognizer")
+                "recognizer" if rec in heads else f"{rec} recognizer")
         gks = [k for k in ks if k in GMACS_KS] or ks[-1:]
         lines += [f"## {what}: mAP (%) by K", "",
                   "| sampler | " + " | ".join(f"K={k}" for k in ks) + "".join(f" | GMACs K={k}" for k in gks) + " |",

@@ -32,7 +32,7 @@ import torch
 from components import tracking
 from components.atomic import atomic_savez, atomic_torch_save, atomic_write_json
 from components.engine import remove_checkpoints
-from components.models.samplers import sampler_trainable
+from components.models.samplers import sampler_class, sampler_trainable
 from components.params import Params, variant_params
 from components.paths import Paths, write_report
 from components.sampler_data import check_store, load_split, predict_split, sampler_keys
@@ -61,7 +61,8 @@ def run(p: Params, paths: Paths, name: str) -> dict:
 
     def data() -> tuple[dict, dict]:  # loaded once, for the first trainable seed
         if not loaded:
-            loaded.append(load_train_val(store, paths, sampler_keys(registered, training=True)))
+            loaded.append(load_train_val(store, paths, sampler_keys(registered, training=True),
+                                         sampler_class(registered).pseudo_labels))
         return loaded[0]
 
     histories, training, ckpts = {}, {}, []

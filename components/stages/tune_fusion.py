@@ -28,6 +28,7 @@ import numpy as np
 from components import tracking
 from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
 from components.fusion import params_fusion, single_branch_note
+from components.models.samplers import sampler_class
 from components.params import Params
 from components.paths import Paths, write_report, write_timings
 from components.sampler_data import load_split
@@ -64,8 +65,7 @@ def objective_ms(data: FusionData, repeats: int = 5) -> float | None:
     for name in data.runs:
         for i in range(repeats):
             data.val.clear_memo()
-            values = {"lambda_v": i / repeats} if name == "tsqnet" else {"nsnet_strategy": "score_add",
-                                                                         "nsnet_ratio": i / repeats}
+            values = sampler_class(name).fusion_probe(i, repeats)
             t0 = time.perf_counter()
             data.score(name, values)
             times.append(time.perf_counter() - t0)

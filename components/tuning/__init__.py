@@ -17,7 +17,7 @@ Three searches, all on stored artefacts or through the existing training path:
   measured costs of evaluate); :func:`pareto_front` is the exact non-dominated set,
   :func:`write_pareto` the CSV and the plot.
 * **Loss weights** (:func:`run_sweep`): every trial trains one sampler (one seed) through
-  ``sampler_training.train_one`` with weights from ``params.SWEEP_SPACES`` (TSQNet alpha / beta, NSNet
+  ``sampler_training.train_one`` with weights from the sampler class's ``sweep_space`` (TSQNet alpha / beta, NSNet
   gamma), reports the val mAP after every epoch to a Median / SuccessiveHalving pruner, and is an
   MLflow child run of the sweep's parent run. A trial that raises is recorded FAIL and the study
   goes on. The best weights go to ``data/tuned_losses.json``, never into params.yaml: copy them there

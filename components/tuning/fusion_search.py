@@ -23,12 +23,11 @@ import numpy as np
 from components.atomic import atomic_write_json
 from components.redaction import redact
 from components.evaluation import SamplerRun, load_runs
-from components.fusion import FUSION_KEYS, RATIO_STRATEGIES, params_fusion, saliency_digest, set_fusion, tuned_fusion_path
-from components.models.samplers import sampler_trainable
+from components.fusion import params_fusion, saliency_digest, tuned_fusion_path
+from components.models.samplers import fusion_samplers, sampler_class, sampler_trainable
 from components.params import Params
 from components.paths import Paths
 from components.sampler_training import load_sampler, sampler_seeds
-from components.selection import FUSION_STRATEGIES
 from components.tuning.storage import _complete, _progress, _quiet_optuna, _study, _trials_per_second, storage_from_url
 from components.validation import ValSet, load_val
 
@@ -50,20 +49,22 @@ class FusionData:
         """The objective: val mAP with fusion ``values``, mean over seeds and budgets."""
         out = []
         for run in self.runs[name]:
-            set_fusion(run.model, values)
-            out.append(self.val.score(run.select, budgets))
+            out.append(self.val.score(run.with_fusion(values).select, budgets))
         return float(np.mean(out))
 
 
-def fusion_objective_data(p: Params, paths: Paths, names: Iterable[str] = tuple(FUSION_KEYS)) -> FusionData:
+def fusion_objective_data(p: Params, paths: Paths, names: Iterable[str] | None = None) -> FusionData:
     """Load the val set and the val saliencies of every seed of ``names`` once. A sampler that is not
-    in ``evaluate.samplers`` or not trained is skipped with a log line."""
+    in ``evaluate.samplers`` or not trained is skipped with a log line. ``names``: default every sampler
+    with fusion settings (:func:`components.models.samplers.fusion_samplers`)."""
+    tunable = fusion_samplers()
+    names = tuple(tunable) if names is None else names
     val = load_val(p, paths)
     root = paths.data / "samplers"
     runs, inputs = {}, {}
     for name in names:
-        if name not in FUSION_KEYS:
-            raise ValueError(f"{name!r} has no fusion settings to tune; tunable: {list(FUSION_KEYS)}")
+        if name not in tunable:
+            raise ValueError(f"{name!r} has no fusion settings to tune; tunable: {list(tunable)}")
         if name not in p.evaluate.samplers:
             log.info("tune_fusion: %s is not in evaluate.samplers: skipped", name)
             continue
@@ -93,19 +94,14 @@ def learned_objectives(p: Params, paths: Paths, data: FusionData, tuned: Mapping
 
 
 def suggest_fusion(trial: "optuna.Trial", name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The search space of sampler ``name``: TSQNet lambda_v in [0, 1]; NSNet strategy in
-    ``FUSION_STRATEGIES`` and, for the strategies that read it, ratio in [0, 1] (else the default)."""
-    if name == "tsqnet":
-        return {"lambda_v": trial.suggest_float("lambda_v", 0.0, 1.0)}
-    s = trial.suggest_categorical("nsnet_strategy", list(FUSION_STRATEGIES))
-    r = trial.suggest_float("nsnet_ratio", 0.0, 1.0) if s in RATIO_STRATEGIES else float(defaults["nsnet_ratio"])
-    return {"nsnet_strategy": s, "nsnet_ratio": r}
+    """The search space of sampler ``name``, as its class declares it (``Sampler.suggest_fusion``: TSQNet
+    lambda_v in [0, 1]; NSNet strategy in ``FUSION_STRATEGIES`` and, for the strategies that read it, ratio
+    in [0, 1], else the default)."""
+    return sampler_class(name).suggest_fusion(trial, defaults)
 
 
 def _enqueue_defaults(study: "optuna.Study", name: str, defaults: Mapping[str, Any], extra: Mapping = {}) -> None:
-    fixed = dict(defaults)
-    if name == "nsnet" and fixed["nsnet_strategy"] not in RATIO_STRATEGIES:
-        fixed.pop("nsnet_ratio")
+    fixed = sampler_class(name).fusion_trial_defaults(defaults)
     study.enqueue_trial({**extra, **fixed}, user_attrs={"defaults": True})
 
 

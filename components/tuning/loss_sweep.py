@@ -1,5 +1,5 @@
 """Loss-weight sweeps (:func:`run_sweep`): every trial trains one sampler (one seed) through
-:func:`components.sampler_training.train_one` with weights from ``params.SWEEP_SPACES`` (TSQNet
+:func:`components.sampler_training.train_one` with weights from the sampler class's ``sweep_space`` (TSQNet
 alpha / beta, NSNet gamma), reports the val mAP after every epoch to a Median / SuccessiveHalving
 pruner, and is an MLflow child run of the sweep's parent run. A trial that raises is recorded FAIL
 and the study goes on. The best weights go to ``data/tuned_losses.json``, never into params.yaml:
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Callable
 from components import tracking
 from components.atomic import atomic_torch_save, atomic_write_json
 from components.fusion import params_fusion
-from components.params import SWEEP_SPACES, Params, params_from_dict, to_dict
+from components.models.samplers import sampler_class, sweep_space
+from components.params import Params, params_from_dict, to_dict
 from components.paths import Paths
 from components.sampler_training import load_train_val, sampler_checkpoint, train_one
 from components.sampler_data import sampler_keys
@@ -52,8 +53,8 @@ def make_pruner(kind: str) -> "optuna.pruners.BasePruner":
 
 
 def suggest_losses(trial: "optuna.Trial", sampler: str) -> dict[str, float]:
-    """Loss weights of ``params.SWEEP_SPACES[sampler]`` as dotted params keys (``tsqnet.alpha``)."""
-    return {f"{sec}.{key}": trial.suggest_float(f"{sec}.{key}", lo, hi) for sec, key, lo, hi in SWEEP_SPACES[sampler]}
+    """Loss weights of the sampler class's ``sweep_space`` as dotted params keys (``tsqnet.alpha``)."""
+    return {f"{sec}.{key}": trial.suggest_float(f"{sec}.{key}", lo, hi) for sec, key, lo, hi in sweep_space(sampler)}
 
 
 _DATA_CACHE: dict[tuple, tuple] = {}
@@ -67,7 +68,8 @@ def _sweep_inputs(p: Params, paths: Paths) -> tuple:
            tuple(p.fusion.budgets), p.frames.T, keys)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        _DATA_CACHE[key] = (store, load_train_val(store, paths, keys), load_val(p, paths))
+        _DATA_CACHE[key] = (store, load_train_val(store, paths, keys, sampler_class(p.sweep.sampler).pseudo_labels),
+                            load_val(p, paths))
     return _DATA_CACHE[key]
 
 
@@ -82,7 +84,7 @@ def sweep_objective(p: Params, paths: Paths, study_name: str) -> Callable[["optu
     def objective(trial: optuna.Trial) -> float:
         store, (train, val_data), val = _sweep_inputs(p, paths)
         weights = suggest_losses(trial, name)
-        epochs_key = "avgn.epochs" if name == "avgn" else "train_sampler.epochs"  # AVGN has its own schedule
+        epochs_key = f"{sampler_class(name).schedule_section}.epochs"  # AVGN has its own schedule
         pt = params_from_dict(to_dict(p), {**weights, epochs_key: p.sweep.epochs})
         ckpt = Path(paths.work) / "sweep" / study_name / str(trial.number)
         shutil.rmtree(ckpt, ignore_errors=True)  # trial numbers are unique in a study: a leftover is stale
@@ -184,7 +186,7 @@ def run_sweep(p: Params, paths: Paths, n_trials: int | None = None, worker_id: i
     objective = sweep_objective(p, paths, name)
     if objective_wrapper is not None:
         objective = objective_wrapper(objective)
-    space = {f"{s}.{k}": [lo, hi] for s, k, lo, hi in SWEEP_SPACES[p.sweep.sampler]}
+    space = {f"{s}.{k}": [lo, hi] for s, k, lo, hi in sweep_space(p.sweep.sampler)}
     ctx = (tracking.parent_run(f"sweep {name}", {"sweep": to_dict(p.sweep), "space": space}, tracking=p)
            if parent else contextlib.nullcontext())
     with ctx:

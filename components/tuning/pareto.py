@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from components.fusion import FUSION_KEYS
+from components.models.samplers import fusion_samplers
 from components.tuning.fusion_search import FusionData, _enqueue_defaults, suggest_fusion
 from components.tuning.storage import _complete, _progress, _quiet_optuna, _study
 from components.atomic import atomic_path, atomic_savefig
@@ -87,7 +87,7 @@ def pareto_study(data: FusionData, budgets: Iterable[int], gmacs: Callable[[str,
         vals = t.user_attrs.get("values", {})
         rows.append({"number": t.number, "sampler": t.params["sampler"], "k": int(t.params["k"]),
                      "map": float(t.values[0]), "gmacs": float(t.values[1]),
-                     **{key: vals.get(key, "") for keys in FUSION_KEYS.values() for key in keys}})
+                     **{key: vals.get(key, "") for keys in fusion_samplers().values() for key in keys}})
     front = pareto_front([(r["map"], r["gmacs"]) for r in rows])
     return study, rows, front
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from components.integrity import file_sha256
 from components.models.avgn import AVGN, AVGNConfig, LocalEncoder
+from components.models.encoders import create_encoder
 from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
 from components.params import AVGNParams
 
@@ -132,6 +133,79 @@ class AVGNSampler(Sampler):
     trainable = True
     inputs = ("light_maps", "audio_emb", "has_audio")
     train_inputs = ("frames_full",)  # what training (and the head) read besides ``inputs``
+    schedule_section = "avgn"  # its own schedule: the spatial glance runs a CNN on pixels
+    sweep_space = (("avgn", "w_v", 0.0, 2.0), ("avgn", "w_a", 0.0, 2.0), ("avgn", "w_mask", 0.0, 2.0),
+                   ("avgn", "w_s", 0.0, 2.0), ("avgn", "w_ord", 0.0, 2.0))  # eqs. 9-13's weights
+    own_recognizer = "avgn"  # its head: glance -> top-K -> patches -> f_L -> psi + f_C (components.avgn_eval)
+
+    @classmethod
+    def build_kwargs(cls, p, store, seed: int) -> dict:
+        """Store shapes, per-channel statistics of the training split's light maps and audio embeddings
+        (videos with audio only), and f_L = the frame recognizer of this pipeline seed
+        (``<data>/encoders/recognizer.pt``) by path and SHA-256."""
+        import os
+
+        valid = np.asarray(store.array("train", "valid"), dtype=bool)
+        maps = store.array("train", "light_maps")  # [N,T,D,h,w] float16 memmap
+        s1 = np.zeros(maps.shape[2]); s2 = np.zeros(maps.shape[2]); n = 0
+        for i in np.flatnonzero(valid):  # one video at a time: the maps need not fit in memory as float64
+            x = np.asarray(maps[i], dtype=np.float64).transpose(1, 0, 2, 3).reshape(maps.shape[2], -1)
+            s1 += x.sum(1); s2 += (x * x).sum(1); n += x.shape[1]
+        mean = s1 / max(n, 1)
+        std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 0.0))
+        has = np.asarray(store.array("train", "has_audio"), dtype=bool) & valid
+        audio = np.asarray(store.array("train", "audio_emb"))[has].astype(np.float64)
+        audio = audio.reshape(-1, audio.shape[-1]) if len(audio) else np.zeros((1, store.array("train", "audio_emb").shape[-1]))
+        kw = {"num_classes": len(store.classes), "map_dim": int(maps.shape[2]), "grid": tuple(int(x) for x in maps.shape[3:]),
+              "audio_dim": int(audio.shape[-1]), "T": store.T, "params": p.avgn,
+              "map_mean": torch.from_numpy(mean).float(), "map_std": torch.from_numpy(std).float(),
+              "audio_mean": torch.from_numpy(audio.mean(0)).float(), "audio_std": torch.from_numpy(audio.std(0)).float()}
+
+        def encoder_file(name: str) -> tuple[str, str | None]:  # a train_encoders model by path and SHA-256
+            f = Path(store.folder).parent / "encoders" / name
+            rel = os.path.relpath(f) if not os.path.relpath(f).startswith("..") else str(f)
+            return rel, file_sha256(f) if f.exists() else None
+
+        if p.avgn.local == "recognizer":
+            kw["local_path"], kw["local_digest"] = encoder_file("recognizer.pt")
+        if p.avgn.pi_map == "fine":  # π's finer map: the light encoder's earlier stage at its input side
+            kw["pi_path"], kw["pi_digest"] = encoder_file("light.pt")
+            kw["pi_size"] = p.frames.light_size
+        return kw
+
+    @classmethod
+    def untrained(cls, p, num_classes: int, light: nn.Module, text_dim: int = 384) -> "AVGNSampler":
+        """An untrained AVGN with the shapes of a trained one at ``p``'s resolutions (same cost): e^G is the light
+        encoder's map at ``frames.light_size`` and f_L the frame recognizer on ``avgn.patch_size`` patches
+        (``avgn.local: recognizer``), random weights, nothing read from disk."""
+        e, f = p.encoders, p.frames
+        was = light.training
+        light.eval()
+        try:
+            with torch.no_grad():
+                maps = light.forward_maps(torch.zeros(1, 3, f.light_size, f.light_size))[2]  # [1,D,h,w]
+        finally:
+            light.train(was)
+        local = None
+        if p.avgn.local == "recognizer":
+            local = FrozenRecognizer(create_encoder("recognizer", arch=e.recognizer_arch, num_classes=num_classes),
+                                     p.avgn.patch_size)
+        pi = StageMap(light, f.light_size, p.avgn.pi_stride) if p.avgn.pi_map == "fine" else None  # π's finer map
+        return cls(num_classes, int(maps.shape[1]), tuple(int(x) for x in maps.shape[-2:]), e.audio_dim, f.T,
+                   p.avgn, local_module=local, pi_module=pi)
+
+    def cost_batch(self, full_size: int, frames: bool = False) -> dict[str, torch.Tensor]:
+        """Zeros shaped like one video's AVGN store arrays (light maps, audio, ``frames``: the frame cache)."""
+        c = self.config
+        b = {"light_maps": torch.zeros(1, self.T, c.d_g, *c.grid), "audio_emb": torch.zeros(1, self.T, c.d_a),
+             "has_audio": torch.ones(1, dtype=torch.bool), "labels": torch.eye(c.num_classes)[:1]}
+        if frames:
+            b["frames_full"] = torch.zeros(1, self.T, 3, full_size, full_size, dtype=torch.uint8)
+        return b
+
+    def cost_inputs(self) -> tuple[str, ...]:
+        """Without audio (Table 4) it reads none: no audio encoder runs."""
+        return tuple(k for k in self.inputs if self.params.audio or k != "audio_emb")
 
     def __init__(self, num_classes: int, map_dim: int, grid: tuple[int, int], audio_dim: int, T: int,
                  params: AVGNParams = AVGNParams(), map_mean: torch.Tensor | None = None,

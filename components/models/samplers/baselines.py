@@ -29,7 +29,8 @@ class Uniform(Sampler):
         x = batch["frame_indices"]  # [B,T]
         return SamplerOutput(saliency=torch.zeros(x.shape[:2]))
 
-    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+    def select(self, out: SamplerOutput, K: int, fusion=None) -> np.ndarray:
+        self.check_fusion(fusion)
         B, T = out.saliency.shape
         return uniform_select(B, T, K)
 
@@ -41,7 +42,12 @@ class Random(Uniform):
         super().__init__()
         self.rng = np.random.default_rng(seed)
 
-    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+    @classmethod
+    def build_kwargs(cls, p, store, seed: int) -> dict:
+        return {"seed": seed}
+
+    def select(self, out: SamplerOutput, K: int, fusion=None) -> np.ndarray:
+        self.check_fusion(fusion)
         B, T = out.saliency.shape
         return random_select(B, T, K, self.rng)
 
@@ -51,7 +57,8 @@ class Dense(Uniform):
 
     uses_all_frames = True
 
-    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+    def select(self, out: SamplerOutput, K: int, fusion=None) -> np.ndarray:
+        self.check_fusion(fusion)
         B, T = out.saliency.shape
         return uniform_select(B, T, T)
 
@@ -87,7 +94,8 @@ class Oracle(Sampler):
             raise ValueError("the oracle needs per-frame ground truth, which this dataset does not have")
         return SamplerOutput(saliency=torch.from_numpy(salient_mask(batch["gt"].numpy(), batch["labels"].numpy())).float())
 
-    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+    def select(self, out: SamplerOutput, K: int, fusion=None) -> np.ndarray:
+        self.check_fusion(fusion)
         return oracle_select(out.saliency.numpy() > 0.5, K)
 
 

@@ -48,7 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from components import selection
-from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput
+from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput, light_stats
 from components.params import FusionParams, NSNetParams
 
 RANK_MARGIN = 1.0  # hinge margin of the "ranking" FSM objective (SCSampler-style, paper silent)
@@ -222,8 +222,11 @@ class VGM(nn.Module):
 class NSNet(Sampler):
     trainable = True
     inputs = ("light_feats",)
-    #: inference-time fusion settings (the ``fusion.*`` param names), see :meth:`set_fusion`
+    #: inference-time fusion settings (the ``fusion.*`` param names), see :meth:`select`
     fusion_keys = ("nsnet_strategy", "nsnet_ratio")
+    branch_names = ("fsm", "vgm")  # fused in this order (the ratio is the FSM share)
+    sweep_space = (("nsnet", "gamma", 0.0, 1.0),)  # eq. 3's non-salient weight
+    pseudo_labels = ("ns",)  # eq. 1's soft labels [g y, 1 - g] (the pseudo_labels stage), batch key ns_labels
     strategy: str = FusionParams().fixed()["nsnet_strategy"]  # index_union (the paper default)
     ratio: float = FusionParams().fixed()["nsnet_ratio"]  # 0.6
 
@@ -259,6 +262,40 @@ class NSNet(Sampler):
         return loss, {"loss_f": float(l_f.detach()), "loss_cls": float(l_cls.detach()),
                       "loss_ns": float(l_ns.detach()), "acc": float(acc), "n": float(labels.shape[0])}
 
+    @classmethod
+    def build_kwargs(cls, p, store, seed: int) -> dict:
+        mean, std = light_stats(store)
+        return {"num_classes": len(store.classes), "light_dim": store.array("train", "light_feats").shape[-1],
+                "params": p.nsnet, "light_mean": mean, "light_std": std}
+
+    @classmethod
+    def untrained(cls, p, num_classes: int, light: nn.Module, text_dim: int = 384) -> "NSNet":
+        return nsnet(num_classes, light.num_features, p.nsnet, max_frames=max(p.frames.T, 512))
+
+    @classmethod
+    def suggest_fusion(cls, trial, defaults) -> dict:
+        """Strategy in ``FUSION_STRATEGIES`` and, for the strategies that read it, ratio in [0, 1] (else the default)."""
+        s = trial.suggest_categorical("nsnet_strategy", list(selection.FUSION_STRATEGIES))
+        r = (trial.suggest_float("nsnet_ratio", 0.0, 1.0) if s in selection.RATIO_STRATEGIES
+             else float(defaults["nsnet_ratio"]))
+        return {"nsnet_strategy": s, "nsnet_ratio": r}
+
+    @classmethod
+    def fusion_trial_defaults(cls, defaults) -> dict:
+        fixed = dict(defaults)
+        if fixed["nsnet_strategy"] not in selection.RATIO_STRATEGIES:
+            fixed.pop("nsnet_ratio")
+        return fixed
+
+    @classmethod
+    def fusion_probe(cls, i: int, n: int) -> dict:
+        return {"nsnet_strategy": "score_add", "nsnet_ratio": i / n}
+
+    @classmethod
+    def fusion_rule(cls, values) -> tuple[str, float, str]:
+        strategy, ratio = str(values["nsnet_strategy"]), float(values["nsnet_ratio"])
+        return strategy, ratio, f"{strategy} ratio={ratio:.3f}"
+
     def fused(self, s_f: torch.Tensor, s_v: torch.Tensor) -> torch.Tensor:
         """Score fusion (App. A.3) of the two [B,T] saliencies at the current strategy / ratio, with
         :func:`components.selection.fuse_scores` on the tensors (both are already distributions over
@@ -269,23 +306,29 @@ class NSNet(Sampler):
 
     def set_fusion(self, values: dict) -> "NSNet":
         """Set ``nsnet_strategy`` / ``nsnet_ratio`` (either or both) for later :meth:`select` calls."""
-        unknown = set(values) - set(self.fusion_keys)
-        if unknown:
-            raise ValueError(f"nsnet fusion: unknown setting(s) {sorted(unknown)}; valid: {list(self.fusion_keys)}")
+        self.strategy, self.ratio = self._fusion(values)
+        return self
+
+    def _fusion(self, values) -> tuple[str, float]:
+        """``(strategy, ratio)``: ``values`` checked, each one not given at the model's."""
+        values = self.check_fusion(values)
+        strategy, ratio = self.strategy, self.ratio
         if "nsnet_strategy" in values:
             if values["nsnet_strategy"] not in selection.FUSION_STRATEGIES:
                 raise ValueError(f"nsnet fusion: unknown strategy {values['nsnet_strategy']!r}; "
                                  f"valid: {', '.join(selection.FUSION_STRATEGIES)}")
-            self.strategy = str(values["nsnet_strategy"])
+            strategy = str(values["nsnet_strategy"])
         if "nsnet_ratio" in values:
-            self.ratio = selection.check_ratio(values["nsnet_ratio"], "nsnet_ratio")
-        return self
+            ratio = selection.check_ratio(values["nsnet_ratio"], "nsnet_ratio")
+        return strategy, ratio
 
-    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
-        """K distinct frames per video: FSM and VGM fused by ``strategy`` / ``ratio`` (App. A.2-A.3)."""
+    def select(self, out: SamplerOutput, K: int, fusion=None) -> np.ndarray:
+        """K distinct frames per video: FSM and VGM fused by ``fusion``'s strategy / ratio (else the
+        model's; App. A.2-A.3)."""
+        strategy, ratio = self._fusion(fusion)
         fsm = out.branches["fsm"].detach().float().cpu().numpy()  # [B,T]
         vgm = out.branches["vgm"].detach().float().cpu().numpy()  # [B,T]
-        return selection.fuse_select(fsm, vgm, K, self.strategy, self.ratio)
+        return selection.fuse_select(fsm, vgm, K, strategy, ratio)
 
 
 @SAMPLERS.register("nsnet")

@@ -77,7 +77,7 @@ from torch import Tensor
 
 from components import selection
 from components.metrics import salient_recall
-from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput
+from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput, light_stats
 from components.params import TSQNetParams
 
 
@@ -253,7 +253,42 @@ class TSQModule(nn.Module):
 class TSQNet(Sampler):
     trainable = True
     inputs = ("light_feats", "object_scores")
-    fusion_keys = ("lambda_v",)  # inference-time fusion setting (``fusion.lambda_v``), see :meth:`set_fusion`
+    fusion_keys = ("lambda_v",)  # inference-time fusion setting (``fusion.lambda_v``), see :meth:`select`
+    branch_names = ("vqm", "tqm")  # the union takes round-half-up lambda_v K frames from VQM, the rest from TQM
+    sweep_space = (("tsqnet", "alpha", 0.0, 1.5), ("tsqnet", "beta", 0.0, 1.5))  # eq. 4's swap-loss weights
+
+    @classmethod
+    def build_kwargs(cls, p, store, seed: int) -> dict:
+        """Light-space prototypes (VQM init), object / class-name text embeddings (TQM), train-split light
+        statistics (:class:`FeatureNorm`)."""
+        import numpy as np
+
+        mean, std = light_stats(store)
+        protos = np.load(store.folder.parent / "prototypes.npz")["light"]
+        return {"num_classes": len(store.classes), "light_dim": store.array("train", "light_feats").shape[-1],
+                "params": p.tsqnet, "visual_prototypes": torch.from_numpy(protos),
+                "object_text": torch.from_numpy(store.load("text_objects")),
+                "class_text": torch.from_numpy(store.load("text_classes")), "light_mean": mean, "light_std": std}
+
+    @classmethod
+    def untrained(cls, p, num_classes: int, light: nn.Module, text_dim: int = 384) -> "TSQNet":
+        import dataclasses
+
+        return tsqnet(num_classes, light.num_features, dataclasses.replace(p.tsqnet, init="random"),
+                      object_text=torch.zeros(1000, text_dim), lambda_v=p.fusion.fixed()["lambda_v"],
+                      max_frames=max(p.frames.T, 512))
+
+    @classmethod
+    def suggest_fusion(cls, trial, defaults) -> dict:
+        return {"lambda_v": trial.suggest_float("lambda_v", 0.0, 1.0)}
+
+    @classmethod
+    def fusion_probe(cls, i: int, n: int) -> dict:
+        return {"lambda_v": i / n}
+
+    @classmethod
+    def fusion_rule(cls, values) -> tuple[str, float, str]:
+        return "tsqnet_union", float(values["lambda_v"]), f"lambda_v={float(values['lambda_v']):.3f}"
 
     def __init__(self, num_classes: int, light_dim: int, params: TSQNetParams = TSQNetParams(),
                  visual_prototypes: Tensor | None = None, object_text: Tensor | None = None,
@@ -335,18 +370,18 @@ class TSQNet(Sampler):
 
     def set_fusion(self, values: dict) -> "TSQNet":
         """Set ``lambda_v`` (the VQM share of the union, in [0, 1]) for later :meth:`select` calls."""
-        unknown = set(values) - set(self.fusion_keys)
-        if unknown:
-            raise ValueError(f"tsqnet fusion: unknown setting(s) {sorted(unknown)}; valid: {list(self.fusion_keys)}")
-        if "lambda_v" in values:
+        if "lambda_v" in self.check_fusion(values):
             self.lambda_v = selection.check_ratio(values["lambda_v"], "lambda_v")
         return self
 
-    def select(self, out: SamplerOutput, K: int) -> np.ndarray:
+    def select(self, out: SamplerOutput, K: int, fusion=None) -> np.ndarray:
+        """K distinct frames per video: the VQM / TQM union at ``fusion["lambda_v"]`` (else the model's)."""
+        fusion = self.check_fusion(fusion)
+        lambda_v = selection.check_ratio(fusion["lambda_v"], "lambda_v") if "lambda_v" in fusion else self.lambda_v
         if len(out.branches) == 2:
             s_v = out.branches["vqm"].detach().cpu().numpy()  # [B,T]
             s_t = out.branches["tqm"].detach().cpu().numpy()  # [B,T]
-            return selection.tsqnet_union_select(s_v, s_t, K, self.lambda_v)  # [B,K]
+            return selection.tsqnet_union_select(s_v, s_t, K, lambda_v)  # [B,K]
         return super().select(out, K)
 
     @torch.no_grad()
