@@ -225,7 +225,7 @@ def test_only_the_ablations_a_section_reads_are_loaded(tiny_params, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_params(root, root / "profiles/ablations.yaml"),
                                                          sort_keys=False))
     full = load_params(tmp_path / "params.yaml").ablations
-    assert len(full) == 16
+    assert len(full) == 17
     p = dataclasses.replace(tiny_params, ablations=full)
     assert avgn_variants(p) == ["avgn", "avgn_no_audio", "avgn_no_aespa", "avgn_centre_crop"]
     assert avgn_variants(dataclasses.replace(tiny_params, ablations=DEFAULT_ABLATIONS)) == ["avgn", "avgn_no_audio"]

@@ -60,7 +60,7 @@ def test_a_profile_extends_another(tmp_path):
     bench = profile_params(root, root / "profiles/benchmark.yaml")
     abl = profile_params(root, root / "profiles/ablations.yaml")
     assert {k: v for k, v in abl.items() if k != "ablations"} == {k: v for k, v in bench.items() if k != "ablations"}
-    assert len(abl["ablations"]) == 16 and {a["sampler"] for a in abl["ablations"].values()} == {"tsqnet", "nsnet", "avgn"}
+    assert len(abl["ablations"]) == 17 and {a["sampler"] for a in abl["ablations"].values()} == {"tsqnet", "nsnet", "avgn"}
 
 
 def test_partial_run_in_its_own_workspace_records_nothing(tmp_path, monkeypatch):
