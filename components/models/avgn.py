@@ -696,8 +696,7 @@ class AVGN(nn.Module):
             logits = self.patch_logits(patches).view(B, n, G * G, -1)  # [B,n,G²,C]
         finally:
             self.f_l.train(was)
-        target = normalise_labels(labels)[:, None, None]  # [B,1,1,C]
-        ce = -(target * logits.log_softmax(-1)).sum(-1)  # [B,n,G²]
+        ce = soft_cross_entropy(logits, normalise_labels(labels)[:, None, None])  # [B,n,G²]
         w = (-ce / c.search_tau).softmax(-1)  # [B,n,G²]
         return w @ cand  # [B,n,2]
 
