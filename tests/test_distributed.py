@@ -258,5 +258,6 @@ def test_sigterm_to_a_torchrun_stage_ends_every_rank_and_leaves_no_run_running(t
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     stage = [r for r in runs if r.data.tags.get("dvc.stage") == "train_sampler@nsnet"]
-    assert len(stage) == 1 and stage[0].info.status in ("KILLED", "FAILED"), [(r.info.run_name, r.info.status) for r in runs]
+    assert len(stage) == 1 and stage[0].info.status in ("KILLED", "FAILED"), (
+        [(r.info.run_name, r.info.status) for r in runs], log.read_text(errors="replace")[-4000:])
     assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]

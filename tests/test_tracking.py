@@ -135,6 +135,82 @@ def test_exception_marks_run_failed(tracked):
     assert [c.get_run(r).info.status for r in out.stdout.split()] == ["KILLED", "KILLED"], out.stderr[-2000:]
 
 
+MID_WRITE = """
+import os, signal, sys
+import mlflow
+from components import tracking
+write = mlflow.tracking.MlflowClient.log_batch
+def interrupted(self, run_id, *args, **kwargs):
+    if kwargs.get("metrics"):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the write is in flight
+        sum(range(100000))                    # bytecode runs: a handler that raises does so here
+    return write(self, run_id, *args, **kwargs)
+mlflow.tracking.MlflowClient.log_batch = interrupted
+with tracking.stage_run("train_sampler@nsnet", {"a": 1}) as run:
+    with tracking.variant_run("nsnet · train · seed 0") as child:
+        print(run.run_id, child.run_id, flush=True)
+        child.log_metrics({"loss": 0.5}, step=3)
+        print("not reached", flush=True)
+"""
+
+LOOP = """
+import sys
+from components import tracking
+with tracking.stage_run("train_sampler@nsnet", {"a": 1}) as run:
+    with tracking.variant_run("nsnet · train · seed 0") as child:
+        print(run.run_id, child.run_id, flush=True)
+        i = 0
+        while True:
+            child.log_metrics({"loss": 1.0 / (i + 1), "acc": i}, step=i)
+            i += 1
+"""
+
+
+def test_a_sigterm_during_a_write_waits_for_it_and_ends_the_runs_killed(tracked):
+    """A SIGTERM raised half-way through a SQL transaction left SQLite's write lock held, so marking the
+    runs KILLED failed with "database is locked" and they stayed RUNNING (CI, a torchrun stage stopped
+    mid-epoch). The write in flight now completes, then the runs end KILLED with status 143."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracked)
+    out = subprocess.run([sys.executable, "-c", MID_WRITE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 143, out.stderr[-2000:]
+    ids = out.stdout.split()
+    assert len(ids) == 2, out.stdout  # "not reached" is not printed
+    assert [c.get_run(r).info.status for r in ids] == ["KILLED", "KILLED"], out.stderr[-2000:]
+    assert [(m.step, m.value) for m in c.get_metric_history(ids[1], "loss")] == [(3, 0.5)]  # the write landed
+
+
+@pytest.mark.slow
+def test_sigterms_at_random_moments_of_a_metric_loop_never_leave_a_run_running(tmp_path):
+    """The real race, no patching: a process logs metrics to its own SQLite store as fast as it can and
+    gets SIGTERM at six moments; every time it exits 143 within seconds and both runs end KILLED (before
+    the fix 4 of 12 such stops left a run RUNNING or hung)."""
+    import random
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    rng = random.Random(0)
+    for trial in range(6):
+        uri = f"sqlite:///{tmp_path / f'loop{trial}.db'}"
+        env = {**os.environ, "SALIENT_TRACKING": "1", "MLFLOW_TRACKING_URI": uri}
+        env.pop("SALIENT_PARENT_RUN_ID", None)
+        proc = subprocess.Popen([sys.executable, "-c", LOOP], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            ids = proc.stdout.readline().split()
+            time.sleep(rng.uniform(0.2, 1.5))
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        c = MlflowClient(uri)
+        assert proc.returncode == 143, err[-2000:]
+        assert [c.get_run(r).info.status for r in ids] == ["KILLED", "KILLED"], (trial, err[-2000:])
+
+
 def test_a_sigkilled_stage_run_is_marked_killed_by_the_next_run(tracked):
     """Issue 12 item 1: kill -9 leaves a run RUNNING with no end time; the next run opened on this host
     finds its process gone and marks it KILLED. A live process's run is left alone."""
