@@ -8,8 +8,8 @@ come from. Read by evaluate, the reports, ``predict``, the val objective and the
 * :func:`fusion_values` - what evaluate uses: the params' values, or ``data/tuned_fusion.json``
   (written by ``tune_fusion``, checked against the stored saliencies by :func:`saliency_digest`).
 * The settings are passed to ``Sampler.select(out, K, fusion)`` (``SamplerRun.fusion`` of
-  :func:`components.evaluation.load_runs`), never set on the model; :func:`set_fusion` remains for
-  a model handed to code that calls ``select(out, K)`` itself (``salient predict``, the MLflow model).
+  :func:`components.evaluation.load_runs`, ``salient predict`` and the registered MLflow model alike),
+  never set on the model.
 
 Fusion is an inference-time setting, so changing it never retrains a sampler. The fusion *math*
 (score / index fusion, TSQNet's union) is in :mod:`components.selection`.
@@ -48,18 +48,6 @@ def select(model: Any, out: Any, K: int, values: Mapping[str, Any] | None) -> np
     """The one fusion path: ``model.select(out, K, values)``, the settings passed to the selection (a
     sampler without fusion settings, or empty ``values``: ``model.select(out, K)``), never set on the model."""
     return model.select(out, K, values) if values else model.select(out, K)
-
-
-def set_fusion(model: Any, values: Mapping[str, Any] | None) -> Any:
-    """Apply inference-time fusion settings to a loaded sampler (before ``select``); samplers without
-    any (baselines) accept only an empty mapping. Returns the model."""
-    if not values:
-        return model
-    fn = getattr(model, "set_fusion", None)
-    if fn is None:
-        raise ValueError(f"{type(model).__name__} has no fusion settings, got {dict(values)}")
-    fn(dict(values))
-    return model
 
 
 def tuned_fusion_path(paths: Paths) -> Path:

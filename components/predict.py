@@ -38,7 +38,7 @@ from components.data.video import VideoError, probe, read_frames, resize_center,
 from components.avgn_eval import avgn_gmacs, is_avgn
 from components.features import ENCODER_FIX, load_frame_model
 from components.flops import FrameModel, count_macs, frame_calls, frame_model_gmacs, sampler_gmacs
-from components.fusion import params_fusion, set_fusion
+from components.fusion import params_fusion, select
 from components.integrity import load_checkpoint
 from components.models.encoders import create_encoder
 from components.models.recognizers import load_recognizer
@@ -158,6 +158,8 @@ class Predictor:
     amp_dtype: torch.dtype | None = None  # autocast dtype of the encoders and recognizer; None: float32
     pin_memory: bool = False  # page-locked host batches, copied without blocking (CUDA only)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    #: the sampler's inference-time fusion settings, passed to its ``select`` (never set on the model)
+    fusion: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, p: Params, checkpoint: Path, encoders_dir: Path, K: int, recognizer: str = "frame",
@@ -172,7 +174,8 @@ class Predictor:
         sampler = _load_sampler(checkpoint)  # first: it names a damaged file (or AVGN's missing f_L)
         ck = sampler.checkpoint_info
         name = ck["name"]
-        set_fusion(sampler, (fusion if fusion is not None else params_fusion(p)).get(name))
+        values = dict((fusion if fusion is not None else params_fusion(p)).get(name) or {})
+        sampler.check_fusion(values)  # an unknown setting is refused here, before any video is read
         missing = set(sampler.inputs) - COMPUTABLE
         if missing:
             raise ValueError(f"sampler {name!r} reads {sorted(missing)}, which predict cannot compute from a video "
@@ -209,7 +212,7 @@ class Predictor:
             if c.patch_size > p.frames.full_size:
                 raise ValueError(f"AVGN's patch ({c.patch_size} px) exceeds frames.full_size={p.frames.full_size}: "
                                  "predict with the params it was trained with")
-        pred = cls(p, sampler, name, classes, K, rec.eval(), recognizer, light, objects, audio)
+        pred = cls(p, sampler, name, classes, K, rec.eval(), recognizer, light, objects, audio, fusion=values)
         pred.gmacs = pred.measure_gmacs()  # counted on CPU in float32, before the move and autocast
         return pred.set_compute(p.compute).to(resolve_device(device or p.compute.device))
 
@@ -397,7 +400,7 @@ class Predictor:
         batch = self._features(fidx, px, [c.audio for c in clips])
         t0 = self._tick("light", t0)
         scored = self.sampler(batch)
-        ranked = self.sampler.select(scored, self.K)  # [B,K]; AVGN: most salient first
+        ranked = select(self.sampler, scored, self.K, self.fusion)  # [B,K]; AVGN: most salient first
         sel = np.sort(ranked, axis=1)
         saliency = scored.saliency.detach().float().cpu().numpy()  # [B,T]
         branches = ({b: v.detach().float().cpu().numpy() for b, v in scored.branches.items()}

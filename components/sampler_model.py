@@ -31,7 +31,7 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
-from components.fusion import set_fusion
+from components.fusion import select
 from components.sampler_training import MODEL_META as META, load_sampler
 #: the installed distributions a loaded model needs, pinned to the versions that wrote it
 REQUIREMENTS = ("torch", "numpy", "mlflow", "timm")
@@ -42,24 +42,27 @@ class SamplerModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.meta = json.loads(Path(context.artifacts["meta"]).read_text())
-        self.sampler = set_fusion(load_sampler(Path(context.artifacts["checkpoint"])), self.meta.get("fusion"))
+        self.sampler = load_sampler(Path(context.artifacts["checkpoint"]))
+        self.fusion = self.sampler.check_fusion(self.meta.get("fusion") or {})  # passed to select, not set
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
         missing = [k for k in self.sampler.inputs if k not in model_input]
         if missing:
             raise ValueError(f"sampler {self.meta['sampler']!r} reads {list(self.sampler.inputs)}; "
                              f"missing from the input: {missing}")
-        return run_sampler(self.sampler, model_input, (params or {}).get("k"))
+        return run_sampler(self.sampler, model_input, (params or {}).get("k"), self.fusion)
 
 
-def run_sampler(sampler, arrays: Mapping[str, Any], k: int | None = None) -> dict[str, np.ndarray]:
-    """The model's output for ``arrays`` (see the module docstring); ``k`` > 0 adds ``frames``."""
+def run_sampler(sampler, arrays: Mapping[str, Any], k: int | None = None,
+                fusion: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """The model's output for ``arrays`` (see the module docstring); ``k`` > 0 adds ``frames``, chosen
+    with the inference-time ``fusion`` settings (passed to the sampler's ``select``)."""
     batch = {name: torch.as_tensor(np.asarray(arrays[name]), dtype=torch.float32) for name in sampler.inputs}
     with torch.no_grad():
         out = sampler(batch)
     result = {"saliency": out.saliency.float().numpy(), **{b: v.float().numpy() for b, v in out.branches.items()}}
     if k:
-        result["frames"] = np.asarray(sampler.select(out, int(k)), dtype=np.int64)
+        result["frames"] = np.asarray(select(sampler, out, int(k), fusion), dtype=np.int64)
     return result
 
 
@@ -71,9 +74,10 @@ def save_sampler_model(checkpoint: Path, dst: Path, meta: Mapping[str, Any], exa
     scores out, param ``k`` with default ``k``) is inferred from it. Returns ``dst``."""
     from mlflow.models import infer_signature
 
-    sampler = set_fusion(load_sampler(checkpoint), meta.get("fusion"))
+    sampler = load_sampler(checkpoint)
+    fusion = sampler.check_fusion(meta.get("fusion") or {})
     inputs = {name: np.asarray(example[name], dtype=np.float32) for name in sampler.inputs}
-    signature = infer_signature(inputs, run_sampler(sampler, inputs, k), params={"k": int(k)})
+    signature = infer_signature(inputs, run_sampler(sampler, inputs, k, fusion), params={"k": int(k)})
     with tempfile.TemporaryDirectory() as tmp:
         meta_file = Path(tmp) / META
         meta_file.write_text(json.dumps(dict(meta), indent=1, default=str) + "\n")

@@ -32,7 +32,7 @@ from components.store import FeatureStore
 from components.validation import branch_val_score, load_val
 
 #: Constructor arguments that older checkpoints stored but that are inference-time settings now
-#: (``fusion.*``, applied after loading with ``set_fusion``): dropped when a checkpoint is loaded.
+#: (``fusion.*``, passed to ``select``): dropped when a checkpoint is loaded.
 STALE_KWARGS = frozenset({"lambda_v"})
 
 

@@ -299,20 +299,20 @@ def test_fused_minus_branch_ci_is_the_paired_bootstrap_of_the_two_selections(eva
     top-K on the stored saliency, the cached logits, and the paired percentile bootstrap."""
     from components.metrics import bootstrap_ci
     from components.models.samplers import SamplerOutput
-    from components.fusion import fusion_values, set_fusion
+    from components.fusion import fusion_values, select
 
     logits, labels = _test_logits_labels(evaluated)
     m = json.loads((evaluated.results / "metrics.json").read_text())["headline"]
     root = evaluated.features.parent / "samplers" / "nsnet"
     model = load_sampler(root / "seed0.pt")
-    set_fusion(model, fusion_values(tiny_params, evaluated).get("nsnet"))
+    values = fusion_values(tiny_params, evaluated).get("nsnet")
     sal = np.load(root / "saliency_seed0.npz")
     out = SamplerOutput(torch.from_numpy(sal["test/saliency"]),
                         {k.split("/", 1)[1]: torch.from_numpy(sal[k]) for k in sal.files
                          if k.startswith("test/") and k not in ("test/ids", "test/saliency")})
     assert set(m["nsnet[fsm]"]["frame"])
     for k, cell in m["nsnet[fsm]"]["frame"].items():
-        fused = average_predictions(logits, model.select(out, int(k)))
+        fused = average_predictions(logits, select(model, out, int(k), values))
         branch = average_predictions(logits, np.argsort(-sal["test/fsm"], axis=1, kind="stable")[:, :int(k)])
         want = bootstrap_ci(lambda ix: mean_average_precision(fused[ix], labels[ix])
                             - mean_average_precision(branch[ix], labels[ix]), len(labels),

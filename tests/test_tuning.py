@@ -126,9 +126,6 @@ def test_tune_fusion_finds_the_known_lambda(tmp_path, caplog):
     assert tuned["tsqnet"] == {"lambda_v": lam}
     assert tuned["nsnet"] == {"nsnet_strategy": "index_union", "nsnet_ratio": 0.6}  # not tuned: the params'
     assert fusion.fusion_values(p, paths)["tsqnet"] == {"lambda_v": 0.9}
-    run = data.runs["tsqnet"][0]
-    fusion.set_fusion(run.model, tuned["tsqnet"])
-    assert run.model.lambda_v == lam
 
     # retrained saliencies: the tuned values are refused, not silently reused
     f = paths.features.parent / "samplers" / "tsqnet" / "saliency_seed1.npz"
@@ -147,7 +144,7 @@ def test_missing_tuned_file_is_a_clear_error(tmp_path):
         fusion.fusion_values(p, paths)
 
 
-def test_fusion_params_and_set_fusion_validate():
+def test_fusion_params_and_settings_validate():
     with pytest.raises(ParamsError, match="fusion.nsnet_strategy: 'score_sum' is not one of"):
         load_params(ROOT / "params.yaml", ["fusion.nsnet_strategy=score_sum"])
     with pytest.raises(ParamsError, match="fusion.source: 'best' is not one of"):
@@ -172,7 +169,7 @@ def test_fusion_params_and_set_fusion_validate():
 
     m = NSNet(3, 6, replace(NSNetParams(), dim=8, heads=2))
     assert (m.strategy, m.ratio) == ("index_union", 0.6)
-    fusion.set_fusion(m, {"nsnet_strategy": "score_add", "nsnet_ratio": 0.3})
+    m.set_fusion({"nsnet_strategy": "score_add", "nsnet_ratio": 0.3})
     assert (m.strategy, m.ratio) == ("score_add", 0.3)
     with pytest.raises(ValueError, match="unknown strategy 'bogus'"):
         m.set_fusion({"nsnet_strategy": "bogus"})
@@ -180,9 +177,9 @@ def test_fusion_params_and_set_fusion_validate():
         m.set_fusion({"nsnet_ratio": 1.5})
     with pytest.raises(ValueError, match="unknown setting"):
         m.set_fusion({"lambda_v": 0.5})
-    fusion.set_fusion(object(), {})  # baselines: nothing to set
-    with pytest.raises(ValueError, match="has no fusion settings"):
-        fusion.set_fusion(object(), {"lambda_v": 0.5})
+    assert sampler_class("uniform").check_fusion({}) == {}  # baselines: nothing to set
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['lambda_v'\]; valid: none"):
+        sampler_class("uniform").check_fusion({"lambda_v": 0.5})
     with pytest.raises(ValueError, match="expected sqlite"):
         tuning.storage_from_url("mysql-ish")
 
@@ -434,10 +431,10 @@ def test_best_sampler_is_registered_and_predict_loads_it(trained, tiny_params, t
     model = mlflow.pyfunc.load_model("models:/salient-sampler@best")
     test, _ = load_split(FeatureStore(trained.features), "test")
     out = model.predict({k: v.numpy() for k, v in test.items()}, params={"k": 2})
-    ref = fusion.set_fusion(load_sampler(ck), tuned[best])
+    ref = load_sampler(ck)
     with torch.no_grad():
         ref_out = ref(test)
-    assert np.array_equal(out["frames"], np.asarray(ref.select(ref_out, 2)))
+    assert np.array_equal(out["frames"], np.asarray(fusion.select(ref, ref_out, 2, tuned[best])))
     np.testing.assert_allclose(out["saliency"], ref_out.saliency.numpy(), rtol=1e-6)
 
     video = [r.path for r in read_manifest(trained.prepared)[0] if r.split == "test"][0]

@@ -13,7 +13,7 @@ models overfit; checkpoints and resume under ``.salient/work``), and write
 baselines only write their saliency. Loss curves go to ``reports/samplers/<name>_history.json``.
 
 The ``fusion`` section is not read here (nor by the val_map monitor): how two-branch samplers fuse
-their branches is an inference-time setting applied after loading (``set_fusion``), so tuning it
+their branches is an inference-time setting passed to ``select`` (:mod:`components.fusion`), so tuning it
 never retrains a sampler.
 The stored ``<split>/saliency`` is the sampler's output at the default fusion (for NSNet, the FSM
 score); selection always fuses the stored branch scores. Building and training one seed
