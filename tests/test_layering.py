@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from components.depgraph import build_graph, closure, is_stage, missing_deps, violations
+from components.core.depgraph import build_graph, closure, is_stage, missing_deps, violations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_each_rule_fires_on_a_tree_that_breaks_it(tmp_path):
         "components/e.py": "",
         "components/stages/s1.py": "from components import e\nfrom .s2 import y\n",
         "components/stages/s2.py": "y = 2\n",
-        "components/cli.py": "from components.stages import s1\nfrom flows import f1\n",
+        "components/app/cli.py": "from components.stages import s1\nfrom flows import f1\n",
         "components/reg.py": "import importlib\ndef load(n):\n    importlib.import_module(f'components.stages.{n}')\n",
         "flows/f1.py": "from components.stages import s2\n",
     })
@@ -115,5 +115,5 @@ def test_missing_deps_are_named(tmp_path):
 @pytest.mark.parametrize("module", ["components.stages.evaluate", "components.stages.train_sampler"])
 def test_stage_closure_reaches_the_library_it_uses(module):
     g = build_graph(ROOT)
-    assert "components.engine" in closure(g, "components.stages.train_sampler")
+    assert "components.training.engine" in closure(g, "components.stages.train_sampler")
     assert all(not is_stage(m) or m == module for m in closure(g, module))
