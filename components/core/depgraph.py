@@ -2,9 +2,14 @@
 
 * :func:`build_graph` - modules of ``components/`` and ``flows/`` and the project modules each
   imports (``TYPE_CHECKING`` blocks excluded), plus every project import made inside a function;
-* :func:`violations` - the layering rules of docs/design.md §4 (no cycle; the library imports no stage
-  and no flow; flows import no stage; stages import no stage; an import inside a function only with
-  a ``# deferred:`` comment), checked by ``tests/test_layering.py``;
+* :func:`violations` - the layering rules of docs/design.md §4: the layers application
+  (``components.app``) -> flows -> stages (``components.stages``) -> library packages -> ``components.core``,
+  an import only pointing down (core imports nothing of the project outside core; the library imports
+  no stage, flow or app module; flows import no stage and no app; a stage imports no stage, flow or
+  app); among the library packages ``data`` imports only core and ``evaluation`` never ``reporting``;
+  no cycle; an import inside a function only with a ``# deferred:`` comment. Checked by
+  ``tests/test_layering.py``, which also checks that no two modules share a file name
+  (:func:`duplicate_names`);
 * :func:`missing_deps` / :func:`code_deps` - the project files each ``dvc.yaml`` stage imports
   (transitively), which its ``deps`` must list so that a change re-runs exactly the stages that
   import the changed file. ``python -m components.core.depgraph --write`` rewrites the ``components/``
@@ -210,8 +215,22 @@ def violations(g: Graph) -> dict[str, list[str]]:
         "stage imports a stage": rule(is_stage, is_stage, lambda a, b: a == "components.stages"),
         "stage imports a flow": rule(is_stage, is_flow),
         "stage imports the app": rule(is_stage, is_app),
+        "data imports the library above core": rule(lambda a: _under(a, "components.data"),
+                                                     lambda b: not is_core(b) and not _under(b, "components.data")),
+        "evaluation imports reporting": rule(lambda a: _under(a, "components.evaluation"),
+                                             lambda b: _under(b, "components.reporting")),
         "undocumented import inside a function": [f"{m}:{line} -> {t}" for m, line, t, ok in g.inner if not ok],
     }
+
+
+def duplicate_names(g: Graph) -> dict[str, list[str]]:
+    """File names (``__init__`` aside) used by more than one module of ``components/`` and ``flows/``:
+    name -> the modules."""
+    by: dict[str, list[str]] = {}
+    for m, f in g.files.items():
+        if f.stem != "__init__":
+            by.setdefault(f.stem, []).append(m)
+    return {k: sorted(v) for k, v in sorted(by.items()) if len(v) > 1}
 
 
 def closure(g: Graph, module: str) -> set[str]:
@@ -314,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         (root / "dvc.yaml").write_text(rewrite_dvc_deps(root, g, root / "dvc.yaml"))
     bad = {k: v for k, v in violations(g).items() if v}
+    dup = duplicate_names(g)
+    if dup:
+        bad["a module name used twice"] = [f"{k}: {', '.join(v)}" for k, v in dup.items()]
     miss = missing_deps(root, g)
     for k, v in bad.items():
         print(f"{k}:\n  " + "\n  ".join(v))
