@@ -16,7 +16,7 @@ from components.core.depgraph import build_graph, closure
 from components.core.params import to_dict
 
 #: The checkout (or install) root that holds ``components/`` and ``flows/``.
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # components/core/hashing.py
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
