@@ -34,7 +34,7 @@ LABEL org.opencontainers.image.title="salient-worker" \
       salient.torch-index="${TORCH_INDEX}"
 
 # The same telemetry opt-outs as the Makefile and the pool templates; the venv first on PATH (the DVC
-# stages run `python -m ...` from PATH); tool state under /app/.salient (components.runtime).
+# stages run `python -m ...` from PATH); tool state under /app/.salient (components.core.runtime).
 ENV SALIENT_PROJECT_DIR=/app \
     VIRTUAL_ENV=/app/.venv \
     PATH=/app/.venv/bin:$PATH \

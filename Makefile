@@ -35,7 +35,7 @@ browser:
 	fi
 
 ## make postgres: Debian's PostgreSQL server, of which tests/test_postgres_optuna.py starts a throwaway
-## cluster on loopback (components/pgcluster.py; no service is used); installed with apt (sudo when not
+## cluster on loopback (components/ops/pgcluster.py; no service is used); installed with apt (sudo when not
 ## root) only when no initdb is found in /usr/lib/postgresql/*/bin or `pg_config --bindir`.
 postgres:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \

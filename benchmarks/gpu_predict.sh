@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_predict.sh                 # on a GPU machine (a CUDA torch in .venv)
 #   bash benchmarks/gpu_predict.sh --device cpu --tiny   # smoke check on a CPU: 4 videos, tiny sizes
 #
-# Each configuration is `salient bench predict --synthetic` (components/bench.py); models and videos
+# Each configuration is `salient bench predict --synthetic` (components/app/bench_extract.py); models and videos
 # are made once in .salient/bench/gpu (or $SALIENT_BENCH_DIR) and reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,14 +44,14 @@ for cfg in "${CONFIGS[@]}"; do
   name=${cfg%%:*}; extra=(); for s in ${cfg#*:}; do extra+=(--set "$s"); done
   [ "$DEVICE" = cpu ] && extra+=(--set compute.pin_memory=false)  # page-locked memory needs CUDA
   echo "== $name on $DEVICE" >&2
-  "$PY" -m components.bench predict --synthetic "$DIR" --device "$DEVICE" --videos "$VIDEOS" \
+  "$PY" -m components.app.bench_extract predict --synthetic "$DIR" --device "$DEVICE" --videos "$VIDEOS" \
     --batches $BATCHES --frame-chunk "$CHUNK" "${SET_ARGS[@]}" "${extra[@]}" \
     --out "$DIR/$name.json" > "$DIR/$name.log"
   parts+=("$name=$DIR/$name.json")
 done
 "$PY" - "$OUT" "${parts[@]}" <<'PYEOF'
 import json, sys
-from components.atomic import atomic_write_json
+from components.core.atomic import atomic_write_json
 out, runs = sys.argv[1], dict(a.split("=", 1) for a in sys.argv[2:])
 doc = {name: json.load(open(path)) for name, path in runs.items()}
 summary = {name: {"predict_videos_per_s": {k: round(v["videos_per_s"], 2) for k, v in d["predict"]["runs"].items()},

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.metrics import map_ci, map_metric
+from components.evaluation.metrics import map_ci, map_metric
 
 ws = Path(sys.argv[1] if len(sys.argv) > 1 else ".salient/bench/benchmark")
 seeds = sorted(int(p.name[1:]) for p in (ws / "results").glob("s[0-9]*") if (p / "scores.npz").exists())

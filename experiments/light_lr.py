@@ -17,14 +17,14 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from components.engine import FitConfig, fit  # noqa: E402
-from components.metrics import salient_mask  # noqa: E402
+from components.training.engine import FitConfig, fit  # noqa: E402
+from components.evaluation.metrics import salient_mask  # noqa: E402
 from components.models.encoders import create_encoder  # noqa: E402
-from components.params import load_params  # noqa: E402
-from components.banks import bank_fingerprint  # noqa: E402
-from components.paths import Paths  # noqa: E402
+from components.core.params import load_params  # noqa: E402
+from components.training.banks import bank_fingerprint  # noqa: E402
+from components.core.paths import Paths  # noqa: E402
 from components.stages.train_encoders import batches_for, make_step, video_accuracy  # noqa: E402
-from components.store import FeatureStore  # noqa: E402
+from components.store.feature_store import FeatureStore  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("workspace", type=Path)

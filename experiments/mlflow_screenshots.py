@@ -13,9 +13,9 @@ WORKSPACE = Path(sys.argv[1]).resolve()
 out = Path(sys.argv[2]).resolve() if len(sys.argv) > 2 else ROOT / "docs" / "screenshots"
 os.chdir(WORKSPACE)
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{WORKSPACE}/mlflow.db"
-from components import tracking
-from components.params import load_params
-from components.processes import free_port, start_group, stop_group, wait_healthy
+from components.tracking import mlflow_tracking as tracking
+from components.core.params import load_params
+from components.ops.processes import free_port, start_group, stop_group, wait_healthy
 from tests.test_browser import chromium, _wait_text
 from selenium.webdriver.common.by import By
 

@@ -10,8 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from components.data import synthetic as syn
 from components.data.video import uniform_indices
-from components.metrics import box_iou, centre_patches, patch_boxes, patch_hit_rate, patch_iou, random_patches
-from components.params import load_params
+from components.evaluation.metrics import box_iou, centre_patches, patch_boxes, patch_hit_rate, patch_iou, random_patches
+from components.core.params import load_params
 
 prm = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 p, T = prm.data.synthetic, prm.frames.T

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.metrics import map_ci, map_metric
+from components.evaluation.metrics import map_ci, map_metric
 
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "results/s0")
 K = sys.argv[2] if len(sys.argv) > 2 else "5"

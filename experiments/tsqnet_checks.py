@@ -26,16 +26,16 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from components.metrics import salient_mask, salient_recall  # noqa: E402
+from components.evaluation.metrics import salient_mask, salient_recall  # noqa: E402
 from components.models.samplers import create_sampler  # noqa: E402
 from components.models.samplers import tsqnet as tsq  # noqa: E402
-from components.params import load_params  # noqa: E402
-from components.sampler_data import load_split  # noqa: E402
-from components.selection import topk_select  # noqa: E402
-from components.paths import Paths  # noqa: E402
-from components.sampler_training import load_train_val, sampler_kwargs, train_one  # noqa: E402
-from components.store import FeatureStore  # noqa: E402
-from components.validation import branch_val_score, load_val, sampler_val_score  # noqa: E402
+from components.core.params import load_params  # noqa: E402
+from components.store.sampler_data import load_split  # noqa: E402
+from components.core.selection import topk_select  # noqa: E402
+from components.core.paths import Paths  # noqa: E402
+from components.training.sampler_training import load_train_val, sampler_kwargs, train_one  # noqa: E402
+from components.store.feature_store import FeatureStore  # noqa: E402
+from components.training.val_objective import branch_val_score, load_val, sampler_val_score  # noqa: E402
 
 root = Path(sys.argv[1])
 paths = Paths().under(root)

@@ -43,7 +43,7 @@ lacks: untracked and git-ignored ones; the only such *input* of this pipeline is
 ``dvc add`` or given as an absolute path is not copied). The repository must be a git repository
 with a commit (DVC experiments are git refs).
 
-**MLflow.** One parent run (``components.tracking.parent_run``) spans the flow; its id is exported as
+**MLflow.** One parent run (``components.tracking.mlflow_tracking.parent_run``) spans the flow; its id is exported as
 ``$SALIENT_PARENT_RUN_ID`` (and the absolute tracking URI as ``$MLFLOW_TRACKING_URI``) into every dvc
 subprocess, so stage runs become its children; it ends FAILED when the flow fails. A run that
 completes without any stage run under it (DVC found everything up to date) is deleted (MLflow's
@@ -81,11 +81,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import components  # noqa: F401  (imported first: telemetry off, PREFECT_HOME inside the project)
-from components.params import load_params
-from components.paths import Paths
-from components.processes import dvc_command, start_group, stop_group, venv_env
-from components.stage_runner import always_changed_stages
-from components.tracking import (ENV_PARENT, ENV_URI, NULL_RUN, child_runs, delete_empty, experiment_tags, git_info,
+from components.core.params import load_params
+from components.core.paths import Paths
+from components.ops.processes import dvc_command, start_group, stop_group, venv_env
+from components.ops.stage_runner import always_changed_stages
+from components.tracking.mlflow_tracking import (ENV_PARENT, ENV_URI, NULL_RUN, child_runs, delete_empty, experiment_tags, git_info,
                                  parent_run, ui_url)
 
 RETRIES = int(os.environ.get("SALIENT_TASK_RETRIES", "2"))
@@ -224,7 +224,7 @@ def run_logged(cmd: Sequence[str], cwd: str | os.PathLike, env: Mapping[str, str
     """Run ``cmd``, every output line (stdout and stderr, as printed) to ``logger.info``; returns the
     exit status and the last :data:`TAIL_LINES` lines. The command gets its own process group, killed
     if we are interrupted (a cancelled flow run leaves no stage running): SIGTERM, SIGKILL after 10 s,
-    by :func:`components.processes.stop_group`."""
+    by :func:`components.ops.processes.stop_group`."""
     logger.info("$ %s", " ".join(cmd))
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     proc = start_group(cmd, name=label, env=env, cwd=cwd, pipe=True)
@@ -314,7 +314,7 @@ def untracked_inputs(project_dir: str | os.PathLike, overrides: Mapping[str, Any
 
 def check_overrides(project_dir: str | os.PathLike, overrides: Mapping[str, Any]) -> None:
     """Load the project's ``params.yaml`` with ``overrides`` as the experiment's stages will
-    (:func:`components.params.load_params`), so that a bad override, or one its switch makes unused
+    (:func:`components.core.params.load_params`), so that a bad override, or one its switch makes unused
     (``fusion.lambda_v`` while ``fusion.source=tuned``), fails the flow run before anything runs."""
     load_params(Path(project_dir) / "params.yaml", dict(overrides))
 
@@ -419,7 +419,7 @@ def dvc_experiment(name: str, overrides: dict[str, Any], targets: list[str] | No
 def mlflow_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The MLflow UI page of a run: on the tracking server itself for an ``http(s)`` URI, else on the
     local UI ``salient ui`` starts (:data:`UI_URL`); opened on training runs, not MLflow 3's GenAI view
-    (:func:`components.tracking.ui_url`)."""
+    (:func:`components.tracking.mlflow_tracking.ui_url`)."""
     base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else UI_URL
     return ui_url(0, experiment_id, run_id, base=base)
 

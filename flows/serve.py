@@ -11,7 +11,7 @@ then, in another terminal (the command is printed once everything is up)::
 What it does, in order (each step is a plain Prefect CLI call, so it can be done by hand too):
 
 1. ``prefect server start --host H --port P`` in its own process group, with ``PREFECT_HOME`` from
-   :mod:`components.runtime` (``.salient/prefect``) and telemetry off; waits for ``/api/health``.
+   :mod:`components.core.runtime` (``.salient/prefect``) and telemetry off; waits for ``/api/health``.
 2. ``prefect work-pool create POOL --type process`` (an existing pool is kept as it is).
 3. ``prefect deploy --no-prompt -n NAME --pool POOL`` for every deployment of ``prefect.yaml`` whose
    entrypoint file exists (one call each: one broken flow file does not stop the others).
@@ -21,20 +21,20 @@ What it does, in order (each step is a plain Prefect CLI call, so it can be done
 Everything binds 127.0.0.1 unless ``--host`` says otherwise. **Authentication** (for a server that workers on
 other machines reach): set one auth string (``user:password``) in ``PREFECT_SERVER_API_AUTH_STRING`` or
 ``PREFECT_API_AUTH_STRING``, or name a secret file holding it in ``PREFECT_SERVER_API_AUTH_STRING_FILE`` /
-``PREFECT_API_AUTH_STRING_FILE`` (:mod:`components.servers`); the server then refuses every API request
+``PREFECT_API_AUTH_STRING_FILE`` (:mod:`components.ops.servers`); the server then refuses every API request
 without it (401) and the CLI calls and workers started here send it. Clients elsewhere set
 ``PREFECT_API_AUTH_STRING``; the UI asks for it. A ``--host`` other than loopback without one is refused
 (``--allow-unauthenticated`` overrides that). The string is never put on a command line or printed.
 
 Ctrl-C stops the workers (two SIGTERMs: a Prefect worker's first one only stops polling; then the
 flow runs it started in sessions of their own), then the server, with
-:func:`components.processes.stop_group`.
+:func:`components.ops.processes.stop_group`.
 
 Here: :data:`PREFECT_QUIET` / :func:`prefect_env` (the environment of every Prefect process),
 :func:`read_deployments` and :func:`run_command_text` (``prefect.yaml``), the :class:`LocalPrefect`
 context manager (what the tests use to run a real server + worker on a free port with a throw-away
 ``PREFECT_HOME``) and the entry points :func:`serve` / :func:`main`. The process plumbing (ports,
-process groups, health checks) is :mod:`components.processes`. Prefect itself is only run as
+process groups, health checks) is :mod:`components.ops.processes`. Prefect itself is only run as
 subprocesses (``python -m prefect``), never imported here.
 """
 from __future__ import annotations
@@ -52,11 +52,11 @@ from pathlib import Path
 from typing import Any
 
 import components  # noqa: F401  (telemetry off, PREFECT_HOME inside the project, before prefect runs)
-from components.processes import (ProcessError, Proc, port_in_use, start_group, stop_group, venv_env,
+from components.ops.processes import (ProcessError, Proc, port_in_use, start_group, stop_group, venv_env,
                                   wait_healthy)
-from components.servers import (PREFECT_CLIENT_AUTH, InsecureBindError, check_bind, prefect_auth_env,
+from components.ops.servers import (PREFECT_CLIENT_AUTH, InsecureBindError, check_bind, prefect_auth_env,
                                 prefect_auth_string)
-from components.runtime import state_dir
+from components.core.runtime import state_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ PREFECT_QUIET = {
 
 class ServeError(ProcessError):
     """A step of bringing the local Prefect stack up failed (its output is in the message); a server
-    that does not get healthy raises the base class, from :func:`~components.processes.wait_healthy`."""
+    that does not get healthy raises the base class, from :func:`~components.ops.processes.wait_healthy`."""
 
 
 def prefect_env(api_url: str | None = None, *, home: str | os.PathLike | None = None,
@@ -92,7 +92,7 @@ def prefect_env(api_url: str | None = None, *, home: str | os.PathLike | None = 
     ``PREFECT_HOME``: ``home`` > ``$PREFECT_HOME`` > ``<state_dir>/prefect``; ``PREFECT_API_URL``:
     ``api_url`` (removed when None, so a server never points at another one); telemetry off;
     the venv's bin first on ``PATH``; ``extra`` last (wins); then the API auth string, when one is set
-    (or its secret file), where a ``server`` or a client reads it (:func:`components.servers.prefect_auth_env`).
+    (or its secret file), where a ``server`` or a client reads it (:func:`components.ops.servers.prefect_auth_env`).
     """
     env = venv_env(base)
     for k, v in PREFECT_QUIET.items():
@@ -143,7 +143,7 @@ class LocalPrefect:
     An API auth string in the environment or ``env`` (or its secret file, see the module docstring) goes
     to the server as ``PREFECT_SERVER_API_AUTH_STRING`` and to the CLI calls and workers as
     ``PREFECT_API_AUTH_STRING``. A ``host`` beyond loopback without one raises
-    :class:`~components.servers.InsecureBindError` unless ``allow_unauthenticated``.
+    :class:`~components.ops.servers.InsecureBindError` unless ``allow_unauthenticated``.
     """
 
     def __init__(self, project_dir: str | os.PathLike = ".", *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,

@@ -40,10 +40,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
-from components import tracking
-from components.params import Params, for_pipeline_seed, load_params, to_dict
-from components.paths import Paths
-from components.stage_runner import setup_logging
+from components.tracking import mlflow_tracking as tracking
+from components.core.params import Params, for_pipeline_seed, load_params, to_dict
+from components.core.paths import Paths
+from components.ops.stage_runner import setup_logging
 from components.tuning import run_sweep, storage_from_url, sweep_study_name, write_best_losses
 from components.tuning.storage import StorageUnavailable, _study, settled_trials
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.processes import dvc_command
+from components.ops.processes import dvc_command
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # MLflow tracking is off unless a test turns it on (tests/test_tracking.py points it at a tmp store);
@@ -143,8 +143,8 @@ def copy_tiny_project(dst: Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
     import yaml
 
-    from components.benchmark import copy_checkout
-    from components.params import load_params, to_dict
+    from components.app.profile_run import copy_checkout
+    from components.core.params import load_params, to_dict
 
     copy_checkout(ROOT, dst, ("reports/", "dvc.lock", "results/", "benchmarks/"))  # code, not recorded outputs
     (dst / "params.yaml").write_text(yaml.safe_dump(to_dict(load_params(ROOT / "params.yaml", [*TINY, *overrides])), sort_keys=False))
@@ -158,7 +158,7 @@ def copy_tiny_project(dst: Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 @pytest.fixture(scope="session")
 def tiny_params():
-    from components.params import load_params
+    from components.core.params import load_params
 
     return load_params(ROOT / "params.yaml", TINY)
 
@@ -166,7 +166,7 @@ def tiny_params():
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, tiny_params):
     """prepare -> train_encoders -> extract on the tiny synthetic set, once per session."""
-    from components.paths import Paths
+    from components.core.paths import Paths
     from components.stages import extract, prepare, train_encoders
 
     paths = Paths().under(tmp_path_factory.mktemp("tiny"))
@@ -178,7 +178,7 @@ def tiny_pipeline(tmp_path_factory, tiny_params):
 @pytest.fixture(scope="session")
 def tiny_samplers(tiny_pipeline, tiny_params):
     """+ prototypes -> pseudo_labels -> train_sampler@every sampler, once per session (same paths)."""
-    from components.params import evaluated_samplers
+    from components.core.params import evaluated_samplers
     from components.stages import prototypes, pseudo_labels, train_sampler
 
     prototypes.run(tiny_params, tiny_pipeline)

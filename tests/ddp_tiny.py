@@ -1,7 +1,7 @@
-"""A tiny trainer for tests/test_distributed.py: the real engine (components.engine.fit) on a small
+"""A tiny trainer for tests/test_distributed.py: the real engine (components.training.engine.fit) on a small
 deterministic regression problem, run as ``python tests/ddp_tiny.py OUT`` or under ``torchrun``.
 
-Writes ``OUT/history.json`` (rank 0, through components.atomic) and ``OUT/rank<r>.pid``. Env knobs
+Writes ``OUT/history.json`` (rank 0, through components.core.atomic) and ``OUT/rank<r>.pid``. Env knobs
 (test-only): TINY_EPOCHS, TINY_N (samples), TINY_BATCH (global batch), TINY_STOP_AFTER (exit with
 status 3 after that epoch's checkpoint, to resume later), TINY_SLEEP (seconds per step, to kill a
 rank mid-epoch), TINY_TIMEOUT (collective timeout, s).
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from components import distributed
-from components.atomic import atomic_write_json
-from components.engine import FitConfig, fit
+from components.core import distributed
+from components.core.atomic import atomic_write_json
+from components.training.engine import FitConfig, fit
 
 
 def main(out: Path) -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from components.data import adapters as A
 from components.data.adapters import AdapterResult, Candidate
-from components.params import DataParams
+from components.core.params import DataParams
 
 
 def touch(path: Path) -> Path:

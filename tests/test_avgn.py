@@ -1,4 +1,4 @@
-"""AVGN (components/models/avgn.py): every equation against a hand-computed or brute-force answer,
+"""AVGN (components/models/avgn_net.py): every equation against a hand-computed or brute-force answer,
 the stop-gradients of Sec. 3.4 with autograd, missing audio, bad input, and one training step.
 Tiny sizes, CPU, a few seconds."""
 import dataclasses
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components.models.avgn import (AVGN, LOSSES, AVGNConfig, centre_from_unit, early_exit, extract_patches,
+from components.models.avgn_net import (AVGN, LOSSES, AVGNConfig, centre_from_unit, early_exit, extract_patches,
                                     glance_tokens, gumbel_topk, masked_reconstruction_loss, ordered_logits_loss,
                                     saliency_pseudo_labels)
 

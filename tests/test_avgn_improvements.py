@@ -1,6 +1,6 @@
 """AVGN's issue-24 changes: π's finer input map (components/models/samplers/avgn.py ``StageMap``), the same
 frame order in training and inference, f_L fine-tuned on patches, and the calibrated early exit and
-linear probes (components/avgn_calibration.py). Hand-computed answers; tiny sizes, CPU, fixed seeds."""
+linear probes (components/evaluation/avgn_calibration.py). Hand-computed answers; tiny sizes, CPU, fixed seeds."""
 import dataclasses
 import math
 
@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components.avgn_calibration import (calibrate, choose_gate, fit_temperature, gate_candidates, probe_accuracy,
+from components.evaluation.avgn_calibration import (calibrate, choose_gate, fit_temperature, gate_candidates, probe_accuracy,
                                          soft_nll, step_temperatures)
-from components.integrity import save_checkpoint
-from components.models.avgn import _take, saliency_order
+from components.core.integrity import save_checkpoint
+from components.models.avgn_net import _take, saliency_order
 from components.models.encoders import create_encoder
 from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer, StageMap, file_sha256
-from components.params import AVGNParams
+from components.core.params import AVGNParams
 
 B, T, C, D_G, D_A, S = 3, 6, 3, 8, 6, 32
 BASE = AVGNParams(dim=16, heads=2, cls_hidden=16, patch_size=8, local="scratch", pi_map="glance", t_g=4,
@@ -83,13 +83,13 @@ def test_fine_pi_reads_the_stage_map_and_stays_out_of_the_checkpoint():
 
 
 def test_fine_pi_costs_more_than_the_glance_map_and_is_counted():
-    from components.avgn_eval import avgn_gmacs
+    from components.evaluation.avgn_eval import avgn_gmacs
 
     enc = {"light": 0.0, "audio": 0.0, "recognizer": 0.0}
     fine, coarse = _fine_sampler(), AVGNSampler(C, D_G, (2, 2), D_A, T, BASE)
     b = _batch()
     stage = StageMap(_light(), 32, 8)
-    from components.flops import count_macs
+    from components.evaluation.cost import count_macs
     one = count_macs(lambda: stage(torch.zeros(1, 3, S, S))) / 1e9
     assert one > 0
     assert avgn_gmacs(fine, enc, b, 3) - avgn_gmacs(coarse, enc, b, 3) > 3 * one * 0.99  # K = 3 frames' stage maps
@@ -215,12 +215,12 @@ def test_probe_separates_separable_classes_and_not_noise():
 
 
 def test_flops_rows_of_fine_pi_sum_to_avgn_gmacs():
-    """The AVGN cost rows (components/flops.py) price the stage map in the spatial-glance row; their sum is
+    """The AVGN cost rows (components/evaluation/cost.py) price the stage map in the spatial-glance row; their sum is
     the cost counted on the whole head."""
     import torch.nn as nn
 
-    from components.avgn_eval import avgn_gmacs
-    from components.flops import FrameModel, avgn_flops_rows, count_macs, total_gmacs
+    from components.evaluation.avgn_eval import avgn_gmacs
+    from components.evaluation.cost import FrameModel, avgn_flops_rows, count_macs, total_gmacs
 
     light, audio = FrameModel(nn.Conv2d(3, 4, 3, padding=1), S, "tiny_light"), FrameModel(nn.Linear(8, 5), (7, 8), "a")
     enc = {"light": light.gmacs(), "audio": audio.gmacs(), "recognizer": 1e-3}

@@ -1,4 +1,4 @@
-"""The ``avgn_report`` stage and its library (components/avgn_report.py): hand-computed checks of the
+"""The ``avgn_report`` stage and its library (components/reporting/avgn_tables.py): hand-computed checks of the
 geometry, the early-exit bookkeeping and the paired statistics, and one run of the stage on the tiny
 pipeline's trained AVGN."""
 from __future__ import annotations
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from components.avgn_calibration import gate_candidates
-from components.avgn_report import (Inputs, exit_costs, exit_table, fixed_k_curve, frame_targets, load_variants,
+from components.evaluation.avgn_calibration import gate_candidates
+from components.reporting.avgn_tables import (Inputs, exit_costs, exit_table, fixed_k_curve, frame_targets, load_variants,
                                     map_ci, match_fixed, paired_difference, patch_pixel_boxes, per_video_mean,
                                     random_centres, resolved, seed_mean, spatial_section)
 from components.data.manifest import FrameBoxes
-from components.metrics import patch_boxes
-from components.paths import Paths
+from components.evaluation.metrics import patch_boxes
+from components.core.paths import Paths
 
 
 # ------------------------------------------------------------------------------------- geometry
@@ -31,7 +31,7 @@ def test_a_centre_maps_to_its_patch_in_video_pixels():
     assert np.allclose(patch_pixel_boxes(np.array([0.75, 0.25]), 12, 60, (100, 100)), [65, 15, 85, 35])
     # a centre at the corner is clamped so the patch lies inside, as the model crops it
     assert np.allclose(patch_pixel_boxes(np.array([0.0, 1.0]), 24, 48, (64, 64)), [0, 32, 32, 64])
-    # square videos: the same as components.metrics.patch_boxes on x_c W, side P W / S
+    # square videos: the same as components.evaluation.metrics.patch_boxes on x_c W, side P W / S
     c = np.random.default_rng(0).uniform(0.3, 0.7, (5, 3, 2))
     assert np.allclose(patch_pixel_boxes(c, 24, 48, (112, 112)), patch_boxes(c * 112, 24 * 112 / 48))
     # per-video sizes broadcast: [N,1,2] against [N,K,2]
@@ -87,7 +87,7 @@ def test_map_ci_of_a_method_against_itself_is_zero_and_brackets_the_seed_mean():
     scores = rng.random((2, 30, 3))
     assert map_ci(scores, labels, "sklearn", 100, minus=scores) == pytest.approx([0.0, 0.0])
     lo, hi = map_ci(scores, labels, "sklearn", 200)
-    from components.metrics import mean_average_precision
+    from components.evaluation.metrics import mean_average_precision
 
     m = np.mean([mean_average_precision(s, labels) for s in scores])
     assert lo <= m <= hi
@@ -161,7 +161,7 @@ def test_no_trained_avgn_names_the_missing_folder(tmp_path, tiny_params):
 
 # ------------------------------------------------------------------------------------ the stage
 def test_stage_on_the_tiny_pipeline(tiny_samplers):
-    from components.params import load_params
+    from components.core.params import load_params
     from components.stages import avgn_report
     from conftest import ROOT, TINY
 
@@ -217,9 +217,9 @@ def test_only_the_ablations_a_section_reads_are_loaded(tiny_params, tmp_path):
 
     import yaml
 
-    from components.avgn_report import avgn_variants
-    from components.benchmark import profile_params
-    from components.params import DEFAULT_ABLATIONS, load_params
+    from components.reporting.avgn_tables import avgn_variants
+    from components.app.profile_run import profile_params
+    from components.core.params import DEFAULT_ABLATIONS, load_params
 
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_params(root, root / "profiles/ablations.yaml"),
@@ -234,7 +234,7 @@ def test_only_the_ablations_a_section_reads_are_loaded(tiny_params, tmp_path):
 
 def test_video_costs_charge_f_g_for_processed_frames_outside_the_glance():
     """Frames at positions >= T_G were never encoded by the glance: the head encodes each once (hand-computed)."""
-    from components.avgn_report import exit_costs, video_costs
+    from components.reporting.avgn_tables import exit_costs, video_costs
 
     base = [1.0, 2.0, 3.0]
     idx = np.array([[0, 5, 1], [6, 7, 2]])  # T_G = 4: video 0 has one frame beyond (5), video 1 two (6, 7)

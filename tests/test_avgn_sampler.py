@@ -1,5 +1,5 @@
 """AVGN as a sampler (components/models/samplers/avgn.py) and its evaluation / cost paths
-(components/avgn_eval.py, components/flops.py, components/sampler_data.py): the Table 4 switches, the
+(components/evaluation/avgn_eval.py, components/evaluation/cost.py, components/store/sampler_data.py): the Table 4 switches, the
 glance budget, the frozen recognizer as f_L, std_floor, sampler_keys, the causality of the head that
 early exit relies on, the cost bookkeeping and a tiny training run. The network's own equations are
 tests/test_avgn.py. Tiny sizes, CPU, fixed seeds."""
@@ -13,16 +13,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from components.avgn_eval import HeadScorer, avgn_gmacs, exit_predictions, head_predictions
-from components.evaluation import SamplerRun
-from components.flops import (FrameModel, avgn_flops_rows, frame_calls, sampler_gmacs, total_gmacs,
+from components.evaluation.avgn_eval import HeadScorer, avgn_gmacs, exit_predictions, head_predictions
+from components.evaluation.sampler_eval import SamplerRun
+from components.evaluation.cost import (FrameModel, avgn_flops_rows, frame_calls, sampler_gmacs, total_gmacs,
                               video_gmacs)
 from components.models.encoders import create_encoder
 from components.models.samplers import SamplerOutput
-from components.integrity import save_checkpoint
+from components.core.integrity import save_checkpoint
 from components.models.samplers.avgn import AVGNSampler, FrozenRecognizer, file_sha256, load_local, std_floor
-from components.params import AVGNParams
-from components.sampler_data import SAMPLER_KEYS, sampler_keys
+from components.core.params import AVGNParams
+from components.store.sampler_data import SAMPLER_KEYS, sampler_keys
 
 B, T, C, D_G, D_A, GRID, S = 3, 6, 3, 8, 6, (2, 2), 16
 BASE = AVGNParams(dim=16, heads=2, cls_hidden=16, patch_size=8, local="scratch", pi_map="glance", t_g=4, train_frames=T, ord_k=3,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.benchmark import merge, profile_params, record, run_benchmark
-from components.params import ParamsError
+from components.app.profile_run import merge, profile_params, record, run_benchmark
+from components.core.params import ParamsError
 from tests.conftest import copy_tiny_project
 
 BIN = Path(sys.executable).parent

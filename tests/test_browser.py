@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import tracking, variant_runs
-from components.processes import dvc_command, free_port, start_group, stop_group, wait_healthy
+from components.tracking import mlflow_tracking as tracking, variant_runs
+from components.ops.processes import dvc_command, free_port, start_group, stop_group, wait_healthy
 from tests.conftest import ROOT, copy_tiny_project, stop_local_prefect
 
 pytest.importorskip("selenium", reason="selenium is in requirements.txt: run `make install`")
@@ -144,7 +144,7 @@ def _log_evaluation(p) -> tuple[str, list[str]]:
     """An ``evaluate`` stage run with two child variant runs (uniform, tsqnet) as the evaluate stage
     logs them: params sampler / variant / recognizer / seed, curves ``vs_k/map`` / ``vs_k/gmacs`` at step = K
     and ``map_k03`` / ``gmacs_k03`` summaries. Returns the experiment id and the two run ids."""
-    from components.variant_runs import log_evaluation
+    from components.tracking.variant_runs import log_evaluation
 
     rows = [{"sampler": v, "recognizer": "frame", "k": k, "seed": 0, "map": base + k, "top1": 50.0,
              "salient_recall": 0.5, "distractor_share": 0.1, "gmacs": cost * k}
@@ -240,7 +240,7 @@ def _value(cell: str) -> float:
 
 def test_mlflow_variant_view_lists_variant_runs_with_map_and_gmacs_at_k3(mlflow_ui, tmp_path, tiny_params):
     """The link ``salient ui`` prints and the experiment's description names (the saved view the evaluate
-    stage writes, :func:`components.variant_runs.save_variant_view`) opens the runs table on the variant runs:
+    stage writes, :func:`components.tracking.variant_runs.save_variant_view`) opens the runs table on the variant runs:
     one row per variant (and DVC experiment), best mAP@3 first, its mean mAP@3 and GMACs@3 over seeds in view;
     opening a row lists its run with the same numbers. No stage run is listed."""
     base, port, exp_id, ids = mlflow_ui
@@ -369,7 +369,7 @@ def test_prefect_flow_run_page_shows_a_task_per_stage_and_the_results_table(tmp_
 def plots_html(tmp_path_factory) -> list[Path]:
     """``salient plots``' HTML of the project's plot definitions (dvc.yaml ``plots``, plots/ templates)
     over the recorded reports/curves.csv, in a DVC project of its own."""
-    from components.plots import render_dvc_plots
+    from components.reporting.dvc_plots import render_dvc_plots
 
     proj = tmp_path_factory.mktemp("plots")
     shutil.copytree(ROOT / "plots", proj / "plots")

@@ -20,10 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from components.cli import prediction_table
+from components.app.cli import prediction_table
 from components.models.samplers import list_samplers
-from components.predict import Prediction, PredictError
-from components.processes import dvc_command, free_port, port_in_use, venv_env, wait_healthy
+from components.app.predict import Prediction, PredictError
+from components.ops.processes import dvc_command, free_port, port_in_use, venv_env, wait_healthy
 from tests.conftest import ROOT, copy_tiny_project
 
 SALIENT = str(Path(sys.executable).with_name("salient"))
@@ -93,7 +93,7 @@ def trained_uniform(tiny_pipeline, tiny_params, tmp_path_factory):
     """The tiny pipeline's encoders + a trained ``uniform`` checkpoint, and the params as a file."""
     import yaml
 
-    from components.params import to_dict
+    from components.core.params import to_dict
     from components.stages import train_sampler
 
     train_sampler.run(tiny_params, tiny_pipeline, "uniform")
@@ -167,8 +167,8 @@ def test_bench_loop_reads_pytest_counts_and_refuses_a_noop_that_ran_something(tm
     timed as a no-op (a real DVC project: one stage, run once, then repro twice)."""
     import subprocess
 
-    from components.bench_loop import bench_noop, pytest_counts
-    from components.processes import dvc_command
+    from components.app.bench_loop import bench_noop, pytest_counts
+    from components.ops.processes import dvc_command
 
     assert pytest_counts("....\n== 598 passed, 2 skipped, 1 deselected in 1218.30s (0:20:18) ==\n") == {
         "passed": 598, "skipped": 2, "deselected": 1}

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from components.cli import build_parser
+from components.app.cli import build_parser
 from tests.conftest import ROOT
 from tests.test_cli import salient
 
@@ -24,7 +24,7 @@ def _undocumented(ap: argparse.ArgumentParser) -> list[str]:
 
 
 def _own_parsers() -> dict[str, argparse.ArgumentParser]:
-    from components import bench, bench_loop
+    from components.app import bench_extract as bench, bench_loop
     from flows import serve
 
     return {"serve": serve.build_parser(), "bench (extract ...)": bench.build_parser(),
@@ -62,13 +62,13 @@ def test_the_rendered_plots_folder_is_git_ignored():
 
 @pytest.mark.parametrize("name", ["TSQNet", "NSNET", "Uniform"])
 def test_sampler_names_are_case_insensitive(name):
-    from components.cli import resolve_name
+    from components.app.cli import resolve_name
 
     assert resolve_name("sampler", name, {"registered samplers": ["tsqnet", "nsnet", "uniform"]}) == name.lower()
 
 
 def test_a_sampler_typo_gets_close_suggestions_in_any_case():
-    from components.cli import resolve_name
+    from components.app.cli import resolve_name
 
     with pytest.raises(ValueError) as e:
         resolve_name("sampler", "TSQNett", {"registered samplers": ["tsqnet", "nsnet", "uniform"], "ablations": []})

@@ -1,4 +1,4 @@
-"""DDP in the one engine (components.distributed, components.engine) with real torchrun processes on gloo.
+"""DDP in the one engine (components.core.distributed, components.training.engine) with real torchrun processes on gloo.
 
 * the batch sharding against hand-computed parts;
 * 2 and 3 CPU ranks train the tiny trainer (tests/ddp_tiny.py, the real engine) to the same loss
@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from components import distributed
-from components.processes import venv_env
+from components.core import distributed
+from components.ops.processes import venv_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "ddp_tiny.py"
@@ -108,7 +108,7 @@ def test_two_ranks_give_the_one_process_loss_curve(one_process, tmp_path):
     two = _history(tmp_path / "two")
     assert two["world"] == 2 and one_process["world"] == 1
     _assert_same_run(one_process, two)
-    # rank 1 wrote nothing through components.atomic: one history, no temp file left behind
+    # rank 1 wrote nothing through components.core.atomic: one history, no temp file left behind
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["ckpt", "history.json", "rank0.pid", "rank1.pid"]
     assert [p.name for p in (tmp_path / "two" / "ckpt").iterdir()] == ["last.pt"]
 
@@ -125,7 +125,7 @@ def test_three_ranks_with_uneven_and_empty_parts_match_one_process(tmp_path):
 def test_two_nodes_meet_at_a_c10d_rendezvous_on_loopback(one_process, tmp_path):
     """``distributed.nnodes: 2`` with ``rdzv_endpoint``: two torchrun agents (two "nodes" on this box,
     one process each) meet at node 0's c10d store and train the one-process curve."""
-    from components.processes import free_port
+    from components.ops.processes import free_port
 
     endpoint = f"127.0.0.1:{free_port()}"
     cmd = _script(tmp_path, 1, nnodes=2, rdzv_endpoint=endpoint)
@@ -182,7 +182,7 @@ def test_train_sampler_stage_runs_under_torchrun_from_params(tiny_samplers, tiny
     """The real stage: params choose the launcher; rank 0 alone writes the sampler and one MLflow run."""
     import yaml
 
-    from components.params import to_dict
+    from components.core.params import to_dict
 
     work = tmp_path / "proj"
     shutil.copytree(Path(tiny_samplers.prepared).parents[1], work, ignore=shutil.ignore_patterns("samplers", "work"))
@@ -200,7 +200,7 @@ def test_train_sampler_stage_runs_under_torchrun_from_params(tiny_samplers, tiny
     out = work / "data" / "samplers" / "nsnet"
     assert (out / "seed0.pt").exists() and (out / "saliency_seed0.npz").exists()
     assert not list(out.glob("*.tmp*"))
-    from components.sampler_training import load_sampler
+    from components.training.sampler_training import load_sampler
 
     assert load_sampler(out / "seed0.pt").checkpoint_info["name"] == "nsnet"
     import mlflow
@@ -222,7 +222,7 @@ def test_sigterm_to_a_torchrun_stage_ends_every_rank_and_leaves_no_run_running(t
     import psutil
     import yaml
 
-    from components.params import to_dict
+    from components.core.params import to_dict
 
     work = tmp_path / "proj"
     shutil.copytree(Path(tiny_samplers.prepared).parents[1], work, ignore=shutil.ignore_patterns("samplers", "work"))

@@ -131,7 +131,7 @@ def test_repro_builds_every_stage(project):
     assert cell["pipeline_seeds"] == 2 and set(cell["map_by_pipeline_seed"]) == {"0", "1"}
     assert "0,uniform" in (project / "reports/curves.csv").read_text() and "1,uniform" in (project / "reports/curves.csv").read_text()
     # every stage process left its wall time (what `salient demo` prints, slowest first)
-    from components.stage_runner import stage_time_table, stage_times
+    from components.ops.stage_runner import stage_time_table, stage_times
 
     rows = stage_times(0.0, project / ".salient/stage_times")
     assert {r["stage"] for r in rows} == set(_LOCKS["project"]["stages"])
@@ -142,7 +142,7 @@ def test_repro_builds_every_stage(project):
 
 def test_plots_render_offline(project):
     """`dvc plots show` resolves the plots; vl-convert renders them with Vega bundled (no CDN)."""
-    from components.plots import render_dvc_plots
+    from components.reporting.dvc_plots import render_dvc_plots
 
     out = render_dvc_plots(project / "rendered", fmt="html", cwd=project)
     assert len(out) == len(yaml.safe_load((project / "dvc.yaml").read_text())["plots"])
@@ -205,7 +205,7 @@ def test_concurrent_repro_fails_fast_with_the_lock_message(project):
 
 
 def test_noop_repro_runs_nothing(project):
-    from components.bench_loop import ran_stages
+    from components.app.bench_loop import ran_stages
 
     out = _run([str(BIN / "dvc"), "repro"], project)
     assert ran_stages(out.stdout, project) == [] and "didn't change, skipping" in out.stdout  # `sources` always runs

@@ -77,7 +77,7 @@ def test_recognizer_can_start_from_the_offline_imagenet_weights():
     import torch
 
     from components.models.encoders import create_encoder
-    from components.params import ParamsError, load_params
+    from components.core.params import ParamsError, load_params
 
     rec = create_encoder("recognizer", arch="tf_efficientnet_lite0", num_classes=5, weights="package")
     light = create_encoder("light", arch="tf_efficientnet_lite0", num_classes=5, weights="package")

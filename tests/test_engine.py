@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from components.engine import CheckpointMismatch, FitConfig, fit
+from components.training.engine import CheckpointMismatch, FitConfig, fit
 
 
 def _data():
@@ -149,7 +149,7 @@ def test_compute_channels_last_and_bf16_autocast_on_cpu(tmp_path):
     """The compute section's layout and autocast paths, on the CPU: channels_last trains the same
     curve as the default (to float32 rounding); bfloat16 autocast trains with finite losses within 5%
     of float32 in the first epoch; either way the model comes back float32, contiguous, on the CPU."""
-    from components.engine import Compute, to_device
+    from components.training.engine import Compute, to_device
 
     cfg = FitConfig(epochs=2, lr=1e-2, seed=0, patience=5)
     runs = {}

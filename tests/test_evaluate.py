@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from components.evaluation import CURVE_COLUMNS, ClipScorer, mean_selected, softmax, summarize
-from components.metrics import mean_average_precision, top1
+from components.evaluation.sampler_eval import CURVE_COLUMNS, ClipScorer, mean_selected, softmax, summarize
+from components.evaluation.metrics import mean_average_precision, top1
 from components.models.recognizers import load_recognizer
-from components.predict import Prediction, PredictError, Predictor
-from components.selection import average_predictions
+from components.app.predict import Prediction, PredictError, Predictor
+from components.core.selection import average_predictions
 from components.stages import evaluate, report, train_recognizer
-from components.sampler_training import load_sampler
-from components.store import FeatureStore
+from components.training.sampler_training import load_sampler
+from components.store.feature_store import FeatureStore
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_train_recognizer_report(evaluated, tiny_params):
 # --------------------------------------------------------------------------------------- predict
 def _cached_selection(paths, name, K):
     model = load_sampler(paths.features.parent / "samplers" / name / "seed0.pt")
-    from components.evaluation import load_runs
+    from components.evaluation.sampler_eval import load_runs
 
     store = FeatureStore(paths.features)
     valid = np.asarray(store.array("test", "valid"), bool)
@@ -201,9 +201,9 @@ def test_predict_cli_writes_its_result_whole_or_not_at_all(evaluated, tiny_param
 
     import yaml
 
-    from components.cli import main
+    from components.app.cli import main
     from components.data.manifest import read_manifest
-    from components.params import to_dict
+    from components.core.params import to_dict
 
     video = [r.path for r in read_manifest(evaluated.prepared)[0] if r.split == "test"][0]
     params = tmp_path / "params.yaml"
@@ -255,7 +255,7 @@ def test_predict_with_tsi_runs_one_clip(evaluated, tiny_params):
 
 
 def test_flops_stage_tables(evaluated, tiny_params):
-    from components.flops_table import read_flops_table
+    from components.evaluation.cost_table import read_flops_table
     from components.stages import flops
 
     res = flops.run(tiny_params, evaluated)
@@ -297,9 +297,9 @@ def test_branch_rows_select_by_one_branch_of_the_same_model(evaluated, tiny_para
 def test_fused_minus_branch_ci_is_the_paired_bootstrap_of_the_two_selections(evaluated, tiny_params):
     """metrics.json's fused − branch CI, recomputed by brute force: NSNet's fused ``select`` and its FSM
     top-K on the stored saliency, the cached logits, and the paired percentile bootstrap."""
-    from components.metrics import bootstrap_ci
+    from components.evaluation.metrics import bootstrap_ci
     from components.models.samplers import SamplerOutput
-    from components.fusion import fusion_values, select
+    from components.evaluation.fusion import fusion_values, select
 
     logits, labels = _test_logits_labels(evaluated)
     m = json.loads((evaluated.results / "metrics.json").read_text())["headline"]

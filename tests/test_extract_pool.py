@@ -1,4 +1,4 @@
-"""Sharded extraction spread over a real Prefect work pool, with the API auth string on (flows/extract.py,
+"""Sharded extraction spread over a real Prefect work pool, with the API auth string on (flows/extract_shards.py,
 flows/serve.py): a real server + process pool + 2 workers whose auth string comes from a secret file;
 `prefect deployment run extract/extract -p shards=2 -p spread=true` starts one `extract-shard` flow run per
 shard, each picked up by an *authenticated* worker, and the merge publishes a store byte-identical
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from components import servers
+from components.ops import servers
 
 try:
     from tests.conftest import copy_tiny_project, stop_local_prefect
@@ -66,7 +66,7 @@ def test_spread_extraction_on_an_authenticated_pool_of_two_workers(tmp_path):
                                                 FlowRunFilterParentFlowRunId)
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from components.processes import free_port
+    from components.ops.processes import free_port
     from flows.serve import LocalPrefect
 
     t_start, timings = time.time(), {}

@@ -1,4 +1,4 @@
-"""Sharded extraction (components/extraction.py, the extract stage's --shard / launcher, flows/extract.py):
+"""Sharded extraction (components/store/extraction.py, the extract stage's --shard / launcher, flows/extract_shards.py):
 the plan tiles every split on the one-process loop's flush points; 2 shard processes + merge give a
 store byte-identical (every file's sha256) to the one-process store of the tiny pipeline, with a shard
 killed on its first attempt retried alone; a merge that crashes midway publishes nothing and the next
@@ -18,9 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from components import extraction
-from components.extraction import merge_shards, part_dir, plan_shards, run_shard, shards_dir
-from components.store import FeatureStore, StoreError
+from components.store import extraction
+from components.store.extraction import merge_shards, part_dir, plan_shards, run_shard, shards_dir
+from components.store.feature_store import FeatureStore, StoreError
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -69,7 +69,7 @@ def reference(base, tiny_params, tmp_path_factory, threads):
     """sha256 of every file of the one-process store (extracted in this process)."""
     import torch
 
-    from components.extraction import extract_store
+    from components.store.extraction import extract_store
 
     before = torch.get_num_threads()
     paths = replace(base, features=tmp_path_factory.mktemp("ref") / "features")
@@ -149,7 +149,7 @@ def _count(pattern: str, text: str) -> dict[str, int]:
 
 
 def test_a_shard_failing_every_attempt_names_itself_and_nothing_is_published(tmp_path, base, tiny_params):
-    from components.extraction import ShardError, run_shards_locally
+    from components.store.extraction import ShardError, run_shards_locally
 
     p = _sharded(tiny_params, shard_retries=1)
     paths = replace(base, features=tmp_path / "features")
@@ -202,12 +202,12 @@ def test_a_crashed_merge_publishes_nothing_a_stale_part_is_refused_and_redone(tm
 # ------------------------------------------------------------------------------ the Prefect flow
 @pytest.mark.slow  # the temporary Prefect server's start: 30-80 s here
 def test_extract_flow_two_shard_tasks_and_merge(tmp_path, base, tiny_params, reference):
-    """flows/extract.py in this process (temporary Prefect database): 2 shard tasks, then the merge."""
+    """flows/extract_shards.py in this process (temporary Prefect database): 2 shard tasks, then the merge."""
     import yaml
     from prefect.testing.utilities import prefect_test_harness
 
-    from components.params import to_dict
-    from flows.extract import extract_flow
+    from components.core.params import to_dict
+    from flows.extract_shards import extract_flow
 
     project = tmp_path / "proj"
     paths = replace(base, features=project / "data" / "features")

@@ -1,4 +1,4 @@
-"""The figures a reader looks at (components/figures.py, plots/*.json): which series each figure shows,
+"""The figures a reader looks at (components/reporting/figures.py, plots/*.json): which series each figure shows,
 the seed band, distinct styles, human labels, legends outside the data, readable frame labels; and
 the dvc.yaml plots resolved by DVC and rendered by vl-convert with the same grouping."""
 import shutil
@@ -10,9 +10,9 @@ import yaml
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgb
 
-from components.figures import (BASELINES, VideoPicks, draw_curves, draw_frame_picks, draw_variants, kind,
+from components.reporting.figures import (BASELINES, VideoPicks, draw_curves, draw_frame_picks, draw_variants, kind,
                                 spread)
-from components.processes import dvc_command
+from components.ops.processes import dvc_command
 
 ABLATIONS = {"tsqnet_vqm_only": "tsqnet", "nsnet_fem_mlp": "nsnet"}
 #: mAP of the learned samplers per sampler seed (mean 0.6, min 0.5, max 0.7 at every K)
@@ -199,7 +199,7 @@ def plots_project(tmp_path_factory):
 def test_dvc_plots_have_the_same_grouping_and_human_titles(plots_project):
     import vl_convert as vlc
 
-    from components.plots import dvc_plot_specs
+    from components.reporting.dvc_plots import dvc_plot_specs
 
     specs = dvc_plot_specs(plots_project)
     assert len(specs) == 4
@@ -221,7 +221,7 @@ def test_dvc_plots_have_the_same_grouping_and_human_titles(plots_project):
 
 
 def test_salient_plots_html_is_offline(plots_project, tmp_path):
-    from components.plots import render_dvc_plots
+    from components.reporting.dvc_plots import render_dvc_plots
 
     out = render_dvc_plots(tmp_path / "html", fmt="html", cwd=plots_project)
     assert len(out) == 4
@@ -234,7 +234,7 @@ def test_salient_plots_html_is_offline(plots_project, tmp_path):
 def test_curves_mark_k_on_their_points():
     """The main figure writes K beside each line's points at K = 1, 3 (the K in the data of MARK_KS), at the
     point's own coordinates, in the series' colour."""
-    from components.figures import MARK_KS
+    from components.reporting.figures import MARK_KS
 
     rows = _rows()
     ax = draw_curves(rows, ABLATIONS).axes[0]
@@ -249,7 +249,7 @@ def test_curves_mark_k_on_their_points():
 def test_one_colour_per_series_in_every_figure_and_no_repeated_pair():
     """The same name has the same colour in the main figure, the ablation panels and the frontier; inside
     the ablations figure no (colour, marker) pair is used by two series (the palette wraps at 9)."""
-    from components.figures import COLOURS, colours, figure_styles
+    from components.reporting.figures import COLOURS, colours, figure_styles
 
     rows = _rows()
     main, variants = draw_curves(rows, ABLATIONS), draw_variants(rows, ABLATIONS)
@@ -290,8 +290,8 @@ def test_html_plots_use_the_figures_palette():
     ablations' one legend covers every sampler but uniform (drawn grey), named as the PNG legends name them."""
     import json
 
-    from components.figures import COLOURS, colours, label
-    from components.plots import apply_palette, vegalite_schema
+    from components.reporting.figures import COLOURS, colours, label
+    from components.reporting.dvc_plots import apply_palette, vegalite_schema
     from tests.conftest import ROOT
 
     values = [{k: (str(v) if k != "k" else v) for k, v in r.items()} | {"rev": "workspace"} for r in _rows()]

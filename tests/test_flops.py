@@ -3,9 +3,9 @@ import time
 import pytest
 import torch
 
-from components.flops import (FlopsRow, FrameModel, count_macs, flops_table_for_params, frame_calls, frame_model_gmacs,
+from components.evaluation.cost import (FlopsRow, FrameModel, count_macs, flops_table_for_params, frame_calls, frame_model_gmacs,
                               paper_setting_rows, prediction_flops, total_gmacs)
-from components.flops_table import CSV_COLUMNS, read_flops_table, write_flops_table
+from components.evaluation.cost_table import CSV_COLUMNS, read_flops_table, write_flops_table
 from components.models.encoders import create_encoder
 
 
@@ -65,7 +65,7 @@ def test_frame_calls_per_sampler():
 
     def Branches(b):  # a TSQNet with some branches: the store arrays it reads decide (light: VQM, objects: TQM)
         from components.models.samplers.tsqnet import TSQNet
-        from components.params import TSQNetParams
+        from components.core.params import TSQNetParams
 
         return TSQNet(3, 4, TSQNetParams(dim=8, init="random", branches=b), object_text=torch.zeros(10, 4))
 

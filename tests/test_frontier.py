@@ -1,4 +1,4 @@
-"""The efficiency frontier (components/frontier.py, components/summary.frontier, the summary stage) against
+"""The efficiency frontier (components/evaluation/frontier.py, components/summary.frontier, the summary stage) against
 answers worked out by hand: uniform read at a sampler's cost between two of its K, the cost at which a
 curve reaches dense, an extrapolation flagged, a target not reached flagged, a missing cost refused by
 name, and the bootstrap carried resample by resample (deterministic, holding its point estimate)."""
@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from components.atomic import atomic_savez
-from components.frontier import (Run, bracket, checked_gmacs, crossing, interpolate, pooled, run_metrics,
+from components.core.atomic import atomic_savez
+from components.evaluation.frontier import (Run, bracket, checked_gmacs, crossing, interpolate, pooled, run_metrics,
                                  tables)
-from components.metrics import percentile_ci
-from components.params import load_params
-from components.paths import Paths
+from components.evaluation.metrics import percentile_ci
+from components.core.params import load_params
+from components.core.paths import Paths
 from components.stages import summary as summary_stage
-from components.summary import frontier, load_seed
+from components.reporting.aggregate import frontier, load_seed
 
 # uniform's curve by hand: K=1, 2, 3 at 1, 2, 3 GMACs with mAP 0.4, 0.6, 0.7
 UK, UX, UY = (1, 2, 3), (1.0, 2.0, 3.0), (0.4, 0.6, 0.7)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from components.params import FusionParams
-from components.selection import (FUSION_STRATEGIES, fuse_scores, fuse_select, intersection_select, join_select,
+from components.core.params import FusionParams
+from components.core.selection import (FUSION_STRATEGIES, fuse_scores, fuse_select, intersection_select, join_select,
                                   normalize_scores, topk_select, tsqnet_union_select, union_select)
 
 # Both rows sum to 3, so the default normalisation divides both by 3 and changes no comparison.
@@ -248,8 +248,8 @@ def test_single_branch_is_exactly_when_the_fusion_selects_one_branch():
     tuned weights (lambda_v 0.93-0.96, NSNet index_union ratio 0.95) make the fusion take all K frames from
     one branch. Brute force over random scores: the selection equals a branch's top-K at every K exactly
     when selection.single_branch says so, and the note names the branch."""
-    from components.fusion import single_branch_note
-    from components.selection import fuse_select, single_branch, topk_select, tsqnet_union_select
+    from components.evaluation.fusion import single_branch_note
+    from components.core.selection import fuse_select, single_branch, topk_select, tsqnet_union_select
 
     rng = np.random.default_rng(0)
     a, b = rng.random((200, 16)), rng.random((200, 16))

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from components.cli import main
-from components.features import load_frame_model
-from components.integrity import CheckpointError, load_checkpoint, save_checkpoint
-from components.paths import Paths
-from components.store import FeatureStore, StoreError
+from components.app.cli import main
+from components.store.features import load_frame_model
+from components.core.integrity import CheckpointError, load_checkpoint, save_checkpoint
+from components.core.paths import Paths
+from components.store.feature_store import FeatureStore, StoreError
 
 DIGESTS = r"\([a-z0-9]+ [0-9a-f]{16} != (saved|recorded) [0-9a-f]{16}\)"
 

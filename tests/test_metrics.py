@@ -1,4 +1,4 @@
-"""components.metrics: AP / mAP in both definitions (against sklearn and a per-class brute force),
+"""components.evaluation.metrics: AP / mAP in both definitions (against sklearn and a per-class brute force),
 top-k, mean class accuracy and the bootstrap CI."""
 import warnings
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from components.metrics import (MAP_DEFINITIONS, average_precision, average_precision_per_class, bootstrap_ci,
+from components.evaluation.metrics import (MAP_DEFINITIONS, average_precision, average_precision_per_class, bootstrap_ci,
                                 mean_average_precision, mean_average_precision_batch, mean_class_accuracy,
                                 top1, topk_accuracy, topk_hits)
 

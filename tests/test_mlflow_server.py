@@ -1,9 +1,9 @@
 """Issue 15 item 4: an MLflow tracking server on a PostgreSQL backend with a proxied artifact store
-(components/servers.py), a real process on loopback, used the way a team would use it: real pipeline
+(components/ops/servers.py), a real process on loopback, used the way a team would use it: real pipeline
 stages (subprocesses, tracking on) and a sweep trial log through it; runs, metrics and artifacts are read
 back over plain REST; two processes logging at once lose nothing; a stage stopped by SIGTERM leaves its run
 KILLED and no process that ended leaves a run RUNNING. No mocks: a throwaway PostgreSQL 15 cluster
-(components/pgcluster.py), ``mlflow server``, the project's own stages."""
+(components/ops/pgcluster.py), ``mlflow server``, the project's own stages."""
 from __future__ import annotations
 
 import json
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import servers
-from components.params import load_params, to_dict
+from components.ops import servers
+from components.core.params import load_params, to_dict
 
 try:
     from tests.conftest import ROOT, TINY
@@ -95,7 +95,7 @@ def get_artifact(base: str, run_id: str, path: str) -> bytes:
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def pg():
-    from components.pgcluster import PostgresCluster, PostgresError, pg_bindir
+    from components.ops.pgcluster import PostgresCluster, PostgresError, pg_bindir
 
     try:
         pg_bindir()
@@ -201,7 +201,7 @@ def test_a_sweep_trial_logs_through_the_server(server, tiny_pipeline, tiny_param
 WRITER = """
 import os, sys, time
 from pathlib import Path
-from components import tracking
+from components.tracking import mlflow_tracking as tracking
 i, n, go, blob = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 print("ready", flush=True)
 while not go.exists():

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from components.models.samplers import SamplerOutput, create_sampler, list_samplers
 from components.models.samplers.nsnet import FSM, RANK_MARGIN, VGM, NSNet
-from components.params import NSNetParams
+from components.core.params import NSNetParams
 
 FEMS = ("transformer", "conv1d", "lstm", "mlp")
 OBJECTIVES = ("ns", "baseline", "baseline_plus", "regression", "ranking")
@@ -182,7 +182,7 @@ def test_errors():
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_select_hands_branches_to_fuse_select(fusion, monkeypatch):
-    import components.selection as sel
+    import components.core.selection as sel
 
     calls = []
 
@@ -254,9 +254,9 @@ def test_toy_training_finds_planted_frames():
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_select_with_real_fuse_select(fusion):
-    sel = pytest.importorskip("components.selection")
+    sel = pytest.importorskip("components.core.selection")
     if not hasattr(sel, "fuse_select"):
-        pytest.skip("components.selection.fuse_select not available yet")
+        pytest.skip("components.core.selection.fuse_select not available yet")
     m = NSNet(3, 6, small()).eval().set_fusion({"nsnet_strategy": fusion})
     with torch.no_grad():
         out = m(make_batch(B=4, T=7, C=3))

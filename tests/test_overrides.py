@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components import selection
-from components.fusion import fusion_values
-from components.params import FIXED_FUSION_DEFAULTS, UNUSED_WHEN, ParamsError, load_params
-from components.paths import Paths
+from components.core import selection
+from components.evaluation.fusion import fusion_values
+from components.core.params import FIXED_FUSION_DEFAULTS, UNUSED_WHEN, ParamsError, load_params
+from components.core.paths import Paths
 from tests.conftest import ROOT, copy_tiny_project
 
 README_OVERRIDE = {"fusion.lambda_v": 0.4}  # README "Tracking, tuning and orchestration": the deployment example

@@ -3,8 +3,8 @@ has no spread ("deterministic"), GMACs at K=3/5/8, CIs vs uniform; from hand-mad
 import csv
 import io
 
-from components.paper_table import spread, table_rows, to_csv, to_latex
-from components.params import load_params
+from components.evaluation.paper_table import spread, table_rows, to_csv, to_latex
+from components.core.params import load_params
 from components.stages.summary import tables
 from tests.conftest import ROOT
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.params import Params, ParamsError, load_params, params_from_dict, to_dict
+from components.core.params import Params, ParamsError, load_params, params_from_dict, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_params_are_frozen():
 
 
 def test_pipeline_seed_offsets_every_training_seed_and_keeps_the_data():
-    from components.params import SEED_STRIDE, for_pipeline_seed
+    from components.core.params import SEED_STRIDE, for_pipeline_seed
 
     p = load_params(ROOT / "params.yaml", ["pipeline.seeds=[0,2]"])
     assert for_pipeline_seed(p, 0) == p
@@ -79,7 +79,7 @@ def test_pipeline_seed_offsets_every_training_seed_and_keeps_the_data():
     assert q.tsi.seed == p.tsi.seed + 2 * SEED_STRIDE and q.seed == p.seed + 2 * SEED_STRIDE
     assert q.train_sampler.seeds == tuple(s + 2 * SEED_STRIDE for s in p.train_sampler.seeds)
     assert q.data == p.data  # the videos and splits are the same for every pipeline seed
-    from components.params import variant_params  # an ablation's own seeds are offset as well
+    from components.core.params import variant_params  # an ablation's own seeds are offset as well
     assert variant_params(q, "nsnet_fsm_baseline")[1].train_sampler.seeds == (2 * SEED_STRIDE,)
     with pytest.raises(ParamsError, match="pipeline seed 1 is not one of pipeline.seeds"):
         for_pipeline_seed(p, 1)
@@ -89,7 +89,7 @@ def test_pipeline_seed_offsets_every_training_seed_and_keeps_the_data():
 
 
 def test_seeded_paths_share_the_data_and_split_the_rest():
-    from components.paths import Paths
+    from components.core.paths import Paths
 
     s = Paths().seeded(3)
     assert s.prepared == Path("data/prepared") and s.work == Path(".salient/work")
@@ -98,7 +98,7 @@ def test_seeded_paths_share_the_data_and_split_the_rest():
 
 
 def test_stage_params_resolve_matrix_items():
-    from components.stage_runner import stage_params
+    from components.ops.stage_runner import stage_params
 
     p = load_params(ROOT / "params.yaml")
     got = stage_params("train_sampler@0-nsnet", p, ROOT / "dvc.yaml")

@@ -84,7 +84,7 @@ def check_project(dst: Path, db: Path) -> None:
     # trained (training-free: its saliency only) by its own stage, with its settings
     out = dst / "data" / "s0" / "samplers" / "motion"
     assert (out / "seed0.pt").exists() and (out / "saliency_seed0.npz").exists()
-    assert in_project(dst, "from components.sampler_training import load_sampler; "
+    assert in_project(dst, "from components.training.sampler_training import load_sampler; "
                            "print(load_sampler('data/s0/samplers/motion/seed0.pt').power)") == "2.0"
 
     # curves.csv: every K, the frame recognizer and TSI, the whole prediction's GMACs (light encoder x T)
@@ -112,7 +112,7 @@ def check_project(dst: Path, db: Path) -> None:
     assert all(r.info.status == "FINISHED" for r in variant)
 
     # the figures: drawn from curves.csv by the project's own code, the main figure's legend names it
-    legend = in_project(dst, "from components.figures import draw_curves, read_curves; "
+    legend = in_project(dst, "from components.reporting.figures import draw_curves, read_curves; "
                              "fig = draw_curves(read_curves('results/s0/curves.csv'), {'nsnet_mlp': 'nsnet'}); "
                              "import json; print(json.dumps([t.get_text() for t in fig.legends[0].get_texts()]))")
     assert "motion" in json.loads(legend), legend

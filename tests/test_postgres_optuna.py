@@ -1,6 +1,6 @@
 """Optuna sweeps on a real PostgreSQL server (issue 15 items 3 and 7), no mocks.
 
-One throwaway cluster for the module (:class:`components.pgcluster.PostgresCluster`: loopback,
+One throwaway cluster for the module (:class:`components.ops.pgcluster.PostgresCluster`: loopback,
 password-only auth); every test gets a fresh database owned by the login role ``worker``:
 
 * ``python -m flows.sweep --workers 2`` (the real worker processes) fills one PostgreSQL study
@@ -38,10 +38,10 @@ import optuna
 import pytest
 import yaml
 
-from components import tracking
-from components.params import load_params, to_dict
-from components.paths import Paths
-from components.pgcluster import PostgresCluster, PostgresError, pg_bindir
+from components.tracking import mlflow_tracking as tracking
+from components.core.params import load_params, to_dict
+from components.core.paths import Paths
+from components.ops.pgcluster import PostgresCluster, PostgresError, pg_bindir
 from components.tuning import run_sweep, storage_from_url
 
 try:
@@ -203,8 +203,8 @@ def test_a_sigkilled_worker_trial_is_failed_and_retried_by_another(pg, project):
 FAULT_WORKER = """
 import sys, time
 from components import tuning
-from components.params import load_params
-from components.paths import Paths
+from components.core.params import load_params
+from components.core.paths import Paths
 from components.tuning.loss_sweep import suggest_losses
 from components.tuning.storage import StorageUnavailable
 from tests.conftest import ROOT, TINY

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from components.cli import main, prediction_table
+from components.app.cli import main, prediction_table
 from components.data.manifest import read_manifest
 from components.data.video import probe, resize_center
-from components.predict import LOCAL_ENCODER_ERROR, Prediction, Predictor, patch_box, plot_selection
+from components.app.predict import LOCAL_ENCODER_ERROR, Prediction, Predictor, patch_box, plot_selection
 
 K = 3
 
@@ -50,7 +50,7 @@ def avgn_setup(tiny_samplers, tiny_params, tmp_path_factory):
     """The tiny pipeline with a trained AVGN, its params as a file, and the test split's videos."""
     import yaml
 
-    from components.params import to_dict
+    from components.core.params import to_dict
 
     params = tmp_path_factory.mktemp("avgn_predict") / "params.yaml"
     params.write_text(yaml.safe_dump(to_dict(tiny_params)))
@@ -64,10 +64,10 @@ def _cli(paths, params, *args: str) -> list[str]:
 
 
 def test_predict_json_reports_avgn_classes_and_patch_boxes(avgn_setup, tiny_params, tmp_path, capsys):
-    from components.avgn_eval import head_predictions
-    from components.sampler_data import load_split, sampler_keys
-    from components.sampler_training import load_sampler
-    from components.store import FeatureStore
+    from components.evaluation.avgn_eval import head_predictions
+    from components.store.sampler_data import load_split, sampler_keys
+    from components.training.sampler_training import load_sampler
+    from components.store.feature_store import FeatureStore
 
     paths, params, videos = avgn_setup
     fig = tmp_path / "frames.png"

@@ -1,5 +1,5 @@
 """``salient predict`` honours the params' ``compute`` section (device, autocast, channels-last, pinned
-memory) on random-weight models and synthetic videos (``components.bench.synthetic_predict_setup``, what
+memory) on random-weight models and synthetic videos (``components.app.bench_extract.synthetic_predict_setup``, what
 ``benchmarks/gpu_predict.sh`` runs at the papers' sizes); CPU only. That the CPU defaults change no
 output is checked by the predict-vs-cache tests in test_evaluate.py / test_predict_avgn.py."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.bench import synthetic_predict_setup
-from components.params import load_params
-from components.predict import Prediction, Predictor, resolve_device
+from components.app.bench_extract import synthetic_predict_setup
+from components.core.params import load_params
+from components.app.predict import Prediction, Predictor, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["frames.T=16", "frames.light_size=32", "frames.object_size=32", "frames.recognizer_size=32",

@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from components.cli import main
+from components.app.cli import main
 from components.data.manifest import read_manifest
-from components.evaluation import load_runs
-from components.sampler_training import load_sampler
-from components.store import FeatureStore
+from components.evaluation.sampler_eval import load_runs
+from components.training.sampler_training import load_sampler
+from components.store.feature_store import FeatureStore
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def folder(tiny_samplers, tiny_params, tmp_path_factory):
     """A folder with one test video, a notes.txt and a nested results.json; the params as a file."""
     import yaml
 
-    from components.params import to_dict
+    from components.core.params import to_dict
 
     d = tmp_path_factory.mktemp("predict_folder")
     rec = next(r for r in read_manifest(tiny_samplers.prepared)[0] if r.split == "test")
@@ -79,7 +79,7 @@ def test_predict_table_lists_skipped_files(folder, capsys):
 
 
 def test_plot_selection_draws_t_frames_and_scores(folder, tiny_params, tmp_path):
-    from components.predict import Predictor, plot_selection
+    from components.app.predict import Predictor, plot_selection
 
     paths, rec, videos, _ = folder
     pred = Predictor.load(tiny_params, paths.features.parent / "samplers" / "nsnet" / "seed0.pt", paths.encoders, 3)

@@ -1,5 +1,5 @@
 """Prefect orchestration: the stage order of flows/pipeline.py against the project's DVC graph, the
-process-group helpers of components/processes.py, flows/serve.py's prefect.yaml reading, the
+process-group helpers of components/ops/processes.py, flows/serve.py's prefect.yaml reading, the
 deployment files and their parameter descriptions, the results artifact, the flow itself in this
 process (one task per stage, no empty MLflow parent run, an override run as an isolated DVC
 experiment that leaves the workspace byte-identical), and (slow) the real thing: a Prefect server +
@@ -270,7 +270,7 @@ STUBBORN = textwrap.dedent('''\
 def test_stop_group_needs_two_signals_and_finds_detached_children(tmp_path):
     import psutil
 
-    from components.processes import start_group, stop_group
+    from components.ops.processes import start_group, stop_group
 
     script = tmp_path / "stubborn.py"
     script.write_text(STUBBORN)
@@ -288,7 +288,7 @@ def test_stop_group_needs_two_signals_and_finds_detached_children(tmp_path):
 
 
 def test_wait_healthy_reports_a_dead_process(tmp_path):
-    from components.processes import ProcessError, free_port, start_group, wait_healthy
+    from components.ops.processes import ProcessError, free_port, start_group, wait_healthy
 
     proc = start_group([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], name="dead",
                        log_path=tmp_path / "dead.log")
@@ -405,7 +405,7 @@ def test_pipeline_flow_tasks_artifacts_empty_parents_and_isolated_experiments(tm
         assert yaml.safe_load((project / "params.yaml").read_text())["data"]["synthetic"]["noise"] != 5.0
 
         # 4. a value the typed params reject: refused before any stage, experiment or MLflow run
-        from components.params import ParamsError
+        from components.core.params import ParamsError
         from flows.pipeline import RETRIES
 
         with pytest.raises(ParamsError, match="num_classes"):
@@ -464,7 +464,7 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from components.processes import free_port
+    from components.ops.processes import free_port
     from flows.serve import LocalPrefect
 
     t_start = time.time()
@@ -559,7 +559,7 @@ def test_serve_main_until_ctrl_c(tmp_path):
     deploy/ accepted by a real server, and after Ctrl-C (SIGINT) exit 0 with nothing left running."""
     import psutil
 
-    from components.processes import free_port
+    from components.ops.processes import free_port
 
     proj = tmp_path / "proj"
     (proj / "flows").mkdir(parents=True)

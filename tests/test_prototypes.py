@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from components.prototypes import class_prototypes, guiding_scores, ns_labels
+from components.store.prototype_math import class_prototypes, guiding_scores, ns_labels
 
 
 def _logits(preds_conf):

@@ -1,5 +1,5 @@
 """The benchmark profile is in the papers' cost regime, measured by the project's own counter
-(components/flops.py) on the real modules at the profile's resolutions (random weights: same cost).
+(components/evaluation/cost.py) on the real modules at the profile's resolutions (random weights: same cost).
 
 The papers: the recognizer (ResNet-50 at 224², 4.109 GMACs) costs 18.7x the light encoder (MobileNetV2 at
 188², 0.220) and about 12x everything a sampler runs per candidate frame (TSQNet: (3.52 + 1.56 + 0.46) / 16
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from components.benchmark import profile_params
+from components.app.profile_run import profile_params
 from components.data.synthetic import object_boxes, plan_video
-from components.flops import (REGIME_MIN_CANDIDATE_RATIO, REGIME_MIN_LIGHT_RATIO, FrameModel,
+from components.evaluation.cost import (REGIME_MIN_CANDIDATE_RATIO, REGIME_MIN_LIGHT_RATIO, FrameModel,
                               UncountedSamplerError, audio_model, flops_table_for_params, frame_calls, prediction_flops,
                               regime_markdown, regime_samplers, regime_table, total_gmacs, video_gmacs)
 from components.models.samplers import Sampler, SamplerOutput
-from components.params import params_from_dict
+from components.core.params import params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 C = 12
@@ -81,8 +81,8 @@ def test_the_audio_encoder_fits_and_its_default_is_unchanged(bench, regime):
 def test_a_narrow_audio_encoder_round_trips_through_its_checkpoint(tmp_path, bench):
     """train_encoders saves ``width`` in the audio cfg only when it is not the default (a default run's
     checkpoint holds what it always held); load_frame_model rebuilds the narrow CNN from it."""
-    from components.features import load_frame_model
-    from components.integrity import save_checkpoint
+    from components.store.features import load_frame_model
+    from components.core.integrity import save_checkpoint
     from components.models.encoders import create_encoder
 
     cfg = {"num_classes": C, "dim": bench.encoders.audio_dim, "width": bench.encoders.audio_width}

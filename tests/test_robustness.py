@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from components.benchmark import profile_params
-from components.params import ParamsError
-from components.robustness import DEFAULT_KEY, collect, tables
+from components.app.profile_run import profile_params
+from components.core.params import ParamsError
+from components.app.robustness import DEFAULT_KEY, collect, tables
 
 
 def _summary(folder: Path, maps: dict[str, float], share: dict[str, float]) -> None:

@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from components.sampler_data import check_store, load_split
+from components.store.sampler_data import check_store, load_split
 from components.stages import sampler_report, train_sampler
-from components.store import FeatureStore
+from components.store.feature_store import FeatureStore
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_nan_features_are_refused_with_video_ids(tiny_pipeline, tmp_path):
     import json
     import shutil
 
-    from components.integrity import file_digests
+    from components.core.integrity import file_digests
 
     dst = tmp_path / "features"
     shutil.copytree(tiny_pipeline.features, dst)
@@ -83,7 +83,7 @@ def test_every_seed_is_trained_on_the_train_split(tiny_samplers, tiny_params, tm
 
     import torch
 
-    from components.sampler_training import load_sampler
+    from components.training.sampler_training import load_sampler
 
     p = dc_replace(tiny_params, train_sampler=dc_replace(tiny_params.train_sampler, seeds=(0, 1), epochs=1))
     import shutil
@@ -105,9 +105,9 @@ def test_samplers_stop_on_val_map_of_each_branch_top_k(tiny_samplers, tiny_param
     """train_sampler.monitor=val_map: every epoch row carries val_map, the kept epoch is its arg-max,
     and branch_val_score is the mean over branches and val_budgets of the val mAP of each branch's
     top-K, recomputed here by hand from the stored val branch scores of the kept model."""
-    from components.selection import topk_select
-    from components.sampler_training import load_sampler
-    from components.validation import branch_val_score, load_val
+    from components.core.selection import topk_select
+    from components.training.sampler_training import load_sampler
+    from components.training.val_objective import branch_val_score, load_val
 
     assert tiny_params.train_sampler.monitor == "val_map"
     root = tiny_samplers.features.parent / "samplers" / "nsnet"
@@ -130,7 +130,7 @@ def test_a_damaged_sampler_checkpoint_is_named_never_loaded(tiny_samplers, tmp_p
     intact (which loaded silently and gave wrong predictions) each raise naming the file."""
     import torch
 
-    from components.sampler_training import CheckpointError, load_sampler
+    from components.training.sampler_training import CheckpointError, load_sampler
 
     good = tiny_samplers.features.parent / "samplers" / "nsnet" / "seed0.pt"
     load_sampler(good)  # the real one loads
@@ -152,8 +152,8 @@ def test_a_sampler_folder_missing_a_configured_seed_is_refused(tiny_samplers, ti
     """Issue 12 item 7: tune_fusion used a folder holding 1 of 3 seeds (after a kill) without a word."""
     import shutil
 
-    from components.evaluation import load_runs
-    from components.sampler_training import load_sampler, sampler_seeds
+    from components.evaluation.sampler_eval import load_runs
+    from components.training.sampler_training import load_sampler, sampler_seeds
 
     store = FeatureStore(tiny_samplers.features)
     valid = np.asarray(store.array("val", "valid"), bool)

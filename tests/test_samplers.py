@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from components.models.samplers import create_sampler, list_samplers
-from components.params import AVGNParams, NSNetParams, TSQNetParams
+from components.core.params import AVGNParams, NSNetParams, TSQNetParams
 
 B, T, C, d = 4, 8, 3, 16
 

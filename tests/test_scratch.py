@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import yaml
 
-from components.cli import main
-from components.extraction import scratch_key
-from components.params import to_dict, variant_params
-from components.paths import Paths
-from components.scratch import STAMP, ScratchKey, why_stale
-from components.store import ArraySpec, StoreWriter
+from components.app.cli import main
+from components.store.extraction import scratch_key
+from components.core.params import to_dict, variant_params
+from components.core.paths import Paths
+from components.core.scratch import STAMP, ScratchKey, why_stale
+from components.store.feature_store import ArraySpec, StoreWriter
 
 
 @pytest.fixture
@@ -64,10 +64,10 @@ def test_gc_removes_only_what_no_current_key_can_use(ws, tiny_params, capsys):
     rec = json.loads((old_code / STAMP).read_text())
     (old_code / STAMP).write_text(json.dumps({**rec, "code": "0" * 16}))  # what a stamp of older code holds
     sampler = _checkpoint(work / "train_sampler" / "tsqnet" / "aaaa")
-    ScratchKey("components.sampler_training", ("train_sampler", "tsqnet"), (ws.features / "meta.json",),
+    ScratchKey("components.training.sampler_training", ("train_sampler", "tsqnet"), (ws.features / "meta.json",),
                "tsqnet").stamp(sampler, p)
     ablation = _checkpoint(work / "train_sampler" / "nsnet" / "bbbb")  # resolved for its own overrides
-    ScratchKey("components.sampler_training", ("train_sampler", "nsnet"), (ws.features / "meta.json",),
+    ScratchKey("components.training.sampler_training", ("train_sampler", "nsnet"), (ws.features / "meta.json",),
                "nsnet_mlp").stamp(ablation, variant_params(p, "nsnet_mlp")[1])
     writer = StoreWriter(ws.features, "an interrupted extract")  # a real partial store beside the finished one
     writer.split("train", ["a", "b"], {"x": ArraySpec((4,), "float32")}).close()
@@ -101,7 +101,7 @@ def test_gc_removes_only_what_no_current_key_can_use(ws, tiny_params, capsys):
 
 
 def test_a_stage_that_resumes_removes_stale_scratch_at_its_end(ws, tiny_params):
-    from components.params import load_params
+    from components.core.params import load_params
     from components.stages import extract
     from tests.conftest import ROOT, TINY
 

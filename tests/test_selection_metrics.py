@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from components.metrics import distractor_mask, distractor_share, mean_average_precision, salient_recall, top1
-from components.selection import (average_predictions, oracle_select, random_select, topk_select, uniform_positions,
+from components.evaluation.metrics import distractor_mask, distractor_share, mean_average_precision, salient_recall, top1
+from components.core.selection import (average_predictions, oracle_select, random_select, topk_select, uniform_positions,
                                   uniform_select)
 
 
@@ -65,7 +65,7 @@ def test_distractor_mask_and_share_by_hand():
 
 
 def test_paired_bootstrap_ci_brackets_the_difference():
-    from components.metrics import paired_bootstrap_ci
+    from components.evaluation.metrics import paired_bootstrap_ci
 
     a = np.array([1, 1, 1, 0] * 25, float)
     b = np.array([1, 0, 0, 0] * 25, float)  # true difference 0.5
@@ -75,7 +75,7 @@ def test_paired_bootstrap_ci_brackets_the_difference():
 
 
 def test_salient_mask_by_hand():
-    from components.metrics import salient_mask
+    from components.evaluation.metrics import salient_mask
 
     gt = np.array([[2, -1, 0, 2, -2], [-3, 1, 1, 0, -1]])  # codes: class shown, generic -1, low-q -2, unknown -3
     labels = np.array([[0, 0, 1], [1, 1, 0]])  # video 0: class 2; video 1: classes 0 and 1 (multi-label)

@@ -1,5 +1,5 @@
 """Issue 15 item 7: shared servers let in only who belongs. A real MLflow server with its basic-auth app and a
-real Prefect server (+ a worker) with an API auth string, on loopback (components/servers.py,
+real Prefect server (+ a worker) with an API auth string, on loopback (components/ops/servers.py,
 flows/serve.py): an unauthenticated request to each is refused (401), an authenticated one works, clients
 read their credentials from secret files (``*_FILE``), and no secret reaches a command line, a server or
 client log, or any param or tag of the runs created. Binding beyond loopback without authentication is
@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from components import servers, tracking
-from components.processes import free_port
+from components.ops import servers
+
+from components.tracking import mlflow_tracking as tracking
+from components.ops.processes import free_port
 
 try:
     from tests.conftest import ROOT
@@ -76,7 +78,7 @@ def test_secret_files_urls_and_binding(tmp_path, caplog):
     open_file = tmp_path / "open"
     open_file.write_text("x\n")
     open_file.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="components.servers"):
+    with caplog.at_level(logging.WARNING, logger="components.ops.servers"):
         assert servers.secret_env({"PGPASSWORD_FILE": str(open_file)})["PGPASSWORD"] == "x"
     assert "readable by group or others" in caplog.text and "x\n" not in caplog.text
     (tmp_path / "empty").write_text("\n")
@@ -118,8 +120,8 @@ def test_secret_files_urls_and_binding(tmp_path, caplog):
 # ------------------------------------------------------------------------------ MLflow basic auth
 STAGE = """
 import sys
-from components import tracking
-from components.stage_runner import setup_logging
+from components.tracking import mlflow_tracking as tracking
+from components.ops.stage_runner import setup_logging
 setup_logging()
 db_pw, token = sys.argv[1], sys.argv[2]
 params = {"sweep": {"storage": f"postgresql://optuna:{db_pw}@10.0.0.9:5432/optuna"},

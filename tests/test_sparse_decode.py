@@ -25,7 +25,7 @@ def test_exact_frames_any_gop(tmp_path, suffix, gop):
 
 def test_pixel_equal_to_decord_on_synthetic_video(tmp_path):
     from components.data.synthetic import plan_video, render_video
-    from components.params import SyntheticParams
+    from components.core.params import SyntheticParams
 
     sp = SyntheticParams(num_classes=3, size=64, min_frames=90, max_frames=90, keyframe_interval=16)
     path = tmp_path / "s.mp4"

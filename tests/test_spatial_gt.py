@@ -10,9 +10,9 @@ import pytest
 
 from components.data import synthetic as syn
 from components.data.manifest import BOXES_FILE, FrameBoxes, read_boxes, write_boxes
-from components.metrics import (box_iou, centre_patches, patch_boxes, patch_hit_rate, patch_hits, patch_iou,
+from components.evaluation.metrics import (box_iou, centre_patches, patch_boxes, patch_hit_rate, patch_hits, patch_iou,
                                 random_patches)
-from components.params import SyntheticParams
+from components.core.params import SyntheticParams
 
 # 8 classes: one of each motion pattern; no noise, so a pixel differs only where something is drawn
 CLEAN = SyntheticParams(num_classes=8, videos_per_class=2, min_frames=50, max_frames=70, size=64, noise=0.0,

@@ -12,11 +12,11 @@ import torch
 import pytest
 
 from components.data.manifest import read_manifest
-from components.features import FrameEncoders
-from components.params import load_params
-from components.paths import Paths
+from components.store.features import FrameEncoders
+from components.core.params import load_params
+from components.core.paths import Paths
 from components.stages import extract, headroom, prepare
-from components.store import FeatureStore
+from components.store.feature_store import FeatureStore
 from tests.conftest import ROOT, TINY, write_video
 
 
@@ -186,7 +186,7 @@ def test_train_encoders_does_not_depend_on_the_generator_state_it_finds(tiny_pip
     """The light encoder's new classifier head used to be drawn before training seeded the generator:
     two processes whose generators had moved differently (a resumed bank, another import order) wrote
     different encoders. Now the stage seeds before it builds any module."""
-    from components.paths import Paths
+    from components.core.paths import Paths
     from components.stages import train_encoders
 
     p = load_params(ROOT / "params.yaml", [*TINY, "train_encoders.epochs=1"])
@@ -205,7 +205,7 @@ def test_train_encoders_does_not_depend_on_the_generator_state_it_finds(tiny_pip
 def test_a_finished_sampler_is_retrained_not_resumed(tiny_samplers, tiny_params, tmp_path, monkeypatch):
     """A rerun of a finished stage (dvc repro -f, or a code change DVC saw) trains again: the resume
     checkpoints are deleted with the outputs written, and they are keyed by the training code."""
-    from components import engine, sampler_training
+    from components.training import engine, sampler_training
     from components.stages import train_sampler
 
     calls = []
@@ -220,7 +220,7 @@ def test_a_finished_sampler_is_retrained_not_resumed(tiny_samplers, tiny_params,
 
 
 def test_code_fingerprint_follows_the_imported_files(tmp_path, monkeypatch):
-    from components import hashing
+    from components.core import hashing
 
     for rel, src in {"components/__init__.py": "", "components/a.py": "from components import b\n",
                      "components/b.py": "X = 1\n", "components/c.py": "Y = 2\n", "flows/__init__.py": ""}.items():
@@ -238,8 +238,8 @@ def test_code_fingerprint_follows_the_imported_files(tmp_path, monkeypatch):
 
 LAUNCHED = """
 import time
-from components.runtime import end_with_launcher
-from components import tracking
+from components.core.runtime import end_with_launcher
+from components.tracking import mlflow_tracking as tracking
 print("watching" if end_with_launcher(interval=0.2) else "no launcher", flush=True)
 with tracking.stage_run("extract", {"a": 1}):
     time.sleep(600)
@@ -281,7 +281,7 @@ def test_stage_times_are_read_back_slowest_first_with_their_shares(tmp_path):
     """Each stage process leaves its times; the demo's table lists those after its start, slowest first."""
     import time as _time
 
-    from components.stage_runner import record_stage_time, stage_time_table, stage_times
+    from components.ops.stage_runner import record_stage_time, stage_time_table, stage_times
 
     folder = tmp_path / "times"
     (folder).mkdir()

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from components.store import ArraySpec, FeatureStore, StoreError, StoreWriter
+from components.store.feature_store import ArraySpec, FeatureStore, StoreError, StoreWriter
 
 SPECS = {"x": ArraySpec((4, 3), "float32"), "valid": ArraySpec((), "bool")}
 

@@ -1,4 +1,4 @@
-"""The summary over pipeline seeds (components.summary / stages.summary) against brute force: the
+"""The summary over pipeline seeds (components.reporting.aggregate / stages.summary) against brute force: the
 pooled mAP, the paired difference to uniform and fused − branch, their bootstrap CIs recomputed
 resample by resample, and a missing seed named as failed, never averaged away."""
 import json
@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from components.atomic import atomic_savez
-from components.metrics import mean_average_precision
-from components.params import load_params
-from components.paths import Paths
+from components.core.atomic import atomic_savez
+from components.evaluation.metrics import mean_average_precision
+from components.core.params import load_params
+from components.core.paths import Paths
 from components.stages import summary as summary_stage
-from components.summary import load_seed, pool
+from components.reporting.aggregate import load_seed, pool
 
 N, C, K = 30, 4, 3
 

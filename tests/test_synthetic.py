@@ -11,7 +11,7 @@ import pytest
 
 from components.data import synthetic as syn
 from components.data.manifest import GT_GENERIC, GT_LOWQ, decode_gt
-from components.params import SyntheticParams
+from components.core.params import SyntheticParams
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -278,7 +278,7 @@ def test_fine_grating_is_resolved_at_full_size_and_gone_at_half():
 
 
 def test_fine_classes_must_divide_the_classes():
-    from components.params import ParamsError, load_params
+    from components.core.params import ParamsError, load_params
 
     with pytest.raises(ParamsError, match="fine_classes: 5 must divide num_classes=12"):
         load_params("params.yaml", ["data.synthetic.fine_classes=5"])

@@ -1,4 +1,4 @@
-"""MLflow tracking (components/tracking.py) against real stores: a SQLite file and a real
+"""MLflow tracking (components/tracking/mlflow_tracking.py) against real stores: a SQLite file and a real
 ``mlflow server`` on loopback. No mocks: runs are read back through MlflowClient or plain REST."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from components import tracking
-from components.params import load_params, to_dict
-from components.processes import ProcessError, free_port, start_group, stop_group, wait_healthy
+from components.tracking import mlflow_tracking as tracking
+from components.core.params import load_params, to_dict
+from components.ops.processes import ProcessError, free_port, start_group, stop_group, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,8 @@ def tracked(monkeypatch, sqlite_uri):
 
 CHILD = """
 import sys
-from components import tracking
-from components.params import load_params, to_dict
+from components.tracking import mlflow_tracking as tracking
+from components.core.params import load_params, to_dict
 evaluate = to_dict(load_params("params.yaml").evaluate)
 slice_ = {"evaluate": evaluate, "tsqnet": {"alpha": 0.6, "dims": (1, 2)}, "flag": True}
 with tracking.stage_run("prepare", slice_) as run:
@@ -138,7 +138,7 @@ def test_exception_marks_run_failed(tracked):
 MID_WRITE = """
 import os, signal, sys
 import mlflow
-from components import tracking
+from components.tracking import mlflow_tracking as tracking
 write = mlflow.tracking.MlflowClient.log_batch
 def interrupted(self, run_id, *args, **kwargs):
     if kwargs.get("metrics"):
@@ -155,7 +155,7 @@ with tracking.stage_run("train_sampler@nsnet", {"a": 1}) as run:
 
 LOOP = """
 import sys
-from components import tracking
+from components.tracking import mlflow_tracking as tracking
 with tracking.stage_run("train_sampler@nsnet", {"a": 1}) as run:
     with tracking.variant_run("nsnet · train · seed 0") as child:
         print(run.run_id, child.run_id, flush=True)
@@ -378,7 +378,7 @@ def test_demo_keeps_a_parent_run_only_when_a_stage_ran(tracked, tmp_path, monkey
     import yaml
     from mlflow.tracking import MlflowClient
 
-    from components.cli import main
+    from components.app.cli import main
 
     proj = tmp_path / "demo_proj"
     proj.mkdir()

@@ -1,5 +1,5 @@
 """Issue 27 item 1: tracking never holds results hostage. A real ``mlflow server`` on loopback
-(components/servers.py) is SIGKILLed while a real process logs a run through components/tracking.py; the
+(components/ops/servers.py) is SIGKILLed while a real process logs a run through components/tracking/mlflow_tracking.py; the
 work goes on with its outputs in at most twice its normal time, the run is buffered in the spool, and once the
 server is back ``salient tracking sync`` (or the next tracked run) replays it: FINISHED, every param, metric
 step, tag and artifact as if it had logged live. No mocks: the server process, the kill and the CLI are real.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from components import servers
-from components.processes import free_port, stop_group
+from components.ops import servers
+from components.ops.processes import free_port, stop_group
 
 try:
     from tests.conftest import ROOT
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 WORKER = """
 import sys, time
 from pathlib import Path
-from components import tracking
+from components.tracking import mlflow_tracking as tracking
 go, out, epochs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 T = {"experiment": "offline", "timeout_s": 2, "retries": 1}
 with tracking.stage_run("spooled", {"a": 1, "b": [1, 2]}, tracking=T, tags={"dvc.stage": "spooled"}) as run:
@@ -55,7 +55,7 @@ print("TIMES", online, offline, flush=True)
 
 # A whole pipeline while the server is down: a parent run and a stage run under it.
 OFFLINE = """
-from components import tracking
+from components.tracking import mlflow_tracking as tracking
 T = {"experiment": "offline", "timeout_s": 2, "retries": 1}
 with tracking.parent_run("pipeline", {"p": 1}, tracking=T) as parent:
     with tracking.stage_run("child", {"c": 2}, tracking=T) as child:
@@ -64,7 +64,7 @@ print("IDS", parent.run_id, child.run_id, flush=True)
 """
 
 NEXT = """
-from components import tracking
+from components.tracking import mlflow_tracking as tracking
 with tracking.stage_run("next", {}, tracking={"experiment": "offline"}) as run:
     print("IDS", run.run_id, flush=True)
 """
@@ -149,7 +149,7 @@ def test_a_server_killed_mid_run_holds_nothing_hostage(server, tmp_path):
     assert parent_key.startswith("spool-") and child_key.startswith("spool-")
 
     server.start()  # same store, same port
-    sync = subprocess.run([sys.executable, "-m", "components.cli", "tracking", "sync"], cwd=work, env=env,
+    sync = subprocess.run([sys.executable, "-m", "components.app.cli", "tracking", "sync"], cwd=work, env=env,
                           capture_output=True, text=True, timeout=300)
     assert sync.returncode == 0, sync.stderr[-3000:]
     assert "3 buffered run(s) replayed" in sync.stderr, sync.stderr[-3000:]
@@ -211,7 +211,7 @@ def test_the_next_tracked_run_replays_the_spool(server, tmp_path):
 ])
 def test_a_refusal_is_not_an_outage(text, outage):
     """A server that answers 401/403 refused the request: the stage must fail loudly, not go offline."""
-    from components.tracking import unreachable
+    from components.tracking.mlflow_tracking import unreachable
     assert unreachable(RuntimeError(text)) is outage
     wrapped = RuntimeError("outer")
     wrapped.__cause__ = RuntimeError(text)

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components.evaluation import ClipScorer, mean_selected, softmax
-from components.flops import count_macs
+from components.evaluation.sampler_eval import ClipScorer, mean_selected, softmax
+from components.evaluation.cost import count_macs
 from components.models.recognizers import average_consensus, create_recognizer, list_recognizers
 from components.models.recognizers.tsi import (CTI, SME, CrossScaleIntegration, TSIBlock, TSIConfig,
                                                TSINet, saliency_align)

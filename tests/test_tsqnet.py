@@ -13,7 +13,7 @@ import torch
 from components.models.samplers import SamplerOutput, create_sampler, list_samplers
 from components.models.samplers.tsqnet import (Classifier, CrossAttention, TSQNet, aggregate_saliency,
                                                keep_top_objects, soft_cross_entropy)
-from components.params import TSQNetParams
+from components.core.params import TSQNetParams
 
 C, D_LIGHT, E_TXT, N_OBJ = 4, 6, 5, 30
 
@@ -312,7 +312,7 @@ def test_object_topk_is_applied_in_the_model():
 
 # ------------------------------------------------------------------------------------ select
 def test_select_fuses_both_branches_and_topk_for_one(monkeypatch):
-    import components.selection as selection
+    import components.core.selection as selection
 
     calls = []
 
@@ -386,10 +386,10 @@ def test_output_type():
 
 
 def test_select_with_the_real_union_helper():
-    import components.selection as selection
+    import components.core.selection as selection
 
     if not hasattr(selection, "tsqnet_union_select"):
-        pytest.skip("components.selection.tsqnet_union_select not available")
+        pytest.skip("components.core.selection.tsqnet_union_select not available")
     m = make()
     out = m(batch(B=3, T=6))
     for K in (1, 3, 6):
@@ -405,7 +405,7 @@ def test_sparse_text_frames_equal_dense_product():
     import torch
 
     from components.models.samplers.tsqnet import keep_top_objects, tsqnet
-    from components.params import TSQNetParams
+    from components.core.params import TSQNetParams
 
     g = torch.Generator().manual_seed(0)
     W = torch.randn(1000, 6, generator=g)

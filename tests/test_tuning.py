@@ -22,10 +22,12 @@ import optuna
 import pytest
 import torch
 
-from components import fusion, tuning
-from components.integrity import file_digests
-from components.params import AVGNParams, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params, to_dict
-from components.paths import Paths
+from components.evaluation import fusion
+
+from components import tuning
+from components.core.integrity import file_digests
+from components.core.params import AVGNParams, NSNetParams, ParamsError, SweepParams, TSQNetParams, load_params, to_dict
+from components.core.paths import Paths
 try:
     from tests.conftest import ROOT, TINY
 except ModuleNotFoundError:  # `pytest` without the project root on sys.path
@@ -312,7 +314,7 @@ def test_tune_fusion_stage_and_evaluate_use_it(trained, tiny_params, tmp_path):
 def test_sweep_records_failures_prunes_and_tracks(trained, tiny_params, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from components.sampler_training import load_sampler
+    from components.training.sampler_training import load_sampler
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("SALIENT_TRACKING", "1")
@@ -384,15 +386,15 @@ def test_best_sampler_is_registered_and_predict_loads_it(trained, tiny_params, t
     import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
-    from components import tracking
+    from components.tracking import mlflow_tracking as tracking
     from components.data.manifest import read_manifest
-    from components.evaluation import load_runs
-    from components.predict import Prediction, Predictor
-    from components.sampler_data import load_split
-    from components.sampler_training import load_sampler, resolve_checkpoint
+    from components.evaluation.sampler_eval import load_runs
+    from components.app.predict import Prediction, Predictor
+    from components.store.sampler_data import load_split
+    from components.training.sampler_training import load_sampler, resolve_checkpoint
     from components.stages import tune_fusion
-    from components.store import FeatureStore
-    from components.validation import load_val
+    from components.store.feature_store import FeatureStore
+    from components.training.val_objective import load_val
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("SALIENT_TRACKING", "1")
@@ -446,7 +448,7 @@ def test_best_sampler_is_registered_and_predict_loads_it(trained, tiny_params, t
     # the CLI: the flag's default sampler is tsqnet; the result names the model's own sampler and seed
     import yaml
 
-    from components.cli import main
+    from components.app.cli import main
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(to_dict(p)))
@@ -482,8 +484,8 @@ def test_a_rerun_or_extension_of_a_sweep_proposes_new_trials(tmp_path, monkeypat
 HANGING_WORKER = """
 import sys, time
 from components import tuning
-from components.params import load_params
-from components.paths import Paths
+from components.core.params import load_params
+from components.core.paths import Paths
 from components.tuning.loss_sweep import suggest_losses
 from tests.conftest import ROOT, TINY
 storage, root = sys.argv[1], sys.argv[2]
@@ -607,11 +609,11 @@ def test_avgn_registered_as_best_carries_its_own_inputs(trained, tmp_path, monke
     answers on the store's arrays exactly as the checkpoint does."""
     import mlflow.pyfunc
 
-    from components import tracking
-    from components.sampler_data import load_split
-    from components.sampler_training import load_sampler
+    from components.tracking import mlflow_tracking as tracking
+    from components.store.sampler_data import load_split
+    from components.training.sampler_training import load_sampler
     from components.stages.tune_fusion import register_best
-    from components.store import FeatureStore
+    from components.store.feature_store import FeatureStore
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("SALIENT_TRACKING", "1")

@@ -1,4 +1,4 @@
-"""One MLflow run per evaluated / trained variant and seed (components/variant_runs.py; issue 13),
+"""One MLflow run per evaluated / trained variant and seed (components/tracking/variant_runs.py; issue 13),
 against a real SQLite store, read back through MlflowClient: the same param and metric keys for every
 variant, K as the step, the effective (overridden) params of an ablation, the experiment's kind."""
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from components import tracking
-from components.engine import FitConfig, fit
-from components.params import load_params
-from components.variant_runs import log_evaluation, training_run
+from components.tracking import mlflow_tracking as tracking
+from components.training.engine import FitConfig, fit
+from components.core.params import load_params
+from components.tracking.variant_runs import log_evaluation, training_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_evaluation_saves_the_variant_view_and_the_experiment_note(store, monkey
     *Views* menu lists and ``viewStateShareKey`` opens; tests/test_browser.py opens it in Chromium): its filter
     finds exactly the evaluated variant runs with a K=3 value, groups of this run's variants closed, a later
     evaluation adds its groups, and a description someone else wrote is never replaced."""
-    from components.variant_runs import MAX_CLOSED, VIEW_ID, group_id, save_variant_view, view_name, view_url
+    from components.tracking.variant_runs import MAX_CLOSED, VIEW_ID, group_id, save_variant_view, view_name, view_url
 
     p = load_params(ROOT / "params.yaml", ["evaluate.sampler_budgets=[1,3,5]", "evaluate.headroom_k=3"])
     with tracking.stage_run("evaluate@0", {}, tracking=p) as parent:

@@ -389,7 +389,7 @@ from components.data.manifest import VideoRecord
 from components.data.video import probe
 paths = sys.argv[1:]
 recs = [VideoRecord.from_info(probe(p), video_id=str(i), path=p, labels=(0,), split="train") for i, p in enumerate(paths)]
-from components.params import AudioParams
+from components.core.params import AudioParams
 # with audio, each item carries ~400 KB of numpy log-mels through the pipe (tensors go by shared memory):
 # more than a pipe holds, so the worker's queue feeder blocks once the reader stops, as in a real extract
 it = iter_clips(recs, [np.arange(16)] * len(recs), {"light": 32}, AudioParams(), workers=1)

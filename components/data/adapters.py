@@ -61,8 +61,8 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Mapping
 
 from components.data.synthetic import generate as generate_synthetic
-from components.params import DataParams
-from components.registry import Registry
+from components.core.params import DataParams
+from components.core.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from components.data.manifest import VideoRecord
 from components.data.video import VideoError, read_audio_windows, read_frames, resize_center
-from components.params import AudioParams
-from components.runtime import die_with_parent
+from components.core.params import AudioParams
+from components.core.runtime import die_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from components.atomic import atomic_path, atomic_write_text
+from components.core.atomic import atomic_path, atomic_write_text
 from components.data.video.info import StreamInfo
 
 GT_GENERIC = -1

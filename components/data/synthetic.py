@@ -37,7 +37,7 @@ exactly every ``keyframe_interval`` frames, no scene-cut keyframes) at ``fps`` p
 ``round(audio_missing_fraction * N)`` videos chosen (deterministically) to have no audio, an AAC
 16 kHz mono track of the same duration: the class tone during salient frames, the distractor's tone
 during distractor frames and low-level noise elsewhere. Files are written to a temp file in the same
-folder (:func:`components.atomic.atomic_path`) and renamed into place, so an existing ``<id>.mp4`` is
+folder (:func:`components.core.atomic.atomic_path`) and renamed into place, so an existing ``<id>.mp4`` is
 always complete.
 
 Spatial ground truth: :func:`object_boxes` gives, per frame, the box of each key object exactly where
@@ -65,9 +65,9 @@ from typing import Iterator
 
 import numpy as np
 
-from components.atomic import atomic_path
+from components.core.atomic import atomic_path
 from components.data.manifest import BOXES_FILE, GT_GENERIC, GT_LOWQ, FrameBoxes, encode_gt, write_boxes
-from components.params import SyntheticParams
+from components.core.params import SyntheticParams
 
 AUDIO_RATE = 16000
 

@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from components.registry import Registry
-from components.runtime import ensure_torchvision
+from components.core.registry import Registry
+from components.core.runtime import ensure_torchvision
 
 log = logging.getLogger(__name__)
 

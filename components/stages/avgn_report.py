@@ -1,5 +1,5 @@
 """Stage ``avgn_report``: AVGN's own tables on the **test** split, per pipeline seed
-(:mod:`components.avgn_report` computes them).
+(:mod:`components.reporting.avgn_tables` computes them).
 
 1. spatial ground truth: π's patches vs a centre crop and a random patch against the key-object boxes
    (hit rate, IoU, paired π − centre), with the Table 6 ablations where configured;
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 
-from components import tracking
-from components.atomic import atomic_write_text
-from components.avgn_report import compute, headline, load_inputs, markdown, write_figures
-from components.params import Params
-from components.paths import Paths, write_report
-from components.stage_runner import stage_main
-from components.store import FeatureStore
+from components.tracking import mlflow_tracking as tracking
+from components.core.atomic import atomic_write_text
+from components.reporting.avgn_tables import compute, headline, load_inputs, markdown, write_figures
+from components.core.params import Params
+from components.core.paths import Paths, write_report
+from components.ops.stage_runner import stage_main
+from components.store.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ sampler seeds at ``evaluate.sampler_budgets``, with first-seed bootstrap CIs ove
 paired difference to uniform) and ``scores.npz`` (every run's per-video class scores at those K, uniform's
 at every K of ``evaluate.budgets`` for the efficiency frontier, with the labels and ids), from which the
 ``summary`` stage pools all pipeline seeds. Each variant run in MLflow also gets this pipeline seed's
-frontier metrics (:func:`components.frontier.run_metrics`).
+frontier metrics (:func:`components.evaluation.frontier.run_metrics`).
 """
 from __future__ import annotations
 
@@ -22,26 +22,26 @@ import logging
 import numpy as np
 import torch
 
-from components import tracking
+from components.tracking import mlflow_tracking as tracking
 from components.data.clips import iter_clips
 from components.data.manifest import read_manifest
-from components.evaluation import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
+from components.evaluation.sampler_eval import (CURVE_COLUMNS, ClipScorer, SamplerRun, evaluate_grid, load_runs, softmax,
                                    summarize)
-from components.flops import RECOGNIZER_OUTPUTS, count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
-from components.metrics import MAP_DEFINITIONS, distractor_mask, map_ci, salient_mask
-from components.avgn_eval import HeadScorer, avgn_gmacs, frames_beyond_glance
-from components.params import Params, evaluated_samplers, variant_params
-from components.sampler_data import SAMPLER_KEYS, check_store, load_split, sampler_keys
+from components.evaluation.cost import RECOGNIZER_OUTPUTS, count_macs, encoder_gmacs, sampler_gmacs, video_gmacs
+from components.evaluation.metrics import MAP_DEFINITIONS, distractor_mask, map_ci, salient_mask
+from components.evaluation.avgn_eval import HeadScorer, avgn_gmacs, frames_beyond_glance
+from components.core.params import Params, evaluated_samplers, variant_params
+from components.store.sampler_data import SAMPLER_KEYS, check_store, load_split, sampler_keys
 from components.models.samplers import sampler_class
-from components.paths import Paths
-from components.stage_runner import stage_main
+from components.core.paths import Paths
+from components.ops.stage_runner import stage_main
 from components.models.recognizers import load_recognizer
-from components.sampler_training import load_sampler, sampler_seeds
-from components.store import FeatureStore
-from components.frontier import run_metrics
-from components.fusion import fusion_values
-from components.variant_runs import log_evaluation
-from components.atomic import atomic_path, atomic_savez, atomic_write_json
+from components.training.sampler_training import load_sampler, sampler_seeds
+from components.store.feature_store import FeatureStore
+from components.evaluation.frontier import run_metrics
+from components.evaluation.fusion import fusion_values
+from components.tracking.variant_runs import log_evaluation
+from components.core.atomic import atomic_path, atomic_savez, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def run(p: Params, paths: Paths) -> dict:
             clip_gmacs[k] = count_macs(lambda k=k: tsi(torch.zeros(1, k, 3, s, s))) / 1e9
 
     head_gmacs: dict[tuple[str, int, int], float] = {}
-    for head in heads:  # AVGN's own recognizer path: glance -> top-K -> patches -> head (components.avgn_eval)
+    for head in heads:  # AVGN's own recognizer path: glance -> top-K -> patches -> head (components.evaluation.avgn_eval)
         scorers[head] = (HeadScorer(data, max(p.evaluate.budgets)), tuple(p.evaluate.budgets))
 
     def gmacs(run: SamplerRun, recognizer: str, K: int) -> float:
@@ -157,7 +157,7 @@ def run(p: Params, paths: Paths) -> dict:
     atomic_savez(paths.results / "scores.npz", labels=labels, ids=np.array(ids),
                  **{"|".join(map(str, key)): sc.astype(np.float32) for key, sc in kept.items()
                     if key[2] in show or key[0] == "uniform"})
-    # MLflow: one child run per (variant, recognizer, seed), with the same keys (components.variant_runs)
+    # MLflow: one child run per (variant, recognizer, seed), with the same keys (components.tracking.variant_runs)
     log_evaluation(p, rows, trainable={r.name: r.model.trainable for r in runs}, fusion=fusion,
                    pipeline_seed=paths.pipeline_seed,
                    extra=run_metrics(rows, p.evaluate.sampler_budgets, max(p.evaluate.sampler_budgets)))

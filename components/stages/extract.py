@@ -1,15 +1,15 @@
 """Stage ``extract``: decode T observation frames per video once and write the feature store.
 
 Per split (``train``, ``val``, ``test``), memory-mapped ``[N, T, ...]`` arrays (see
-:func:`components.features.store_specs`): light-encoder features and logits, ImageNet object
+:func:`components.store.features.store_specs`): light-encoder features and logits, ImageNet object
 scores, recognizer features and logits, audio embeddings with a has-audio mask, the frame indices
 and timestamps used, per-frame ground truth, labels and a ``valid`` mask. Plus the text embeddings
 of the 1000 object names and of the class names. Streams to disk (memory flat in N), resumes after
-an interruption, and publishes the store atomically (:mod:`components.store`).
+an interruption, and publishes the store atomically (:mod:`components.store.feature_store`).
 
 ``extract.shards: S > 1`` splits the work into S shard processes, each writing its own resumable
 part, and one merge publishes a store byte-identical to the one-process store
-(:mod:`components.extraction`)::
+(:mod:`components.store.extraction`)::
 
     python -m components.stages.extract                    # what dvc repro runs: S shard processes + merge
     python -m components.stages.extract --shard 1/4        # shard 1 (0-based) of 4 only, e.g. on another box
@@ -17,7 +17,7 @@ part, and one merge publishes a store byte-identical to the one-process store
 
 ``--shard`` and ``--merge`` take ``--params`` / ``--set`` / ``--pipeline-seed`` as the stage does;
 ``--prepared`` / ``--encoders`` / ``--features`` point them at other folders, ``--threads`` sets torch's
-threads. The Prefect flow ``flows/extract.py`` runs the same shards as tasks.
+threads. The Prefect flow ``flows/extract_shards.py`` runs the same shards as tasks.
 """
 from __future__ import annotations
 
@@ -27,22 +27,22 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from components.extraction import (ShardError, extract_store, merge_shards, run_shard, run_shards_locally,
+from components.store.extraction import (ShardError, extract_store, merge_shards, run_shard, run_shards_locally,
                                    write_params)
-from components.params import Params, ParamsError, for_pipeline_seed, load_params
-from components.paths import Paths
-from components.processes import venv_env
-from components.runtime import deterministic_torch, die_with_parent, end_with_launcher
-from components.scratch import collect
-from components.stage_runner import setup_logging, stage_main
-from components.store import StoreError
+from components.core.params import Params, ParamsError, for_pipeline_seed, load_params
+from components.core.paths import Paths
+from components.ops.processes import venv_env
+from components.core.runtime import deterministic_torch, die_with_parent, end_with_launcher
+from components.core.scratch import collect
+from components.ops.stage_runner import setup_logging, stage_main
+from components.store.feature_store import StoreError
 
 log = logging.getLogger(__name__)
 
 
 def run(p: Params, paths: Paths) -> Path:
     out = extract_store(p, paths) if p.extract.shards <= 1 else _sharded(p, paths)
-    # remove the partial stores no current key can use (components.scratch)
+    # remove the partial stores no current key can use (components.core.scratch)
     collect(p, paths.work, paths.features.parent, areas=(), seed=paths.pipeline_seed)
     return out
 

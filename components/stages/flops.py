@@ -6,22 +6,22 @@ MobileNetV2, EfficientNet-B0 at 112², ResNet-50 at 224², T = 16, K = 5) measur
 counter next to the numbers the papers print. Writes ``reports/flops.csv`` (one row per component
 and setting) and ``reports/flops.md``, which ends with the "Cost regime" section: per frame, the recognizer
 against the light encoder and against everything TSQNet / NSNet / AVGN run per candidate frame
-(:func:`components.flops.regime_table`), judged against the papers' regime.
+(:func:`components.evaluation.cost.regime_table`), judged against the papers' regime.
 """
 from __future__ import annotations
 
 import logging
 
-from components import tracking
+from components.tracking import mlflow_tracking as tracking
 from components.data.manifest import read_manifest
-from components.flops import (PAPER_SETTINGS, avgn_flops_rows, encoder_models, flops_table_for_params,
+from components.evaluation.cost import (PAPER_SETTINGS, avgn_flops_rows, encoder_models, flops_table_for_params,
                               paper_setting_rows, regime_markdown, regime_samplers, regime_table, total_gmacs)
 from components.models.samplers import sampler_class
-from components.flops_table import write_flops_tables
-from components.params import Params
-from components.paths import Paths
-from components.stage_runner import stage_main
-from components.sampler_training import load_sampler, sampler_seeds
+from components.evaluation.cost_table import write_flops_tables
+from components.core.params import Params
+from components.core.paths import Paths
+from components.ops.stage_runner import stage_main
+from components.training.sampler_training import load_sampler, sampler_seeds
 
 log = logging.getLogger(__name__)
 K_TABLE = 5

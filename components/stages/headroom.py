@@ -14,15 +14,15 @@ import logging
 import numpy as np
 
 from components.data.manifest import GT_GENERIC, GT_LOWQ, GT_UNKNOWN
-from components.metrics import (mean_average_precision, paired_bootstrap_ci, salient_mask, salient_recall, top1,
+from components.evaluation.metrics import (mean_average_precision, paired_bootstrap_ci, salient_mask, salient_recall, top1,
                                 top1_hits)
-from components.params import Params
-from components.selection import average_predictions, oracle_select, random_select, uniform_select
-from components.paths import Paths, write_report
-from components import tracking
-from components.stage_runner import stage_main
-from components.store import FeatureStore
-from components.atomic import atomic_write_text
+from components.core.params import Params
+from components.core.selection import average_predictions, oracle_select, random_select, uniform_select
+from components.core.paths import Paths, write_report
+from components.tracking import mlflow_tracking as tracking
+from components.ops.stage_runner import stage_main
+from components.store.feature_store import FeatureStore
+from components.core.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def run(p: Params, paths: Paths) -> dict:
         "by_k": {str(k): v for k, v in rows.items()},
     }
     write_report(paths, "headroom.json", result)
-    ks = sorted(rows)  # MLflow: <selector>_<metric> at step = K, the one scheme for K (components.variant_runs)
+    ks = sorted(rows)  # MLflow: <selector>_<metric> at step = K, the one scheme for K (components.tracking.variant_runs)
     for name in ("oracle", "uniform", "random"):
         for m in ("map", "top1", "salient_recall"):
             tracking.log_budget_curve(f"{name}_{m}", ks, [rows[k][name][m] for k in ks])

@@ -5,7 +5,7 @@ generates them first, into ``<prepared>/videos``). Every candidate is probed in 
 (:func:`components.data.video.probe`); unusable ones go to ``reports/quarantine.csv`` with their
 reason and the run goes on. Writes ``manifest.csv`` + ``classes.txt`` and ``reports/prepare.json``, and
 for a real dataset ``sources.json``, the size and mtime of every file it read
-(:mod:`components.data.sources`): a replaced video changes this stage's output, so what decodes reruns.
+(:mod:`components.data.source_listing`): a replaced video changes this stage's output, so what decodes reruns.
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from components.data.adapters import Candidate, get_adapter
 from components.data.manifest import VideoRecord, decode_gt, write_manifest, write_quarantine
-from components.data.sources import source_listing, write_listing
+from components.data.source_listing import source_listing, write_listing
 from components.data.video import VideoError, probe
-from components.params import Params
-from components.paths import Paths, write_report
-from components.stage_runner import stage_main
+from components.core.params import Params
+from components.core.paths import Paths, write_report
+from components.ops.stage_runner import stage_main
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ import logging
 
 import numpy as np
 
-from components.params import Params
-from components.prototypes import class_prototypes
-from components.sampler_data import check_store
-from components.paths import Paths, write_report
-from components.stage_runner import stage_main
-from components.atomic import atomic_savez
-from components.store import FeatureStore
+from components.core.params import Params
+from components.store.prototype_math import class_prototypes
+from components.store.sampler_data import check_store
+from components.core.paths import Paths, write_report
+from components.ops.stage_runner import stage_main
+from components.core.atomic import atomic_savez
+from components.store.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 

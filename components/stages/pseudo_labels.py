@@ -10,14 +10,14 @@ import logging
 
 import numpy as np
 
-from components.params import Params
-from components.metrics import salient_mask
-from components.prototypes import guiding_scores, ns_labels
-from components.sampler_data import check_store
-from components.paths import Paths, write_report
-from components.stage_runner import stage_main
-from components.atomic import atomic_savez
-from components.store import FeatureStore
+from components.core.params import Params
+from components.evaluation.metrics import salient_mask
+from components.store.prototype_math import guiding_scores, ns_labels
+from components.store.sampler_data import check_store
+from components.core.paths import Paths, write_report
+from components.ops.stage_runner import stage_main
+from components.core.atomic import atomic_savez
+from components.store.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 

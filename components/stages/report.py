@@ -13,7 +13,7 @@
 * ``reports/README.md``: the tables (samplers × K with mAP / top-1 / recall / GMACs, mean ± std over
   seeds, bootstrap CIs) and links to the figures.
 
-The figures are drawn by :mod:`components.figures`. ``dvc plots show`` renders ``reports/curves.csv``
+The figures are drawn by :mod:`components.reporting.figures`. ``dvc plots show`` renders ``reports/curves.csv``
 with the templates in ``plots/``; offline use ``salient plots`` (Vega-Lite rendered locally by
 vl-convert, no CDN).
 """
@@ -28,21 +28,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from components import tracking  # noqa: E402
+from components.tracking import mlflow_tracking as tracking  # noqa: E402
 from components.data.manifest import GT_UNKNOWN, read_manifest  # noqa: E402
 from components.data.video import read_frames  # noqa: E402
-from components.evaluation import load_runs, summarize  # noqa: E402
-from components.figures import (COLOURS, LABELS, VideoPicks, plot_curves, plot_frame_picks,  # noqa: E402
+from components.evaluation.sampler_eval import load_runs, summarize  # noqa: E402
+from components.reporting.figures import (COLOURS, LABELS, VideoPicks, plot_curves, plot_frame_picks,  # noqa: E402
                                 plot_variants, read_curves)
-from components.metrics import salient_mask  # noqa: E402
+from components.evaluation.metrics import salient_mask  # noqa: E402
 from components.models.samplers import sampler_trainable  # noqa: E402
-from components.params import Params  # noqa: E402
-from components.paths import Paths  # noqa: E402
-from components.stage_runner import stage_main  # noqa: E402
-from components.sampler_training import load_sampler, sampler_seeds  # noqa: E402
-from components.store import FeatureStore  # noqa: E402
-from components.fusion import fusion_values  # noqa: E402
-from components.atomic import atomic_savefig, atomic_write_text  # noqa: E402
+from components.core.params import Params  # noqa: E402
+from components.core.paths import Paths  # noqa: E402
+from components.ops.stage_runner import stage_main  # noqa: E402
+from components.training.sampler_training import load_sampler, sampler_seeds  # noqa: E402
+from components.store.feature_store import FeatureStore  # noqa: E402
+from components.evaluation.fusion import fusion_values  # noqa: E402
+from components.core.atomic import atomic_savefig, atomic_write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
 #: Training-free samplers drawn beside every learned one: MaxConf-L in saliency.png (its per-frame

@@ -13,19 +13,19 @@ import logging
 import numpy as np
 import torch
 
-from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
-from components.metrics import mean_average_precision, salient_mask, salient_recall, top1
+from components.evaluation.cost import encoder_gmacs, sampler_gmacs, video_gmacs
+from components.evaluation.metrics import mean_average_precision, salient_mask, salient_recall, top1
 from components.models.samplers import SamplerOutput
-from components.params import Params, evaluated_samplers, variant_params
-from components.sampler_data import check_store, load_split, union_keys
-from components.selection import average_predictions
-from components.paths import Paths, write_report
-from components.stage_runner import stage_main
-from components.evaluation import seed_checkpoints
-from components.sampler_training import load_sampler, sampler_seeds
-from components.store import FeatureStore
-from components.fusion import fusion_values, select
-from components.atomic import atomic_write_text
+from components.core.params import Params, evaluated_samplers, variant_params
+from components.store.sampler_data import check_store, load_split, union_keys
+from components.core.selection import average_predictions
+from components.core.paths import Paths, write_report
+from components.ops.stage_runner import stage_main
+from components.evaluation.sampler_eval import seed_checkpoints
+from components.training.sampler_training import load_sampler, sampler_seeds
+from components.store.feature_store import FeatureStore
+from components.evaluation.fusion import fusion_values, select
+from components.core.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

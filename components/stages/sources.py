@@ -1,10 +1,10 @@
 """Stage ``sources``: the dataset's source files -> ``data/sources.json`` (``always_changed`` in dvc.yaml).
 
 Runs on every ``dvc repro`` and rewrites the file only when the listing changed
-(:mod:`components.data.sources`), so ``prepare``, which depends on it, reruns exactly when a video or
+(:mod:`components.data.source_listing`), so ``prepare``, which depends on it, reruns exactly when a video or
 annotation file of a real dataset was added, removed or replaced. Deliberately tiny: no torch and no
 MLflow run (a ``dvc repro`` that finds everything else up to date leaves no empty parent run); like
-every stage it leaves its wall time (:func:`components.stage_runner.record_stage_time`).
+every stage it leaves its wall time (:func:`components.ops.stage_runner.record_stage_time`).
 """
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import logging
 import sys
 import time
 
-from components.data.sources import source_listing, write_listing
-from components.params import ParamsError, load_params
-from components.paths import Paths
-from components.stage_runner import record_stage_time, setup_logging
+from components.data.source_listing import source_listing, write_listing
+from components.core.params import ParamsError, load_params
+from components.core.paths import Paths
+from components.ops.stage_runner import record_stage_time, setup_logging
 
 log = logging.getLogger(__name__)
 
 
 def run(data, paths: Paths) -> bool:
-    """Write the listing of ``data`` (:class:`components.params.DataParams`); True if the file changed."""
+    """Write the listing of ``data`` (:class:`components.core.params.DataParams`); True if the file changed."""
     changed = write_listing(source_listing(data), paths.sources)
     log.info("%s %s", paths.sources, "written (the sources changed)" if changed else "unchanged")
     return changed

@@ -1,21 +1,21 @@
 """Stage ``summary``: every pipeline seed's evaluation pooled into the headline tables.
 
-Reads ``results/s<seed>/`` for each of ``pipeline.seeds`` (:mod:`components.summary`) and writes
+Reads ``results/s<seed>/`` for each of ``pipeline.seeds`` (:mod:`components.reporting.aggregate`) and writes
 
 * ``reports/curves.csv``: the whole grid of every seed, with a ``pipeline_seed`` column (DVC plots);
 * ``reports/summary.json`` (DVC metrics): per sampler × recognizer × K at ``evaluate.sampler_budgets``,
   mAP as the mean over pipeline seeds ± the std over them, the pooled bootstrap CI over test videos,
   and the paired CIs of the difference to uniform and of fused − branch, each marked resolved or not;
 * ``reports/README.md``: those tables, a difference stated only where its CI excludes 0, and the
-  efficiency frontier (:mod:`components.frontier`): each sampler's mAP against uniform's at the same
+  efficiency frontier (:mod:`components.evaluation.frontier`): each sampler's mAP against uniform's at the same
   GMACs, and the GMACs it needs to reach dense's mAP and uniform's at the largest sampler budget
   (also ``summary.json``'s ``frontier`` section and metrics ``frontier/<sampler>/<recognizer>/...`` of
   the stage's MLflow run);
-* ``reports/table.csv`` and ``reports/table.tex``: the paper table (:mod:`components.paper_table`);
+* ``reports/table.csv`` and ``reports/table.tex``: the paper table (:mod:`components.evaluation.paper_table`);
 * ``reports/figures/curves.png``: accuracy vs GMACs of the learned samplers against the key baselines,
   mean over all runs with the min–max band over them; ``curves_ablations.png``: the ablations and
   branches beside their sampler, and every training-free baseline; ``frontier.png``: mAP vs GMACs of
-  uniform over every K, dense's point and the learned samplers (:mod:`components.figures`).
+  uniform over every K, dense's point and the learned samplers (:mod:`components.reporting.figures`).
 
 A seed whose results are missing is named as failed in every output, never averaged away.
 """
@@ -24,18 +24,18 @@ from __future__ import annotations
 import csv
 import logging
 
-from components import tracking
-from components.atomic import atomic_path, atomic_write_text
-from components.evaluation import CURVE_COLUMNS
-from components.figures import plot_curves, plot_frontier, plot_variants
-from components.frontier import flat_metrics, tables as frontier_tables
-from components.metrics import MAP_DEFINITIONS
+from components.tracking import mlflow_tracking as tracking
+from components.core.atomic import atomic_path, atomic_write_text
+from components.evaluation.sampler_eval import CURVE_COLUMNS
+from components.reporting.figures import plot_curves, plot_frontier, plot_variants
+from components.evaluation.frontier import flat_metrics, tables as frontier_tables
+from components.evaluation.metrics import MAP_DEFINITIONS
 from components.models.samplers import own_recognizers
-from components.params import Params
-from components.paper_table import caption, map_text, spread, table_rows, to_csv, to_latex
-from components.paths import Paths, write_report
-from components.stage_runner import stage_main
-from components.summary import frontier, load_seed, pool
+from components.core.params import Params
+from components.evaluation.paper_table import caption, map_text, spread, table_rows, to_csv, to_latex
+from components.core.paths import Paths, write_report
+from components.ops.stage_runner import stage_main
+from components.reporting.aggregate import frontier, load_seed, pool
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 All three are per-frame (per-window) classifiers trained on single frames with the video's label,
 "without TSN-style training" as in TSQNet / NSNet: every step draws one random frame per video.
 Frames come from a *bank* decoded once per video (``train_encoders.bank_frames`` uniformly spaced
-frames at each consumer's resolution, plus their log-mel windows; :mod:`components.banks`), built
+frames at each consumer's resolution, plus their log-mel windows; :mod:`components.training.banks`), built
 resumably under ``.salient/work`` with the same streaming writer as the feature store. Training runs through the
-one engine (:mod:`components.engine`) with checkpoints / resume / early stopping on val video
+one engine (:mod:`components.training.engine`) with checkpoints / resume / early stopping on val video
 accuracy.
 
 Encoders that start from pretrained weights (the ImageNet light encoder by default) are fine-tuned at
@@ -26,18 +26,20 @@ import time
 import numpy as np
 import torch
 
-from components import distributed, tracking
-from components.banks import augment, bank_fingerprint, bank_key, build_bank, soft_targets, usable_videos
+from components.core import distributed
+
+from components.tracking import mlflow_tracking as tracking
+from components.training.banks import augment, bank_fingerprint, bank_key, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
-from components.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints, seed_everything
-from components.hashing import code_fingerprint, fingerprint
-from components.integrity import save_checkpoint
+from components.training.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints, seed_everything
+from components.core.hashing import code_fingerprint, fingerprint
+from components.core.integrity import save_checkpoint
 from components.models.encoders import create_encoder
-from components.params import Params
-from components.paths import Paths, write_report, write_timings
-from components.scratch import ScratchKey, collect
-from components.stage_runner import stage_main
-from components.store import FeatureStore
+from components.core.params import Params
+from components.core.paths import Paths, write_report, write_timings
+from components.core.scratch import ScratchKey, collect
+from components.ops.stage_runner import stage_main
+from components.store.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 ROLES = ("light", "recognizer", "audio")
@@ -152,7 +154,7 @@ def run(p: Params, paths: Paths) -> dict:
     write_report(paths, "train_encoders.json", summary)
     write_timings(paths, "train_encoders", {"seconds": seconds})
     remove_checkpoints(ckpts)  # outputs written: a forced or dependency-triggered rerun trains again
-    # then what no current key can use (components.scratch)
+    # then what no current key can use (components.core.scratch)
     collect(p, paths.work, None, areas=("train_encoders",), seed=paths.pipeline_seed)
     return summary
 

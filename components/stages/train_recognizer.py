@@ -27,22 +27,24 @@ import time
 import numpy as np
 import torch
 
-from components import distributed, tracking
-from components.atomic import atomic_write_text
-from components.banks import augment, bank_fingerprint, bank_key, build_bank, soft_targets, usable_videos
+from components.core import distributed
+
+from components.tracking import mlflow_tracking as tracking
+from components.core.atomic import atomic_write_text
+from components.training.banks import augment, bank_fingerprint, bank_key, build_bank, soft_targets, usable_videos
 from components.data.manifest import read_manifest
-from components.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints
-from components.features import ENCODER_FIX
-from components.flops import count_macs
-from components.hashing import code_fingerprint, fingerprint
-from components.integrity import load_checkpoint, save_checkpoint
-from components.metrics import mean_average_precision
+from components.training.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints
+from components.store.features import ENCODER_FIX
+from components.evaluation.cost import count_macs
+from components.core.hashing import code_fingerprint, fingerprint
+from components.core.integrity import load_checkpoint, save_checkpoint
+from components.evaluation.metrics import mean_average_precision
 from components.models.recognizers import Recognizer, create_recognizer
-from components.params import Params
-from components.paths import Paths, write_report, write_timings
-from components.scratch import ScratchKey, collect
-from components.stage_runner import stage_main
-from components.store import FeatureStore
+from components.core.params import Params
+from components.core.paths import Paths, write_report, write_timings
+from components.core.scratch import ScratchKey, collect
+from components.ops.stage_runner import stage_main
+from components.store.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,7 @@ def run(p: Params, paths: Paths) -> dict:
     write_report(paths, "train_recognizer.json", summary)
     write_timings(paths, "train_recognizer", {"seconds": seconds})
     remove_checkpoints([paths.work / "train_recognizer" / fp])  # outputs written: a rerun trains again
-    # then what no current key can use (components.scratch)
+    # then what no current key can use (components.core.scratch)
     collect(p, paths.work, None, areas=("train_recognizer",), seed=paths.pipeline_seed)
     log.info("train_recognizer: %s (%.1f s)", summary, seconds)
     return summary

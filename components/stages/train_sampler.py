@@ -5,7 +5,7 @@ process, as the ``baselines`` stage runs the training-free ones). For every seed
 ``train_sampler.seeds``: build the sampler from the registry (priors: light-space prototypes and
 text embeddings for TSQNet), train it with the one engine on the train split (early stopping on
 ``train_sampler.monitor``, by default the val mAP of the frame recognizer over the top-K frames of
-each branch, :func:`components.validation.branch_val_score`: the losses are proxies of selection
+each branch, :func:`components.training.val_objective.branch_val_score`: the losses are proxies of selection
 quality, and on the demo's 144 training videos val loss starts rising after 2-4 epochs, as the
 models overfit; checkpoints and resume under ``.salient/work``), and write
 ``data/samplers/<name>/seed<s>.pt`` plus per-frame saliency and branch scores for val and test
@@ -13,11 +13,11 @@ models overfit; checkpoints and resume under ``.salient/work``), and write
 baselines only write their saliency. Loss curves go to ``reports/samplers/<name>_history.json``.
 
 The ``fusion`` section is not read here (nor by the val_map monitor): how two-branch samplers fuse
-their branches is an inference-time setting passed to ``select`` (:mod:`components.fusion`), so tuning it
+their branches is an inference-time setting passed to ``select`` (:mod:`components.evaluation.fusion`), so tuning it
 never retrains a sampler.
 The stored ``<split>/saliency`` is the sampler's output at the default fusion (for NSNet, the FSM
 score); selection always fuses the stored branch scores. Building and training one seed
-(:func:`components.sampler_training.train_one`) is shared with the loss-weight sweep.
+(:func:`components.training.sampler_training.train_one`) is shared with the loss-weight sweep.
 """
 from __future__ import annotations
 
@@ -29,18 +29,18 @@ import sys
 import numpy as np
 import torch
 
-from components import tracking
-from components.atomic import atomic_savez, atomic_torch_save, atomic_write_json
-from components.engine import remove_checkpoints
+from components.tracking import mlflow_tracking as tracking
+from components.core.atomic import atomic_savez, atomic_torch_save, atomic_write_json
+from components.training.engine import remove_checkpoints
 from components.models.samplers import sampler_class, sampler_trainable
-from components.params import Params, variant_params
-from components.paths import Paths, write_report
-from components.sampler_data import check_store, load_split, predict_split, sampler_keys
-from components.sampler_training import load_train_val, sampler_checkpoint, train_one
-from components.scratch import collect
-from components.stage_runner import stage_main
-from components.store import FeatureStore
-from components.variant_runs import training_run
+from components.core.params import Params, variant_params
+from components.core.paths import Paths, write_report
+from components.store.sampler_data import check_store, load_split, predict_split, sampler_keys
+from components.training.sampler_training import load_train_val, sampler_checkpoint, train_one
+from components.core.scratch import collect
+from components.ops.stage_runner import stage_main
+from components.store.feature_store import FeatureStore
+from components.tracking.variant_runs import training_run
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def run(p: Params, paths: Paths, name: str) -> dict:
     if training:  # beside the checkpoints (a DVC output): what sampler_report's training table reads
         atomic_write_json(out_dir / "training.json", training)
     remove_checkpoints(ckpts)  # every seed's outputs written: a forced or dependency-triggered rerun retrains
-    # then what no current key can use (components.scratch)
+    # then what no current key can use (components.core.scratch)
     collect(variants, paths.work, None, areas=("train_sampler",), seed=paths.pipeline_seed)
     tracking.log_artifacts([out_dir], artifact_path=f"samplers/{name}")
     return histories

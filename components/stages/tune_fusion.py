@@ -25,16 +25,16 @@ from typing import Callable
 
 import numpy as np
 
-from components import tracking
-from components.flops import encoder_gmacs, sampler_gmacs, video_gmacs
-from components.fusion import params_fusion, single_branch_note
+from components.tracking import mlflow_tracking as tracking
+from components.evaluation.cost import encoder_gmacs, sampler_gmacs, video_gmacs
+from components.evaluation.fusion import params_fusion, single_branch_note
 from components.models.samplers import sampler_class
-from components.params import Params
-from components.paths import Paths, write_report, write_timings
-from components.sampler_data import load_split
-from components.sampler_training import load_sampler, sampler_seeds
-from components.stage_runner import stage_main
-from components.store import FeatureStore
+from components.core.params import Params
+from components.core.paths import Paths, write_report, write_timings
+from components.store.sampler_data import load_split
+from components.training.sampler_training import load_sampler, sampler_seeds
+from components.ops.stage_runner import stage_main
+from components.store.feature_store import FeatureStore
 from components.tuning import (FusionData, fusion_objective_data, input_study_name, learned_objectives, pareto_study,
                                storage_from_url, study_lock, tune_fusion, write_pareto)
 
@@ -84,7 +84,7 @@ def register_best(p: Params, paths: Paths, candidates: dict[str, dict], objectiv
     """Register the learned sampler with the best **val** objective among ``candidates`` (every learned
     sampler, :func:`components.tuning.learned_objectives`) in the MLflow Model Registry as
     ``models:/salient-sampler@best``: its seed with the best kept val score (``training.json``; the
-    first seed when none is recorded) as an MLflow pyfunc model (:mod:`components.sampler_model`, with
+    first seed when none is recorded) as an MLflow pyfunc model (:mod:`components.training.sampler_model`, with
     the tuned fusion setting). The registered model's and the version's description state the rule
     (:data:`BEST_RULE`) and every candidate's value; tags name the sampler, seed, val objective, the
     candidates, data fingerprint and git commit. ``salient predict --checkpoint
@@ -92,7 +92,7 @@ def register_best(p: Params, paths: Paths, candidates: dict[str, dict], objectiv
     import json
     import tempfile
 
-    from components.sampler_model import save_sampler_model  # deferred: mlflow.pyfunc, only when tracking
+    from components.training.sampler_model import save_sampler_model  # deferred: mlflow.pyfunc, only when tracking
 
     run = tracking.active_run()
     if run is None or not candidates:

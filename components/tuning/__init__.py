@@ -10,7 +10,7 @@ Three searches, all on stored artefacts or through the existing training path:
   about a millisecond plus Optuna's own bookkeeping. A TPE study per sampler, seeded with ``seed``,
   whose first trial is the params' values, so the result is never worse on val than the defaults.
   The result is written atomically to ``data/tuned_fusion.json``; reading and applying it is
-  :mod:`components.fusion`'s job (``fusion_values``, ``select``). Fusion is an
+  :mod:`components.evaluation.fusion`'s job (``fusion_values``, ``select``). Fusion is an
   inference-time setting, so no sampler is retrained.
 * **Accuracy vs cost** (:func:`pareto_study`): NSGA-II over (sampler, K, its fusion settings),
   maximising val mAP at K and minimising GMACs per video (a callable the caller passes, e.g. the

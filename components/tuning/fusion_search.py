@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from components.atomic import atomic_write_json
-from components.redaction import redact
-from components.evaluation import SamplerRun, load_runs
-from components.fusion import params_fusion, saliency_digest, tuned_fusion_path
+from components.core.atomic import atomic_write_json
+from components.ops.redaction import redact
+from components.evaluation.sampler_eval import SamplerRun, load_runs
+from components.evaluation.fusion import params_fusion, saliency_digest, tuned_fusion_path
 from components.models.samplers import fusion_samplers, sampler_class, sampler_trainable
-from components.params import Params
-from components.paths import Paths
-from components.sampler_training import load_sampler, sampler_seeds
+from components.core.params import Params
+from components.core.paths import Paths
+from components.training.sampler_training import load_sampler, sampler_seeds
 from components.tuning.storage import _complete, _progress, _quiet_optuna, _study, _trials_per_second, storage_from_url
-from components.validation import ValSet, load_val
+from components.training.val_objective import ValSet, load_val
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class FusionData:
     """Everything the fusion objective reads, loaded once: the val set and, per tunable sampler, every
-    trained seed with its stored val branch scores (:class:`components.evaluation.SamplerRun`)."""
+    trained seed with its stored val branch scores (:class:`components.evaluation.sampler_eval.SamplerRun`)."""
     val: ValSet
     runs: dict[str, list[SamplerRun]]
     inputs: dict[str, str] = field(default_factory=dict)  # sampler -> saliency_digest

@@ -1,5 +1,5 @@
 """Loss-weight sweeps (:func:`run_sweep`): every trial trains one sampler (one seed) through
-:func:`components.sampler_training.train_one` with weights from the sampler class's ``sweep_space`` (TSQNet
+:func:`components.training.sampler_training.train_one` with weights from the sampler class's ``sweep_space`` (TSQNet
 alpha / beta, NSNet gamma), reports the val mAP after every epoch to a Median / SuccessiveHalving
 pruner, and is an MLflow child run of the sweep's parent run. A trial that raises is recorded FAIL
 and the study goes on. The best weights go to ``data/tuned_losses.json``, never into params.yaml:
@@ -15,17 +15,17 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from components import tracking
-from components.atomic import atomic_torch_save, atomic_write_json
-from components.fusion import params_fusion
+from components.tracking import mlflow_tracking as tracking
+from components.core.atomic import atomic_torch_save, atomic_write_json
+from components.evaluation.fusion import params_fusion
 from components.models.samplers import sampler_class, sweep_space
-from components.params import Params, params_from_dict, to_dict
-from components.paths import Paths
-from components.sampler_training import load_train_val, sampler_checkpoint, train_one
-from components.sampler_data import sampler_keys
-from components.store import FeatureStore
+from components.core.params import Params, params_from_dict, to_dict
+from components.core.paths import Paths
+from components.training.sampler_training import load_train_val, sampler_checkpoint, train_one
+from components.store.sampler_data import sampler_keys
+from components.store.feature_store import FeatureStore
 from components.tuning.storage import _complete, _study, fill_study, storage_from_url
-from components.validation import load_val, sampler_val_score
+from components.training.val_objective import load_val, sampler_val_score
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna

@@ -14,7 +14,7 @@ import numpy as np
 from components.models.samplers import fusion_samplers
 from components.tuning.fusion_search import FusionData, _enqueue_defaults, suggest_fusion
 from components.tuning.storage import _complete, _progress, _quiet_optuna, _study
-from components.atomic import atomic_path, atomic_savefig
+from components.core.atomic import atomic_path, atomic_savefig
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -98,7 +98,7 @@ PARETO_COLUMNS = ("number", "sampler", "k", "map", "gmacs", "pareto", "lambda_v"
 def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, png_path: Path | None = None,
                  title: str = "val mAP vs GMACs per video") -> None:
     """``csv_path``: every trial with a ``pareto`` 0/1 column (front first, by cost); ``png_path``: all
-    trials in grey, each sampler's own front as a staircase in its colour (:func:`components.figures.colours`),
+    trials in grey, each sampler's own front as a staircase in its colour (:func:`components.reporting.figures.colours`),
     the joint front of all samplers circled, every front named in the legend."""
     front = set(int(i) for i in front)
     order = sorted(range(len(rows)), key=lambda i: (i not in front, rows[i]["gmacs"], -rows[i]["map"]))
@@ -122,9 +122,9 @@ def write_pareto(rows: Sequence[Mapping], front: Iterable[int], csv_path: Path, 
 
 def draw_pareto(rows: Sequence[Mapping], front: Iterable[int], title: str = "val mAP vs GMACs per video"):
     """The figure of :func:`write_pareto`: all trials in grey, each sampler's own front as a staircase in its
-    colour (:func:`components.figures.colours`), the joint front (``front``: indices of ``rows``) circled,
+    colour (:func:`components.reporting.figures.colours`), the joint front (``front``: indices of ``rows``) circled,
     every front named in the legend."""
-    from components.figures import LABELS, colours, plt  # deferred: matplotlib (Agg), and the one palette
+    from components.reporting.figures import LABELS, colours, plt  # deferred: matplotlib (Agg), and the one palette
 
     front = set(int(i) for i in front)
     fig, ax = plt.subplots(figsize=(7.6, 4.8))

@@ -8,7 +8,7 @@ in-process study.
 
 PostgreSQL passwords stay out of URLs and params: ``postgresql://user@host:5432/optuna`` and libpq
 reads the password from ``PGPASSWORD`` or a ``~/.pgpass`` / ``PGPASSFILE`` secret file. A URL that
-does hold one is only ever logged through :func:`components.tracking.redact`.
+does hold one is only ever logged through :func:`components.tracking.mlflow_tracking.redact`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from components.redaction import redact
+from components.ops.redaction import redact
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -257,9 +257,9 @@ _PG_SCHEMA_LOCK = 0x5A11E7  # the pg_advisory_lock key under which a process cre
 
 
 def _postgres_url(url: str) -> str:
-    """``url`` with an explicit PostgreSQL driver (:func:`components.servers.sqlalchemy_url`: SQLAlchemy
+    """``url`` with an explicit PostgreSQL driver (:func:`components.ops.servers.sqlalchemy_url`: SQLAlchemy
     2.1's default driver is psycopg 3, which is not in the pinned set) when it names PostgreSQL, else ""."""
-    from components.servers import sqlalchemy_url  # deferred: only PostgreSQL storages need it
+    from components.ops.servers import sqlalchemy_url  # deferred: only PostgreSQL storages need it
 
     out = sqlalchemy_url(url)
     return out if out.lower().startswith("postgresql+") else ""

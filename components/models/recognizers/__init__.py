@@ -9,7 +9,7 @@ It folds the K frames of a clip into the batch, runs a timm frame recognizer on 
 normalises its input itself) and averages over the K frames (TSN's average consensus), by
 ``consensus`` (:data:`CONSENSUS`): ``"probs"`` (the default) averages the frames' softmax and returns
 its log, so ``softmax(output)`` is the mean of the frames' probabilities, exactly how the frame
-recognizer is scored on selected frames (``components.evaluation``); ``"logits"`` averages the raw
+recognizer is scored on selected frames (``components.evaluation.sampler_eval``); ``"logits"`` averages the raw
 class scores (TSN's and the TSI paper's temporal average pooling of scores). On the demo's untrimmed
 videos the two differ a lot for the same frame recognizer: val mAP 65.6 vs 51.6 on 5 uniform frames,
 75.6 vs 60.0 on all 16 (a few confident background frames dominate a mean of logits), so a clip
@@ -33,9 +33,9 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from components.integrity import load_checkpoint
+from components.core.integrity import load_checkpoint
 from components.models.encoders import FrameClassifier, create_encoder
-from components.registry import Registry
+from components.core.registry import Registry
 
 RECOGNIZERS = Registry("recognizer")
 #: How a clip's per-frame class scores are averaged (see the module docstring).

@@ -85,7 +85,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from components.models.recognizers import RECOGNIZERS, Recognizer
-from components.runtime import ensure_torchvision
+from components.core.runtime import ensure_torchvision
 
 
 @dataclass(frozen=True)

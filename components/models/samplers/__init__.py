@@ -4,13 +4,13 @@
     s = create_sampler("tsqnet", num_classes=C, ...)
 
 Every sampler is an ``nn.Module`` mapping a :data:`Batch` of stored features (see
-:mod:`components.features`: ``light_feats [B,T,d]``, ``light_logits [B,T,C]``, ``object_scores
+:mod:`components.store.features`: ``light_feats [B,T,d]``, ``light_logits [B,T,C]``, ``object_scores
 [B,T,1000]``, ``rec_feats [B,T,D]``, ``rec_logits [B,T,C]``, ``audio_emb [B,T,a]``, ``has_audio
 [B]``, ``gt [B,T]``, ``labels [B,C]`` multi-hot float, and in training ``ns_labels [B,T,C+1]``) to a
 :class:`SamplerOutput` whose ``saliency`` is ``[B,T]`` (higher = more salient). Samplers with two
 branches (TSQNet: VQM / TQM, NSNet: FSM / VGM) also expose them in ``branches`` for fusion, and
 override :meth:`Sampler.select` to fuse. Trainable samplers implement :meth:`Sampler.loss`; the
-shared engine (:mod:`components.engine`) trains them all with one step function.
+shared engine (:mod:`components.training.engine`) trains them all with one step function.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from components import selection
-from components.registry import Registry
+from components.core import selection
+from components.core.registry import Registry
 
 SAMPLERS = Registry("sampler")
 Batch = Mapping[str, torch.Tensor]
@@ -41,7 +41,7 @@ class Sampler(nn.Module):
     attributes and class methods, so that no caller branches on a sampler's name:
 
     * ``inputs`` / ``train_inputs`` - the store arrays it reads (in training also ``train_inputs``);
-      the cost of one prediction follows from them (:func:`components.flops.frame_calls`).
+      the cost of one prediction follows from them (:func:`components.evaluation.cost.frame_calls`).
     * ``pseudo_labels`` - pseudo-label arrays of ``data/pseudo_labels/<split>.npz`` its training reads
       (NSNet: ``ns``, batch key ``ns_labels``).
     * :meth:`build_kwargs` - its constructor arguments from params and the feature store.
@@ -135,7 +135,7 @@ class Sampler(nn.Module):
 
     @classmethod
     def fusion_rule(cls, values: Mapping[str, Any]) -> tuple[str, float, str] | None:
-        """``(strategy, ratio, shown)`` of ``values`` for :func:`components.selection.single_branch`;
+        """``(strategy, ratio, shown)`` of ``values`` for :func:`components.core.selection.single_branch`;
         None: it does not fuse two branches."""
         return None
 
@@ -247,7 +247,7 @@ def _import_members() -> None:
     others = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in MEMBERS and not m.name.startswith("_"))
     for mod in (*MEMBERS, *others):
         try:
-            importlib.import_module(f"components.models.samplers.{mod}")  # the literal prefix: components.depgraph
+            importlib.import_module(f"components.models.samplers.{mod}")  # the literal prefix: components.core.depgraph
         except ModuleNotFoundError as e:
             if e.name != f"components.models.samplers.{mod}":
                 raise

@@ -1,7 +1,7 @@
-"""AVGN as a sampler (``create_sampler("avgn")``): the network of :mod:`components.models.avgn` on the
+"""AVGN as a sampler (``create_sampler("avgn")``): the network of :mod:`components.models.avgn_net` on the
 feature store, trained by the one engine like every sampler.
 
-Store arrays it reads (:func:`components.features.store_specs`): ``light_maps [B,T,D_G,H_G,W_G]``
+Store arrays it reads (:func:`components.store.features.store_specs`): ``light_maps [B,T,D_G,H_G,W_G]``
 (float16, the light encoder's map before pooling: e^G of eq. 1), ``audio_emb [B,T,D_A]`` and
 ``has_audio [B]`` (e^A of eq. 1; audio-less videos get the learned missing-audio token, never fake
 audio), and in training ``frames_full [B,T,3,S,S]`` (uint8 frame cache: the spatial glance crops its
@@ -36,11 +36,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from components.integrity import file_sha256
-from components.models.avgn import AVGN, AVGNConfig, LocalEncoder
+from components.core.integrity import file_sha256
+from components.models.avgn_net import AVGN, AVGNConfig, LocalEncoder
 from components.models.encoders import create_encoder
 from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
-from components.params import AVGNParams
+from components.core.params import AVGNParams
 
 
 def std_floor(std: torch.Tensor) -> torch.Tensor:
@@ -106,7 +106,7 @@ class StageMap(nn.Module):
 
 def load_encoder_file(what: str, path: str | None, digest: str | None, hint: str) -> nn.Module:
     """A trained frame model of ``train_encoders`` at ``path``, checked against ``digest`` (sha256)."""
-    from components.features import load_frame_model  # deferred: only AVGN's f_L / π encoder need the encoders
+    from components.store.features import load_frame_model  # deferred: only AVGN's f_L / π encoder need the encoders
 
     if not path or not Path(path).exists():
         raise FileNotFoundError(f"AVGN's {what} {path!r} is missing: it is a model of train_encoders "
@@ -136,7 +136,7 @@ class AVGNSampler(Sampler):
     schedule_section = "avgn"  # its own schedule: the spatial glance runs a CNN on pixels
     sweep_space = (("avgn", "w_v", 0.0, 2.0), ("avgn", "w_a", 0.0, 2.0), ("avgn", "w_mask", 0.0, 2.0),
                    ("avgn", "w_s", 0.0, 2.0), ("avgn", "w_ord", 0.0, 2.0))  # eqs. 9-13's weights
-    own_recognizer = "avgn"  # its head: glance -> top-K -> patches -> f_L -> psi + f_C (components.avgn_eval)
+    own_recognizer = "avgn"  # its head: glance -> top-K -> patches -> f_L -> psi + f_C (components.evaluation.avgn_eval)
 
     @classmethod
     def build_kwargs(cls, p, store, seed: int) -> dict:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
-from components.metrics import salient_mask
-from components.selection import oracle_select, random_select, uniform_select
+from components.evaluation.metrics import salient_mask
+from components.core.selection import oracle_select, random_select, uniform_select
 
 
 class Uniform(Sampler):

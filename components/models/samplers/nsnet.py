@@ -30,7 +30,7 @@ A cheap sampler over stored light features ``light_feats [B,T,d]``; three module
   ``vgm_dropout_attn`` on the attention weights after the attention layer (training only).
 * **Objective** (eq. 4): ``L = L_v + L_f``.
 * **Inference** (Sec. 4.2, App. A.2-A.3): FSM and VGM saliency are fused by the strategy ``strategy``
-  with ``ratio`` the FSM share (``components.selection.fuse_select``). Both are inference-time settings
+  with ``ratio`` the FSM share (``components.core.selection.fuse_select``). Both are inference-time settings
   (``fusion.nsnet_strategy`` / ``fusion.nsnet_ratio``, tuned on val by ``tune_fusion``), not
   constructor arguments: :meth:`NSNet.set_fusion` sets them on a loaded model, so changing them
   never retrains it. ``forward`` returns the fused score as ``saliency`` for the score fusions
@@ -47,9 +47,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from components import selection
+from components.core import selection
 from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput, light_stats
-from components.params import FusionParams, NSNetParams
+from components.core.params import FusionParams, NSNetParams
 
 RANK_MARGIN = 1.0  # hinge margin of the "ranking" FSM objective (SCSampler-style, paper silent)
 
@@ -298,7 +298,7 @@ class NSNet(Sampler):
 
     def fused(self, s_f: torch.Tensor, s_v: torch.Tensor) -> torch.Tensor:
         """Score fusion (App. A.3) of the two [B,T] saliencies at the current strategy / ratio, with
-        :func:`components.selection.fuse_scores` on the tensors (both are already distributions over
+        :func:`components.core.selection.fuse_scores` on the tensors (both are already distributions over
         time: softmax, L1-normalised attention); index fusions keep the FSM score."""
         if not self.strategy.startswith("score_"):
             return s_f

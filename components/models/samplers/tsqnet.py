@@ -50,7 +50,7 @@ classes are summed, weighted by the coarse prediction::
 
 The paper writes ``z_c`` ("coarse video prediction"); raw logits can be negative and would flip a
 class's attention row into an anti-saliency, so we use the softmax probabilities. ``select`` fuses the
-two modules by the index union of supp. A (``components.selection.tsqnet_union_select``, ratio
+two modules by the index union of supp. A (``components.core.selection.tsqnet_union_select``, ratio
 ``lambda_v`` of VQM frames); ``saliency`` is the VQM score (or the only branch's). ``lambda_v`` is an
 inference-time setting (``fusion.lambda_v``, tuned on val by ``tune_fusion``): it is set on a loaded
 model with :meth:`TSQNet.set_fusion`, so changing it never retrains the sampler (the constructor
@@ -75,10 +75,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from components import selection
-from components.metrics import salient_recall
+from components.core import selection
+from components.evaluation.metrics import salient_recall
 from components.models.samplers import SAMPLERS, Batch, FeatureNorm, Sampler, SamplerOutput, light_stats
-from components.params import TSQNetParams
+from components.core.params import TSQNetParams
 
 
 # ------------------------------------------------------------------------------------- helpers
