@@ -23,7 +23,7 @@ from components.models.encoders import create_encoder  # noqa: E402
 from components.core.params import load_params  # noqa: E402
 from components.training.banks import bank_fingerprint  # noqa: E402
 from components.core.paths import Paths  # noqa: E402
-from components.stages.train_encoders import batches_for, make_step, video_accuracy  # noqa: E402
+from components.training.banks import batches_for, make_step, video_accuracy  # noqa: E402
 from components.store.feature_store import FeatureStore  # noqa: E402
 
 ap = argparse.ArgumentParser()

@@ -23,13 +23,11 @@ import logging
 import sys
 import time
 
-import numpy as np
 import torch
 
 from components.core import distributed
-
 from components.tracking import mlflow_tracking as tracking
-from components.training.banks import augment, bank_fingerprint, bank_key, build_bank, soft_targets, usable_videos
+from components.training.banks import bank_fingerprint, bank_key, batches_for, build_bank, make_step, video_accuracy
 from components.data.manifest import read_manifest
 from components.training.engine import CKPT_VERSION, Compute, FitConfig, fit, remove_checkpoints, seed_everything
 from components.core.hashing import code_fingerprint, fingerprint
@@ -39,73 +37,9 @@ from components.core.params import Params
 from components.core.paths import Paths, write_report, write_timings
 from components.core.scratch import ScratchKey, collect
 from components.ops.stage_runner import stage_main
-from components.store.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 ROLES = ("light", "recognizer", "audio")
-
-
-def make_step(role: str, seed: int):
-    gen = torch.Generator().manual_seed(seed)
-
-    def step(model, batch, train):
-        x, y = batch
-        if role == "audio":
-            x = x.float()
-            if train:  # SpecAugment-style time mask (AVGN masks time and frequency)
-                t0 = int(torch.randint(0, x.shape[1] - x.shape[1] // 8, (1,), generator=gen))
-                x = x.clone()
-                x[:, t0:t0 + x.shape[1] // 8] = x.mean()
-        else:
-            x = x.float().div_(255.0)
-            if train:
-                x = augment(x, gen)
-        _, logits = model(x)
-        if not train:  # one val video per batch: its frames' loss, and whether the video is right
-            loss = -(y * logits.log_softmax(-1)).sum(-1).mean()
-            hit = bool(y[0, int(logits.softmax(-1).mean(0).argmax())] > 0)
-            return loss, {"acc": float(hit), "n": 1}
-        loss = -(y * logits.log_softmax(-1)).sum(-1).mean()
-        acc = (logits.argmax(-1) == y.argmax(-1)).float().mean().item()
-        return loss, {"acc": acc, "n": len(y)}
-
-    return step
-
-
-def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed: int, epoch: int | None,
-                repeats: int, val_frames: int = 8):
-    """Train (epoch given): one random bank frame per video, ``repeats`` passes, ``batch_size`` frames
-    per batch. Val: one batch per video of ``val_frames`` evenly spaced bank frames, so the monitored
-    ``val_acc`` is video accuracy (mean softmax over those frames) — far less noisy than the share
-    of single frames right, of which most show no class at all on untrimmed data."""
-    arr, labels = bank.array(split, role), bank.array(split, "labels")
-    vids = usable_videos(bank, split, role)
-    F_ = arr.shape[1]
-    if epoch is None:
-        frames = np.linspace(0, F_ - 1, min(val_frames, F_)).round().astype(int)
-        for v in vids:
-            yield torch.from_numpy(np.stack([arr[v, f] for f in frames])), soft_targets(np.stack([labels[v]] * len(frames)))
-        return
-    rng = np.random.default_rng([seed, epoch])
-    pairs = [(v, int(f)) for _ in range(repeats) for v, f in zip(rng.permutation(vids), rng.integers(0, F_, len(vids)))]
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i:i + batch_size]
-        x = torch.from_numpy(np.stack([arr[v, f] for v, f in chunk]))
-        yield x, soft_targets(np.stack([labels[v] for v, _ in chunk]))
-
-
-@torch.no_grad()
-def video_accuracy(model, bank: FeatureStore, split: str, role: str) -> float:
-    """Top-1 of the mean softmax over every bank frame of each video (a dense-sampling sanity check)."""
-    arr, labels = bank.array(split, role), bank.array(split, "labels")
-    hits = []
-    model.eval()
-    for v in usable_videos(bank, split, role):
-        x = torch.from_numpy(np.array(arr[v])).float()
-        x = x if role == "audio" else x / 255.0
-        probs = model(x)[1].softmax(-1).mean(0)
-        hits.append(bool(labels[v][int(probs.argmax())]))
-    return float(np.mean(hits)) if hits else float("nan")
 
 
 def run(p: Params, paths: Paths) -> dict:

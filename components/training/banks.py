@@ -5,7 +5,9 @@ learns from pixels (``train_encoders``: light encoder, frame recognizer, audio e
 streaming writer (:func:`build_bank`), keyed by :func:`bank_fingerprint`.
 
 Also what those trainers draw from it: :func:`usable_videos` (rows a role can train on),
-:func:`soft_targets` (multi-hot -> target distribution) and :func:`augment` (flip + translation).
+:func:`soft_targets` (multi-hot -> target distribution) and :func:`augment` (flip + translation); and
+the encoders' training batches and step (:func:`batches_for`, :func:`make_step`, :func:`video_accuracy`),
+shared by the ``train_encoders`` stage and ``experiments/light_lr.py``.
 """
 from __future__ import annotations
 
@@ -98,3 +100,68 @@ def usable_videos(bank: FeatureStore, split: str, role: str) -> np.ndarray:
     if role == "audio":
         ok &= np.asarray(bank.array(split, "has_audio"))
     return np.flatnonzero(ok)
+
+
+def make_step(role: str, seed: int):
+    """The engine step of encoder ``role`` (light / recognizer / audio) on bank batches: train with
+    augmentation (frames) or a time mask (audio, SpecAugment-style); val returns the video's hit."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def step(model, batch, train):
+        x, y = batch
+        if role == "audio":
+            x = x.float()
+            if train:  # SpecAugment-style time mask (AVGN masks time and frequency)
+                t0 = int(torch.randint(0, x.shape[1] - x.shape[1] // 8, (1,), generator=gen))
+                x = x.clone()
+                x[:, t0:t0 + x.shape[1] // 8] = x.mean()
+        else:
+            x = x.float().div_(255.0)
+            if train:
+                x = augment(x, gen)
+        _, logits = model(x)
+        if not train:  # one val video per batch: its frames' loss, and whether the video is right
+            loss = -(y * logits.log_softmax(-1)).sum(-1).mean()
+            hit = bool(y[0, int(logits.softmax(-1).mean(0).argmax())] > 0)
+            return loss, {"acc": float(hit), "n": 1}
+        loss = -(y * logits.log_softmax(-1)).sum(-1).mean()
+        acc = (logits.argmax(-1) == y.argmax(-1)).float().mean().item()
+        return loss, {"acc": acc, "n": len(y)}
+
+    return step
+
+
+def batches_for(bank: FeatureStore, split: str, role: str, batch_size: int, seed: int, epoch: int | None,
+                repeats: int, val_frames: int = 8):
+    """Train (epoch given): one random bank frame per video, ``repeats`` passes, ``batch_size`` frames
+    per batch. Val: one batch per video of ``val_frames`` evenly spaced bank frames, so the monitored
+    ``val_acc`` is video accuracy (mean softmax over those frames) — far less noisy than the share
+    of single frames right, of which most show no class at all on untrimmed data."""
+    arr, labels = bank.array(split, role), bank.array(split, "labels")
+    vids = usable_videos(bank, split, role)
+    F_ = arr.shape[1]
+    if epoch is None:
+        frames = np.linspace(0, F_ - 1, min(val_frames, F_)).round().astype(int)
+        for v in vids:
+            yield torch.from_numpy(np.stack([arr[v, f] for f in frames])), soft_targets(np.stack([labels[v]] * len(frames)))
+        return
+    rng = np.random.default_rng([seed, epoch])
+    pairs = [(v, int(f)) for _ in range(repeats) for v, f in zip(rng.permutation(vids), rng.integers(0, F_, len(vids)))]
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        x = torch.from_numpy(np.stack([arr[v, f] for v, f in chunk]))
+        yield x, soft_targets(np.stack([labels[v] for v, _ in chunk]))
+
+
+@torch.no_grad()
+def video_accuracy(model, bank: FeatureStore, split: str, role: str) -> float:
+    """Top-1 of the mean softmax over every bank frame of each video (a dense-sampling sanity check)."""
+    arr, labels = bank.array(split, role), bank.array(split, "labels")
+    hits = []
+    model.eval()
+    for v in usable_videos(bank, split, role):
+        x = torch.from_numpy(np.array(arr[v])).float()
+        x = x if role == "audio" else x / 255.0
+        probs = model(x)[1].softmax(-1).mean(0)
+        hits.append(bool(labels[v][int(probs.argmax())]))
+    return float(np.mean(hits)) if hits else float("nan")
