@@ -145,6 +145,14 @@ def test_run_metrics_by_hand():
     t = m[("tsqnet", "frame", 7)]
     assert t["reaches_dense"] == 0.0 and "gmacs_to_dense" not in t and "saving_vs_dense_pct" not in t
     assert run_metrics(rows[:1], [1], 3) == {}  # uniform at one K: no curve, nothing logged
+    # a sampler's own head (the own_recognizer its class declares) has a curve; named by the caller, not here
+    head = [{**r, "recognizer": "avgn", "sampler": "avgn"} for r in rows if r["sampler"] == "tsqnet" and r["recognizer"] == "frame"]
+    assert ("avgn", "avgn", 7) not in run_metrics(rows + head, [1, 2], 3)
+    m = run_metrics(rows + head, [1, 2], 3, heads=("avgn",))
+    assert m[("avgn", "avgn", 7)] == m[("tsqnet", "frame", 7)]  # the same curve reads the same
+    from components.models.samplers import own_recognizers
+
+    assert own_recognizers() == ("avgn",)  # the shipped samplers: AVGN's head only
 
 
 def test_percentile_ci_with_resamples_that_never_reach():

@@ -55,7 +55,14 @@ from components.evaluation.metrics import percentile_ci
 
 REFERENCE = "uniform"  #: the curve every sampler is read against (frame recognizer)
 TARGET = "dense"  #: the accuracy to reach: all T frames (frame recognizer)
-RECOGNIZERS = ("frame", "avgn")  #: the recognizers with a curve over K (avgn: AVGN's own head, figures.OWN_HEAD)
+
+
+def curve_recognizers(heads: Iterable[str] = ()) -> tuple[str, ...]:
+    """The recognizers with a curve over K: the frame recognizer and the samplers' own heads (``heads``:
+    the ``own_recognizer`` their classes declare, :func:`components.models.samplers.own_recognizers`;
+    AVGN's head is ``avgn``). Others (TSI, evaluated at ``tsi.budgets`` only) are left out."""
+    return ("frame", *heads)
+
 ROUND = 5
 
 
@@ -120,7 +127,8 @@ def checked_gmacs(value, sampler: str, recognizer: str, k: int, where: str = "")
 
 
 # ------------------------------------------------------------------------------------------ per run (MLflow)
-def run_metrics(rows: Iterable[Mapping], budgets: Iterable[int], reference_k: int) -> dict[tuple, dict[str, float]]:
+def run_metrics(rows: Iterable[Mapping], budgets: Iterable[int], reference_k: int,
+                heads: Iterable[str] = ()) -> dict[tuple, dict[str, float]]:
     """(variant, recognizer, sampler seed) -> the frontier metrics of that run, from one pipeline seed's
     evaluation rows (``sampler``, ``recognizer``, ``k``, ``seed``, ``gmacs``, ``map``) at ``budgets``:
 
@@ -129,8 +137,9 @@ def run_metrics(rows: Iterable[Mapping], budgets: Iterable[int], reference_k: in
     * ``reaches_uniform_k<R>`` (1/0), and where reached ``gmacs_to_uniform_k<R>`` (R = ``reference_k``).
 
     A key that would be a made-up number is left out, never logged as 0. Empty when uniform has
-    fewer than 2 K with the frame recognizer (no curve to read)."""
-    rows = [r for r in rows if r["recognizer"] in RECOGNIZERS]
+    fewer than 2 K with the frame recognizer (no curve to read). ``heads``: :func:`curve_recognizers`."""
+    keep = curve_recognizers(heads)
+    rows = [r for r in rows if r["recognizer"] in keep]
     ref = _curve([r for r in rows if r["sampler"] == REFERENCE and r["recognizer"] == "frame"], REFERENCE)
     if len(ref) < 2:
         return {}
@@ -206,7 +215,7 @@ def _mean(rs: list[Run]) -> tuple[float, float, np.ndarray]:
             np.mean([r.boot for r in rs], axis=0))
 
 
-def pooled(runs: Mapping[tuple[str, str, int], list[Run]], reference_k: int) -> dict:
+def pooled(runs: Mapping[tuple[str, str, int], list[Run]], reference_k: int, heads: Iterable[str] = ()) -> dict:
     """The pooled frontier (module docstring) of ``runs``: (sampler, recognizer, K) -> its runs, every
     pipeline seed's (:func:`components.reporting.aggregate.frontier` builds them from ``results/s<seed>/``). For
     ``summary.json``'s ``frontier`` section:
@@ -221,9 +230,10 @@ def pooled(runs: Mapping[tuple[str, str, int], list[Run]], reference_k: int) -> 
       and for dense ``saving_pct`` / ``saving_pct_ci``.
 
     Uniform itself has only ``to_*``; dense none (it is the target); recognizers outside
-    :data:`RECOGNIZERS` are left out. Only ``skipped`` (the reason) when uniform has fewer than 2 K in the
+    :func:`curve_recognizers` (``heads``) are left out. Only ``skipped`` (the reason) when uniform has fewer than 2 K in the
     pipeline seeds that evaluated it. Costs must be finite (:func:`checked_gmacs`)."""
-    runs = {key: rs for key, rs in runs.items() if key[1] in RECOGNIZERS and rs}
+    keep = curve_recognizers(heads)
+    runs = {key: rs for key, rs in runs.items() if key[1] in keep and rs}
     for (name, rec, k), rs in runs.items():
         for r in rs:
             checked_gmacs(r.gmacs, name, rec, k, f", pipeline seed {r.pipeline_seed}, sampler seed {r.sampler_seed}")

@@ -172,10 +172,11 @@ def pool(seeds: list[SeedResults], budgets: list[int], variant: str, n_boot: int
     return out
 
 
-def frontier(seeds: list[SeedResults], variant: str, n_boot: int, reference_k: int) -> dict:
+def frontier(seeds: list[SeedResults], variant: str, n_boot: int, reference_k: int, heads: tuple[str, ...] = ()) -> dict:
     """:func:`components.evaluation.frontier.pooled` of every run with per-video scores (uniform at every K it has
     them), each run's mAP on all test videos and on each of ``n_boot`` bootstrap resamples (the resamples
-    of :func:`_ci`), its GMACs from ``curves.csv`` (missing or not finite: ``ValueError`` naming the sampler)."""
+    of :func:`_ci`), its GMACs from ``curves.csv`` (missing or not finite: ``ValueError`` naming the sampler).
+    ``heads``: the samplers' own recognizers (:func:`components.evaluation.frontier.curve_recognizers`)."""
     if not seeds:
         return {}
     ids, labels = same_videos(seeds)
@@ -186,11 +187,11 @@ def frontier(seeds: list[SeedResults], variant: str, n_boot: int, reference_k: i
         cost = {(r["sampler"], r["recognizer"], r["k"], r["seed"]): r.get("gmacs") for r in s.curves}
         for (name, rec, k, sd), sc in sorted(s.scores.items(), key=lambda kv: (
                 order.get(kv[0][0], len(order)), kv[0][0], kv[0][1] != "frame", kv[0][1:])):
-            if rec not in fr.RECOGNIZERS:
+            if rec not in fr.curve_recognizers(heads):
                 continue
             g = fr.checked_gmacs(cost.get((name, rec, k, sd)), name, rec, k,
                                  f", pipeline seed {s.seed}, sampler seed {sd}")
             metric = map_metric([sc], labels, variant)
             boot = bootstrap_stats(metric, n, n_boot=n_boot, vectorized=True) if n_boot else np.zeros(0)
             runs.setdefault((name, rec, k), []).append(fr.Run(s.seed, sd, g, _point(metric, n), boot))
-    return fr.pooled(runs, reference_k)
+    return fr.pooled(runs, reference_k, heads)

@@ -20,7 +20,7 @@ templates in ``plots/`` (``dvc plots show``, ``salient plots``) draw the same tw
 from __future__ import annotations
 
 import csv
-from typing import Mapping, NamedTuple
+from typing import Mapping, NamedTuple, Sequence
 
 import matplotlib
 
@@ -64,8 +64,6 @@ COLOURS = {"tsqnet": "#1f77b4", "nsnet": "#d62728", "avgn": "#e7298a", "uniform"
 #: The other series' colours (ablations, branches, samplers this table lacks), each far from every one of
 #: ``COLOURS`` and from each other, handed out in name order (:func:`colours`).
 PALETTE = ("#8c564b", "#1b9e77", "#393b79", "#e6ab02", "#7b4173", "#bcbd22", "#f4a6c8", "#843c39", "#637939")
-#: The recognizer name of AVGN's own head (glance -> K patches -> f_C), evaluated at every K like the frame recognizer.
-OWN_HEAD = "avgn"
 LINES = {"learned": "-", "baseline": "--", "ablation": ":", "branch": "-."}
 MARKERS = {"learned": "o", "baseline": "s", "ablation": "v", "branch": "^"}
 #: Markers that take over where a (colour, marker) pair would repeat in one figure (the palette wrapped).
@@ -112,16 +110,17 @@ def label(name: str, ablations: Mapping[str, str] | None = None) -> str:
 
 
 def series_style(name: str, recognizer: str, index: int, ablations: Mapping[str, str] | None = None,
-                 colour: str | None = None) -> dict:
+                 colour: str | None = None, heads: Sequence[str] = ()) -> dict:
     """Matplotlib keywords of one series: ``colour`` or the one of ``COLOURS`` or else ``PALETTE[index]``,
     the line and marker by :func:`kind` (learned solid, training-free dashed, ablation dotted, branch
-    dash-dot); a clip recognizer's (TSI) row is open diamonds without a line (it is evaluated at a few K
-    only)."""
+    dash-dot); a sampler's own head (``heads``: the ``own_recognizer`` names its class declares, AVGN's
+    glance -> K patches -> f_C) is a whole curve over K, a line of open diamonds; any other clip recognizer's
+    (TSI) row is open diamonds without a line (it is evaluated at a few K only)."""
     k = kind(name, ablations)
     style = {"color": colour or COLOURS.get(name) or PALETTE[index % len(PALETTE)], "ls": LINES[k],
              "lw": 2.2 if k == "learned" else 1.6, "marker": MARKERS[k], "ms": 4.5,
              "zorder": 2 if k == "learned" else 3}  # thin lines over thick ones: both stay visible
-    if recognizer == OWN_HEAD:  # AVGN's own head: a whole curve over K, drawn as a line of open diamonds
+    if recognizer in heads:  # a sampler's own head: a whole curve over K, drawn as a line of open diamonds
         style.update(ls="-", marker="D", ms=5, mfc="white", mew=1.4)
     elif recognizer != "frame":
         style.update(ls="none", marker="D", ms=7, mfc="none", mew=1.6)
@@ -214,8 +213,10 @@ def main_names(rows: list[dict], ablations: Mapping[str, str] | None = None) -> 
             [n for n in KEY_BASELINES if n in names])
 
 
-def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, title: str | None = None):
-    """The main figure (see the module docstring); returns the matplotlib figure."""
+def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, title: str | None = None,
+                heads: Sequence[str] = ()):
+    """The main figure (see the module docstring); returns the matplotlib figure. ``heads``: the samplers'
+    own recognizers (:func:`series_style`)."""
     names = main_names(rows, ablations)
     styles = figure_styles(names, ablations, every=[r["sampler"] for r in rows])
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.8))
@@ -223,8 +224,8 @@ def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, ti
         for (name, rec), s in spread(rows, metric).items():
             if name in names:
                 text = label(name, ablations) + ("" if rec == "frame" else ": own head (glance + P×P patches)"
-                                                  if rec == OWN_HEAD else f" + {rec.upper()} recognizer")
-                style = styles[name] if rec == "frame" else series_style(name, rec, 0, ablations) | {
+                                                  if rec in heads else f" + {rec.upper()} recognizer")
+                style = styles[name] if rec == "frame" else series_style(name, rec, 0, ablations, heads=heads) | {
                     "color": styles[name]["color"]}
                 _draw(ax, s, style, text)
                 if rec == "frame" and not s.is_point:
@@ -238,7 +239,7 @@ def draw_curves(rows: list[dict], ablations: Mapping[str, str] | None = None, ti
     texts += [t for t in drawn if t.endswith("own head (glance + P×P patches)")]
     handles = [drawn[t] for t in texts]
     sp = spread(rows, "map")
-    for rec in sorted({rec for (n, rec) in sp if rec not in ("frame", OWN_HEAD) and n in names}):
+    for rec in sorted({rec for (n, rec) in sp if rec != "frame" and rec not in heads and n in names}):
         ks = sorted({r["k"] for r in rows if r["recognizer"] == rec})
         handles.append(Line2D([], [], ls="none", marker="D", ms=7, mfc="none", mew=1.6, color="0.3"))
         texts.append(f"{rec.upper()} recognizer at K={','.join(map(str, ks))}\n(open diamond, sampler's colour)")
@@ -294,9 +295,10 @@ def _save(fig, out) -> None:
     plt.close(fig)
 
 
-def plot_curves(rows: list[dict], out, ablations: Mapping[str, str] | None = None, title: str | None = None) -> None:
+def plot_curves(rows: list[dict], out, ablations: Mapping[str, str] | None = None, title: str | None = None,
+                heads: Sequence[str] = ()) -> None:
     """:func:`draw_curves` of ``curves.csv`` rows (every run, not a summary), saved to ``out``."""
-    _save(draw_curves(rows, ablations, title), out)
+    _save(draw_curves(rows, ablations, title, heads), out)
 
 
 def plot_variants(rows: list[dict], out, ablations: Mapping[str, str] | None = None) -> None:
@@ -304,11 +306,13 @@ def plot_variants(rows: list[dict], out, ablations: Mapping[str, str] | None = N
     _save(draw_variants(rows, ablations), out)
 
 
-def draw_frontier(rows: list[dict], fr: dict, ablations: Mapping[str, str] | None = None, log_x: bool = True):
+def draw_frontier(rows: list[dict], fr: dict, ablations: Mapping[str, str] | None = None, log_x: bool = True,
+                  heads: Sequence[str] = ()):
     """The efficiency frontier (:mod:`components.evaluation.frontier`): mAP against GMACs per video, uniform's curve
     over every K it was evaluated at (each point labelled with its K), dense as one star, and each learned
     sampler's curve at the K the frontier uses (``fr``'s ``ks``; AVGN's own head as open diamonds), lines the
-    mean over runs, bands the min–max over them; a cross where a sampler's curve reaches dense's mAP."""
+    mean over runs, bands the min–max over them; a cross where a sampler's curve reaches dense's mAP.
+    ``heads``: the samplers' own recognizers (:func:`series_style`)."""
     names = [n for n in dict.fromkeys(r["sampler"] for r in rows) if kind(n, ablations) == "learned"]
     styles = figure_styles(names + ["uniform", "dense"], ablations, every=[r["sampler"] for r in rows])
     fig, ax = plt.subplots(figsize=(10.5, 6.0))
@@ -329,7 +333,7 @@ def draw_frontier(rows: list[dict], fr: dict, ablations: Mapping[str, str] | Non
                     xytext=(4, 4), ha="left", fontsize=9, color="0.2")
     crosses = False
     for n in names:
-        for rec in ("frame", OWN_HEAD):
+        for rec in ("frame", *heads):
             cell = fr.get("samplers", {}).get(n, {}).get(rec)
             if not cell:
                 continue
@@ -338,7 +342,8 @@ def draw_frontier(rows: list[dict], fr: dict, ablations: Mapping[str, str] | Non
             s = spread(sub, "map").get((n, rec))
             if s is None:
                 continue
-            style = styles[n] if rec == "frame" else series_style(n, rec, 0, ablations) | {"color": styles[n]["color"]}
+            style = (styles[n] if rec == "frame"
+                     else series_style(n, rec, 0, ablations, heads=heads) | {"color": styles[n]["color"]})
             _draw(ax, s, style, label(n, ablations) + ("" if rec == "frame" else ": own head"))
             t = cell.get("to_dense")
             if t and t["reached"]:
@@ -369,9 +374,9 @@ def draw_frontier(rows: list[dict], fr: dict, ablations: Mapping[str, str] | Non
 
 
 def plot_frontier(rows: list[dict], fr: dict, out, ablations: Mapping[str, str] | None = None,
-                  log_x: bool = True) -> None:
+                  log_x: bool = True, heads: Sequence[str] = ()) -> None:
     """:func:`draw_frontier` of ``curves.csv`` rows and the summary's ``frontier`` section, saved to ``out``."""
-    _save(draw_frontier(rows, fr, ablations, log_x), out)
+    _save(draw_frontier(rows, fr, ablations, log_x, heads), out)
 
 
 class VideoPicks(NamedTuple):

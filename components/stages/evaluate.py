@@ -160,7 +160,7 @@ def run(p: Params, paths: Paths) -> dict:
     # MLflow: one child run per (variant, recognizer, seed), with the same keys (components.tracking.variant_runs)
     log_evaluation(p, rows, trainable={r.name: r.model.trainable for r in runs}, fusion=fusion,
                    pipeline_seed=paths.pipeline_seed,
-                   extra=run_metrics(rows, p.evaluate.sampler_budgets, max(p.evaluate.sampler_budgets)))
+                   extra=run_metrics(rows, p.evaluate.sampler_budgets, max(p.evaluate.sampler_budgets), tuple(heads)))
     tracking.log_artifacts([paths.results / "curves.csv", paths.results / "metrics.json"])
     return {"videos": len(ids)}
 

@@ -35,7 +35,7 @@ from components.evaluation.sampler_eval import load_runs, summarize  # noqa: E40
 from components.reporting.figures import (COLOURS, LABELS, VideoPicks, plot_curves, plot_frame_picks,  # noqa: E402
                                 plot_variants, read_curves)
 from components.evaluation.metrics import salient_mask  # noqa: E402
-from components.models.samplers import sampler_trainable  # noqa: E402
+from components.models.samplers import own_recognizers, sampler_trainable  # noqa: E402
 from components.core.params import Params  # noqa: E402
 from components.core.paths import Paths  # noqa: E402
 from components.ops.stage_runner import stage_main  # noqa: E402
@@ -213,7 +213,7 @@ def run(p: Params, paths: Paths) -> dict:
     fig_dir = paths.reports / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     ablations = {n: a.sampler for n, a in p.ablations.items()}
-    plot_curves(rows, fig_dir / "curves.png", ablations)
+    plot_curves(rows, fig_dir / "curves.png", ablations, heads=own_recognizers())
     plot_variants(rows, fig_dir / "curves_ablations.png", ablations)
     store = FeatureStore(paths.features)
     valid = np.asarray(store.array("test", "valid"), dtype=bool)
