@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from components.evaluation.cost import count_macs
+from components.evaluation.cost import avgn_glance_head_gmacs
 from components.models.avgn_net import early_exit
 from components.store.sampler_data import batches
 
@@ -105,19 +105,11 @@ def avgn_gmacs(model, enc: Mapping[str, float], data: Mapping[str, torch.Tensor]
     one = _one(data)
     T = int(one["light_maps"].shape[1])
     t_g = model.glance_frames if t_g is None else t_g
-    was, saved = model.training, model.glance_frames
-    model.eval()
-    try:
-        model.glance_frames = t_g
-        glance = count_macs(lambda: model({k: v for k, v in one.items() if k != "frames_full"})) / 1e9
-        total = glance + enc["light"] * min(t_g, T) + enc.get("audio", 0.0) * T * bool(model.params.audio)
-        if not head:
-            return total + enc["recognizer"] * K
-        full = count_macs(lambda: model.head(one, K, t_g)) / 1e9  # glance again + K frames
-        return total + (full - glance) + enc["light"] * beyond
-    finally:
-        model.glance_frames = saved
-        model.train(was)
+    glance, on_k = avgn_glance_head_gmacs(model, one, K, t_g, head)  # the FLOPs table's counter too
+    total = glance + enc["light"] * min(t_g, T) + enc.get("audio", 0.0) * T * bool(model.params.audio)
+    if not head:
+        return total + enc["recognizer"] * K
+    return total + on_k + enc["light"] * beyond
 
 
 __all__ = ["HeadScorer", "frames_beyond_glance", "head_predictions", "exit_predictions", "avgn_gmacs", "is_avgn"]

@@ -284,6 +284,26 @@ def flops_table_for_params(p: Params, num_classes: int, sampler_name: str, k: in
     return prediction_flops(sampler_name, T, k, rec, light, obj, audio, sampler, batch)
 
 
+def avgn_glance_head_gmacs(model: nn.Module, batch: Mapping[str, torch.Tensor], K: int,
+                           t_g: int | None = None, head: bool = True) -> tuple[float, float]:
+    """The one AVGN counter that the FLOPs table (:func:`avgn_flops_rows`) and evaluate
+    (:func:`components.evaluation.avgn_eval.avgn_gmacs`) share, counted on the real modules in eval mode with
+    glance budget ``t_g`` (default the model's): (GMACs of the temporal glance — AV-TeST, eqs. 2-3 — on
+    one video's store arrays ``batch`` without the frame cache; GMACs the head adds on K frames — AESPA
+    + π, f_L on the P×P patches, ψ + f_C, eqs. 4-8 — i.e. ``head(batch, K)`` minus the glance; 0 and
+    not counted when ``head`` is false)."""
+    t_g = model.glance_frames if t_g is None else t_g
+    with _eval_mode(model):
+        saved = model.glance_frames
+        model.glance_frames = t_g
+        try:
+            glance = count_macs(lambda: model({k: v for k, v in batch.items() if k != "frames_full"})) / 1e9
+            on_k = count_macs(lambda: model.head(batch, K, t_g)) / 1e9 - glance if head else 0.0
+        finally:
+            model.glance_frames = saved
+    return glance, on_k
+
+
 def avgn_flops_rows(sampler: nn.Module, K: int, full_size: int, light: FrameModel, audio: FrameModel,
                     t_g: int | None = None) -> list[FlopsRow]:
     """AVGN's own prediction with K frames, per component, measured on the modules: light encoder × T_G
@@ -293,14 +313,8 @@ def avgn_flops_rows(sampler: nn.Module, K: int, full_size: int, light: FrameMode
     t_g = sampler.glance_frames if t_g is None else t_g
     T, P, net = sampler.T, sampler.config.patch_size, sampler.net
     batch = sampler.cost_batch(full_size, frames=True)
+    glance, head = avgn_glance_head_gmacs(sampler, batch, K, t_g)
     with _eval_mode(sampler):
-        saved = sampler.glance_frames
-        sampler.glance_frames = t_g
-        try:
-            glance = count_macs(lambda: sampler({k: v for k, v in batch.items() if k != "frames_full"})) / 1e9
-            head = count_macs(lambda: sampler.head(batch, K, t_g)) / 1e9 - glance
-        finally:
-            sampler.glance_frames = saved
         f_l = count_macs(lambda: net.f_l(torch.zeros(1, 3, P, P))) / 1e9
         c = sampler.config
         e_g = torch.zeros(1, K, c.d_pi or c.d_g, *c.grid)  # the map AESPA / π read (e^G or the finer stage map)
