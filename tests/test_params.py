@@ -113,3 +113,19 @@ def test_ablation_names_cannot_hold_the_matrix_separator():
     """'-' joins a DVC matrix item's values (ablate@0-<name>): a name holding one would be ambiguous."""
     with pytest.raises(ParamsError, match="not a valid name"):
         load_params(ROOT / "params.yaml", ["ablations={a-b: {sampler: nsnet, set: [nsnet.fem=mlp]}}"])
+
+
+def test_an_ablation_can_be_built_on_any_learned_sampler_a_plugin_included():
+    from components.core.params import variant_params
+
+    with pytest.raises(ParamsError, match=r"ablations.x.sampler: 'foo' is not a learned sampler; one of "
+                                          r"\['tsqnet', 'nsnet', 'avgn'\]"):
+        load_params(ROOT / "params.yaml", ["ablations={x: {sampler: foo, set: []}}"])
+    plugin = "plugins={motion: {threshold: 0.5}}"
+    with pytest.raises(ParamsError, match=r"'motion.threshold=0.2' must be plugins.motion.<key>=<value> or train_sampler"):
+        load_params(ROOT / "params.yaml", [plugin, "ablations={x: {sampler: motion, set: [motion.threshold=0.2]}}"])
+    with pytest.raises(ParamsError, match=r"'tsqnet.branches=vqm' must be nsnet.<key>=<value>"):
+        load_params(ROOT / "params.yaml", ["ablations={x: {sampler: nsnet, set: [tsqnet.branches=vqm]}}"])
+    p = load_params(ROOT / "params.yaml", [plugin, "ablations={x: {sampler: motion, set: [plugins.motion.threshold=0.2]}}"])
+    base, q = variant_params(p, "x")
+    assert base == "motion" and q.plugins == {"motion": {"threshold": 0.2}} and p.plugins["motion"]["threshold"] == 0.5

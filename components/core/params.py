@@ -356,13 +356,19 @@ class FusionParams:
                 for k in FIXED_FUSION_DEFAULTS}
 
 
+#: The learned samplers with a params section of their own (an ablation overrides keys of it); a plugin's
+#: settings are its entry of ``plugins``.
+LEARNED_SECTIONS = ("tsqnet", "nsnet", "avgn")
+
+
 @dataclass(frozen=True)
 class AblationParams:
     """One ablation: a registered sampler trained with some of its own params changed
     (``train_sampler@<name>`` like any sampler; reported beside its base in ``reports/README.md``)."""
-    sampler: str = _f("tsqnet", choices=("tsqnet", "nsnet", "avgn"), help="the sampler the variant is built from")
-    set: tuple[str, ...] = _f((), help="dotted overrides of the sampler's section or train_sampler, "
-                                       "e.g. tsqnet.branches=vqm")
+    sampler: str = _f("tsqnet", help="the learned sampler the variant is built from: tsqnet, nsnet, avgn or a "
+                                     "plugin (a key of plugins)")
+    set: tuple[str, ...] = _f((), help="dotted overrides of the sampler's section (a plugin's: plugins.<name>) or "
+                                       "train_sampler, e.g. tsqnet.branches=vqm")
 
 
 #: The demo's ablations, one per learned sampler family (a smoke run of the ablation path): TSQNet VQM only
@@ -636,10 +642,15 @@ def _validate(p: Params) -> Params:
         if name in p.evaluate.samplers:
             raise ParamsError(f"ablations.{name}: the name is one of evaluate.samplers; pick another "
                               "(it names data/samplers/<name>)")
+        bases = (*LEARNED_SECTIONS, *p.plugins)
+        if ab.sampler not in bases:
+            raise ParamsError(f"ablations.{name}.sampler: {ab.sampler!r} is not a learned sampler; one of "
+                              f"{list(bases)} (a plugin is a key of plugins)")
+        own = ab.sampler if ab.sampler in LEARNED_SECTIONS else f"plugins.{ab.sampler}"
         for i, item in enumerate(ab.set):
-            section = item.split("=", 1)[0].split(".", 1)[0]
-            if "=" not in item or section not in (ab.sampler, "train_sampler"):
-                raise ParamsError(f"ablations.{name}.set[{i}]: {item!r} must be {ab.sampler}.<key>=<value> "
+            key = item.split("=", 1)[0].strip()
+            if "=" not in item or not (key.startswith(own + ".") or key.startswith("train_sampler.")):
+                raise ParamsError(f"ablations.{name}.set[{i}]: {item!r} must be {own}.<key>=<value> "
                                   "or train_sampler.<key>=<value>")
         try:
             variant_params(p, name)
