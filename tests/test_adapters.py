@@ -1,4 +1,4 @@
-"""Tests of components/data/adapters.py on tiny hand-written annotation files.
+"""Tests of components/data/adapters/ (one module per dataset) on tiny hand-written annotation files.
 
 Adapters only list and resolve files (no decoding), so empty placeholder files stand in for videos.
 """
@@ -54,6 +54,28 @@ def test_get_adapter_unknown_lists_valid_names():
     with pytest.raises(ValueError) as err:
         A.get_adapter("nope")
     assert "nope" in str(err.value) and "activitynet" in str(err.value) and "ucf101" in str(err.value)
+    with pytest.raises(ValueError, match=r"data.dataset: unknown dataset adapter 'kinetic' \(did you mean 'kinetics'\?\)"):
+        A.get_adapter("kinetic")  # the prepare stage's first call: a typo stops it before anything is read
+
+
+def test_a_dataset_added_as_one_module_is_found_by_name(tmp_path):
+    """A new dataset is one new file in components/data/adapters/ and data.dataset: <name>; nothing else."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "zz_unit_test_listing.py").write_text(
+        "from components.data.adapters import AdapterResult, register_adapter\n\n\n"
+        "@register_adapter('zz_listing')\ndef listing(p):\n    return AdapterResult([], ['a'], [])\n")
+    # the package's folder extended by tmp_path: the same discovery as a file dropped into the source tree,
+    # without touching the checkout other tests hash
+    code = (f"import components.data.adapters as A; A.__path__.append({str(tmp_path)!r}); "
+            "from components.core.params import DataParams; "
+            "print(A.get_adapter('zz_listing')(DataParams(dataset='zz_listing')).classes, A.list_adapters())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("['a']") and "zz_listing" in out.stdout and "ucf101" in out.stdout
 
 
 def test_register_adapter_from_another_module():
@@ -128,11 +150,11 @@ def test_activitynet(tmp_path):
 def test_activitynet_val_carving_deterministic(tmp_path):
     root, ann, db = _anet(tmp_path, n_train=60)
     p = params(dataset="activitynet", root=str(root), annotations=str(ann), val_fraction=0.3)
-    first = {c.video_id: c.split for c in A.activitynet(p).candidates}
+    first = {c.video_id: c.split for c in A.get_adapter("activitynet")(p).candidates}
     items = list(db.items())
     random.Random(1).shuffle(items)  # order of the JSON must not matter
     ann.write_text(json.dumps({"taxonomy": [], "database": dict(items)}))
-    second = {c.video_id: c.split for c in A.activitynet(p).candidates}
+    second = {c.video_id: c.split for c in A.get_adapter("activitynet")(p).candidates}
     assert first == second
     train_ids = [k for k, v in db.items() if v["subset"] == "training" and k in first]
     expected = {k: ("val" if A.stable_fraction(k) < 0.3 else "train") for k in train_ids}
@@ -143,7 +165,7 @@ def test_activitynet_val_carving_deterministic(tmp_path):
 
 def test_activitynet_missing_annotation_file(tmp_path):
     with pytest.raises(FileNotFoundError):
-        A.activitynet(params(dataset="activitynet", root=str(tmp_path), annotations=str(tmp_path / "no.json")))
+        A.get_adapter("activitynet")(params(dataset="activitynet", root=str(tmp_path), annotations=str(tmp_path / "no.json")))
 
 
 # ----------------------------------------------------------------------------------- kinetics
@@ -190,7 +212,7 @@ def test_kinetics_bad_header(tmp_path):
     ann = tmp_path / "k.csv"
     ann.write_text("label,youtube_id\nx,y\n")
     with pytest.raises(ValueError, match="header"):
-        A.kinetics(params(dataset="kinetics", root=str(tmp_path), annotations=str(ann)))
+        A.get_adapter("kinetics")(params(dataset="kinetics", root=str(tmp_path), annotations=str(ann)))
 
 
 # ------------------------------------------------------------------------------------- ucf101
@@ -232,7 +254,7 @@ def test_ucf101_lists_labels_and_test_split(tmp_path):
 def test_ucf101_val_carved_by_group(tmp_path):
     root, lists, _, _ = _ucf(tmp_path, clips=4)
     p = params(dataset="ucf101", root=str(root), annotations=str(lists), val_fraction=0.3)
-    res = A.ucf101(p)
+    res = A.get_adapter("ucf101")(p)
     groups: dict[tuple[int, str], set[str]] = {}
     for c in res.candidates:
         if c.split == "test":
@@ -244,7 +266,7 @@ def test_ucf101_val_carved_by_group(tmp_path):
         assert s == {"val" if A.stable_fraction(f"{UCF_CLASSES[label]}_{g}") < 0.3 else "train"}
     n_val = sum(s == {"val"} for s in groups.values())
     assert 0 < n_val < len(groups)
-    assert {c.video_id: c.split for c in A.ucf101(p).candidates} == {c.video_id: c.split for c in res.candidates}
+    assert {c.video_id: c.split for c in A.get_adapter("ucf101")(p).candidates} == {c.video_id: c.split for c in res.candidates}
 
 
 def test_ucf101_fold_and_flat_layout(tmp_path):
@@ -255,12 +277,12 @@ def test_ucf101_fold_and_flat_layout(tmp_path):
     (lists / "testlist02.txt").write_text("v_ApplyEyeMakeup_g09_c01.avi\n")  # no class folder
     touch(root / "v_Archery_g01_c01.mp4")            # flat and converted to mp4
     touch(root / "v_ApplyEyeMakeup_g09_c01.avi")
-    res = A.ucf101(params(dataset="ucf101", root=str(root), annotations=str(lists), split_fold=2))
+    res = A.get_adapter("ucf101")(params(dataset="ucf101", root=str(root), annotations=str(lists), split_fold=2))
     c = by_id(res)
     assert c["v_Archery_g01_c01"].path == str(root / "v_Archery_g01_c01.mp4") and c["v_Archery_g01_c01"].labels == (1,)
     assert c["v_ApplyEyeMakeup_g09_c01"].labels == (0,) and c["v_ApplyEyeMakeup_g09_c01"].split == "test"
     with pytest.raises(FileNotFoundError, match="trainlist01"):
-        A.ucf101(params(dataset="ucf101", root=str(root), annotations=str(lists), split_fold=1))
+        A.get_adapter("ucf101")(params(dataset="ucf101", root=str(root), annotations=str(lists), split_fold=1))
 
 
 # -------------------------------------------------------------------------------------- fcvid
@@ -291,7 +313,7 @@ def test_fcvid_bad_label_index(tmp_path):
     (ann / "train.txt").write_text("x.mp4 5\n")
     (ann / "test.txt").write_text("")
     with pytest.raises(ValueError, match="outside"):
-        A.fcvid(params(dataset="fcvid", root=str(tmp_path), annotations=str(ann)))
+        A.get_adapter("fcvid")(params(dataset="fcvid", root=str(tmp_path), annotations=str(ann)))
 
 
 # ---------------------------------------------------------------------------------------- csv
@@ -329,7 +351,7 @@ def test_csv_without_split_column_hash_70_15_15(tmp_path):
         lines.append(f"v{i:03d}.mp4,{'even' if i % 2 == 0 else 'odd'}")
     ann.write_text("\n".join(lines) + "\n")
     p = params(dataset="csv", root=str(root), annotations=str(ann))
-    res = A.generic_csv(p)
+    res = A.get_adapter("csv")(p)
     splits = {c.video_id: c.split for c in res.candidates}
     for vid, s in splits.items():
         u = A.stable_fraction(f"{vid}.mp4")
@@ -340,16 +362,16 @@ def test_csv_without_split_column_hash_70_15_15(tmp_path):
     body = lines[1:]
     random.Random(0).shuffle(body)
     ann.write_text("\n".join([lines[0]] + body) + "\n")
-    assert {c.video_id: c.split for c in A.generic_csv(p).candidates} == splits
+    assert {c.video_id: c.split for c in A.get_adapter("csv")(p).candidates} == splits
 
 
 def test_csv_errors(tmp_path):
     ann = tmp_path / "bad.csv"
     ann.write_text("file,class\na.mp4,x\n")
     with pytest.raises(ValueError, match="path,label"):
-        A.generic_csv(params(dataset="csv", root=str(tmp_path), annotations=str(ann)))
+        A.get_adapter("csv")(params(dataset="csv", root=str(tmp_path), annotations=str(ann)))
     ann.write_text("path,label,split\na.mp4,x,holdout\n")
     with pytest.raises(ValueError, match="holdout"):
-        A.generic_csv(params(dataset="csv", root=str(tmp_path), annotations=str(ann)))
+        A.get_adapter("csv")(params(dataset="csv", root=str(tmp_path), annotations=str(ann)))
     with pytest.raises(ValueError, match="annotations"):
-        A.generic_csv(params(dataset="csv", root=str(tmp_path), annotations=""))
+        A.get_adapter("csv")(params(dataset="csv", root=str(tmp_path), annotations=""))

@@ -70,7 +70,8 @@ class SyntheticParams:
 
 @dataclass(frozen=True)
 class DataParams:
-    dataset: str = _f("synthetic", choices=("synthetic", "activitynet", "kinetics", "ucf101", "fcvid", "csv"))
+    dataset: str = _f("synthetic", help="a registered dataset adapter: synthetic, activitynet, kinetics, ucf101, fcvid, csv "
+                                        "or one added as a module of components/data/adapters/")
     root: str = _f("data/raw", help="video folder (synthetic: where videos are generated)")
     annotations: str = _f("", help="annotation file or folder of the dataset (see README)")
     split_fold: int = _f(1, lo=1, hi=3, help="UCF101 split list number")
