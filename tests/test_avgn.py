@@ -14,7 +14,8 @@ from components.models.avgn_net import (AVGN, LOSSES, AVGNConfig, centre_from_un
 B, T, C, H0, W0 = 3, 6, 3, 16, 20
 CFG = AVGNConfig(num_classes=C, d_g=8, d_a=6, grid=(3, 3), max_frames=8, d_av=8, tf_layers=1, tf_heads=2, t_g=4,
                  d_aespa=8, aespa_layers=2, aespa_heads=2, bottlenecks=2, pi_reduce=2, pi_hidden=8, patch_size=8,
-                 d_local=8, d_psi=8, psi_heads=2, psi_layers=1, cls_hidden=16, dropout=0.0, ord_k=3)
+                 d_local=8, d_psi=8, psi_heads=2, psi_layers=1, cls_hidden=16, dropout=0.0, ord_k=3,
+                 loss_search=False)  # the paper's network; the L_search tests switch it on
 
 
 def _inputs(seed=0):
@@ -381,3 +382,21 @@ def test_with_search_detach_only_l_search_trains_pi():
         others = sum(v for k, v in terms.items() if k != "search")
         g = torch.autograd.grad(others, m.pi.out.weight, allow_unused=True)[0]
         assert (g is None or g.abs().sum() == 0) == detach
+
+
+def test_the_network_config_is_built_from_the_params_section_and_shares_its_defaults():
+    """One definition: AVGNConfig's fields that mirror ``avgn`` params default to AVGNParams' values, and
+    from_params maps every one of them (T_G capped at T, ord_k at train_frames, L_search off with a centre crop)."""
+    from components.core.params import AVGNParams
+    from components.models.avgn_net import FROM_PARAMS
+
+    fields = {f.name: f for f in dataclasses.fields(AVGNConfig)}
+    p = AVGNParams()
+    assert set(FROM_PARAMS) <= set(fields) and set(FROM_PARAMS.values()) <= set(AVGNParams.__dataclass_fields__)
+    for f, k in FROM_PARAMS.items():
+        assert fields[f].default == getattr(p, k), f
+    a = dataclasses.replace(p, dim=16, heads=2, t_g=40, ord_k=9, train_frames=4, patch="centre", w_v=0.5)
+    c = AVGNConfig.from_params(a, num_classes=5, d_g=8, d_a=6, grid=(2, 2), max_frames=16)
+    assert (c.d_av, c.d_aespa, c.d_psi, c.tf_heads, c.aespa_heads, c.psi_heads) == (16, 16, 16, 2, 2, 2)
+    assert (c.t_g, c.ord_k, c.loss_search, c.patch, c.w_v, c.num_classes) == (16, 4, False, "centre", 0.5, 5)
+

@@ -90,15 +90,31 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from components.core.params import AVGNParams
 from components.models.samplers.nsnet import normalise_labels, soft_cross_entropy
 
-LOSSES = ("p", "v", "a", "mask", "s", "ord")  # the paper's (Sec. 3.4); L_search is ours, off by default
+LOSSES = ("p", "v", "a", "mask", "s", "ord")  # the paper's (Sec. 3.4); L_search is ours (avgn.loss_search)
 
 
 # ------------------------------------------------------------------------------------- config
+#: AVGNConfig field -> the ``avgn`` params key it is built from. The network's config is built from the params
+#: section (:meth:`AVGNConfig.from_params`) and takes its defaults from it: one definition, no second set of
+#: defaults. The fields not listed are the network's own (derived from the data or fixed by the paper).
+FROM_PARAMS = {"d_av": "dim", "tf_layers": "layers", "tf_heads": "heads", "t_g": "t_g", "d_aespa": "dim",
+               "aespa_layers": "aespa_layers", "aespa_heads": "heads", "bottlenecks": "bottlenecks",
+               "patch_size": "patch_size", "d_psi": "dim", "psi_heads": "heads", "cls_hidden": "cls_hidden",
+               "dropout": "dropout", "ord_k": "ord_k",
+               **{f"{k}_{n}": f"{k}_{n}" for k in ("loss", "w") for n in ("v", "a", "mask", "s", "ord", "search")},
+               "search_grid": "search_grid", "search_frames": "search_frames", "search_tau": "search_tau",
+               "search_detach": "search_detach", "use_audio": "audio", "av_test": "av_test", "use_aespa": "aespa",
+               "use_psi": "psi", "patch": "patch"}
+_P = AVGNParams()
+
+
 @dataclass(frozen=True)
 class AVGNConfig:
-    """Sizes, budgets and the loss switches / weights of AVGN (Table 7 switches one loss off each)."""
+    """Sizes, budgets and the loss switches / weights of AVGN (Table 7 switches one loss off each). The
+    fields of :data:`FROM_PARAMS` default to the ``avgn`` params' values (:class:`AVGNParams`)."""
 
     num_classes: int
     d_g: int  # channels of f_G's map e^G
@@ -107,56 +123,67 @@ class AVGNConfig:
     d_pi: int | None = None  # channels of the π encoder's map (None: AESPA / π read e^G itself)
     max_frames: int = 16  # T at most
     # AV-TeST (eqs. 2-3): tokens are 2*d_av wide (concatenated visual | audio halves)
-    d_av: int = 128
-    tf_layers: int = 2
-    tf_heads: int = 4
-    t_g: int = 12  # T_G, glance budget (eq. 14); >= T masks nothing
+    d_av: int = _P.dim
+    tf_layers: int = _P.layers
+    tf_heads: int = _P.heads
+    t_g: int = _P.t_g  # T_G, glance budget (eq. 14); >= T masks nothing
     # AESPA (eq. 4)
-    d_aespa: int = 128
-    aespa_layers: int = 2  # L (>= 2, see module docstring)
-    aespa_heads: int = 4
-    bottlenecks: int = 4  # number of shared bottleneck tokens b
+    d_aespa: int = _P.dim
+    aespa_layers: int = _P.aespa_layers  # L (>= 2, see module docstring)
+    aespa_heads: int = _P.heads
+    bottlenecks: int = _P.bottlenecks  # number of shared bottleneck tokens b
     # π (eq. 5), patch (eq. 6), f_L (eq. 7)
     pi_reduce: int = 16
     pi_hidden: int = 256
-    patch_size: int = 96  # P
+    patch_size: int = _P.patch_size  # P
     d_local: int = 256
     # ψ (eq. 8) and the classifiers f_C
-    d_psi: int = 128
-    psi_heads: int = 4
+    d_psi: int = _P.dim
+    psi_heads: int = _P.heads
     psi_layers: int = 1
-    cls_hidden: int = 512
-    dropout: float = 0.1
+    cls_hidden: int = _P.cls_hidden
+    dropout: float = _P.dropout
     # L_ord (eq. 13)
-    ord_k: int = 4  # frames kept by the simulated limited-frame inference
+    ord_k: int = _P.ord_k  # frames kept by the simulated limited-frame inference
     gumbel_tau: float = 1.0
     # losses (Sec. 3.4): a switch and a weight each
     loss_p: bool = True
-    loss_v: bool = True
-    loss_a: bool = True
-    loss_mask: bool = True
-    loss_s: bool = True
-    loss_ord: bool = True
+    loss_v: bool = _P.loss_v
+    loss_a: bool = _P.loss_a
+    loss_mask: bool = _P.loss_mask
+    loss_s: bool = _P.loss_s
+    loss_ord: bool = _P.loss_ord
     w_p: float = 1.0
-    w_v: float = 1.0
-    w_a: float = 1.0
-    w_mask: float = 1.0
-    w_s: float = 1.0
-    w_ord: float = 1.0
+    w_v: float = _P.w_v
+    w_a: float = _P.w_a
+    w_mask: float = _P.w_mask
+    w_s: float = _P.w_s
+    w_ord: float = _P.w_ord
     # L_search (our choice, not in the paper; module docstring): π regressed towards the patch the scorer
     # classifies best among a search_grid x search_grid grid of candidates, on search_frames frames a video
-    loss_search: bool = False
-    w_search: float = 1.0
-    search_grid: int = 3
-    search_frames: int = 2
-    search_tau: float = 0.25
-    search_detach: bool = True  # with L_search on, π learns from it alone (the other losses see a detached centre)
+    loss_search: bool = _P.loss_search
+    w_search: float = _P.w_search
+    search_grid: int = _P.search_grid
+    search_frames: int = _P.search_frames
+    search_tau: float = _P.search_tau
+    search_detach: bool = _P.search_detach  # with L_search on, π learns from it alone (the others see a detached centre)
     # component switches (Tables 4 and 6): audio modality, TF_AV, AESPA, ψ, patch centre source
-    use_audio: bool = True  # False: every frame treated as audio-less (the missing-audio token)
-    av_test: bool = True  # False: a per-frame MLP scores saliency (no temporal attention)
-    use_aespa: bool = True  # False: π reads a linear projection of e^G alone
-    use_psi: bool = True  # False: f_C^AV reads [e^G, e^L] only
-    patch: str = "policy"  # "policy" (π, eq. 5) or "centre" (a fixed centre crop)
+    use_audio: bool = _P.audio  # False: every frame treated as audio-less (the missing-audio token)
+    av_test: bool = _P.av_test  # False: a per-frame MLP scores saliency (no temporal attention)
+    use_aespa: bool = _P.aespa  # False: π reads a linear projection of e^G alone
+    use_psi: bool = _P.psi  # False: f_C^AV reads [e^G, e^L] only
+    patch: str = _P.patch  # "policy" (π, eq. 5) or "centre" (a fixed centre crop)
+
+    @classmethod
+    def from_params(cls, a: AVGNParams, *, num_classes: int, d_g: int, d_a: int, grid: tuple[int, int],
+                    max_frames: int, d_pi: int | None = None) -> "AVGNConfig":
+        """The network's config from the ``avgn`` params section (:data:`FROM_PARAMS`) and what the data
+        fixes: T_G capped at T, L_ord's k at the frames a training video processes, and L_search off with
+        a centre crop (there is no π to train)."""
+        kw = {f: getattr(a, k) for f, k in FROM_PARAMS.items()}
+        kw.update(t_g=min(a.t_g, max_frames), ord_k=min(a.ord_k, a.train_frames),
+                  loss_search=a.loss_search and a.patch == "policy")
+        return cls(num_classes=num_classes, d_g=d_g, d_a=d_a, grid=tuple(grid), max_frames=max_frames, d_pi=d_pi, **kw)
 
     def __post_init__(self):
         for f in fields(self):

@@ -225,19 +225,8 @@ class AVGNSampler(Sampler):
                 load_encoder_file("light encoder (pi_map: fine)", pi_path, pi_digest, ", or set avgn.pi_map: glance"),
                 pi_size, a.pi_stride)
             grid = pi_enc.grid()
-        self.config = AVGNConfig(
-            num_classes=num_classes, d_g=map_dim, d_a=audio_dim, grid=tuple(grid), max_frames=T,
-            d_pi=pi_enc.out_dim if pi_enc is not None else None,
-            d_av=a.dim, tf_layers=a.layers, tf_heads=a.heads, t_g=min(a.t_g, T), d_aespa=a.dim,
-            aespa_layers=a.aespa_layers, aespa_heads=a.heads, bottlenecks=a.bottlenecks, patch_size=a.patch_size,
-            d_psi=a.dim, psi_heads=a.heads, cls_hidden=a.cls_hidden, dropout=a.dropout, ord_k=min(a.ord_k, a.train_frames),
-            loss_v=a.loss_v, loss_a=a.loss_a, loss_mask=a.loss_mask, loss_s=a.loss_s, loss_ord=a.loss_ord,
-            w_v=a.w_v, w_a=a.w_a, w_mask=a.w_mask, w_s=a.w_s, w_ord=a.w_ord,
-            loss_search=a.loss_search and a.patch == "policy",  # a centre crop has no π to train
-            w_search=a.w_search, search_grid=a.search_grid, search_frames=a.search_frames, search_tau=a.search_tau,
-            search_detach=a.search_detach,
-            use_audio=a.audio, av_test=a.av_test,
-            use_aespa=a.aespa, use_psi=a.psi, patch=a.patch)
+        self.config = AVGNConfig.from_params(a, num_classes=num_classes, d_g=map_dim, d_a=audio_dim, grid=tuple(grid),
+                                             max_frames=T, d_pi=pi_enc.out_dim if pi_enc is not None else None)
         local = local_module if local_module is not None else load_local(
             a.local, a.patch_size, local_path, local_digest, frozen=a.local_mode == "frozen")
         self.net = AVGN(self.config, local, pi_enc)  # local_module: a given f_L (benchmarks), not a registry argument
