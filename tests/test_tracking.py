@@ -113,7 +113,7 @@ def test_exception_marks_run_failed(tracked):
     tracking.log_metrics({"after": 1.0})  # outside any run: a no-op
 
     # SIGTERM (a cancelled Prefect flow run, `kill`) in another process: KILLED, exit status 143
-    code = ("import os, signal, time\nfrom components import tracking\n"
+    code = ("import os, signal, time\nfrom components.tracking import mlflow_tracking as tracking\n"
             "with tracking.stage_run('extract', {'a': 1}) as run:\n    print(run.run_id, flush=True)\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -122,7 +122,7 @@ def test_exception_marks_run_failed(tracked):
 
     # a second SIGTERM while the runs are being closed (torchrun forwards its own on shutdown; under load it
     # lands mid-close): both the variant run and the stage run still end KILLED, none stays RUNNING
-    code = ("import os, signal, time\nfrom components import tracking\n"
+    code = ("import os, signal, time\nfrom components.tracking import mlflow_tracking as tracking\n"
             "close = tracking.TrackedRun.terminate\n"
             "def twice(self, status):\n    os.kill(os.getpid(), signal.SIGTERM)\n    return close(self, status)\n"
             "tracking.TrackedRun.terminate = twice\n"
@@ -219,7 +219,7 @@ def test_a_sigkilled_stage_run_is_marked_killed_by_the_next_run(tracked):
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracked)
-    code = ("import time\nfrom components import tracking\n"
+    code = ("import time\nfrom components.tracking import mlflow_tracking as tracking\n"
             "with tracking.stage_run('extract', {'a': 1}) as run:\n    print(run.run_id, flush=True)\n"
             "    time.sleep(600)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -259,7 +259,7 @@ def test_disabled_tracking_is_a_noop(monkeypatch, tmp_path):
     assert tracking.register_model("0" * 32, "sampler", "m", "best") is None
     assert not db.exists() and not (tmp_path / "mlartifacts").exists()
     # off means cheap: mlflow is never imported
-    code = ("import sys\nfrom components import tracking\n"
+    code = ("import sys\nfrom components.tracking import mlflow_tracking as tracking\n"
             "with tracking.parent_run('p'):\n    with tracking.stage_run('s', {'a': 1}):\n"
             "        tracking.log_metrics({'x': 1})\nassert 'mlflow' not in sys.modules, 'mlflow imported'\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
@@ -383,7 +383,7 @@ def test_demo_keeps_a_parent_run_only_when_a_stage_ran(tracked, tmp_path, monkey
     proj = tmp_path / "demo_proj"
     proj.mkdir()
     shutil.copy(ROOT / "params.yaml", proj / "params.yaml")
-    stage = ("python -c \"from components import tracking; "
+    stage = ("python -c \"from components.tracking import mlflow_tracking as tracking; "
              "exec('with tracking.stage_run(\\'s\\', {}): open(\\'out.txt\\', \\'w\\').write(\\'x\\')')\"")
     (proj / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": stage, "outs": ["out.txt"]}}}))
     monkeypatch.chdir(proj)
