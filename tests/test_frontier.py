@@ -1,4 +1,4 @@
-"""The efficiency frontier (components/evaluation/frontier.py, components/summary.frontier, the summary stage) against
+"""The efficiency frontier (components/evaluation/frontier.py, components/reporting/aggregate.frontier, the summary stage) against
 answers worked out by hand: uniform read at a sampler's cost between two of its K, the cost at which a
 curve reaches dense, an extrapolation flagged, a target not reached flagged, a missing cost refused by
 name, and the bootstrap carried resample by resample (deterministic, holding its point estimate)."""

@@ -1,4 +1,4 @@
-"""Optuna tuning (components/tuning.py, the tune_fusion stage, flows/sweep.py) on real storages.
+"""Optuna tuning (components/tuning/, the tune_fusion stage, flows/sweep.py) on real storages.
 
 * fusion tuning on a hand-built val set whose best lambda_v is known by construction;
 * two worker processes filling one SQLite study and one JournalStorage study;
