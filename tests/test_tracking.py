@@ -116,7 +116,7 @@ def test_exception_marks_run_failed(tracked):
     code = ("import os, signal, time\nfrom components.tracking import mlflow_tracking as tracking\n"
             "with tracking.stage_run('extract', {'a': 1}) as run:\n    print(run.run_id, flush=True)\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 143, out.stderr
     assert c.get_run(out.stdout.split()[0]).info.status == "KILLED"
 
@@ -130,7 +130,7 @@ def test_exception_marks_run_failed(tracked):
             "    with tracking.variant_run('avgn · train · seed 0') as child:\n"
             "        print(run.run_id, child.run_id, flush=True)\n"
             "        os.kill(os.getpid(), signal.SIGTERM)\n        time.sleep(30)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 143, out.stderr
     assert [c.get_run(r).info.status for r in out.stdout.split()] == ["KILLED", "KILLED"], out.stderr[-2000:]
 
@@ -173,7 +173,7 @@ def test_a_sigterm_during_a_write_waits_for_it_and_ends_the_runs_killed(tracked)
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracked)
-    out = subprocess.run([sys.executable, "-c", MID_WRITE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", MID_WRITE], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 143, out.stderr[-2000:]
     ids = out.stdout.split()
     assert len(ids) == 2, out.stdout  # "not reached" is not printed
