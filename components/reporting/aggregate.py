@@ -183,11 +183,12 @@ def frontier(seeds: list[SeedResults], variant: str, n_boot: int, reference_k: i
     n = len(ids)
     runs: dict[tuple[str, str, int], list[fr.Run]] = {}
     order = {n: i for i, n in enumerate(dict.fromkeys(r["sampler"] for s in seeds for r in s.curves))}
+    keep = fr.curve_recognizers(heads)
     for s in seeds:  # samplers in curves.csv's order (evaluate.samplers, ablations, branches), frame recognizer first
         cost = {(r["sampler"], r["recognizer"], r["k"], r["seed"]): r.get("gmacs") for r in s.curves}
         for (name, rec, k, sd), sc in sorted(s.scores.items(), key=lambda kv: (
                 order.get(kv[0][0], len(order)), kv[0][0], kv[0][1] != "frame", kv[0][1:])):
-            if rec not in fr.curve_recognizers(heads):
+            if rec not in keep:
                 continue
             g = fr.checked_gmacs(cost.get((name, rec, k, sd)), name, rec, k,
                                  f", pipeline seed {s.seed}, sampler seed {sd}")

@@ -153,6 +153,7 @@ def tables(p: Params, out: dict) -> list[str]:
 
 def run(p: Params, paths: Paths) -> dict:
     loaded, failed = [], {}
+    heads = own_recognizers()  # the samplers' own recognizers (AVGN's head): curves over K like the frame recognizer
     for s in p.pipeline.seeds:
         try:
             loaded.append(load_seed(paths.results, s))
@@ -175,16 +176,16 @@ def run(p: Params, paths: Paths) -> dict:
            "headline": pool(loaded, list(p.evaluate.sampler_budgets), p.evaluate.map_variant, p.evaluate.bootstrap,
                             tuple(p.evaluate.references), {n: a.sampler for n, a in p.ablations.items()}),
            "frontier": frontier(loaded, p.evaluate.map_variant, p.evaluate.bootstrap,
-                                max(p.evaluate.sampler_budgets), own_recognizers())}
+                                max(p.evaluate.sampler_budgets), heads)}
     write_report(paths, "summary.json", out)
     fig_dir = paths.reports / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     ablations = {n: a.sampler for n, a in p.ablations.items()}
-    plot_curves(rows, fig_dir / "curves.png", ablations, heads=own_recognizers(),
+    plot_curves(rows, fig_dir / "curves.png", ablations, heads=heads,
                 title=f"Accuracy vs cost on the test split, {len(loaded)} pipeline seed(s): learned samplers "
                       "against the key baselines")
     plot_variants(rows, fig_dir / "curves_ablations.png", ablations)
-    plot_frontier(rows, out["frontier"], fig_dir / "frontier.png", ablations, heads=own_recognizers())
+    plot_frontier(rows, out["frontier"], fig_dir / "frontier.png", ablations, heads=heads)
     text = "\n".join(tables(p, out)) + "\n"
     atomic_write_text(paths.reports / "README.md", text)
     paper = table_rows(out["headline"], list(p.evaluate.sampler_budgets))
