@@ -21,21 +21,25 @@ BIN = Path(sys.executable).parent
 #: The whole new sampler, as a user would write it (the README's "Add your own sampler" shows the same file).
 MOTION = textwrap.dedent('''
     """Motion: a frame is salient where the light features change most from the previous frame."""
+    from dataclasses import dataclass, field
+
     import torch
 
     from components.models.samplers import SAMPLERS, Batch, Sampler, SamplerOutput
 
 
+    @dataclass
+    class MotionSettings:
+        power: float = field(default=1.0, metadata={"lo": 0.0})  # saliency = frame difference ** power
+
+
     class Motion(Sampler):
         inputs = ("light_feats",)  # read from the store; its cost: the light encoder on all T frames
+        settings = MotionSettings  # params `plugins.motion`, typed and checked (an unknown key names the closest)
 
         def __init__(self, power: float = 1.0):
             super().__init__()
             self.power = power
-
-        @classmethod
-        def build_kwargs(cls, p, store, seed):  # its settings: params `plugins.motion`
-            return dict(p.plugins.get("motion", {}))
 
         def forward(self, batch: Batch) -> SamplerOutput:
             x = batch["light_feats"].float()  # [B,T,d]

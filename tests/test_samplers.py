@@ -92,3 +92,52 @@ def test_videoconf_l_scores_frames_by_the_video_class_by_hand():
     assert torch.allclose(vc, torch.tensor([[0.05, 0.7, 0.6]]), atol=1e-6)
     assert create_sampler("maxconf_l")(b).saliency.argmax().item() == 0
     assert create_sampler("videoconf_l").select(create_sampler("videoconf_l")(b), 2).tolist() == [[1, 2]]
+
+
+def test_a_plugins_settings_are_typed_checked_and_defaulted_by_its_settings_dataclass():
+    """Params ``plugins.<name>`` is typed by the class's ``settings`` dataclass like a built-in section."""
+    from dataclasses import dataclass, field
+    from pathlib import Path
+
+    from components.core.params import ParamsError, load_params
+    from components.models.samplers import Sampler
+
+    @dataclass
+    class MotionSettings:
+        power: float = field(default=1.0, metadata={"lo": 0.0})
+        norm: str = field(default="l2", metadata={"choices": ("l1", "l2")})
+
+    class Motion(Sampler):
+        settings = MotionSettings
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+
+    def settings(text: str, cls=Motion) -> dict:
+        return cls.plugin_settings(load_params(params, [f"plugins={{motion: {text}}}"]), "motion")
+
+    assert settings("{power: 2}") == {"power": 2.0, "norm": "l2"}  # an int read as the float it declares
+    assert settings("{}") == {"power": 1.0, "norm": "l2"}  # the defaults filled in
+    with pytest.raises(ParamsError, match=r"plugins.motion.powr: unknown key \(did you mean plugins.motion.power\?\)"):
+        settings("{powr: 2}")
+    with pytest.raises(ParamsError, match=r"plugins.motion.power: -1.0 is outside the allowed range \[0.0, inf\]"):
+        settings("{power: -1.0}")
+    with pytest.raises(ParamsError, match=r"plugins.motion.power: expected a number, got str 'high'"):
+        settings("{power: high}")
+    with pytest.raises(ParamsError, match=r"plugins.motion.norm: 'l3' is not one of \['l1', 'l2'\]"):
+        settings("{norm: l3}")
+
+    class Untyped(Sampler):  # no settings: a setting given would be ignored, so it is refused
+        pass
+
+    with pytest.raises(ParamsError, match=r"plugins.motion: \['power'\] given, but Untyped declares no `settings`"):
+        settings("{power: 2}", Untyped)
+    assert settings("{}", Untyped) == {}
+
+    class ReadsItsOwn(Sampler):  # its own build_kwargs reads them: allowed, nothing added here
+        @classmethod
+        def build_kwargs(cls, p, store, seed):
+            return dict(p.plugins["motion"])
+
+    assert settings("{power: 2}", ReadsItsOwn) == {}
+    with pytest.raises(ParamsError, match=r"plugins.motion.power: expected a finite number"):
+        settings("{power: .nan}")

@@ -494,8 +494,9 @@ class Params:
     ablations: dict[str, AblationParams] = _f(factory=lambda: dict(DEFAULT_ABLATIONS),
                                               help="name -> {sampler, set}: sampler variants trained and "
                                                    "evaluated beside evaluate.samplers")
-    plugins: dict[str, dict[str, float]] = _f(factory=dict,
-                                              help="name -> its numeric settings: samplers added as one module of "
+    plugins: dict[str, dict[str, Any]] = _f(factory=dict,
+                                            help="name -> its settings (typed and checked by the class's "
+                                                 "`settings` dataclass): samplers added as one module of "
                                                    "components/models/samplers/ (README: \"Add your own sampler\"), "
                                                    "each trained by train_plugin@<seed>-<name>; evaluate them by "
                                                    "adding the name to evaluate.samplers")
@@ -507,6 +508,14 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    if tp is Any:  # a plugin's setting before its class types it (:func:`build_section`): YAML data, finite
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParamsError(f"{key}: expected a finite number, got {value!r}")
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, Any, f"{key}[{i}]") for i, v in enumerate(value))
+        raise ParamsError(f"{key}: expected a number, string, true/false or a list of them, got {value!r}")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):  # ``X | None``: null, or an X
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -584,6 +593,17 @@ def _build(cls: type, raw: Mapping, prefix: str) -> Any:
             _check_range(value, f.metadata, key)
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def build_section(cls: type, raw: Mapping, prefix: str) -> Any:
+    """Dataclass ``cls`` from mapping ``raw`` with the loader's checks (unknown key: the closest valid one;
+    types; ``lo`` / ``hi`` / ``choices`` field metadata), errors named by ``prefix``: how a section that
+    is declared outside this module (a plugin sampler's ``settings``) is typed like the built-in ones."""
+    if not dataclasses.is_dataclass(cls):
+        raise ParamsError(f"{prefix}: its settings class {cls!r} is not a dataclass")
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{prefix}: expected a mapping of {cls.__name__} fields, got {raw!r}")
+    return _build(cls, raw, prefix)
 
 
 #: Settings that a switch makes unused: (switch key, the switch's values under which the key is not

@@ -38,8 +38,11 @@ STALE_KWARGS = frozenset({"lambda_v"})
 
 def sampler_kwargs(name: str, p: Params, store: FeatureStore, seed: int) -> dict:
     """Constructor arguments of a registered sampler, from params and the store's priors (what its class
-    declares: :meth:`components.models.samplers.Sampler.build_kwargs`)."""
-    return sampler_class(name).build_kwargs(p, store, seed)
+    declares: :meth:`components.models.samplers.Sampler.build_kwargs`; a plugin's typed ``settings`` from
+    params ``plugins.<name>`` first, :meth:`~components.models.samplers.Sampler.plugin_settings`)."""
+    cls = sampler_class(name)
+    own = cls.plugin_settings(p, name) if name in p.plugins or cls.settings is not None else {}
+    return {**own, **cls.build_kwargs(p, store, seed)}
 
 
 def training_settings(p: Params, name: str) -> tuple[int, int, float, float]:

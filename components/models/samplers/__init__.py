@@ -14,6 +14,7 @@ shared engine (:mod:`components.training.engine`) trains them all with one step 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from components.core import selection
+from components.core.params import ParamsError, build_section
 from components.core.registry import Registry
 
 SAMPLERS = Registry("sampler")
@@ -52,6 +54,8 @@ class Sampler(nn.Module):
     * :meth:`untrained` - an untrained instance of a trained one's shapes (the cost table);
       :meth:`cost_batch` - zeros shaped like one video's inputs when the generic ones do not fit.
     * ``own_recognizer`` - the name of its own recognizer path (AVGN's head), None when it has none.
+    * ``settings`` - a plugin's typed settings (a dataclass; params ``plugins.<name>``), checked like a
+      built-in section by :meth:`plugin_settings` and passed to its constructor.
     """
 
     trainable: bool = False
@@ -69,6 +73,9 @@ class Sampler(nn.Module):
     branch_names: tuple[str, ...] = ()
     #: the recognizer name of its own recognizer path (curves' ``recognizer`` column); None: none
     own_recognizer: str | None = None
+    #: a plugin sampler's settings: a dataclass whose fields (types, defaults, ``lo`` / ``hi`` / ``choices``
+    #: metadata) type params ``plugins.<name>``; None: the plugin takes no settings
+    settings: type | None = None
 
     def forward(self, batch: Batch) -> SamplerOutput:  # pragma: no cover - interface
         raise NotImplementedError
@@ -87,6 +94,20 @@ class Sampler(nn.Module):
     def build_kwargs(cls, p: Any, store: Any, seed: int) -> dict:
         """Constructor arguments from params ``p`` and the feature store (default: none)."""
         return {}
+
+    @classmethod
+    def plugin_settings(cls, p: Any, name: str) -> dict:
+        """Params ``plugins.<name>`` typed by ``settings`` (an unknown key names the closest valid one, a
+        wrong type or range names the key), with its defaults filled in, as constructor arguments; a
+        plugin without ``settings`` that is given settings is refused unless its own :meth:`build_kwargs`
+        reads them (they would be ignored)."""
+        raw = p.plugins.get(name, {})
+        if cls.settings is None:
+            if raw and cls.build_kwargs.__func__ is Sampler.build_kwargs.__func__:
+                raise ParamsError(f"plugins.{name}: {sorted(raw)} given, but {cls.__name__} declares no `settings` "
+                                  "dataclass, so they would be ignored")
+            return {}
+        return dataclasses.asdict(build_section(cls.settings, raw, f"plugins.{name}"))
 
     @classmethod
     def untrained(cls, p: Any, num_classes: int, light: nn.Module, text_dim: int = 384) -> "Sampler | None":
