@@ -159,3 +159,27 @@ def test_verify_lists_every_bad_file(ws, capsys):
     assert set(bad) == {"data/features/test/rec_logits.npy", "data/encoders/light.pt", "data/features/val/extra.npy"}
     assert "not a loadable" in bad["data/encoders/light.pt"] and "not recorded" in bad["data/features/val/extra.npy"]
     assert re.fullmatch(r"sha256 [0-9a-f]{16} != recorded [0-9a-f]{16}", bad["data/features/test/rec_logits.npy"])
+
+
+def test_a_checkpoint_written_before_the_package_move_still_loads(tmp_path, monkeypatch):
+    """Checkpoints pickle config classes by module path; one written when ``AVGNParams`` lived in
+    ``components.params`` (before the packages by role) loads, and the class is today's."""
+    import importlib
+    import sys
+
+    import components.core.params as params_mod
+    from components.core.integrity import MOVED_MODULES
+    from components.core.params import AVGNParams
+
+    for old, new in MOVED_MODULES.items():  # every target exists
+        importlib.import_module(new)
+    monkeypatch.setitem(sys.modules, "components.params", params_mod)  # write as the old code did
+    monkeypatch.setattr(AVGNParams, "__module__", "components.params")
+    path = tmp_path / "old.pt"
+    save_checkpoint({"state_dict": {"w": torch.ones(2)}, "kwargs": {"params": AVGNParams(patch_size=64)}}, path)
+    assert b"components.params" in path.read_bytes()  # the old path is in the pickle
+    monkeypatch.undo()
+    assert "components.params" not in sys.modules
+    ck = load_checkpoint(path, "sampler checkpoint")
+    assert type(ck["kwargs"]["params"]) is AVGNParams and ck["kwargs"]["params"].patch_size == 64
+    assert torch.equal(ck["state_dict"]["w"], torch.ones(2))

@@ -86,6 +86,49 @@ def save_checkpoint(ck: dict, path: str | os.PathLike) -> Path:
     return atomic_torch_save(with_digest(ck), path)
 
 
+#: Modules renamed when ``components/`` was split into packages by role (issue 25): a checkpoint written
+#: before pickled its config classes (``AVGNParams``, ``AVGNConfig``, ...) under the old names, and would
+#: no longer load. Old name -> new; read only when the name no longer resolves.
+MOVED_MODULES: dict[str, str] = {
+    "components.params": "components.core.params", "components.paths": "components.core.paths",
+    "components.registry": "components.core.registry", "components.selection": "components.core.selection",
+    "components.hashing": "components.core.hashing", "components.integrity": "components.core.integrity",
+    "components.atomic": "components.core.atomic", "components.runtime": "components.core.runtime",
+    "components.scratch": "components.core.scratch", "components.distributed": "components.core.distributed",
+    "components.models.avgn": "components.models.avgn_net", "components.fusion": "components.evaluation.fusion",
+    "components.metrics": "components.evaluation.metrics", "components.flops": "components.evaluation.cost",
+    "components.evaluation": "components.evaluation.sampler_eval",
+    "components.store": "components.store.feature_store", "components.features": "components.store.features",
+    "components.prototypes": "components.store.prototype_math",
+    "components.sampler_data": "components.store.sampler_data", "components.engine": "components.training.engine",
+    "components.sampler_model": "components.training.sampler_model",
+    "components.sampler_training": "components.training.sampler_training",
+    "components.validation": "components.training.val_objective",
+    "components.tracking": "components.tracking.mlflow_tracking",
+}
+
+
+def _moved_pickle():
+    """A ``pickle`` module for ``torch.load`` whose unpickler finds a class of a renamed module
+    (:data:`MOVED_MODULES`) at its new place."""
+    import pickle
+    import types
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            try:
+                return super().find_class(module, name)
+            except (ModuleNotFoundError, AttributeError):
+                if module not in MOVED_MODULES:
+                    raise
+                return super().find_class(MOVED_MODULES[module], name)
+
+    mod = types.ModuleType("moved_pickle")
+    mod.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if not k.startswith("__")})
+    mod.Unpickler = Unpickler
+    return mod
+
+
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint",
                     fix: str = "rerun the stage that wrote it") -> dict:
     """A checkpoint dict from ``path``, its weights checked against the digest saved with them.
@@ -97,7 +140,7 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint",
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such {what}; {fix}")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_moved_pickle())
         if not isinstance(ck, dict) or "state_dict" not in ck:
             raise TypeError(f"a {type(ck).__name__} without a state_dict")
     except Exception as e:  # noqa: BLE001 - whatever fails (zip, pickle, missing file): the file is unusable
