@@ -7,7 +7,7 @@ before and after (`salient bench loop demo --keep` keeps them) and compare. Prin
 ``dvc.lock`` whose hash differs, then, inside the differing folders, every file that differs in more
 than a code fingerprint:
 
-* a checkpoint (``.pt``): loaded (old module paths mapped, ``integrity.MOVED_MODULES``) and compared
+* a checkpoint (``.pt``): loaded by ``load_checkpoint`` (old module paths mapped) and compared
   key by key, weights by their SHA-256 (``state_digest``), ignoring ``fingerprint`` and, in
   ``kwargs``, the SHA-256 of encoder files (``*_digest``: those files carry a fingerprint themselves);
 * a feature store's ``meta.json``: every key but ``fingerprint`` (its per-file digests included);
@@ -16,10 +16,9 @@ than a code fingerprint:
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
-from components.core.integrity import _moved_pickle
+from components.core.integrity import load_checkpoint
 
 old, new = (Path(a) for a in sys.argv[1:3])
 
@@ -39,7 +38,7 @@ def same_file(a: Path, b: Path) -> bool:
     if x == y:
         return True
     if a.suffix == ".pt":
-        ca, cb = (torch.load(f, weights_only=False, pickle_module=_moved_pickle()) for f in (a, b))
+        ca, cb = (load_checkpoint(f) for f in (a, b))  # weights checked against their digests too
         return norm(ca) == norm(cb)
     if a.name == "meta.json":
         ma, mb = (yaml.safe_load(t) for t in (x, y))

@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 from components.core.params import for_pipeline_seed, load_params
 from components.core.paths import Paths
-from components.evaluation.avgn_calibration import calibrate, step_temperatures
+from components.evaluation.avgn_calibration import calibrate, choose_gate, step_temperatures
 from components.evaluation.avgn_eval import head_predictions
 from components.evaluation.metrics import map_ci, mean_average_precision, top1_hits
 from components.reporting.avgn_tables import exit_costs, gmacs_counter, load_inputs, video_costs
@@ -100,10 +100,11 @@ def evaluate_exit(cal: np.ndarray, labels: np.ndarray, costs: np.ndarray, stop: 
 
 
 def choose(conf_val: np.ndarray, cal_val: np.ndarray, val: dict, target: float) -> float:
-    """The cheapest threshold whose val mAP reaches ``target`` (none: the best mAP)."""
-    rows = [(t, *evaluate_exit(cal_val, val["labels"], val["costs"], exit_at(conf_val, t))[:2]) for t in CANDS]
-    ok = [r for r in rows if r[1] >= target - 1e-12]
-    return float(min(ok, key=lambda r: (r[2], r[0]))[0] if ok else max(rows, key=lambda r: (r[1], -r[2]))[0])
+    """The cheapest threshold whose val mAP reaches ``target`` (none: the best mAP): the report's
+    :func:`components.evaluation.avgn_calibration.choose_gate` over this gate's val curve."""
+    def curve(t: float) -> tuple[float, float]:
+        return evaluate_exit(cal_val, val["labels"], val["costs"], exit_at(conf_val, t))[:2]
+    return choose_gate(curve, CANDS, target, 1.0)["threshold"]
 
 
 def auroc(score: np.ndarray, ok: np.ndarray) -> float:
