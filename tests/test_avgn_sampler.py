@@ -266,6 +266,36 @@ def test_step_t_of_the_head_depends_on_the_first_t_frames_only():
             assert np.abs(h2["probs"][:, t + 1:] - h["probs"][:, t + 1:]).max() > 1e-7, (t, key)
 
 
+def test_head_extras_are_the_gate_inputs_step_by_step():
+    """``extras`` (early-exit gate inputs): eq. 8's running max reproduces p_t through the classifier; the
+    frame-t-alone probabilities (eq. 11) are brute-forced one frame at a time, the visual head (eq. 9) as a
+    max over the first t frames in any order; the audio head reads all T segments; the base outputs do not change."""
+    s = _sampler()
+    b = _batch()
+    K = 4
+    h, plain = s.predict_head(b, K, extras=True), s.predict_head(b, K)
+    for k in plain:
+        np.testing.assert_array_equal(h[k], plain[k])
+    f_av = s.net.f_av
+    with torch.no_grad():
+        p_from_z = f_av.head(torch.as_tensor(h["embedding"])).softmax(-1).numpy()
+    np.testing.assert_allclose(p_from_z, h["probs"], rtol=0, atol=1e-6)
+    assert np.all(np.diff(h["embedding"], axis=1) >= 0)  # a running max never decreases
+    c = _sampler(patch="centre")  # no π: frame t's patch does not depend on the frames before it (π's GRU)
+    hc = c.predict_head(b, K, extras=True)
+    idx = torch.as_tensor(hc["idx"])
+    for t in range(K):  # frame t alone: the head on a one-frame selection
+        one = c.predict_head(b, 1, idx=idx[:, t:t + 1], extras=True)
+        np.testing.assert_allclose(hc["frame_probs"][:, t], one["probs"][:, 0], rtol=0, atol=1e-5)
+        first = c.predict_head(b, t + 1, idx=idx[:, :t + 1].flip(1), extras=True)  # eq. 9 max-aggregates
+        np.testing.assert_allclose(hc["visual_probs"][:, t], first["visual_probs"][:, -1], rtol=0, atol=1e-5)
+    assert h["audio_probs"].shape == (B, C)
+    np.testing.assert_allclose(h["audio_probs"].sum(-1), 1.0, atol=1e-6)
+    silent = dict(b, audio_emb=b["audio_emb"].clone())
+    silent["audio_emb"][:, -1] += 5.0  # the last audio segment counts
+    assert np.abs(s.predict_head(silent, K, extras=True)["audio_probs"] - h["audio_probs"]).max() > 1e-6
+
+
 def test_head_with_given_frames_processes_them_in_that_order():
     s = _sampler()
     b = _batch()

@@ -19,6 +19,7 @@ are two, and what to rerun. :func:`verify_workspace` checks every artifact of a 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -108,6 +109,7 @@ MOVED_MODULES: dict[str, str] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _moved_pickle():
     """A ``pickle`` module for ``torch.load`` whose unpickler finds a class of a renamed module
     (:data:`MOVED_MODULES`) at its new place."""

@@ -497,9 +497,9 @@ class Params:
     plugins: dict[str, dict[str, Any]] = _f(factory=dict,
                                             help="name -> its settings (typed and checked by the class's "
                                                  "`settings` dataclass): samplers added as one module of "
-                                                   "components/models/samplers/ (README: \"Add your own sampler\"), "
-                                                   "each trained by train_plugin@<seed>-<name>; evaluate them by "
-                                                   "adding the name to evaluate.samplers")
+                                                 "components/models/samplers/ (README: \"Add your own sampler\"), "
+                                                 "each trained by train_plugin@<seed>-<name>; evaluate them by "
+                                                 "adding the name to evaluate.samplers")
 
 
 # ------------------------------------------------------------------------------- the loader

@@ -27,10 +27,11 @@ def is_avgn(model) -> bool:
 
 
 def head_predictions(model, data: Mapping[str, torch.Tensor], K: int, t_g: int | None = None,
-                     batch_size: int = 32, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                     batch_size: int = 32, idx: np.ndarray | None = None, extras: bool = False) -> dict[str, np.ndarray]:
     """AVGN's head on every video of ``data`` (store tensors with ``frames_full``) with up to ``K`` frames:
     ``idx [N,K]`` (most salient first), ``probs [N,K,C]`` (``p_t`` after t frames), ``centre [N,K,2]``
-    ((x_c, y_c) in [0,1] of each frame's patch), ``saliency [N,T]``."""
+    ((x_c, y_c) in [0,1] of each frame's patch), ``saliency [N,T]``; ``extras``: also the early-exit
+    gate inputs of :meth:`components.models.samplers.avgn.AVGNSampler.head`."""
     if "frames_full" not in data:
         raise ValueError("AVGN's head needs the frame cache: load the split with "
                          "sampler_keys('avgn', training=True) (store array frames_full)")
@@ -41,7 +42,7 @@ def head_predictions(model, data: Mapping[str, torch.Tensor], K: int, t_g: int |
     outs: dict[str, list] = {}
     for b in batches(data, batch_size):
         sel = b.pop("_idx", None)
-        for k, v in model.predict_head(b, K, t_g, idx=sel).items():
+        for k, v in model.predict_head(b, K, t_g, idx=sel, extras=extras).items():
             outs.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in outs.items()}
 

@@ -826,13 +826,16 @@ def draw_exit(result: dict):
     """mAP vs GMACs per video: the fixed-K head curve (mean over seeds, ± std band) and the early-exit
     points (mean, ± std over seeds on both axes), thresholds annotated; the legend outside the axes."""
     ex = result["early_exit"]
+    n = len(result["seeds"][AVGN])
+    spread = "± std over seeds" if n > 1 else "one seed: no spread shown"
     fig, ax = plt.subplots(figsize=(8.6, 5.0))
     f = ex["fixed"]
     x = np.array([r["gmacs"] for r in f])
     m = np.array([100 * r["map"]["mean"] for r in f])
     s = np.array([100 * r["map"]["std"] for r in f])
     ax.plot(x, m, "-o", color="#1f77b4", lw=2, ms=5, label="fixed K (head after K frames)")
-    ax.fill_between(x, m - s, m + s, color="#1f77b4", alpha=0.18, lw=0, label="± std over seeds")
+    if n > 1:
+        ax.fill_between(x, m - s, m + s, color="#1f77b4", alpha=0.18, lw=0, label=spread)
     for r, xi, mi in zip(f, x, m):
         ax.annotate(f"K={r['k']}", (xi, mi), textcoords="offset points", xytext=(4, -12), fontsize=8.5, color="#1f77b4")
     e = ex["exit"]
@@ -841,7 +844,7 @@ def draw_exit(result: dict):
     order = np.argsort(ex_x, kind="stable")
     ax.plot(ex_x[order], ex_m[order], "--", color="#d62728", lw=1.6)
     ax.errorbar(ex_x, ex_m, xerr=[r["gmacs"]["std"] for r in e], yerr=[100 * r["map"]["std"] for r in e],
-                fmt="s", color="#d62728", ms=6, capsize=3, label="early exit (AVGN⁺), ± std over seeds")
+                fmt="s", color="#d62728", ms=6, capsize=3, label=f"early exit (AVGN⁺), {spread}")
     for r, xi, mi in zip(e, ex_x, ex_m):
         ax.annotate(f"{r['threshold']:g}", (xi, mi), textcoords="offset points", xytext=(4, 5), fontsize=8.5,
                     color="#d62728")
@@ -859,7 +862,6 @@ def draw_exit(result: dict):
     ax.set_ylabel("mAP (%)", fontsize=11)
     ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3)
-    n = len(result["seeds"][AVGN])
     ax.set_title(f"AVGN: early exit vs fixed K on the test split ({result['videos']} videos, {n} seed"
                  f"{'' if n == 1 else 's'})", fontsize=12)
     handles, labels = ax.get_legend_handles_labels()

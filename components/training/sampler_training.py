@@ -41,8 +41,7 @@ def sampler_kwargs(name: str, p: Params, store: FeatureStore, seed: int) -> dict
     declares: :meth:`components.models.samplers.Sampler.build_kwargs`; a plugin's typed ``settings`` from
     params ``plugins.<name>`` first, :meth:`~components.models.samplers.Sampler.plugin_settings`)."""
     cls = sampler_class(name)
-    own = cls.plugin_settings(p, name) if name in p.plugins or cls.settings is not None else {}
-    return {**own, **cls.build_kwargs(p, store, seed)}
+    return {**cls.plugin_settings(p, name), **cls.build_kwargs(p, store, seed)}
 
 
 def training_settings(p: Params, name: str) -> tuple[int, int, float, float]:

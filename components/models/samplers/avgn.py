@@ -284,17 +284,22 @@ class AVGNSampler(Sampler):
         return self.net.loss(out.aux["avgn"], batch["labels"])
 
     def predict_head(self, batch: Batch, K: int, t_g: int | None = None,
-                     idx: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+                     idx: torch.Tensor | None = None, extras: bool = False) -> dict[str, np.ndarray]:
         """:meth:`head` without autograd, as numpy."""
         with torch.no_grad():
-            return {k: v.numpy() for k, v in self.head(batch, K, t_g, idx).items()}
+            return {k: v.numpy() for k, v in self.head(batch, K, t_g, idx, extras).items()}
 
     def head(self, batch: Batch, K: int, t_g: int | None = None,
-             idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+             idx: torch.Tensor | None = None, extras: bool = False) -> dict[str, torch.Tensor]:
         """AVGN's own prediction with the ``K`` most salient frames (glance with T_G = ``t_g``, default
         :attr:`glance_frames`), or with the frames ``idx [B,K]`` in that order (a selection made from
         stored saliency): ``idx [B,K]`` (most salient first), ``probs [B,K,C]`` (p_t of eq. 8 after
-        t frames, max-aggregated), ``centre [B,K,2]`` (x_c, y_c) in [0,1] of each patch."""
+        t frames, max-aggregated), ``centre [B,K,2]`` (x_c, y_c) in [0,1] of each patch.
+
+        ``extras`` adds what an early-exit gate may read at step t: ``frame_probs [B,K,C]`` (eq. 11,
+        frame t alone), ``visual_probs [B,K,C]`` (f_C^V of eq. 9, visual only, max-aggregated like ``probs``), ``audio_probs [B,C]``
+        (f_C^A of eq. 10 after all T audio segments) and ``embedding [B,K,H]`` (eq. 8's running max
+        ``max_{s<=t} h_s``, the feature FrameExit's gates read)."""
         was = self.training
         self.eval()
         try:
@@ -305,7 +310,12 @@ class AVGNSampler(Sampler):
                 idx = torch.argsort(-glance.saliency, dim=1, stable=True)[:, :K]
             idx = torch.as_tensor(idx, dtype=torch.long)
             out = self.net(g, a, self._frames(batch, idx), has_audio=has, frame_idx=idx, t_g=t_g)
-            return {"idx": idx, "probs": out.probs(), "centre": out.centre, "saliency": glance.saliency}
+            res = {"idx": idx, "probs": out.probs(), "centre": out.centre, "saliency": glance.saliency}
+            if extras:
+                res.update(frame_probs=out.frame_logits.softmax(-1), visual_probs=out.aux["f_v"].softmax(-1),
+                           audio_probs=out.aux["f_a"][:, -1].softmax(-1),
+                           embedding=torch.cummax(self.net.f_av.embed(out.e_av), 1).values)
+            return res
         finally:
             self.train(was)
 
