@@ -49,7 +49,7 @@ from sklearn.preprocessing import StandardScaler
 
 from components.core.params import for_pipeline_seed, load_params
 from components.core.paths import Paths
-from components.evaluation.avgn_calibration import calibrate, step_temperatures
+from components.evaluation.avgn_calibration import calibrate, choose_gate, step_temperatures
 from components.evaluation.avgn_eval import head_predictions
 from components.evaluation.metrics import map_ci, mean_average_precision, top1_hits
 from components.reporting.avgn_tables import exit_costs, gmacs_counter, load_inputs, video_costs
@@ -160,15 +160,16 @@ def evaluate_exit(cal: np.ndarray, labels: np.ndarray, costs: np.ndarray, stop: 
 
 
 def choose(conf: np.ndarray, cal: np.ndarray, split: dict, target: float) -> tuple[int, float]:
-    """The cheapest (cap, threshold) whose mAP on this (val) split reaches ``target``; none: the best mAP."""
-    rows = []
-    for cap in range(1, K_MAX + 1):
-        for t in CANDS:
-            m, g, _ = evaluate_exit(cal, split["labels"], split["costs"], exit_at(conf, t, cap))
-            rows.append((cap, float(t), m, g))
-    ok = [r for r in rows if r[2] >= target - 1e-12]
-    cap, t, _, _ = min(ok, key=lambda r: (r[3], -r[2])) if ok else max(rows, key=lambda r: (r[2], -r[3]))
-    return cap, t
+    """The cheapest (cap, threshold) whose mAP on this (val) split reaches ``target``; none: the best mAP.
+    Per cap, the report's :func:`components.evaluation.avgn_calibration.choose_gate` picks the threshold."""
+    def curve(cap: int):
+        return lambda t: evaluate_exit(cal, split["labels"], split["costs"], exit_at(conf, t, cap))[:2]
+
+    per_cap = {cap: choose_gate(curve(cap), CANDS, target, 1.0) for cap in range(1, K_MAX + 1)}
+    ok = [c for c, g in per_cap.items() if g["reached"]]
+    cap = (min(ok, key=lambda c: (per_cap[c]["gmacs"], -per_cap[c]["map"])) if ok
+           else max(per_cap, key=lambda c: (per_cap[c]["map"], -per_cap[c]["gmacs"])))
+    return cap, per_cap[cap]["threshold"]
 
 
 def auroc(s: np.ndarray, ok: np.ndarray) -> list[float]:

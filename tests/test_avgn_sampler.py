@@ -291,9 +291,9 @@ def test_head_extras_are_the_gate_inputs_step_by_step():
         np.testing.assert_allclose(hc["visual_probs"][:, t], first["visual_probs"][:, -1], rtol=0, atol=1e-5)
     assert h["audio_probs"].shape == (B, C)
     np.testing.assert_allclose(h["audio_probs"].sum(-1), 1.0, atol=1e-6)
-    silent = dict(b, audio_emb=b["audio_emb"].clone())
-    silent["audio_emb"][:, -1] += 5.0  # the last audio segment counts
-    assert np.abs(s.predict_head(silent, K, extras=True)["audio_probs"] - h["audio_probs"]).max() > 1e-6
+    louder = dict(b, audio_emb=b["audio_emb"].clone())
+    louder["audio_emb"][:, -1] += 5.0  # the last audio segment counts
+    assert np.abs(s.predict_head(louder, K, extras=True)["audio_probs"] - h["audio_probs"]).max() > 1e-6
 
 
 def test_head_with_given_frames_processes_them_in_that_order():
